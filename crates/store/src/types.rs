@@ -1,0 +1,207 @@
+//! Records as the store reads and writes them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use ultron8_core::{CommandSpec, DroneFacts, ExecutionStatus, HostStats};
+
+#[derive(Debug, Clone)]
+pub struct NewJoinToken {
+    pub id: String,
+    /// SHA-256 of the token's secret; the secret itself is never stored.
+    pub secret_sha256: Vec<u8>,
+    pub labels: BTreeMap<String, String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinTokenGrant {
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DroneEnrollment {
+    pub drone_id: String,
+    /// SHA-256 (hex) of the issued certificate.
+    pub certificate_fingerprint: String,
+    pub certificate_not_after: DateTime<Utc>,
+    /// Labels from the join token.
+    pub labels: BTreeMap<String, String>,
+    pub token_id: String,
+    pub enrolled_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DroneRecord {
+    pub id: String,
+    /// Empty until the drone first registers.
+    pub facts: DroneFacts,
+    /// Labels granted by the join token (the drone's own are in `facts`).
+    pub token_labels: BTreeMap<String, String>,
+    pub stats: Option<HostStats>,
+    pub online: bool,
+    pub enrolled_at: DateTime<Utc>,
+    pub registered_at: Option<DateTime<Utc>>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub certificate_fingerprint: String,
+}
+
+impl DroneRecord {
+    /// Token labels overlaid with the drone's own (the drone's win).
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        let mut labels = self.token_labels.clone();
+        labels.extend(self.facts.labels.clone());
+        labels
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: String,
+    pub target: String,
+    pub requester: String,
+    pub command: CommandSpec,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    pub id: String,
+    pub job_id: String,
+    pub drone_id: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: String,
+    pub target: String,
+    pub requester: String,
+    pub command: CommandSpec,
+    pub created_at: DateTime<Utc>,
+    pub executions: Vec<ExecutionRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSummary {
+    pub id: String,
+    pub target: String,
+    pub requester: String,
+    pub command: CommandSpec,
+    pub created_at: DateTime<Utc>,
+    pub status_counts: BTreeMap<ExecutionStatus, u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ExecutionResult {
+    pub exit_code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionRecord {
+    pub id: String,
+    pub job_id: String,
+    pub drone_id: String,
+    pub status: ExecutionStatus,
+    pub result: ExecutionResult,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub dispatched_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A requested status change. `at` is recorded as `dispatched_at` for
+/// `dispatched`, `started_at` for `running`, `finished_at` for terminal
+/// states; `started_at` may also be given with a terminal state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionUpdate {
+    pub status: ExecutionStatus,
+    pub at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    /// Only stored with a terminal status.
+    pub result: Option<ExecutionResult>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransitionOutcome {
+    Applied {
+        previous: ExecutionStatus,
+    },
+    /// The state machine refused the move; nothing changed.
+    Refused {
+        current: ExecutionStatus,
+    },
+    NotFound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputStreamKind {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputChunkRecord {
+    pub execution_id: String,
+    pub stream: OutputStreamKind,
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
+/// What the hive needs to (re-)publish an execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingDispatch {
+    pub execution_id: String,
+    pub job_id: String,
+    pub drone_id: String,
+    pub requester: String,
+    pub command: CommandSpec,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditRecord {
+    pub id: String,
+    pub at: DateTime<Utc>,
+    /// Who caused it: `operator:<name>`, `drone:<id>`, `hive`.
+    pub actor: String,
+    /// Dotted verb: `job.submitted`, `execution.finished`, `drone.enrolled`, ...
+    pub action: String,
+    pub job_id: Option<String>,
+    pub execution_id: Option<String>,
+    pub drone_id: Option<String>,
+    /// Execution status at the time, where one applies.
+    pub status: Option<ExecutionStatus>,
+    pub detail: serde_json::Value,
+}
+
+pub type AuditRecord = NewAuditRecord;
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub job_id: Option<String>,
+    pub execution_id: Option<String>,
+    pub drone_id: Option<String>,
+    pub status: Option<ExecutionStatus>,
+    /// Zero means 100.
+    pub limit: u32,
+    /// Records strictly older than this id (ids sort by time), for paging.
+    pub before_id: Option<String>,
+}

@@ -1,0 +1,262 @@
+//! Runs the conformance suite against [`PgStore`], one database per test.
+//!
+//! Needs a Postgres server whose user may create databases. The admin URL
+//! defaults to `postgres://postgres@127.0.0.1:5432/postgres`; override it
+//! with `ULTRON8_TEST_DATABASE_URL`. Each test creates `u8t_<uuid>`, so tests
+//! run in parallel without seeing each other's rows, and drops it afterwards.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use sqlx::{Connection, Executor, PgConnection};
+use ultron8_store::postgres::PgStore;
+use ultron8_store::{AuditFilter, NewAuditRecord, Store};
+use uuid::Uuid;
+
+const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+fn admin_url() -> String {
+    std::env::var("ULTRON8_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_string())
+}
+
+/// `url` with its database name replaced by `database`, query kept.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{server}/{database}?{query}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+/// A database that exists for one test.
+struct TestDatabase {
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    async fn create() -> TestDatabase {
+        let name = format!("u8t_{}", Uuid::now_v7().simple());
+        let mut admin = PgConnection::connect(&admin_url()).await.expect(
+            "connect to the admin database (is Postgres up? see ULTRON8_TEST_DATABASE_URL)",
+        );
+        admin
+            .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        TestDatabase {
+            url: with_database(&admin_url(), &name),
+            name,
+        }
+    }
+
+    /// Best effort: a leftover database is clutter, not a failure.
+    async fn drop(self) {
+        let Ok(mut admin) = PgConnection::connect(&admin_url()).await else {
+            return;
+        };
+        // FORCE: a connection a failed test left open must not keep it alive.
+        let _ = admin
+            .execute(format!(r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#, self.name).as_str())
+            .await;
+        admin.close().await.ok();
+    }
+}
+
+/// Runs `test` against a fresh, migrated [`PgStore`] and drops the database
+/// afterwards, whether the test passed or panicked.
+async fn with_store<F, Fut>(test: F)
+where
+    F: FnOnce(PgStore) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let database = TestDatabase::create().await;
+    let store = PgStore::connect(&database.url)
+        .await
+        .expect("connect PgStore");
+    // A spawned task turns a panic into a JoinError, so cleanup still runs.
+    let outcome = tokio::spawn(test(store.clone())).await;
+    store.pool().close().await;
+    database.drop().await;
+    if let Err(err) = outcome {
+        match err.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(err) => panic!("test task failed: {err}"),
+        }
+    }
+}
+
+async fn run<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    with_store(|store| test(Arc::new(store))).await;
+}
+
+crate::suite::conformance_tests!(run);
+
+// --- Postgres-only guarantees ------------------------------------------------
+
+fn some_audit() -> NewAuditRecord {
+    NewAuditRecord {
+        id: Uuid::now_v7().to_string(),
+        at: chrono::DateTime::from_timestamp(1_893_456_000, 0).expect("valid time"),
+        actor: "hive".to_string(),
+        action: "test.appended".to_string(),
+        job_id: None,
+        execution_id: None,
+        drone_id: None,
+        status: None,
+        detail: serde_json::json!({ "n": 1 }),
+    }
+}
+
+fn assert_append_only_error(
+    result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>,
+    what: &str,
+) {
+    let err = result.expect_err(&format!("{what} on audit_log must be rejected"));
+    let message = err
+        .as_database_error()
+        .map(|db| db.message().to_string())
+        .unwrap_or_else(|| panic!("{what}: expected a database error, got {err:?}"));
+    assert!(
+        message.contains("append-only"),
+        "{what}: unexpected message {message:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_rejects_update_delete_and_truncate_in_the_database() {
+    with_store(|store| async move {
+        let record = some_audit();
+        store.append_audit(&record).await.expect("append");
+        let pool = store.pool();
+
+        assert_append_only_error(
+            sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE id = $1")
+                .bind(&record.id)
+                .execute(pool)
+                .await,
+            "UPDATE",
+        );
+        assert_append_only_error(
+            sqlx::query("DELETE FROM audit_log WHERE id = $1")
+                .bind(&record.id)
+                .execute(pool)
+                .await,
+            "DELETE",
+        );
+        assert_append_only_error(
+            sqlx::query("TRUNCATE audit_log").execute(pool).await,
+            "TRUNCATE",
+        );
+
+        let listed = store
+            .list_audit(&AuditFilter::default())
+            .await
+            .expect("list audit");
+        assert_eq!(listed, vec![record], "the record is untouched");
+
+        // Inserting is still allowed.
+        store
+            .append_audit(&some_audit())
+            .await
+            .expect("append after refusals");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_rejects_unknown_execution_status() {
+    with_store(|store| async move {
+        let pool = store.pool();
+        sqlx::query("INSERT INTO jobs (id, target, requester, command, created_at) VALUES ('j', 't', 'r', '{}', now())")
+            .execute(pool)
+            .await
+            .expect("insert job");
+        let err = sqlx::query(
+            "INSERT INTO executions (id, job_id, drone_id, status, created_at, expires_at) \
+             VALUES ('e', 'j', 'd', 'done', now(), now())",
+        )
+        .execute(pool)
+        .await
+        .expect_err("status outside the state machine");
+        let db = err.as_database_error().expect("database error");
+        assert_eq!(db.code().as_deref(), Some("23514"), "check_violation, got {db:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_hive_starts_migrate_safely() {
+    let database = TestDatabase::create().await;
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let url = database.url.clone();
+            tokio::spawn(async move { PgStore::connect(&url).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for start in starts {
+        stores.push(
+            start
+                .await
+                .expect("start task")
+                .expect("connect and migrate"),
+        );
+    }
+    for store in &stores {
+        store.ping().await.expect("ping");
+    }
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(stores[0].pool())
+        .await
+        .expect("count migrations");
+    let files = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../migrations/postgres"
+    ))
+    .expect("read migrations dir")
+    .filter(|entry| {
+        entry
+            .as_ref()
+            .is_ok_and(|entry| entry.path().extension().is_some_and(|ext| ext == "sql"))
+    })
+    .count();
+    assert_eq!(
+        applied,
+        i64::try_from(files).expect("few files"),
+        "each migration applied once"
+    );
+    for store in stores {
+        store.pool().close().await;
+    }
+    database.drop().await;
+}
+
+#[test]
+fn database_name_is_swapped_in_urls() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/postgres", "u8t_x"),
+        "postgres://postgres@127.0.0.1:5432/u8t_x"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@db:5432/admin?sslmode=disable", "u8t_x"),
+        "postgres://u:p@db:5432/u8t_x?sslmode=disable"
+    );
+    assert_eq!(
+        with_database("postgres://db", "u8t_x"),
+        "postgres://db/u8t_x"
+    );
+}
