@@ -1,0 +1,661 @@
+//! `ultron8-drone run`: the drone's life after joining.
+//!
+//! 1. Report as `lost` every execution the journal shows begun but never
+//!    finished: the drone died while running it, and re-running it could
+//!    do harm twice.
+//! 2. Register with the hive (facts in, broker address and signing key out),
+//!    retrying with jittered backoff.
+//! 3. In parallel: heartbeat with host stats; deliver spooled results until
+//!    the hive acknowledges them; consume the drone's queue and handle each
+//!    request.
+//!
+//! Handling a request: verify the hive's signature, the addressee and the
+//! expiry; journal the execution id (a second delivery of the same id is
+//! acknowledged and dropped); acknowledge the message; run; spool the
+//! result; mark the journal entry finished; deliver.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use futures::StreamExt;
+use prost::Message;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+use ultron8_broker::{ActionConsumer, Delivery};
+use ultron8_core::ExecutionStatus;
+use ultron8_pki::RequestVerifier;
+use ultron8_proto::convert::{command_from_wire, facts_to_wire, stats_to_wire, status_to_wire};
+use ultron8_proto::v1::{self, drone_service_client::DroneServiceClient};
+
+use crate::backoff::Backoff;
+use crate::config::{DroneDir, DroneFile};
+use crate::executor::{self, ExecSpec, StreamKind};
+use crate::facts::{StatsSampler, collect_facts};
+use crate::journal::{Begin, Journal};
+use crate::spool::{Spool, SpooledReport};
+
+/// Supplies the consumer for the broker URL the hive hands out. The
+/// default builds an AMQP consumer; the all-in-one dev hive injects its
+/// in-process broker.
+pub type ConsumerFactory =
+    Arc<dyn Fn(&str) -> anyhow::Result<Arc<dyn ActionConsumer>> + Send + Sync>;
+
+pub fn amqp_consumer_factory() -> ConsumerFactory {
+    Arc::new(|url: &str| {
+        if url.starts_with("amqp://") || url.starts_with("amqps://") {
+            Ok(Arc::new(ultron8_broker::amqp::AmqpConsumer::new(url)) as Arc<dyn ActionConsumer>)
+        } else if url.starts_with("inproc:") {
+            anyhow::bail!(
+                "the hive runs an embedded in-process broker (`ultron8-hive dev`), which only its built-in drone can use; \
+                 remote drones need a hive started with `ultron8-hive serve` and RabbitMQ"
+            )
+        } else {
+            anyhow::bail!("the hive handed out a broker URL this drone cannot use: {url}")
+        }
+    })
+}
+
+struct Drone {
+    file: DroneFile,
+    client: DroneServiceClient<Channel>,
+    journal: Journal,
+    spool: Spool,
+    /// Wakes the spool deliverer when a new result is spooled.
+    spooled: Notify,
+    running: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+struct Registration {
+    broker_url: String,
+    verifier: RequestVerifier,
+    heartbeat_interval: Duration,
+}
+
+pub async fn run(
+    dir: DroneDir,
+    consumers: ConsumerFactory,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let file = dir.load()?;
+    let read = |path: std::path::PathBuf| {
+        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let ca = first_cert(&read(dir.ca())?)?;
+    let cert = first_cert(&read(dir.cert())?)?;
+    let key = read(dir.key())?;
+    let tls = ultron8_transport::client_config(&ca, &cert, &key)?;
+    let channel = ultron8_transport::connect_lazy(&file.hive, &file.server_name, tls)?;
+    let drone = Arc::new(Drone {
+        client: DroneServiceClient::new(channel),
+        journal: Journal::open(&dir.journal())
+            .with_context(|| format!("cannot open the journal in {}", dir.journal().display()))?,
+        spool: Spool::open(&dir.spool())
+            .with_context(|| format!("cannot open the spool in {}", dir.spool().display()))?,
+        spooled: Notify::new(),
+        running: Default::default(),
+        file,
+    });
+    let span = info_span!("drone", drone_id = %drone.file.id);
+    async move {
+        drone.report_interrupted_executions()?;
+        let registration = tokio::select! {
+            registration = drone.register_until_accepted() => registration,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        let consumer = consumers(&registration.broker_url)?;
+        let registration = Arc::new(registration);
+
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(
+            drone
+                .clone()
+                .heartbeat_loop(registration.heartbeat_interval, shutdown.clone()),
+        );
+        tasks.spawn(drone.clone().deliver_spool_loop(shutdown.clone()));
+        tasks.spawn(
+            drone
+                .clone()
+                .consume_loop(consumer, registration.clone(), shutdown.clone()),
+        );
+        shutdown.cancelled().await;
+        info!(
+            "stopping: in-flight commands are abandoned and will be reported lost at the next start"
+        );
+        tasks.shutdown().await;
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+fn first_cert(pem: &str) -> anyhow::Result<Vec<u8>> {
+    ultron8_pki::pem_to_der_certs(pem)?
+        .into_iter()
+        .next()
+        .context("PEM file holds no certificate")
+}
+
+impl Drone {
+    fn report_interrupted_executions(&self) -> anyhow::Result<()> {
+        let interrupted = self
+            .journal
+            .unfinished()
+            .context("cannot read the journal")?;
+        for entry in interrupted {
+            warn!(execution_id = %entry.execution_id, job_id = %entry.job_id,
+                "execution was interrupted by a drone restart; reporting it lost instead of running it again");
+            let now = Utc::now().timestamp_millis();
+            let report = SpooledReport {
+                execution_id: entry.execution_id.clone(),
+                job_id: entry.job_id.clone(),
+                status: ExecutionStatus::Lost,
+                exit_code: None,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                stdout_truncated: false,
+                stderr_truncated: false,
+                duration_ms: 0,
+                error: Some(
+                    "the drone stopped while the command was running; it was not run again".into(),
+                ),
+                started_at_ms: 0,
+                finished_at_ms: now,
+            };
+            self.spool
+                .put(&report)
+                .context("cannot spool a lost report")?;
+            self.journal
+                .finish(&entry.execution_id)
+                .context("cannot update the journal")?;
+        }
+        Ok(())
+    }
+
+    async fn register_until_accepted(&self) -> Registration {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.register().await {
+                Ok(registration) => {
+                    info!(hive = %self.file.hive, "registered with the hive");
+                    return registration;
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    warn!(hive = %self.file.hive, error = %e, retry_in = ?delay, "cannot register with the hive");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    async fn register(&self) -> anyhow::Result<Registration> {
+        let facts = collect_facts(self.file.labels.clone());
+        let response = self
+            .client
+            .clone()
+            .register(v1::RegisterRequest {
+                facts: Some(facts_to_wire(&facts)),
+            })
+            .await
+            .map_err(describe_status)?
+            .into_inner();
+        let broker_url = response
+            .broker
+            .map(|b| b.url)
+            .filter(|u| !u.is_empty())
+            .context("the hive sent no broker address")?;
+        let verifier = RequestVerifier::new(response.request_signing_public_key);
+        if verifier.key_id() != response.request_signing_key_id {
+            anyhow::bail!("the hive's signing key does not match its key id; refusing to trust it");
+        }
+        Ok(Registration {
+            broker_url,
+            verifier,
+            heartbeat_interval: Duration::from_millis(
+                response.heartbeat_interval_ms.max(200) as u64
+            ),
+        })
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, mut interval: Duration, shutdown: CancellationToken) {
+        let mut sampler = StatsSampler::new();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let running = self
+                .running
+                .lock()
+                .map(|r| r.iter().cloned().collect())
+                .unwrap_or_default();
+            let request = v1::HeartbeatRequest {
+                stats: Some(stats_to_wire(&sampler.sample())),
+                running_execution_ids: running,
+            };
+            match self.client.clone().heartbeat(request).await {
+                Ok(response) => {
+                    let asked = response.into_inner().heartbeat_interval_ms;
+                    if asked > 0 {
+                        interval = Duration::from_millis(asked.max(200) as u64);
+                    }
+                }
+                Err(status)
+                    if status.code() == tonic::Code::NotFound
+                        || status.code() == tonic::Code::FailedPrecondition =>
+                {
+                    // The hive forgot us (e.g. a fresh database): registering
+                    // again restores the record.
+                    warn!(error = %describe_status(status), "hive does not know this drone; registering again");
+                    if let Err(e) = self.register().await {
+                        warn!(error = %e, "re-registration failed");
+                    }
+                }
+                Err(status) => debug!(error = %describe_status(status), "heartbeat failed"),
+            }
+        }
+    }
+
+    /// Delivers spooled results oldest first; a result leaves the spool
+    /// only once the hive has acknowledged it.
+    async fn deliver_spool_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
+            let wake = self.spooled.notified();
+            let delay = match self.deliver_spool().await {
+                Ok(()) => {
+                    backoff.reset();
+                    Duration::from_secs(30)
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    debug!(error = %e, retry_in = ?delay, "hive unreachable; results stay spooled");
+                    delay
+                }
+            };
+            tokio::select! {
+                _ = wake => {}
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn deliver_spool(&self) -> anyhow::Result<()> {
+        for report in self.spool.pending().context("cannot read the spool")? {
+            let wire = v1::ExecutionReport {
+                execution_id: report.execution_id.clone(),
+                status: status_to_wire(report.status) as i32,
+                exit_code: report.exit_code,
+                stdout: report.stdout,
+                stderr: report.stderr,
+                stdout_truncated: report.stdout_truncated,
+                stderr_truncated: report.stderr_truncated,
+                duration_ms: report.duration_ms,
+                error: report.error.unwrap_or_default(),
+                started_at_ms: report.started_at_ms,
+                finished_at_ms: report.finished_at_ms,
+            };
+            match self.client.clone().report_result(wire).await {
+                Ok(_) => {}
+                Err(status) if is_permanent(&status) => {
+                    // The hive will never accept it (e.g. the execution is
+                    // not ours); keeping it would block nothing but would
+                    // retry forever. Say so loudly.
+                    error!(execution_id = %report.execution_id, error = %describe_status(status),
+                        "hive refused a result permanently; dropping it from the spool");
+                }
+                Err(status) => return Err(describe_status(status)),
+            }
+            self.spool
+                .remove(&report.execution_id)
+                .context("cannot remove a delivered result from the spool")?;
+            debug!(execution_id = %report.execution_id, "result delivered");
+        }
+        Ok(())
+    }
+
+    async fn consume_loop(
+        self: Arc<Self>,
+        consumer: Arc<dyn ActionConsumer>,
+        registration: Arc<Registration>,
+        shutdown: CancellationToken,
+    ) {
+        let slots = Arc::new(Semaphore::new(
+            self.file.settings.max_concurrent.max(1) as usize
+        ));
+        let prefetch = self.file.settings.max_concurrent.max(1);
+        let mut backoff = Backoff::default();
+        loop {
+            let mut deliveries = match consumer.consume(&self.file.id, prefetch).await {
+                Ok(deliveries) => {
+                    info!("consuming action requests");
+                    backoff.reset();
+                    deliveries
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    warn!(error = %e, retry_in = ?delay, "cannot consume from the broker");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => continue,
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    next = deliveries.next() => next,
+                    _ = shutdown.cancelled() => return,
+                };
+                match next {
+                    Some(Ok(delivery)) => {
+                        let Ok(slot) = slots.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let drone = self.clone();
+                        let registration = registration.clone();
+                        tokio::spawn(async move {
+                            drone.handle(delivery, &registration).await;
+                            drop(slot);
+                        });
+                    }
+                    Some(Err(e)) => {
+                        warn!(error = %e, "broker connection lost");
+                        break;
+                    }
+                    None => {
+                        warn!("broker closed the consumer");
+                        break;
+                    }
+                }
+            }
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn handle(&self, delivery: Delivery, registration: &Registration) {
+        let request = match verify(&delivery.body, &self.file.id, &registration.verifier) {
+            Ok(request) => request,
+            Err(refusal) => {
+                warn!(claimed_execution_id = %refusal.execution_id, reason = %refusal.reason, "refused an action request");
+                if let Err(e) = delivery.reject().await {
+                    warn!(error = %e, "cannot drop the refused message");
+                }
+                if !refusal.execution_id.is_empty() {
+                    self.report_refusal(&refusal).await;
+                }
+                return;
+            }
+        };
+        let span =
+            info_span!("execution", job_id = %request.job_id, execution_id = %request.execution_id);
+        self.run_request(delivery, request).instrument(span).await
+    }
+
+    async fn run_request(&self, delivery: Delivery, request: v1::ActionRequest) {
+        let now = Utc::now().timestamp_millis();
+        if now > request.expires_at_ms {
+            let late = Duration::from_millis((now - request.expires_at_ms) as u64);
+            let refusal = Refusal {
+                execution_id: request.execution_id.clone(),
+                status: ExecutionStatus::Expired,
+                reason: format!(
+                    "arrived {} after its expiry; not run",
+                    humantime::format_duration(round_ms(late))
+                ),
+            };
+            info!(reason = %refusal.reason, "refused an expired request");
+            let _ = delivery.ack().await;
+            // If this id already ran here, the hive holds its terminal state
+            // and ignores the report: states never move backwards.
+            self.report_refusal(&refusal).await;
+            return;
+        }
+        match self.journal.begin(&request.execution_id, &request.job_id) {
+            Ok(Begin::Fresh) => {}
+            Ok(Begin::AlreadySeen { finished }) => {
+                info!(
+                    finished,
+                    "duplicate delivery of an execution this drone already took; not running it again"
+                );
+                let _ = delivery.ack().await;
+                return;
+            }
+            Err(e) => {
+                // Without a journal entry the at-most-once promise cannot
+                // be kept, so do not run; leave the message for later.
+                error!(error = %e, "cannot journal the execution; not running it");
+                drop(delivery);
+                return;
+            }
+        }
+        // Journaled: from here a crash means "lost", never "run twice", so
+        // the broker may forget the message.
+        if let Err(e) = delivery.ack().await {
+            warn!(error = %e, "cannot acknowledge the message; a redelivery will be recognised by the journal");
+        }
+        let report = self.execute(&request).await;
+        if let Err(e) = self.spool.put(&report) {
+            error!(error = %e, "cannot spool the result; it will be reported lost at the next start");
+            return;
+        }
+        if let Err(e) = self.journal.finish(&request.execution_id) {
+            warn!(error = %e, "cannot mark the journal entry finished");
+        }
+        self.spooled.notify_one();
+    }
+
+    async fn execute(&self, request: &v1::ActionRequest) -> SpooledReport {
+        let started = Utc::now();
+        let settings = &self.file.settings;
+        let spec = match command_from_wire(request.command.clone()) {
+            Ok(command) => ExecSpec {
+                program: command.program,
+                env: command.env,
+                working_dir: command.working_dir.map(Into::into),
+                timeout: command
+                    .timeout_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(settings.default_timeout),
+                kill_grace: settings.kill_grace,
+                output_limit: command
+                    .output_limit_bytes
+                    .unwrap_or(settings.output_limit_bytes) as usize,
+            },
+            Err(e) => {
+                return SpooledReport {
+                    execution_id: request.execution_id.clone(),
+                    job_id: request.job_id.clone(),
+                    status: ExecutionStatus::Failed,
+                    exit_code: None,
+                    stdout: Vec::new(),
+                    stderr: Vec::new(),
+                    stdout_truncated: false,
+                    stderr_truncated: false,
+                    duration_ms: 0,
+                    error: Some(format!("malformed command: {e}")),
+                    started_at_ms: started.timestamp_millis(),
+                    finished_at_ms: Utc::now().timestamp_millis(),
+                };
+            }
+        };
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(request.execution_id.clone());
+        }
+        self.report_running(request, started).await;
+        let (chunks_tx, chunks_rx) = mpsc::channel(256);
+        let streamer = tokio::spawn(stream_output(
+            self.client.clone(),
+            request.execution_id.clone(),
+            chunks_rx,
+        ));
+        info!(command = %spec.program.display(), "running");
+        let outcome = executor::run(spec, Some(chunks_tx)).await;
+        // The sender is gone with `run`; the stream ends and the call returns.
+        let _ = streamer.await;
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(&request.execution_id);
+        }
+        info!(status = %outcome.status, exit_code = ?outcome.exit_code, duration_ms = outcome.duration.as_millis() as u64, "finished");
+        SpooledReport {
+            execution_id: request.execution_id.clone(),
+            job_id: request.job_id.clone(),
+            status: outcome.status,
+            exit_code: outcome.exit_code,
+            stdout: outcome.stdout,
+            stderr: outcome.stderr,
+            stdout_truncated: outcome.stdout_truncated,
+            stderr_truncated: outcome.stderr_truncated,
+            duration_ms: outcome.duration.as_millis() as u64,
+            error: outcome.error,
+            started_at_ms: started.timestamp_millis(),
+            finished_at_ms: Utc::now().timestamp_millis(),
+        }
+    }
+
+    /// Best effort: the final report carries the start time anyway.
+    async fn report_running(&self, request: &v1::ActionRequest, started: chrono::DateTime<Utc>) {
+        let report = v1::ExecutionReport {
+            execution_id: request.execution_id.clone(),
+            status: v1::ExecutionStatus::Running as i32,
+            started_at_ms: started.timestamp_millis(),
+            ..Default::default()
+        };
+        if let Err(status) = self.client.clone().report_result(report).await {
+            debug!(error = %describe_status(status), "cannot report the start; the result will follow");
+        }
+    }
+
+    /// Refusals are reported directly, not spooled: the request may be
+    /// forged, and a forged execution id must never displace a real
+    /// result in the spool. If this report is lost, the hive still
+    /// expires the execution.
+    async fn report_refusal(&self, refusal: &Refusal) {
+        let report = v1::ExecutionReport {
+            execution_id: refusal.execution_id.clone(),
+            status: status_to_wire(refusal.status) as i32,
+            error: refusal.reason.clone(),
+            finished_at_ms: Utc::now().timestamp_millis(),
+            ..Default::default()
+        };
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        for _ in 0..5 {
+            match self.client.clone().report_result(report.clone()).await {
+                Ok(_) => return,
+                Err(status) if is_permanent(&status) => {
+                    warn!(error = %describe_status(status), "hive refused the refusal report");
+                    return;
+                }
+                Err(_) => tokio::time::sleep(backoff.next_delay()).await,
+            }
+        }
+        warn!(execution_id = %refusal.execution_id, "could not report a refused request; the hive will expire it");
+    }
+}
+
+async fn stream_output(
+    mut client: DroneServiceClient<Channel>,
+    execution_id: String,
+    chunks: mpsc::Receiver<executor::OutputChunk>,
+) {
+    let stream =
+        tokio_stream::wrappers::ReceiverStream::new(chunks).map(move |chunk| v1::OutputChunk {
+            execution_id: execution_id.clone(),
+            stream: match chunk.stream {
+                StreamKind::Stdout => v1::OutputStream::Stdout as i32,
+                StreamKind::Stderr => v1::OutputStream::Stderr as i32,
+            },
+            offset: chunk.offset,
+            data: chunk.data,
+        });
+    if let Err(status) = client.stream_output(stream).await {
+        debug!(error = %describe_status(status), "live output not delivered; the final result carries it");
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// As claimed by the (possibly forged) message; empty if unreadable.
+    pub execution_id: String,
+    pub status: ExecutionStatus,
+    pub reason: String,
+}
+
+/// Checks that a message is a request the hive signed for this drone.
+/// Expiry is checked separately, after the signature, so that only genuine
+/// requests are ever reported as expired.
+pub fn verify(
+    body: &[u8],
+    drone_id: &str,
+    verifier: &RequestVerifier,
+) -> Result<v1::ActionRequest, Refusal> {
+    let rejected = |execution_id: String, reason: String| Refusal {
+        execution_id,
+        status: ExecutionStatus::Rejected,
+        reason,
+    };
+    let signed = v1::SignedActionRequest::decode(body)
+        .map_err(|e| rejected(String::new(), format!("not a signed action request: {e}")))?;
+    // Read the claimed id before verifying, only to say which request was refused.
+    let claimed = v1::ActionRequest::decode(signed.request.as_slice()).ok();
+    let claimed_id = claimed
+        .as_ref()
+        .map(|r| r.execution_id.clone())
+        .unwrap_or_default();
+    if signed.key_id != verifier.key_id() {
+        return Err(rejected(
+            claimed_id,
+            format!("signed with unknown key {:?}", signed.key_id),
+        ));
+    }
+    verifier
+        .verify(&signed.request, &signed.signature)
+        .map_err(|_| {
+            rejected(
+                claimed_id.clone(),
+                "signature does not verify: forged or corrupted".into(),
+            )
+        })?;
+    let request =
+        claimed.ok_or_else(|| rejected(String::new(), "signed request does not decode".into()))?;
+    if request.drone_id != drone_id {
+        return Err(rejected(
+            request.execution_id,
+            format!("addressed to drone {:?}, not this one", request.drone_id),
+        ));
+    }
+    Ok(request)
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+fn is_permanent(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::InvalidArgument
+            | tonic::Code::NotFound
+            | tonic::Code::PermissionDenied
+            | tonic::Code::FailedPrecondition
+    )
+}
+
+fn describe_status(status: tonic::Status) -> anyhow::Error {
+    use std::error::Error;
+    let mut message = format!("{:?}: {}", status.code(), status.message());
+    let mut source = status.source();
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    anyhow::anyhow!(message)
+}
