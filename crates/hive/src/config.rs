@@ -1,0 +1,231 @@
+//! The hive's configuration: one struct, layered defaults < TOML file <
+//! `ULTRON8_*` environment < command-line flags.
+//!
+//! clap merges the environment and the flags (a flag wins over its
+//! variable); [`HiveConfig::load`] lays the result over the file, which lays
+//! over the defaults. `ultron8-hive serve --print-config` shows what is in
+//! force, with passwords redacted.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HiveConfig {
+    /// Where `init` put the CA, the hive's certificate and the signing key.
+    pub data_dir: PathBuf,
+    /// Postgres URL, e.g. `postgres://ultron8@db/ultron8`.
+    pub database_url: Option<String>,
+    /// AMQP URL the hive publishes with, e.g. `amqp://ultron8:pw@mq:5672/ultron8`.
+    pub amqp_url: Option<String>,
+    /// AMQP URL handed to drones at registration. Defaults to `amqp_url`;
+    /// set it when drones reach the broker by another address or with
+    /// other credentials.
+    pub drone_amqp_url: Option<String>,
+    /// gRPC (mutual TLS) listen address for drones and ultronctl.
+    pub grpc_listen: SocketAddr,
+    /// HTTP listen address for /healthz, /readyz and /metrics.
+    pub http_listen: SocketAddr,
+    /// How often drones are asked to heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A drone silent for this long is marked offline.
+    #[serde(with = "humantime_serde")]
+    pub offline_after: Duration,
+    /// How long a drone may take to pick a request up, unless the run says
+    /// otherwise (`ultronctl run --ttl`).
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    /// Lifetime of a join token unless given at creation.
+    #[serde(with = "humantime_serde")]
+    pub join_token_ttl: Duration,
+    /// Validity of the certificate a drone receives when it joins.
+    #[serde(with = "humantime_serde")]
+    pub drone_certificate_validity: Duration,
+}
+
+impl Default for HiveConfig {
+    fn default() -> Self {
+        HiveConfig {
+            data_dir: PathBuf::from("/var/lib/ultron8"),
+            database_url: None,
+            amqp_url: None,
+            drone_amqp_url: None,
+            grpc_listen: SocketAddr::from(([0, 0, 0, 0], 7443)),
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 7080)),
+            heartbeat_interval: Duration::from_secs(5),
+            offline_after: Duration::from_secs(20),
+            default_ttl: Duration::from_secs(300),
+            join_token_ttl: Duration::from_secs(3600),
+            drone_certificate_validity: Duration::from_secs(365 * 24 * 3600),
+        }
+    }
+}
+
+/// Settings given on the command line or in the environment; `None` means
+/// "not given here", so the file or the default applies.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigOverrides {
+    /// TOML configuration file [default: <data-dir>/hive.toml when it exists]
+    #[arg(long, env = "ULTRON8_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory written by `ultron8-hive init` [default: /var/lib/ultron8]
+    #[arg(long, env = "ULTRON8_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Postgres URL
+    #[arg(long, env = "ULTRON8_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// AMQP URL the hive publishes to
+    #[arg(long, env = "ULTRON8_AMQP_URL", value_name = "URL")]
+    pub amqp_url: Option<String>,
+    /// AMQP URL given to drones [default: --amqp-url]
+    #[arg(long, env = "ULTRON8_DRONE_AMQP_URL", value_name = "URL")]
+    pub drone_amqp_url: Option<String>,
+    /// gRPC listen address [default: 0.0.0.0:7443]
+    #[arg(long, env = "ULTRON8_GRPC_LISTEN", value_name = "ADDR")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// HTTP listen address for health and metrics [default: 0.0.0.0:7080]
+    #[arg(long, env = "ULTRON8_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// Drone heartbeat interval, e.g. 5s [default: 5s]
+    #[arg(long, env = "ULTRON8_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub heartbeat_interval: Option<Duration>,
+    /// Mark a drone offline after this much silence [default: 20s]
+    #[arg(long, env = "ULTRON8_OFFLINE_AFTER", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub offline_after: Option<Duration>,
+    /// Default time a drone has to pick up a request [default: 5m]
+    #[arg(long, env = "ULTRON8_DEFAULT_TTL", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub default_ttl: Option<Duration>,
+}
+
+impl HiveConfig {
+    pub fn load(overrides: &ConfigOverrides) -> anyhow::Result<HiveConfig> {
+        let defaults = HiveConfig::default();
+        let data_dir = overrides.data_dir.clone();
+        let file = match &overrides.config {
+            Some(path) => Some(path.clone()),
+            None => {
+                let implicit = data_dir
+                    .clone()
+                    .unwrap_or_else(|| defaults.data_dir.clone())
+                    .join("hive.toml");
+                implicit.exists().then_some(implicit)
+            }
+        };
+        let mut config = match &file {
+            Some(path) => HiveConfig::from_file(path)?,
+            None => defaults,
+        };
+        let o = overrides.clone();
+        macro_rules! overlay {
+            ($($field:ident),*) => { $( if let Some(v) = o.$field { config.$field = v; } )* };
+        }
+        overlay!(
+            data_dir,
+            grpc_listen,
+            http_listen,
+            heartbeat_interval,
+            offline_after,
+            default_ttl
+        );
+        macro_rules! overlay_opt {
+            ($($field:ident),*) => { $( if o.$field.is_some() { config.$field = o.$field; } )* };
+        }
+        overlay_opt!(database_url, amqp_url, drone_amqp_url);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> anyhow::Result<HiveConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("invalid configuration file {}", path.display()))
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.heartbeat_interval.is_zero() {
+            bail!("heartbeat_interval must be greater than zero");
+        }
+        if self.offline_after <= self.heartbeat_interval {
+            bail!(
+                "offline_after ({}) must be longer than heartbeat_interval ({}), or every drone flaps offline",
+                humantime::format_duration(self.offline_after),
+                humantime::format_duration(self.heartbeat_interval)
+            );
+        }
+        Ok(())
+    }
+
+    /// The URL drones are told to consume from.
+    pub fn drone_broker_url(&self) -> Option<&str> {
+        self.drone_amqp_url.as_deref().or(self.amqp_url.as_deref())
+    }
+
+    /// TOML for `--print-config`, with passwords in URLs redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        for url in [
+            &mut shown.database_url,
+            &mut shown.amqp_url,
+            &mut shown.drone_amqp_url,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *url = ultron8_broker::amqp::redact(url);
+        }
+        toml::to_string_pretty(&shown)
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("hive.toml");
+        std::fs::write(&file, "database_url = \"postgres://file\"\nheartbeat_interval = \"2s\"\noffline_after = \"9s\"\n")
+            .expect("write");
+        let overrides = ConfigOverrides {
+            config: Some(file),
+            database_url: Some("postgres://flag".into()),
+            ..Default::default()
+        };
+        let config = HiveConfig::load(&overrides).expect("load");
+        assert_eq!(config.database_url.as_deref(), Some("postgres://flag"));
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(config.grpc_listen, SocketAddr::from(([0, 0, 0, 0], 7443)));
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_an_error_naming_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("hive.toml");
+        std::fs::write(&file, "databse_url = \"postgres://typo\"\n").expect("write");
+        let err = HiveConfig::load(&ConfigOverrides {
+            config: Some(file),
+            ..Default::default()
+        })
+        .expect_err("typo must be refused");
+        assert!(format!("{err:#}").contains("databse_url"), "{err:#}");
+    }
+
+    #[test]
+    fn printed_config_hides_passwords() {
+        let config = HiveConfig {
+            amqp_url: Some("amqp://u:secret@mq/".into()),
+            ..Default::default()
+        };
+        let shown = config.to_redacted_toml();
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("amqp://u:***@mq/"), "{shown}");
+    }
+}

@@ -1,0 +1,194 @@
+//! The hive's shared state and the operations both gRPC services and the
+//! background loops perform on it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use ultron8_broker::ActionPublisher;
+use ultron8_core::ExecutionStatus;
+use ultron8_pki::{CertificateAuthority, RequestSigningKey};
+use ultron8_proto::convert::command_to_wire;
+use ultron8_proto::v1;
+use ultron8_store::{ExecutionUpdate, NewAuditRecord, PendingDispatch, Store, TransitionOutcome};
+
+use crate::config::HiveConfig;
+use crate::metrics::Metrics;
+
+pub struct Hive {
+    pub config: HiveConfig,
+    pub store: Arc<dyn Store>,
+    pub publisher: Arc<dyn ActionPublisher>,
+    pub ca: CertificateAuthority,
+    pub signing_key: RequestSigningKey,
+    pub metrics: Metrics,
+    /// Woken whenever an execution changes here, so job watchers on this
+    /// replica answer at once; watchers also poll, for changes made by
+    /// other replicas.
+    pub executions_changed: Notify,
+}
+
+/// How long after its expiry the hive waits before declaring a request
+/// expired: covers clock skew between hive and drone and a drone that
+/// accepted the request just before the deadline and is reporting it.
+pub const EXPIRY_GRACE: Duration = Duration::from_secs(5);
+
+impl Hive {
+    /// Signs and publishes one execution's request, then records it as
+    /// dispatched. A failure leaves the execution `requested`, and the
+    /// redispatch loop tries again: the drone's journal makes a second
+    /// delivery harmless.
+    pub async fn dispatch(&self, item: &PendingDispatch) -> bool {
+        let now = Utc::now();
+        let remaining = (item.expires_at - now).to_std().unwrap_or_default();
+        if remaining.is_zero() {
+            // The expiry sweeper records it; publishing would only make the
+            // drone refuse it.
+            return false;
+        }
+        let body = self.signed_request(item, now);
+        match self
+            .publisher
+            .publish(&item.drone_id, body, remaining)
+            .await
+        {
+            Ok(()) => {
+                let latency = (Utc::now() - item.created_at).to_std().unwrap_or_default();
+                self.metrics.dispatch_latency.observe(latency.as_secs_f64());
+                let update = ExecutionUpdate {
+                    status: ExecutionStatus::Dispatched,
+                    at: Utc::now(),
+                    started_at: None,
+                    result: None,
+                };
+                match self
+                    .store
+                    .transition_execution(&item.execution_id, &update, None)
+                    .await
+                {
+                    Ok(TransitionOutcome::Applied { .. }) => {
+                        self.executions_changed.notify_waiters()
+                    }
+                    // The drone was faster than us and already reported.
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!(execution_id = %item.execution_id, error = %e, "cannot record dispatch")
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                self.metrics.dispatch_failures.inc();
+                warn!(
+                    job_id = %item.job_id, execution_id = %item.execution_id, drone_id = %item.drone_id,
+                    error = %e, "publish failed; will retry"
+                );
+                false
+            }
+        }
+    }
+
+    pub fn signed_request(&self, item: &PendingDispatch, now: DateTime<Utc>) -> Vec<u8> {
+        let request = v1::ActionRequest {
+            job_id: item.job_id.clone(),
+            execution_id: item.execution_id.clone(),
+            drone_id: item.drone_id.clone(),
+            issued_at_ms: now.timestamp_millis(),
+            expires_at_ms: item.expires_at.timestamp_millis(),
+            command: Some(command_to_wire(&item.command)),
+            requester: item.requester.clone(),
+        }
+        .encode_to_vec();
+        v1::SignedActionRequest {
+            signature: self.signing_key.sign(&request),
+            key_id: self.signing_key.key_id(),
+            request,
+        }
+        .encode_to_vec()
+    }
+
+    /// Re-publishes executions stuck in `requested` (the hive died between
+    /// recording and publishing them, or the broker was down).
+    pub async fn redispatch_stale(&self) {
+        let now = Utc::now();
+        let cutoff = now - chrono::Duration::seconds(5);
+        match self
+            .store
+            .executions_awaiting_dispatch(cutoff, now, 500)
+            .await
+        {
+            Ok(items) => {
+                for item in items {
+                    if self.dispatch(&item).await {
+                        info!(execution_id = %item.execution_id, drone_id = %item.drone_id, "re-dispatched");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot look for undispatched executions"),
+        }
+    }
+
+    pub async fn expire_overdue(&self) {
+        let cutoff = Utc::now() - chrono::Duration::from_std(EXPIRY_GRACE).unwrap_or_default();
+        match self.store.expire_overdue_executions(cutoff).await {
+            Ok(expired) if !expired.is_empty() => {
+                for execution in &expired {
+                    info!(job_id = %execution.job_id, execution_id = %execution.id, drone_id = %execution.drone_id,
+                        "expired: the drone did not pick the request up in time");
+                }
+                self.executions_changed.notify_waiters();
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot expire overdue executions"),
+        }
+    }
+
+    pub async fn mark_silent_drones_offline(&self) {
+        let cutoff =
+            Utc::now() - chrono::Duration::from_std(self.config.offline_after).unwrap_or_default();
+        match self.store.mark_silent_drones_offline(cutoff).await {
+            Ok(ids) => {
+                for id in ids {
+                    warn!(drone_id = %id, "drone is offline: no heartbeat for {}",
+                        humantime::format_duration(self.config.offline_after));
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot mark silent drones offline"),
+        }
+    }
+
+    pub fn audit(
+        &self,
+        actor: impl Into<String>,
+        action: &str,
+        detail: serde_json::Value,
+    ) -> NewAuditRecord {
+        NewAuditRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            at: Utc::now(),
+            actor: actor.into(),
+            action: action.to_string(),
+            job_id: None,
+            execution_id: None,
+            drone_id: None,
+            status: None,
+            detail,
+        }
+    }
+}
+
+/// Runs `tick` every `period` until `shutdown` is cancelled.
+pub async fn every(period: Duration, shutdown: CancellationToken, mut tick: impl AsyncFnMut()) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => tick().await,
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}

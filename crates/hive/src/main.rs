@@ -1,0 +1,169 @@
+//! `ultron8-hive`: parses flags, builds configuration, wires the hive.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use ultron8_hive::config::{ConfigOverrides, HiveConfig};
+use ultron8_hive::identity::{DataDir, InitOptions};
+
+/// The Ultron8 hive: the master that stores the fleet, jobs and audit trail
+/// and dispatches actions to drones.
+#[derive(Parser)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    /// Log format
+    #[arg(long, global = true, env = "ULTRON8_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the hive's identity: a CA, the hive's server certificate, the
+    /// request-signing key, and an admin operator certificate with an
+    /// ultronctl config file.
+    ///
+    /// Example: ultron8-hive init --data-dir /var/lib/ultron8 --name hive.example --ip 10.0.0.5
+    Init {
+        /// Directory to create the identity in
+        #[arg(long, env = "ULTRON8_DATA_DIR", default_value = "/var/lib/ultron8")]
+        data_dir: PathBuf,
+        /// DNS name drones and operators use to reach the hive (repeatable)
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// IP address drones and operators use to reach the hive (repeatable)
+        #[arg(long = "ip")]
+        ips: Vec<IpAddr>,
+        /// Name of the first operator
+        #[arg(long, default_value = "admin")]
+        admin: String,
+        /// Address written into ultronctl's config [default: first --name or --ip, port 7443]
+        #[arg(long)]
+        hive_address: Option<String>,
+        /// Replace an existing identity (invalidates every issued certificate)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the hive against Postgres and RabbitMQ.
+    ///
+    /// Settings come from defaults, then the config file, then ULTRON8_*
+    /// environment variables, then flags.
+    Serve {
+        #[command(flatten)]
+        overrides: ConfigOverrides,
+        /// Print the configuration in force (passwords redacted) and exit
+        #[arg(long)]
+        print_config: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    match run(cli.command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init {
+            data_dir,
+            names,
+            ips,
+            admin,
+            hive_address,
+            force,
+        } => {
+            let host = names
+                .first()
+                .cloned()
+                .or_else(|| ips.first().map(|ip| ip.to_string()));
+            let host = host
+                .context("give the hive at least one --name or --ip to put in its certificate")?;
+            let hive_address = hive_address.unwrap_or_else(|| match host.parse::<IpAddr>() {
+                Ok(IpAddr::V6(v6)) => format!("[{v6}]:7443"),
+                _ => format!("{host}:7443"),
+            });
+            let dir = DataDir::new(&data_dir);
+            let report = ultron8_hive::identity::init(
+                &dir,
+                &InitOptions {
+                    names,
+                    ips,
+                    admin_name: admin.clone(),
+                    hive_address: hive_address.clone(),
+                    force,
+                },
+            )?;
+            println!("Hive identity created in {}", data_dir.display());
+            println!("  CA fingerprint: {}", report.ca_fingerprint);
+            println!("  operator:       {admin} (admin)");
+            println!();
+            println!("Next:");
+            println!(
+                "  ultron8-hive serve --data-dir {} --database-url postgres://... --amqp-url amqp://...",
+                data_dir.display()
+            );
+            println!(
+                "  export ULTRONCTL_CONFIG={}",
+                report.ultronctl_config.display()
+            );
+            println!("  ultronctl drone token create --label role=web");
+            Ok(())
+        }
+        Command::Serve {
+            overrides,
+            print_config,
+        } => {
+            let config = HiveConfig::load(&overrides)?;
+            if print_config {
+                print!("{}", config.to_redacted_toml());
+                return Ok(());
+            }
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            ultron8_hive::serve::serve(config, shutdown).await
+        }
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the hive cleanly");
+            let _ = tokio::signal::ctrl_c().await;
+            shutdown.cancel();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ULTRON8_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,109 @@
+//! Wires a hive together and runs it until shutdown.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use ultron8_broker::ActionPublisher;
+use ultron8_proto::v1::control_service_server::ControlServiceServer;
+use ultron8_proto::v1::drone_service_server::DroneServiceServer;
+use ultron8_store::Store;
+
+use crate::config::HiveConfig;
+use crate::control_service::ControlApi;
+use crate::drone_service::DroneApi;
+use crate::hive::{Hive, every};
+use crate::identity::{DataDir, HiveIdentity};
+use crate::metrics::Metrics;
+
+/// Connects to Postgres and RabbitMQ as configured and serves until
+/// `shutdown` is cancelled.
+pub async fn serve(config: HiveConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let database_url = config.database_url.clone().context(
+        "no database configured: pass --database-url, set ULTRON8_DATABASE_URL, or put database_url in the config file",
+    )?;
+    let amqp_url = config
+        .amqp_url
+        .clone()
+        .context("no broker configured: pass --amqp-url, set ULTRON8_AMQP_URL, or put amqp_url in the config file")?;
+    let store = ultron8_store::postgres::PgStore::connect(&database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database at {}",
+                ultron8_broker::amqp::redact(&database_url)
+            )
+        })?;
+    let publisher = ultron8_broker::amqp::AmqpPublisher::connect(&amqp_url).await?;
+    run(config, Arc::new(store), Arc::new(publisher), shutdown).await
+}
+
+/// Serves with the given store and broker until `shutdown` is cancelled.
+pub async fn run(
+    config: HiveConfig,
+    store: Arc<dyn Store>,
+    publisher: Arc<dyn ActionPublisher>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let identity = HiveIdentity::load(&DataDir::new(&config.data_dir))?;
+    let tls = ultron8_transport::server_config(
+        identity.ca.cert_der(),
+        &identity.server_cert_der,
+        &identity.server_key_pem,
+    )?;
+    let grpc_listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_listen))?;
+    let http_listener = TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
+    info!(grpc = %grpc_listener.local_addr()?, http = %http_listener.local_addr()?, ca_fingerprint = %identity.ca.fingerprint(),
+        "hive listening");
+
+    let hive = Arc::new(Hive {
+        config,
+        store,
+        publisher,
+        ca: identity.ca,
+        signing_key: identity.signing_key,
+        metrics: Metrics::new(),
+        executions_changed: Default::default(),
+    });
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let heartbeat = hive.config.heartbeat_interval;
+    let h = hive.clone();
+    tasks.spawn(every(heartbeat, shutdown.clone(), async move || {
+        h.mark_silent_drones_offline().await
+    }));
+    let h = hive.clone();
+    tasks.spawn(every(
+        std::time::Duration::from_secs(1),
+        shutdown.clone(),
+        async move || h.expire_overdue().await,
+    ));
+    let h = hive.clone();
+    tasks.spawn(every(
+        std::time::Duration::from_secs(5),
+        shutdown.clone(),
+        async move || h.redispatch_stale().await,
+    ));
+
+    let http = axum::serve(http_listener, crate::http::router(hive.clone()))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let grpc = tonic::transport::Server::builder()
+        .add_service(DroneServiceServer::new(DroneApi { hive: hive.clone() }))
+        .add_service(ControlServiceServer::new(ControlApi { hive: hive.clone() }))
+        .serve_with_incoming_shutdown(
+            ultron8_transport::tls_incoming(grpc_listener, tls),
+            shutdown.clone().cancelled_owned(),
+        );
+    let (http, grpc) = tokio::join!(http, grpc);
+    http.context("HTTP server failed")?;
+    grpc.context("gRPC server failed")?;
+    tasks.shutdown().await;
+    info!("hive stopped");
+    Ok(())
+}
