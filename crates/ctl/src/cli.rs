@@ -1,0 +1,533 @@
+//! The command line: what each command takes, and what it does.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+use ultron8_proto::convert::status_from_wire;
+use ultron8_proto::v1;
+
+use crate::client::{Client, call_failed, connect};
+use crate::output::{
+    self, DroneView, ExecutionView, Format, JobView, print_execution_result, print_json,
+};
+
+/// Operate an Ultron8 fleet: run commands on drones, watch jobs, enroll hosts.
+///
+/// ultronctl talks to the hive over mutual TLS with the operator certificate
+/// named in its config file (see --config).
+#[derive(Parser)]
+#[command(name = "ultronctl", version, propagate_version = true)]
+pub struct Cli {
+    /// Config file [default: $ULTRONCTL_CONFIG, else ~/.config/ultron8/ultronctl.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a command on every drone the target selects, and print each
+    /// host's result as it arrives.
+    ///
+    /// Exits 0 when every host succeeded, 3 when any did not, 1 when the
+    /// job could not be run at all.
+    ///
+    /// Targets: '*', globs on drone id or hostname (web-*), lists (web-1,web-2),
+    /// labels (label:role=web), combined with and / or / not and parentheses:
+    ///   ultronctl run -t 'label:role=web and not web-3' -- systemctl restart nginx
+    ///   ultronctl run -t '*' --async -- uptime
+    ///   ultronctl run -t 'db-*' --shell -- 'df -h / | tail -1'
+    Run(RunArgs),
+    /// Enrolled drones: list, show, and create join tokens.
+    #[command(subcommand)]
+    Drone(DroneCommand),
+    /// Jobs: one run over a set of drones.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Executions: one job on one drone.
+    #[command(subcommand)]
+    Exec(ExecCommand),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Which drones to run on (see `ultronctl run --help`)
+    #[arg(short, long)]
+    pub target: String,
+    /// Print the job id and return at once; see results with `ultronctl job get`
+    #[arg(long = "async")]
+    pub run_async: bool,
+    /// Kill the command (SIGTERM, then SIGKILL to its process group) after this long, e.g. 30s [default: the drone's, 10m]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// How long a drone may take to pick the job up before it expires unrun, e.g. 2m [default: the hive's, 5m]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttl: Option<Duration>,
+    /// Run the words after -- as a /bin/sh script instead of a program and its arguments
+    #[arg(long)]
+    pub shell: bool,
+    /// Environment variable for the command, KEY=VALUE (repeatable)
+    #[arg(long = "env", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// Working directory on the drone
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// Captured bytes per output stream [default: the drone's, 1 MiB]
+    #[arg(long)]
+    pub output_limit: Option<u64>,
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Format,
+    /// The command and its arguments
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum DroneCommand {
+    /// List drones, optionally those a target selects
+    List {
+        #[arg(short, long)]
+        target: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Facts, labels and latest stats of one drone
+    Show {
+        id: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// One-time join tokens
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a one-time token a new drone joins with; it pins this hive's CA
+    Create {
+        /// Label every drone joining with this token gets, key=value (repeatable)
+        #[arg(long = "label", value_parser = parse_key_value)]
+        labels: Vec<(String, String)>,
+        /// How long the token stays valid, e.g. 30m [default: the hive's, 1h]
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum JobCommand {
+    /// Recent jobs, newest first
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// One job with every host's result
+    Get {
+        id: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ExecCommand {
+    /// One execution with its full output (output so far while it runs)
+    Get {
+        id: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+/// Exit status for "ran, but some host did not succeed".
+pub const EXIT_SOME_FAILED: u8 = 3;
+
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let (config, _) = crate::config::resolve(cli.config.as_deref(), |key| std::env::var(key).ok())?;
+    let mut client = connect(&config).await?;
+    match cli.command {
+        Command::Run(args) => run_command(&mut client, args).await,
+        Command::Drone(DroneCommand::List { target, output }) => {
+            let drones = client
+                .list_drones(v1::ListDronesRequest {
+                    target: target.unwrap_or_default(),
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner()
+                .drones;
+            if output == Format::Json {
+                print_json(&drones.iter().map(DroneView::from).collect::<Vec<_>>())?;
+            } else {
+                let mut table = output::table(&[
+                    "DRONE",
+                    "STATUS",
+                    "HOSTNAME",
+                    "OS",
+                    "CPU",
+                    "MEM",
+                    "DISK",
+                    "LOAD1",
+                    "LAST SEEN",
+                    "LABELS",
+                ]);
+                for d in &drones {
+                    let view = DroneView::from(d);
+                    let stats = view.stats.as_ref();
+                    let pct = |v: Option<f32>| {
+                        v.map(|v| format!("{v:.0}%")).unwrap_or_else(|| "-".into())
+                    };
+                    table.add_row(vec![
+                        view.id.clone(),
+                        if view.online {
+                            "online".into()
+                        } else {
+                            "offline".into()
+                        },
+                        view.hostname.clone(),
+                        format!("{} {}", view.os, view.os_version)
+                            .trim()
+                            .to_string(),
+                        pct(stats.map(|s| s.cpu_percent)),
+                        pct(stats.map(|s| s.memory_percent)),
+                        pct(stats.map(|s| s.disk_percent)),
+                        stats
+                            .map(|s| format!("{:.2}", s.load[0]))
+                            .unwrap_or_else(|| "-".into()),
+                        output::ago(d.last_seen_ms),
+                        view.labels
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ]);
+                }
+                if drones.is_empty() {
+                    eprintln!(
+                        "No drones yet. Create a join token with `ultronctl drone token create`."
+                    );
+                } else {
+                    println!("{table}");
+                }
+            }
+            Ok(0)
+        }
+        Command::Drone(DroneCommand::Show { id, output }) => {
+            let drone = client
+                .get_drone(v1::GetDroneRequest { id })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            let view = DroneView::from(&drone);
+            if output == Format::Json {
+                print_json(&view)?;
+            } else {
+                let mut table = output::table(&["FIELD", "VALUE"]);
+                let rows: Vec<(&str, String)> = vec![
+                    ("id", view.id.clone()),
+                    (
+                        "status",
+                        if view.online {
+                            "online".into()
+                        } else {
+                            "offline".into()
+                        },
+                    ),
+                    ("hostname", view.hostname.clone()),
+                    ("os", format!("{} {}", view.os, view.os_version)),
+                    ("kernel", view.kernel.clone()),
+                    ("arch", view.arch.clone()),
+                    ("cpus", view.cpus.to_string()),
+                    (
+                        "memory",
+                        format!("{:.1} GiB", view.memory_bytes as f64 / (1u64 << 30) as f64),
+                    ),
+                    (
+                        "labels",
+                        view.labels
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
+                    ("agent", view.agent_version.clone()),
+                    ("last seen", output::ago(drone.last_seen_ms)),
+                ];
+                for (field, value) in rows {
+                    table.add_row(vec![field.to_string(), value]);
+                }
+                if let Some(stats) = &view.stats {
+                    table.add_row(vec![
+                        "cpu".to_string(),
+                        format!("{:.1}%", stats.cpu_percent),
+                    ]);
+                    table.add_row(vec![
+                        "memory used".to_string(),
+                        format!("{:.1}%", stats.memory_percent),
+                    ]);
+                    table.add_row(vec![
+                        "disk used (/)".to_string(),
+                        format!("{:.1}%", stats.disk_percent),
+                    ]);
+                    table.add_row(vec![
+                        "load".to_string(),
+                        format!(
+                            "{:.2} {:.2} {:.2}",
+                            stats.load[0], stats.load[1], stats.load[2]
+                        ),
+                    ]);
+                }
+                println!("{table}");
+            }
+            Ok(0)
+        }
+        Command::Drone(DroneCommand::Token(TokenCommand::Create {
+            labels,
+            ttl,
+            output,
+        })) => {
+            let response = client
+                .create_join_token(v1::CreateJoinTokenRequest {
+                    labels: labels.into_iter().collect(),
+                    ttl_ms: ttl.map_or(0, |t| t.as_millis() as u64),
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            if output == Format::Json {
+                print_json(&serde_json::json!({
+                    "token": response.token,
+                    "token_id": response.token_id,
+                    "expires_at": output::time(response.expires_at_ms),
+                    "ca_fingerprint": response.ca_fingerprint,
+                }))?;
+            } else {
+                println!("{}", response.token);
+                eprintln!(
+                    "One-time token {}, valid until {}. On the new host run:\n  ultron8-drone join --hive {} --token {}",
+                    response.token_id,
+                    output::time(response.expires_at_ms)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default(),
+                    config.hive,
+                    response.token
+                );
+            }
+            Ok(0)
+        }
+        Command::Job(JobCommand::List { limit, output }) => {
+            let jobs = client
+                .list_jobs(v1::ListJobsRequest { limit })
+                .await
+                .map_err(call_failed)?
+                .into_inner()
+                .jobs;
+            if output == Format::Json {
+                let views: Vec<_> = jobs
+                    .iter()
+                    .map(|j| {
+                        serde_json::json!({
+                            "id": j.id, "target": j.target, "requester": j.requester, "command": j.command,
+                            "created_at": output::time(j.created_at_ms),
+                            "executions": j.executions, "succeeded": j.succeeded, "failed": j.failed, "pending": j.pending,
+                        })
+                    })
+                    .collect();
+                print_json(&views)?;
+            } else {
+                let mut table = output::table(&[
+                    "JOB",
+                    "CREATED",
+                    "REQUESTER",
+                    "TARGET",
+                    "HOSTS",
+                    "OK",
+                    "FAILED",
+                    "PENDING",
+                    "COMMAND",
+                ]);
+                for j in &jobs {
+                    table.add_row(vec![
+                        j.id.clone(),
+                        output::ago(j.created_at_ms),
+                        j.requester.clone(),
+                        j.target.clone(),
+                        j.executions.to_string(),
+                        j.succeeded.to_string(),
+                        j.failed.to_string(),
+                        j.pending.to_string(),
+                        j.command.clone(),
+                    ]);
+                }
+                println!("{table}");
+            }
+            Ok(0)
+        }
+        Command::Job(JobCommand::Get { id, output }) => {
+            let job = client
+                .get_job(v1::GetJobRequest { id })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            if output == Format::Json {
+                print_json(&JobView::from(&job))?;
+            } else {
+                let view = JobView::from(&job);
+                println!(
+                    "job {}  target {:?}  by {}  command: {}",
+                    view.id, view.target, view.requester, view.command
+                );
+                for e in &job.executions {
+                    println!("--- execution {}", e.id);
+                    print_execution_result(e);
+                }
+            }
+            Ok(
+                if job
+                    .executions
+                    .iter()
+                    .all(|e| e.status == v1::ExecutionStatus::Succeeded as i32)
+                {
+                    0
+                } else {
+                    EXIT_SOME_FAILED
+                },
+            )
+        }
+        Command::Exec(ExecCommand::Get { id, output }) => {
+            let execution = client
+                .get_execution(v1::GetExecutionRequest { id })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            if output == Format::Json {
+                print_json(&ExecutionView::from(&execution))?;
+            } else {
+                println!("execution {}  job {}", execution.id, execution.job_id);
+                print_execution_result(&execution);
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn run_command(client: &mut Client, args: RunArgs) -> anyhow::Result<u8> {
+    let program = if args.shell {
+        v1::command::Program::Shell(args.command.join(" "))
+    } else {
+        v1::command::Program::Argv(v1::Argv {
+            args: args.command.clone(),
+        })
+    };
+    let env: BTreeMap<String, String> = args.env.into_iter().collect();
+    let request = v1::SubmitJobRequest {
+        target: args.target.clone(),
+        command: Some(v1::Command {
+            program: Some(program),
+            env: env.into_iter().collect(),
+            working_dir: args.cwd.unwrap_or_default(),
+            timeout_ms: args.timeout.map_or(0, |t| t.as_millis() as u64),
+            output_limit_bytes: args.output_limit.unwrap_or(0),
+        }),
+        ttl_ms: args.ttl.map_or(0, |t| t.as_millis() as u64),
+    };
+    let job = client
+        .submit_job(request)
+        .await
+        .map_err(call_failed)?
+        .into_inner();
+    let hosts = job.executions.len();
+    if args.run_async {
+        if args.output == Format::Json {
+            print_json(&JobView::from(&job))?;
+        } else {
+            println!("{}", job.id);
+            eprintln!(
+                "job {} submitted to {hosts} drone(s); see results with: ultronctl job get {}",
+                job.id, job.id
+            );
+        }
+        return Ok(0);
+    }
+    if args.output == Format::Table {
+        eprintln!("job {} on {hosts} drone(s)", job.id);
+    }
+    let mut updates = client
+        .watch_job(v1::WatchJobRequest {
+            job_id: job.id.clone(),
+        })
+        .await
+        .map_err(call_failed)?
+        .into_inner();
+    let mut finished: BTreeMap<String, v1::Execution> = BTreeMap::new();
+    loop {
+        let next = tokio::select! {
+            next = updates.next() => next,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("\nstopped watching; the job goes on. See it with: ultronctl job get {}", job.id);
+                return Ok(EXIT_SOME_FAILED);
+            }
+        };
+        match next {
+            Some(Ok(execution)) => {
+                let terminal = status_from_wire(execution.status)
+                    .map(|s| s.is_terminal())
+                    .unwrap_or(false);
+                if terminal && !finished.contains_key(&execution.id) {
+                    if args.output == Format::Table {
+                        print_execution_result(&execution);
+                    }
+                    finished.insert(execution.id.clone(), execution);
+                }
+            }
+            Some(Err(status)) => {
+                return Err(call_failed(status)).with_context(|| {
+                    format!(
+                        "lost the hive while watching job {}; see it with `ultronctl job get {}`",
+                        job.id, job.id
+                    )
+                });
+            }
+            None => break,
+        }
+    }
+    let all_succeeded = finished.len() == hosts
+        && finished
+            .values()
+            .all(|e| e.status == v1::ExecutionStatus::Succeeded as i32);
+    if args.output == Format::Json {
+        let final_job = v1::Job {
+            executions: finished.into_values().collect(),
+            ..job
+        };
+        print_json(&JobView::from(&final_job))?;
+    } else {
+        let failed = finished
+            .values()
+            .filter(|e| e.status != v1::ExecutionStatus::Succeeded as i32)
+            .count();
+        eprintln!(
+            "{} succeeded, {} did not",
+            finished.len() - failed,
+            failed + (hosts - finished.len())
+        );
+    }
+    Ok(if all_succeeded { 0 } else { EXIT_SOME_FAILED })
+}

@@ -1,0 +1,48 @@
+//! Connecting to the hive, and turning gRPC failures into messages that
+//! say what to do next.
+
+use anyhow::Context;
+use tonic::transport::Channel;
+use ultron8_proto::v1::control_service_client::ControlServiceClient;
+
+use crate::config::CtlConfig;
+
+pub type Client = ControlServiceClient<Channel>;
+
+pub async fn connect(config: &CtlConfig) -> anyhow::Result<Client> {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let first_cert = |pem: String, path: &std::path::Path| -> anyhow::Result<Vec<u8>> {
+        ultron8_pki::pem_to_der_certs(&pem)
+            .with_context(|| format!("{} holds no certificate", path.display()))?
+            .into_iter()
+            .next()
+            .with_context(|| format!("{} holds no certificate", path.display()))
+    };
+    let ca = first_cert(read(&config.ca)?, &config.ca)?;
+    let cert = first_cert(read(&config.cert)?, &config.cert)?;
+    let key = read(&config.key)?;
+    let tls = ultron8_transport::client_config(&ca, &cert, &key)?;
+    let channel = ultron8_transport::connect(&config.hive, &config.server_name(), tls)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach the hive at {}; is `ultron8-hive serve` running there?",
+                config.hive
+            )
+        })?;
+    Ok(ControlServiceClient::new(channel))
+}
+
+/// A failed call as an error whose message is the hive's own explanation.
+pub fn call_failed(status: tonic::Status) -> anyhow::Error {
+    use tonic::Code;
+    let message = status.message().to_string();
+    match status.code() {
+        Code::Unavailable => anyhow::anyhow!("the hive is unavailable: {message}"),
+        Code::Unauthenticated | Code::PermissionDenied => anyhow::anyhow!("not allowed: {message}"),
+        Code::DeadlineExceeded => anyhow::anyhow!("the hive did not answer in time: {message}"),
+        _ => anyhow::anyhow!(message),
+    }
+}

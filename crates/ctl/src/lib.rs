@@ -1,0 +1,12 @@
+//! ultronctl, the operator CLI. Talks to the hive's control service over
+//! mutual TLS.
+//!
+//! - [`config`]: where the hive and the credentials are.
+//! - [`client`]: connecting, and failures as actionable messages.
+//! - [`cli`]: the commands.
+//! - [`output`]: tables and JSON.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod output;
