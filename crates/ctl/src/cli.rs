@@ -399,17 +399,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                     print_execution_result(e);
                 }
             }
-            Ok(
-                if job
-                    .executions
-                    .iter()
-                    .all(|e| e.status == v1::ExecutionStatus::Succeeded as i32)
-                {
-                    0
-                } else {
-                    EXIT_SOME_FAILED
-                },
-            )
+            Ok(0)
         }
         Command::Exec(ExecCommand::Get { id, output }) => {
             let execution = client
