@@ -237,19 +237,37 @@ struct AmqpAcker(lapin::Acker);
 #[async_trait]
 impl Acker for AmqpAcker {
     async fn ack(self: Box<Self>) -> Result<()> {
-        self.0
+        let sent = self
+            .0
             .ack(BasicAckOptions::default())
             .await
             .map_err(protocol)?;
-        Ok(())
+        settled(sent)
     }
 
     async fn reject(self: Box<Self>) -> Result<()> {
-        self.0
+        let sent = self
+            .0
             .reject(BasicRejectOptions { requeue: false })
             .await
             .map_err(protocol)?;
+        settled(sent)
+    }
+}
+
+/// lapin answers `Ok(false)` instead of an error when the channel the
+/// message came on has closed (each acker is used once, so nothing else
+/// can cause it). RabbitMQ has then requeued the message, so reporting
+/// success would be a lie.
+fn settled(sent: bool) -> Result<()> {
+    if sent {
         Ok(())
+    } else {
+        Err(BrokerError::Protocol(
+            "cannot settle a message: its channel has closed, \
+             so the broker will redeliver it"
+                .to_string(),
+        ))
     }
 }
 

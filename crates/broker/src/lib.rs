@@ -1,11 +1,14 @@
 //! How action requests travel from the hive to drones.
 //!
 //! The hive publishes through [`ActionPublisher`]; a drone consumes its own
-//! queue through [`ActionConsumer`]. [`amqp`] implements both over RabbitMQ.
+//! queue through [`ActionConsumer`]. [`amqp`] implements both over RabbitMQ;
+//! [`inproc`] implements both in memory for the single-process embedded hive
+//! (`ultron8-hive dev`), with the differences its module documents.
 //! The broker is not trusted with integrity: bodies are signed by the hive
 //! and verified by the drone, so these traits only move bytes.
 
 pub mod amqp;
+pub mod inproc;
 
 use std::time::Duration;
 
