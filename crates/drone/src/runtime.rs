@@ -59,6 +59,9 @@ pub fn amqp_consumer_factory() -> ConsumerFactory {
     })
 }
 
+/// How long finished executions stay in the journal.
+const JOURNAL_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 struct Drone {
     file: DroneFile,
     client: DroneServiceClient<Channel>,
@@ -102,6 +105,13 @@ pub async fn run(
     let span = info_span!("drone", drone_id = %drone.file.id);
     async move {
         drone.report_interrupted_executions()?;
+        // Forgetting an id is safe only once no copy of its request can
+        // still arrive: far beyond any sane TTL and the broker's redelivery.
+        match drone.journal.prune_finished(JOURNAL_RETENTION) {
+            Ok(0) => {}
+            Ok(pruned) => info!(pruned, "pruned old journal entries"),
+            Err(e) => warn!(error = %e, "cannot prune the journal"),
+        }
         let registration = tokio::select! {
             registration = drone.register_until_accepted() => registration,
             _ = shutdown.cancelled() => return Ok(()),
