@@ -30,6 +30,10 @@ type ExecutionStream = Pin<Box<dyn Stream<Item = Result<v1::Execution, Status>> 
 /// signalled a change (changes made through another replica).
 const WATCH_POLL: Duration = Duration::from_millis(500);
 
+/// Longest time a request may wait for its drone. Well inside the drones'
+/// journal retention, so an id is never forgotten while its request lives.
+const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
 #[tonic::async_trait]
 impl ControlService for ControlApi {
     async fn create_join_token(
@@ -143,6 +147,13 @@ impl ControlService for ControlApi {
             0 => hive.config.default_ttl,
             ms => Duration::from_millis(ms),
         };
+        if ttl > MAX_TTL {
+            return Err(Status::invalid_argument(format!(
+                "a TTL of {} is too long; at most {} (drones forget executions after 30 days, so older requests could run twice)",
+                humantime::format_duration(ttl),
+                humantime::format_duration(MAX_TTL)
+            )));
+        }
         let now = Utc::now();
         let expires_at = now
             + chrono::Duration::from_std(ttl)
