@@ -1,7 +1,9 @@
 //! Ultron8's persistent state.
 //!
 //! [`Store`] is the one interface the hive uses; [`postgres::PgStore`] is the
-//! production implementation. Every implementation must pass the shared
+//! production implementation, and [`sqlite::SqliteStore`] keeps the same
+//! state in one local file for the single-host embedded default
+//! (`ultron8-hive dev`). Every implementation must pass the shared
 //! conformance suite in `tests/conformance.rs`, so behaviour cannot drift
 //! between them.
 //!
@@ -10,7 +12,9 @@
 //! [`ultron8_core::ExecutionStatus::can_transition_to`]), and audit records
 //! are append-only (there is no method that updates or deletes one).
 
+mod common;
 pub mod postgres;
+pub mod sqlite;
 mod types;
 
 use async_trait::async_trait;

@@ -4,30 +4,30 @@
 //! is no database at build time. The conformance suite in
 //! `tests/conformance.rs` is what keeps them honest.
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::de::DeserializeOwned;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::types::{Json, JsonValue};
-use sqlx::{FromRow, PgExecutor, Postgres, QueryBuilder};
+use sqlx::{PgExecutor, Postgres, QueryBuilder};
 use ultron8_core::{DroneFacts, ExecutionStatus, HostStats};
 
+use crate::common::{
+    AUDIT_COLUMNS, AuditRow, DRONE_COLUMNS, DroneRow, EXECUTION_COLUMNS, ExecutionRow, JOB_COLUMNS,
+    JobRow, PendingRow, TransitionWrite, counts_for_every_status, effective_limit, expiry_audit,
+    from_json, not_found, output_chunk, output_offset, parse_status, status_counts_by_job,
+    stream_name,
+};
 use crate::{
-    AuditFilter, AuditRecord, DroneEnrollment, DroneRecord, ExecutionRecord, ExecutionResult,
-    ExecutionUpdate, JobRecord, JobSummary, JoinTokenGrant, NewAuditRecord, NewExecution, NewJob,
-    NewJoinToken, OutputChunkRecord, OutputStreamKind, PendingDispatch, Result, Store, StoreError,
-    TransitionOutcome,
+    AuditFilter, AuditRecord, DroneEnrollment, DroneRecord, ExecutionRecord, ExecutionUpdate,
+    JobRecord, JobSummary, JoinTokenGrant, NewAuditRecord, NewExecution, NewJob, NewJoinToken,
+    OutputChunkRecord, PendingDispatch, Result, Store, StoreError, TransitionOutcome,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
-
-/// Page size used when a caller asks for "no limit" (zero).
-const DEFAULT_LIMIT: u32 = 100;
 
 /// Enough for the hive's concurrent request handlers and sweepers without
 /// letting several hives exhaust a default Postgres (100 connections).
@@ -38,12 +38,6 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Recycling connections lets a failover or a changed DNS record take effect.
 const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
-
-const EXECUTION_COLUMNS: &str = "id, job_id, drone_id, status, exit_code, stdout, stderr, \
-     stdout_truncated, stderr_truncated, duration_ms, error, created_at, expires_at, \
-     dispatched_at, started_at, finished_at";
-
-const AUDIT_COLUMNS: &str = "id, at, actor, action, job_id, execution_id, drone_id, status, detail";
 
 /// [`Store`] on PostgreSQL. Cheap to clone: clones share the pool.
 #[derive(Debug, Clone)]
@@ -309,14 +303,7 @@ impl Store for PgStore {
         .into_iter()
         .map(ExecutionRecord::try_from)
         .collect::<Result<Vec<_>>>()?;
-        Ok(Some(JobRecord {
-            command: from_json(job.command, "jobs.command", &job.id)?,
-            id: job.id,
-            target: job.target,
-            requester: job.requester,
-            created_at: job.created_at,
-            executions,
-        }))
+        job.into_record(executions).map(Some)
     }
 
     async fn list_jobs(&self, limit: u32) -> Result<Vec<JobSummary>> {
@@ -334,27 +321,11 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
 
-        let mut counts_by_job: BTreeMap<String, BTreeMap<ExecutionStatus, u32>> = BTreeMap::new();
-        for (job_id, status, count) in counts {
-            let status = parse_status(&status, &job_id)?;
-            let count = u32::try_from(count).map_err(|_| {
-                StoreError::Corrupt(format!("job {job_id} has {count} {status} executions"))
-            })?;
-            counts_by_job
-                .entry(job_id)
-                .or_default()
-                .insert(status, count);
-        }
+        let mut counts_by_job = status_counts_by_job(counts)?;
         jobs.into_iter()
             .map(|job| {
-                Ok(JobSummary {
-                    command: from_json(job.command, "jobs.command", &job.id)?,
-                    status_counts: counts_by_job.remove(&job.id).unwrap_or_default(),
-                    id: job.id,
-                    target: job.target,
-                    requester: job.requester,
-                    created_at: job.created_at,
-                })
+                let counts = counts_by_job.remove(&job.id).unwrap_or_default();
+                job.into_summary(counts)
             })
             .collect()
     }
@@ -397,18 +368,8 @@ impl Store for PgStore {
             return Ok(TransitionOutcome::Refused { current });
         }
 
-        let status = update.status;
-        let dispatched_at = (status == ExecutionStatus::Dispatched).then_some(update.at);
-        let started_at = if status == ExecutionStatus::Running {
-            Some(update.started_at.unwrap_or(update.at))
-        } else if status.is_terminal() {
-            update.started_at
-        } else {
-            None
-        };
-        let finished_at = status.is_terminal().then_some(update.at);
-        let result = update.result.as_ref().filter(|_| status.is_terminal());
-
+        let write = TransitionWrite::new(update);
+        let result = write.result;
         sqlx::query(
             "UPDATE executions SET \
                  status = $2, \
@@ -425,18 +386,17 @@ impl Store for PgStore {
              WHERE id = $1",
         )
         .bind(execution_id)
-        .bind(status.as_str())
-        .bind(dispatched_at)
-        .bind(started_at)
-        .bind(finished_at)
+        .bind(write.status.as_str())
+        .bind(write.dispatched_at)
+        .bind(write.started_at)
+        .bind(write.finished_at)
         .bind(result.is_some())
         .bind(result.and_then(|r| r.exit_code))
         .bind(result.map(|r| r.stdout.as_slice()).unwrap_or_default())
         .bind(result.map(|r| r.stderr.as_slice()).unwrap_or_default())
         .bind(result.is_some_and(|r| r.stdout_truncated))
         .bind(result.is_some_and(|r| r.stderr_truncated))
-        // Saturating: a duration beyond i64 milliseconds is not a real one.
-        .bind(result.map_or(0, |r| i64::try_from(r.duration_ms).unwrap_or(i64::MAX)))
+        .bind(write.duration_ms())
         .bind(result.and_then(|r| r.error.as_deref()))
         .execute(&mut *tx)
         .await?;
@@ -449,12 +409,7 @@ impl Store for PgStore {
     }
 
     async fn append_output(&self, chunk: &OutputChunkRecord) -> Result<()> {
-        let offset = i64::try_from(chunk.offset).map_err(|_| {
-            StoreError::Corrupt(format!(
-                "output offset {} of execution {} exceeds the storable range",
-                chunk.offset, chunk.execution_id
-            ))
-        })?;
+        let offset = output_offset(chunk)?;
         // FOR SHARE makes the status check hold until commit: a concurrent
         // terminal transition (which takes FOR UPDATE) either commits first,
         // and the re-checked row no longer matches, or waits for this chunk.
@@ -499,18 +454,7 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(stream, offset, data)| {
-                Ok(OutputChunkRecord {
-                    execution_id: execution_id.to_string(),
-                    stream: parse_stream(&stream, execution_id)?,
-                    offset: u64::try_from(offset).map_err(|_| {
-                        StoreError::Corrupt(format!(
-                            "negative output offset {offset} for execution {execution_id}"
-                        ))
-                    })?,
-                    data,
-                })
-            })
+            .map(|(stream, offset, data)| output_chunk(execution_id, &stream, offset, data))
             .collect()
     }
 
@@ -536,19 +480,7 @@ impl Store for PgStore {
         .bind(effective_limit(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(PendingDispatch {
-                    command: from_json(row.command, "jobs.command", &row.job_id)?,
-                    execution_id: row.execution_id,
-                    job_id: row.job_id,
-                    drone_id: row.drone_id,
-                    requester: row.requester,
-                    created_at: row.created_at,
-                    expires_at: row.expires_at,
-                })
-            })
-            .collect()
+        rows.into_iter().map(PendingDispatch::try_from).collect()
     }
 
     async fn expire_overdue_executions(
@@ -581,17 +513,7 @@ impl Store for PgStore {
 
         let audits: Vec<NewAuditRecord> = expired
             .iter()
-            .map(|execution| NewAuditRecord {
-                id: uuid::Uuid::now_v7().to_string(),
-                at: cutoff,
-                actor: "hive".to_string(),
-                action: "execution.expired".to_string(),
-                job_id: Some(execution.job_id.clone()),
-                execution_id: Some(execution.id.clone()),
-                drone_id: Some(execution.drone_id.clone()),
-                status: Some(ExecutionStatus::Expired),
-                detail: serde_json::json!({ "expires_at": execution.expires_at }),
-            })
+            .map(|execution| expiry_audit(execution, cutoff))
             .collect();
         insert_audits(&mut *tx, &audits).await?;
         tx.commit().await?;
@@ -603,16 +525,7 @@ impl Store for PgStore {
             sqlx::query_as("SELECT status, count(*) FROM executions GROUP BY status")
                 .fetch_all(&self.pool)
                 .await?;
-        let mut counts: BTreeMap<ExecutionStatus, i64> = BTreeMap::new();
-        for (status, count) in rows {
-            counts.insert(parse_status(&status, "executions.status")?, count);
-        }
-        // Every status, zeros included, so a metrics gauge drops back to 0
-        // instead of keeping its last value when a status empties.
-        Ok(ExecutionStatus::ALL
-            .into_iter()
-            .map(|status| (status, counts.get(&status).copied().unwrap_or(0)))
-            .collect())
+        counts_for_every_status(rows)
     }
 
     async fn count_jobs(&self) -> Result<i64> {
@@ -731,194 +644,4 @@ async fn insert_audits<'e>(
     .execute(executor)
     .await?;
     Ok(())
-}
-
-fn effective_limit(limit: u32) -> i64 {
-    i64::from(if limit == 0 { DEFAULT_LIMIT } else { limit })
-}
-
-fn not_found(kind: &'static str, id: &str) -> StoreError {
-    StoreError::NotFound {
-        kind,
-        id: id.to_string(),
-    }
-}
-
-fn parse_status(text: &str, context: &str) -> Result<ExecutionStatus> {
-    text.parse()
-        .map_err(|err| StoreError::Corrupt(format!("{context}: {err}")))
-}
-
-fn stream_name(stream: OutputStreamKind) -> &'static str {
-    match stream {
-        OutputStreamKind::Stdout => "stdout",
-        OutputStreamKind::Stderr => "stderr",
-    }
-}
-
-fn parse_stream(text: &str, execution_id: &str) -> Result<OutputStreamKind> {
-    match text {
-        "stdout" => Ok(OutputStreamKind::Stdout),
-        "stderr" => Ok(OutputStreamKind::Stderr),
-        other => Err(StoreError::Corrupt(format!(
-            "unknown output stream {other:?} for execution {execution_id}"
-        ))),
-    }
-}
-
-/// Decodes a JSONB column; a mismatch means the row was written by something
-/// other than this store (or an incompatible version of the domain types).
-fn from_json<T: DeserializeOwned>(value: JsonValue, column: &str, id: &str) -> Result<T> {
-    serde_json::from_value(value)
-        .map_err(|err| StoreError::Corrupt(format!("{column} of {id}: {err}")))
-}
-
-const DRONE_COLUMNS: &str = "id, facts, token_labels, stats, online, enrolled_at, registered_at, \
-     last_seen_at, certificate_fingerprint";
-
-#[derive(FromRow)]
-struct DroneRow {
-    id: String,
-    facts: Option<JsonValue>,
-    token_labels: JsonValue,
-    stats: Option<JsonValue>,
-    online: bool,
-    enrolled_at: DateTime<Utc>,
-    registered_at: Option<DateTime<Utc>>,
-    last_seen_at: Option<DateTime<Utc>>,
-    certificate_fingerprint: String,
-}
-
-impl TryFrom<DroneRow> for DroneRecord {
-    type Error = StoreError;
-
-    fn try_from(row: DroneRow) -> Result<Self> {
-        Ok(DroneRecord {
-            facts: match row.facts {
-                Some(facts) => from_json(facts, "drones.facts", &row.id)?,
-                None => DroneFacts::default(),
-            },
-            token_labels: from_json(row.token_labels, "drones.token_labels", &row.id)?,
-            stats: row
-                .stats
-                .map(|stats| from_json(stats, "drones.stats", &row.id))
-                .transpose()?,
-            online: row.online,
-            enrolled_at: row.enrolled_at,
-            registered_at: row.registered_at,
-            last_seen_at: row.last_seen_at,
-            certificate_fingerprint: row.certificate_fingerprint,
-            id: row.id,
-        })
-    }
-}
-
-const JOB_COLUMNS: &str = "id, target, requester, command, created_at";
-
-#[derive(FromRow)]
-struct JobRow {
-    id: String,
-    target: String,
-    requester: String,
-    command: JsonValue,
-    created_at: DateTime<Utc>,
-}
-
-#[derive(FromRow)]
-struct ExecutionRow {
-    id: String,
-    job_id: String,
-    drone_id: String,
-    status: String,
-    exit_code: Option<i32>,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    stdout_truncated: bool,
-    stderr_truncated: bool,
-    duration_ms: i64,
-    error: Option<String>,
-    created_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-    dispatched_at: Option<DateTime<Utc>>,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-}
-
-impl TryFrom<ExecutionRow> for ExecutionRecord {
-    type Error = StoreError;
-
-    fn try_from(row: ExecutionRow) -> Result<Self> {
-        let duration_ms = u64::try_from(row.duration_ms).map_err(|_| {
-            StoreError::Corrupt(format!(
-                "execution {} has negative duration {}",
-                row.id, row.duration_ms
-            ))
-        })?;
-        Ok(ExecutionRecord {
-            status: parse_status(&row.status, &row.id)?,
-            result: ExecutionResult {
-                exit_code: row.exit_code,
-                stdout: row.stdout,
-                stderr: row.stderr,
-                stdout_truncated: row.stdout_truncated,
-                stderr_truncated: row.stderr_truncated,
-                duration_ms,
-                error: row.error,
-            },
-            id: row.id,
-            job_id: row.job_id,
-            drone_id: row.drone_id,
-            created_at: row.created_at,
-            expires_at: row.expires_at,
-            dispatched_at: row.dispatched_at,
-            started_at: row.started_at,
-            finished_at: row.finished_at,
-        })
-    }
-}
-
-#[derive(FromRow)]
-struct PendingRow {
-    execution_id: String,
-    job_id: String,
-    drone_id: String,
-    requester: String,
-    command: JsonValue,
-    created_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-}
-
-#[derive(FromRow)]
-struct AuditRow {
-    id: String,
-    at: DateTime<Utc>,
-    actor: String,
-    action: String,
-    job_id: Option<String>,
-    execution_id: Option<String>,
-    drone_id: Option<String>,
-    status: Option<String>,
-    detail: JsonValue,
-}
-
-impl TryFrom<AuditRow> for AuditRecord {
-    type Error = StoreError;
-
-    fn try_from(row: AuditRow) -> Result<Self> {
-        Ok(AuditRecord {
-            status: row
-                .status
-                .as_deref()
-                .map(|status| parse_status(status, &row.id))
-                .transpose()?,
-            id: row.id,
-            at: row.at,
-            actor: row.actor,
-            action: row.action,
-            job_id: row.job_id,
-            execution_id: row.execution_id,
-            drone_id: row.drone_id,
-            detail: row.detail,
-        })
-    }
 }

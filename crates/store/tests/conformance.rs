@@ -7,5 +7,7 @@
 // A crate root resolves `mod x;` next to itself, not in `conformance/`.
 #[path = "conformance/postgres.rs"]
 mod postgres;
+#[path = "conformance/sqlite.rs"]
+mod sqlite;
 #[path = "conformance/suite.rs"]
 mod suite;

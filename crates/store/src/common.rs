@@ -1,0 +1,388 @@
+//! Pure helpers shared by the backends: the SQL each one runs differs, but
+//! how rows become records, and what a transition or an expiry writes, must
+//! not, or the conformance suite would be testing two different products.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use sqlx::FromRow;
+use sqlx::types::JsonValue;
+use ultron8_core::{DroneFacts, ExecutionStatus};
+
+use crate::{
+    AuditRecord, DroneRecord, ExecutionRecord, ExecutionResult, ExecutionUpdate, JobRecord,
+    JobSummary, NewAuditRecord, OutputChunkRecord, OutputStreamKind, PendingDispatch, Result,
+    StoreError,
+};
+
+/// Page size used when a caller asks for "no limit" (zero).
+pub(crate) const DEFAULT_LIMIT: u32 = 100;
+
+pub(crate) const DRONE_COLUMNS: &str = "id, facts, token_labels, stats, online, enrolled_at, \
+     registered_at, last_seen_at, certificate_fingerprint";
+
+pub(crate) const JOB_COLUMNS: &str = "id, target, requester, command, created_at";
+
+pub(crate) const EXECUTION_COLUMNS: &str = "id, job_id, drone_id, status, exit_code, stdout, \
+     stderr, stdout_truncated, stderr_truncated, duration_ms, error, created_at, expires_at, \
+     dispatched_at, started_at, finished_at";
+
+pub(crate) const AUDIT_COLUMNS: &str =
+    "id, at, actor, action, job_id, execution_id, drone_id, status, detail";
+
+pub(crate) fn effective_limit(limit: u32) -> i64 {
+    i64::from(if limit == 0 { DEFAULT_LIMIT } else { limit })
+}
+
+pub(crate) fn not_found(kind: &'static str, id: &str) -> StoreError {
+    StoreError::NotFound {
+        kind,
+        id: id.to_string(),
+    }
+}
+
+pub(crate) fn parse_status(text: &str, context: &str) -> Result<ExecutionStatus> {
+    text.parse()
+        .map_err(|err| StoreError::Corrupt(format!("{context}: {err}")))
+}
+
+pub(crate) fn stream_name(stream: OutputStreamKind) -> &'static str {
+    match stream {
+        OutputStreamKind::Stdout => "stdout",
+        OutputStreamKind::Stderr => "stderr",
+    }
+}
+
+fn parse_stream(text: &str, execution_id: &str) -> Result<OutputStreamKind> {
+    match text {
+        "stdout" => Ok(OutputStreamKind::Stdout),
+        "stderr" => Ok(OutputStreamKind::Stderr),
+        other => Err(StoreError::Corrupt(format!(
+            "unknown output stream {other:?} for execution {execution_id}"
+        ))),
+    }
+}
+
+/// Decodes a JSON column; a mismatch means the row was written by something
+/// other than this store (or an incompatible version of the domain types).
+pub(crate) fn from_json<T: DeserializeOwned>(
+    value: JsonValue,
+    column: &str,
+    id: &str,
+) -> Result<T> {
+    serde_json::from_value(value)
+        .map_err(|err| StoreError::Corrupt(format!("{column} of {id}: {err}")))
+}
+
+/// The chunk's offset as the signed 64-bit column stores it.
+pub(crate) fn output_offset(chunk: &OutputChunkRecord) -> Result<i64> {
+    i64::try_from(chunk.offset).map_err(|_| {
+        StoreError::Corrupt(format!(
+            "output offset {} of execution {} exceeds the storable range",
+            chunk.offset, chunk.execution_id
+        ))
+    })
+}
+
+/// One `(stream, byte_offset, data)` row of `execution_output`.
+pub(crate) fn output_chunk(
+    execution_id: &str,
+    stream: &str,
+    offset: i64,
+    data: Vec<u8>,
+) -> Result<OutputChunkRecord> {
+    Ok(OutputChunkRecord {
+        execution_id: execution_id.to_string(),
+        stream: parse_stream(stream, execution_id)?,
+        offset: u64::try_from(offset).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "negative output offset {offset} for execution {execution_id}"
+            ))
+        })?,
+        data,
+    })
+}
+
+/// Per job, how many of its executions are in each status, from
+/// `(job_id, status, count)` rows.
+pub(crate) fn status_counts_by_job(
+    rows: Vec<(String, String, i64)>,
+) -> Result<BTreeMap<String, BTreeMap<ExecutionStatus, u32>>> {
+    let mut counts_by_job: BTreeMap<String, BTreeMap<ExecutionStatus, u32>> = BTreeMap::new();
+    for (job_id, status, count) in rows {
+        let status = parse_status(&status, &job_id)?;
+        let count = u32::try_from(count).map_err(|_| {
+            StoreError::Corrupt(format!("job {job_id} has {count} {status} executions"))
+        })?;
+        counts_by_job
+            .entry(job_id)
+            .or_default()
+            .insert(status, count);
+    }
+    Ok(counts_by_job)
+}
+
+/// Every status with its count from `(status, count)` rows, zeros included,
+/// so a metrics gauge drops back to 0 instead of keeping its last value when
+/// a status empties.
+pub(crate) fn counts_for_every_status(
+    rows: Vec<(String, i64)>,
+) -> Result<Vec<(ExecutionStatus, i64)>> {
+    let mut counts: BTreeMap<ExecutionStatus, i64> = BTreeMap::new();
+    for (status, count) in rows {
+        counts.insert(parse_status(&status, "executions.status")?, count);
+    }
+    Ok(ExecutionStatus::ALL
+        .into_iter()
+        .map(|status| (status, counts.get(&status).copied().unwrap_or(0)))
+        .collect())
+}
+
+/// What an applied [`ExecutionUpdate`] writes to the execution's columns.
+pub(crate) struct TransitionWrite<'a> {
+    pub status: ExecutionStatus,
+    /// Each timestamp is only written when `Some`; the stored one stays
+    /// otherwise.
+    pub dispatched_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Only with a terminal status: a result reported early is dropped.
+    pub result: Option<&'a ExecutionResult>,
+}
+
+impl<'a> TransitionWrite<'a> {
+    pub(crate) fn new(update: &'a ExecutionUpdate) -> TransitionWrite<'a> {
+        let status = update.status;
+        let started_at = if status == ExecutionStatus::Running {
+            Some(update.started_at.unwrap_or(update.at))
+        } else if status.is_terminal() {
+            update.started_at
+        } else {
+            None
+        };
+        TransitionWrite {
+            status,
+            dispatched_at: (status == ExecutionStatus::Dispatched).then_some(update.at),
+            started_at,
+            finished_at: status.is_terminal().then_some(update.at),
+            result: update.result.as_ref().filter(|_| status.is_terminal()),
+        }
+    }
+
+    /// The result's duration for the signed 64-bit column; saturating, as a
+    /// duration beyond i64 milliseconds is not a real one.
+    pub(crate) fn duration_ms(&self) -> i64 {
+        self.result
+            .map_or(0, |r| i64::try_from(r.duration_ms).unwrap_or(i64::MAX))
+    }
+}
+
+/// The audit record of an execution the expiry sweep moved to `expired`.
+pub(crate) fn expiry_audit(execution: &ExecutionRecord, cutoff: DateTime<Utc>) -> NewAuditRecord {
+    NewAuditRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        at: cutoff,
+        actor: "hive".to_string(),
+        action: "execution.expired".to_string(),
+        job_id: Some(execution.job_id.clone()),
+        execution_id: Some(execution.id.clone()),
+        drone_id: Some(execution.drone_id.clone()),
+        status: Some(ExecutionStatus::Expired),
+        detail: serde_json::json!({ "expires_at": execution.expires_at }),
+    }
+}
+
+// --- rows ----------------------------------------------------------------------
+//
+// Columns as decoded from the database, before validation. Postgres reads
+// them with `FromRow`; SQLite, whose times and JSON need decoding by hand,
+// builds them itself.
+
+#[derive(FromRow)]
+pub(crate) struct DroneRow {
+    pub id: String,
+    pub facts: Option<JsonValue>,
+    pub token_labels: JsonValue,
+    pub stats: Option<JsonValue>,
+    pub online: bool,
+    pub enrolled_at: DateTime<Utc>,
+    pub registered_at: Option<DateTime<Utc>>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub certificate_fingerprint: String,
+}
+
+impl TryFrom<DroneRow> for DroneRecord {
+    type Error = StoreError;
+
+    fn try_from(row: DroneRow) -> Result<Self> {
+        Ok(DroneRecord {
+            facts: match row.facts {
+                Some(facts) => from_json(facts, "drones.facts", &row.id)?,
+                None => DroneFacts::default(),
+            },
+            token_labels: from_json(row.token_labels, "drones.token_labels", &row.id)?,
+            stats: row
+                .stats
+                .map(|stats| from_json(stats, "drones.stats", &row.id))
+                .transpose()?,
+            online: row.online,
+            enrolled_at: row.enrolled_at,
+            registered_at: row.registered_at,
+            last_seen_at: row.last_seen_at,
+            certificate_fingerprint: row.certificate_fingerprint,
+            id: row.id,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct JobRow {
+    pub id: String,
+    pub target: String,
+    pub requester: String,
+    pub command: JsonValue,
+    pub created_at: DateTime<Utc>,
+}
+
+impl JobRow {
+    pub(crate) fn into_record(self, executions: Vec<ExecutionRecord>) -> Result<JobRecord> {
+        Ok(JobRecord {
+            command: from_json(self.command, "jobs.command", &self.id)?,
+            id: self.id,
+            target: self.target,
+            requester: self.requester,
+            created_at: self.created_at,
+            executions,
+        })
+    }
+
+    pub(crate) fn into_summary(
+        self,
+        status_counts: BTreeMap<ExecutionStatus, u32>,
+    ) -> Result<JobSummary> {
+        Ok(JobSummary {
+            command: from_json(self.command, "jobs.command", &self.id)?,
+            status_counts,
+            id: self.id,
+            target: self.target,
+            requester: self.requester,
+            created_at: self.created_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct ExecutionRow {
+    pub id: String,
+    pub job_id: String,
+    pub drone_id: String,
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub duration_ms: i64,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub dispatched_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<ExecutionRow> for ExecutionRecord {
+    type Error = StoreError;
+
+    fn try_from(row: ExecutionRow) -> Result<Self> {
+        let duration_ms = u64::try_from(row.duration_ms).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "execution {} has negative duration {}",
+                row.id, row.duration_ms
+            ))
+        })?;
+        Ok(ExecutionRecord {
+            status: parse_status(&row.status, &row.id)?,
+            result: ExecutionResult {
+                exit_code: row.exit_code,
+                stdout: row.stdout,
+                stderr: row.stderr,
+                stdout_truncated: row.stdout_truncated,
+                stderr_truncated: row.stderr_truncated,
+                duration_ms,
+                error: row.error,
+            },
+            id: row.id,
+            job_id: row.job_id,
+            drone_id: row.drone_id,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            dispatched_at: row.dispatched_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct PendingRow {
+    pub execution_id: String,
+    pub job_id: String,
+    pub drone_id: String,
+    pub requester: String,
+    pub command: JsonValue,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl TryFrom<PendingRow> for PendingDispatch {
+    type Error = StoreError;
+
+    fn try_from(row: PendingRow) -> Result<Self> {
+        Ok(PendingDispatch {
+            command: from_json(row.command, "jobs.command", &row.job_id)?,
+            execution_id: row.execution_id,
+            job_id: row.job_id,
+            drone_id: row.drone_id,
+            requester: row.requester,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct AuditRow {
+    pub id: String,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub job_id: Option<String>,
+    pub execution_id: Option<String>,
+    pub drone_id: Option<String>,
+    pub status: Option<String>,
+    pub detail: JsonValue,
+}
+
+impl TryFrom<AuditRow> for AuditRecord {
+    type Error = StoreError;
+
+    fn try_from(row: AuditRow) -> Result<Self> {
+        Ok(AuditRecord {
+            status: row
+                .status
+                .as_deref()
+                .map(|status| parse_status(status, &row.id))
+                .transpose()?,
+            id: row.id,
+            at: row.at,
+            actor: row.actor,
+            action: row.action,
+            job_id: row.job_id,
+            execution_id: row.execution_id,
+            drone_id: row.drone_id,
+            detail: row.detail,
+        })
+    }
+}

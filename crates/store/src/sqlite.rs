@@ -1,0 +1,913 @@
+//! The embedded [`Store`]: the hive's state in one local SQLite file, for
+//! the single-host default (`ultron8-hive dev`) where running Postgres would
+//! be a chore.
+//!
+//! It mirrors [`crate::postgres`] method for method, and the conformance
+//! suite in `tests/conformance.rs` runs against both. As there, queries are
+//! checked at run time (`sqlx::query`), not compile time.
+//!
+//! # Write serialisation
+//!
+//! SQLite lets one connection write to a file at a time. Letting pooled
+//! connections race for that lock would work badly: SQLite's busy handler
+//! waits by sleeping and polling, with no fairness, and a transaction that
+//! has read before it writes cannot wait at all (`SQLITE_BUSY_SNAPSHOT`).
+//! So the store keeps two pools:
+//!
+//! - a writer pool of exactly one connection, through which every write
+//!   goes. The hive's writes queue for it in order and each runs alone.
+//!   Write transactions begin with `BEGIN IMMEDIATE`, which takes SQLite's
+//!   write lock at `BEGIN`. Against the store's own writer that is
+//!   redundant, but if another process writes to the file (the sqlite3
+//!   shell, a backup tool), the store waits for it at `BEGIN`, up to the
+//!   busy timeout, instead of failing halfway through.
+//! - a pool of query-only reader connections. In WAL mode readers block
+//!   neither the writer nor each other, and every statement sees the latest
+//!   commit.
+//!
+//! That takes the place of Postgres's row locks. Consuming a join token is
+//! one conditional `UPDATE ... RETURNING`. A transition reads the status,
+//! checks it against [`ExecutionStatus::can_transition_to`] and writes, all
+//! in one IMMEDIATE transaction, so no other write can land in between.
+//! Outcomes are the same as with Postgres; the cost is that writes to
+//! different rows do not run in parallel, which a single host's hive does
+//! not need.
+//!
+//! The file must be on a local filesystem: WAL needs memory shared between
+//! connections, which network filesystems do not provide.
+//!
+//! # Differences from Postgres
+//!
+//! - Text sorts bytewise (SQLite's BINARY collation). Postgres sorts
+//!   `audit_log.id` bytewise too, but every other text column by the
+//!   database's collation. So orderings by other text (drones by id, a job's
+//!   executions by drone id, ties between jobs created in the same
+//!   microsecond) match only if the Postgres database uses the C or C.UTF-8
+//!   collation, or the ids are lowercase uuids, which sort alike under any
+//!   of them.
+//! - Postgres refuses a NUL character in text (and `\u0000` in JSON) with a
+//!   database error; SQLite stores it.
+//! - Postgres refuses times before 4714 BC ("timestamp out of range");
+//!   SQLite stores them.
+//! - Database failures are [`StoreError::Database`] in both, but carry
+//!   SQLite result codes instead of SQLSTATEs. A duplicate audit id is
+//!   refused by the append-only trigger, not reported as a unique violation.
+//! - A write that waits for the writer connection longer than the acquire
+//!   timeout (10 s, the same as Postgres's wait for a pooled connection)
+//!   fails. Postgres would have run it in parallel, or waited on the row
+//!   lock without a limit.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::types::{Json, JsonValue};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteExecutor, Transaction};
+use ultron8_core::{DroneFacts, ExecutionStatus, HostStats};
+
+use crate::common::{
+    AUDIT_COLUMNS, AuditRow, DRONE_COLUMNS, DroneRow, EXECUTION_COLUMNS, ExecutionRow, JOB_COLUMNS,
+    JobRow, PendingRow, TransitionWrite, counts_for_every_status, effective_limit, expiry_audit,
+    from_json, not_found, output_chunk, output_offset, parse_status, status_counts_by_job,
+    stream_name,
+};
+use crate::{
+    AuditFilter, AuditRecord, DroneEnrollment, DroneRecord, ExecutionRecord, ExecutionUpdate,
+    JobRecord, JobSummary, JoinTokenGrant, NewAuditRecord, NewExecution, NewJob, NewJoinToken,
+    OutputChunkRecord, PendingDispatch, Result, Store, StoreError, TransitionOutcome,
+};
+
+static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// Readers only contend for CPU and the page cache, so a handful covers the
+/// hive's concurrent request handlers.
+const MAX_READERS: u32 = 8;
+/// A request waiting longer than this for a connection is better failed than
+/// queued: a write backlog this long means the disk cannot keep up.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// How long a statement waits for a lock another process holds on the file
+/// (the store's own connections never wait on each other for one).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts a transaction that holds SQLite's write lock from the start (see
+/// the module docs).
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+/// [`Store`] on an SQLite file. Cheap to clone: clones share the pools.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// Exactly one connection: every write goes through it.
+    writer: SqlitePool,
+    /// Query-only connections, for everything else.
+    readers: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating the file if it is missing,
+    /// and brings the schema up to date. The directory must exist.
+    ///
+    /// Safe to call from several processes at once: the migration runs
+    /// under SQLite's write lock, so one opener applies it and the others
+    /// wait, then find nothing to do.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            // NORMAL is the usual choice with WAL, but may lose the last
+            // commits on power loss; FULL makes a commit as durable as it is
+            // in Postgres.
+            .synchronous(SqliteSynchronous::Full);
+
+        // Recycling connections only makes sense for a server that can fail
+        // over; a local file has nothing to gain from it.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(
+                options
+                    .clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal),
+            )
+            .await?;
+        SqliteStore::migrate(&writer).await?;
+
+        // query_only makes a write that was sent to a reader by mistake fail
+        // instead of racing the writer for the lock.
+        let readers = SqlitePoolOptions::new()
+            .max_connections(MAX_READERS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(IDLE_TIMEOUT)
+            .max_lifetime(None)
+            .connect_with(options.pragma("query_only", "ON"))
+            .await?;
+        Ok(SqliteStore { writer, readers })
+    }
+
+    /// A private, empty database that lives in memory until the store and
+    /// all its clones are dropped; for tests.
+    ///
+    /// An in-memory database belongs to the one connection that opened it,
+    /// so a single connection serves both reads and writes. It is never
+    /// retired: a replacement would open a different, empty database.
+    pub async fn open_in_memory() -> Result<SqliteStore> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .in_memory(true)
+                    .foreign_keys(true),
+            )
+            .await?;
+        SqliteStore::migrate(&pool).await?;
+        Ok(SqliteStore {
+            writer: pool.clone(),
+            readers: pool,
+        })
+    }
+
+    /// Closes every connection, this store's and its clones'. Once the last
+    /// one is closed, SQLite writes the WAL back into the database file and
+    /// removes the `-wal` and `-shm` files, leaving one self-contained file
+    /// to copy or back up.
+    pub async fn close(&self) {
+        self.readers.close().await;
+        self.writer.close().await;
+    }
+
+    /// Applies pending migrations.
+    ///
+    /// sqlx's SQLite migrator takes no lock (its Postgres one holds an
+    /// advisory lock). Two processes opening a new file at once would both
+    /// apply the first migration, and one of them would fail. Running the
+    /// whole migration in one IMMEDIATE transaction makes checking and
+    /// applying exclusive: a second opener waits at `BEGIN` (busy timeout),
+    /// then finds nothing to do. Each migration therefore runs inside a
+    /// transaction, so it cannot use what SQLite forbids there
+    /// (`PRAGMA foreign_keys = OFF` does nothing; use
+    /// `PRAGMA defer_foreign_keys = ON` for table rebuilds).
+    async fn migrate(writer: &SqlitePool) -> Result<()> {
+        let mut tx = writer.begin_with(BEGIN_WRITE).await?;
+        // `run_direct` rather than `run`: with a borrowed connection, the
+        // `Acquire` bound on `run` makes every future awaiting it non-`Send`
+        // ("implementation of `Acquire` is not general enough"), and `open`
+        // must work in a spawned task. sqlx keeps `run_direct` public for
+        // this reason.
+        MIGRATOR.run_direct(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with(BEGIN_WRITE).await?)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        // Through a reader: a readiness probe should not queue behind writes.
+        sqlx::query("SELECT 1").execute(&self.readers).await?;
+        Ok(())
+    }
+
+    async fn create_join_token(&self, token: &NewJoinToken) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO join_tokens (id, secret_sha256, labels, created_by, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&token.id)
+        .bind(&token.secret_sha256)
+        .bind(Json(&token.labels))
+        .bind(&token.created_by)
+        .bind(micros(token.created_at))
+        .bind(micros(token.expires_at))
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn consume_join_token(
+        &self,
+        token_id: &str,
+        secret_sha256: &[u8],
+        drone_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<JoinTokenGrant> {
+        // One conditional UPDATE: it runs alone on the writer, so of two
+        // concurrent consumers the second finds `used_at` set and matches
+        // nothing. All reasons for refusal are reported alike so a caller
+        // cannot probe which token ids exist.
+        //
+        // fetch_all, not fetch_optional: the autocommit transaction commits
+        // when the statement runs to completion, and only then would a
+        // failed commit be reported rather than lost in a statement reset.
+        let labels: Vec<JsonValue> = sqlx::query_scalar(
+            "UPDATE join_tokens SET used_at = $4, used_by = $3 \
+             WHERE id = $1 AND secret_sha256 = $2 AND used_at IS NULL AND expires_at > $4 \
+             RETURNING labels",
+        )
+        .bind(token_id)
+        .bind(secret_sha256)
+        .bind(drone_id)
+        .bind(micros(now))
+        .fetch_all(&self.writer)
+        .await?;
+        let labels = labels
+            .into_iter()
+            .next()
+            .ok_or(StoreError::JoinTokenInvalid)?;
+        Ok(JoinTokenGrant {
+            labels: from_json(labels, "join_tokens.labels", token_id)?,
+        })
+    }
+
+    async fn record_enrollment(&self, enrollment: &DroneEnrollment) -> Result<()> {
+        // A re-enrollment replaces the credentials and the token's labels
+        // (the new token is the operator's current word on them) but keeps
+        // what the drone reported: facts and stats stay useful until it
+        // registers again.
+        sqlx::query(
+            "INSERT INTO drones (id, token_labels, enrolled_at, certificate_fingerprint, \
+                                 certificate_not_after, token_id) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (id) DO UPDATE SET \
+                 token_labels = excluded.token_labels, \
+                 enrolled_at = excluded.enrolled_at, \
+                 certificate_fingerprint = excluded.certificate_fingerprint, \
+                 certificate_not_after = excluded.certificate_not_after, \
+                 token_id = excluded.token_id",
+        )
+        .bind(&enrollment.drone_id)
+        .bind(Json(&enrollment.labels))
+        .bind(micros(enrollment.enrolled_at))
+        .bind(&enrollment.certificate_fingerprint)
+        .bind(micros(enrollment.certificate_not_after))
+        .bind(&enrollment.token_id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_registration(
+        &self,
+        drone_id: &str,
+        facts: &DroneFacts,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let updated = sqlx::query(
+            "UPDATE drones SET facts = $2, online = true, registered_at = $3, last_seen_at = $3 \
+             WHERE id = $1",
+        )
+        .bind(drone_id)
+        .bind(Json(facts))
+        .bind(micros(now))
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(not_found("drone", drone_id));
+        }
+        Ok(())
+    }
+
+    async fn record_heartbeat(
+        &self,
+        drone_id: &str,
+        stats: &HostStats,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let updated = sqlx::query(
+            "UPDATE drones SET stats = $2, online = true, last_seen_at = $3 WHERE id = $1",
+        )
+        .bind(drone_id)
+        .bind(Json(stats))
+        .bind(micros(now))
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(not_found("drone", drone_id));
+        }
+        Ok(())
+    }
+
+    async fn mark_silent_drones_offline(&self, cutoff: DateTime<Utc>) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE drones SET online = false WHERE online AND last_seen_at < $1 RETURNING id",
+        )
+        .bind(micros(cutoff))
+        .fetch_all(&self.writer)
+        .await?;
+        // RETURNING has no ORDER BY; sort so callers log a stable list.
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    async fn list_drones(&self) -> Result<Vec<DroneRecord>> {
+        sqlx::query(&format!("SELECT {DRONE_COLUMNS} FROM drones ORDER BY id"))
+            .fetch_all(&self.readers)
+            .await?
+            .iter()
+            .map(|row| drone_row(row).and_then(DroneRecord::try_from))
+            .collect()
+    }
+
+    async fn get_drone(&self, drone_id: &str) -> Result<Option<DroneRecord>> {
+        sqlx::query(&format!("SELECT {DRONE_COLUMNS} FROM drones WHERE id = $1"))
+            .bind(drone_id)
+            .fetch_optional(&self.readers)
+            .await?
+            .map(|row| drone_row(&row).and_then(DroneRecord::try_from))
+            .transpose()
+    }
+
+    async fn create_job(
+        &self,
+        job: &NewJob,
+        executions: &[NewExecution],
+        audit: &NewAuditRecord,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO jobs (id, target, requester, command, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&job.id)
+        .bind(&job.target)
+        .bind(&job.requester)
+        .bind(Json(&job.command))
+        .bind(micros(job.created_at))
+        .execute(&mut *tx)
+        .await?;
+
+        // A statement per execution: SQLite runs in-process, so batching
+        // would save no network round trips, and the statement is prepared
+        // once and cached.
+        for execution in executions {
+            sqlx::query(
+                "INSERT INTO executions (id, job_id, drone_id, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&execution.id)
+            .bind(&execution.job_id)
+            .bind(&execution.drone_id)
+            .bind(micros(execution.created_at))
+            .bind(micros(execution.expires_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        insert_audit(&mut *tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>> {
+        let Some(job) = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(job_id)
+            .fetch_optional(&self.readers)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let job = job_row(&job)?;
+        // No transaction needed: executions are committed with their job and
+        // never deleted, so once the job is visible all of them are.
+        let executions = sqlx::query(&format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE job_id = $1 ORDER BY drone_id, id"
+        ))
+        .bind(job_id)
+        .fetch_all(&self.readers)
+        .await?
+        .iter()
+        .map(|row| execution_row(row).and_then(ExecutionRecord::try_from))
+        .collect::<Result<Vec<_>>>()?;
+        job.into_record(executions).map(Some)
+    }
+
+    async fn list_jobs(&self, limit: u32) -> Result<Vec<JobSummary>> {
+        let jobs = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, id DESC LIMIT $1"
+        ))
+        .bind(effective_limit(limit))
+        .fetch_all(&self.readers)
+        .await?
+        .iter()
+        .map(job_row)
+        .collect::<Result<Vec<_>>>()?;
+        let job_ids: Vec<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
+        // json_each stands in for Postgres's `= ANY($1)`: one statement
+        // however many jobs, and clear of SQLite's cap on bound parameters.
+        let counts: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT job_id, status, count(*) FROM executions \
+             WHERE job_id IN (SELECT value FROM json_each($1)) GROUP BY job_id, status",
+        )
+        .bind(Json(&job_ids))
+        .fetch_all(&self.readers)
+        .await?;
+
+        let mut counts_by_job = status_counts_by_job(counts)?;
+        jobs.into_iter()
+            .map(|job| {
+                let counts = counts_by_job.remove(&job.id).unwrap_or_default();
+                job.into_summary(counts)
+            })
+            .collect()
+    }
+
+    async fn get_execution(&self, execution_id: &str) -> Result<Option<ExecutionRecord>> {
+        sqlx::query(&format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = $1"
+        ))
+        .bind(execution_id)
+        .fetch_optional(&self.readers)
+        .await?
+        .map(|row| execution_row(&row).and_then(ExecutionRecord::try_from))
+        .transpose()
+    }
+
+    async fn transition_execution(
+        &self,
+        execution_id: &str,
+        update: &ExecutionUpdate,
+        audit: Option<&NewAuditRecord>,
+    ) -> Result<TransitionOutcome> {
+        // The write lock, held from BEGIN, serialises concurrent reports for
+        // one execution: each sees the status the previous one committed, so
+        // at most one terminal report can ever apply.
+        let mut tx = self.begin_write().await?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT status FROM executions WHERE id = $1")
+                .bind(execution_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(current) = current else {
+            tx.rollback().await?;
+            return Ok(TransitionOutcome::NotFound);
+        };
+        let current = parse_status(&current, execution_id)?;
+        if !current.can_transition_to(update.status) {
+            // Explicitly, rather than on drop, so that a failure to release
+            // the write lock is reported here instead of surfacing in
+            // whichever write uses the connection next.
+            tx.rollback().await?;
+            return Ok(TransitionOutcome::Refused { current });
+        }
+
+        let write = TransitionWrite::new(update);
+        let result = write.result;
+        sqlx::query(
+            "UPDATE executions SET \
+                 status = $2, \
+                 dispatched_at = COALESCE($3, dispatched_at), \
+                 started_at = COALESCE($4, started_at), \
+                 finished_at = COALESCE($5, finished_at), \
+                 exit_code = CASE WHEN $6 THEN $7 ELSE exit_code END, \
+                 stdout = CASE WHEN $6 THEN $8 ELSE stdout END, \
+                 stderr = CASE WHEN $6 THEN $9 ELSE stderr END, \
+                 stdout_truncated = CASE WHEN $6 THEN $10 ELSE stdout_truncated END, \
+                 stderr_truncated = CASE WHEN $6 THEN $11 ELSE stderr_truncated END, \
+                 duration_ms = CASE WHEN $6 THEN $12 ELSE duration_ms END, \
+                 error = CASE WHEN $6 THEN $13 ELSE error END \
+             WHERE id = $1",
+        )
+        .bind(execution_id)
+        .bind(write.status.as_str())
+        .bind(write.dispatched_at.map(micros))
+        .bind(write.started_at.map(micros))
+        .bind(write.finished_at.map(micros))
+        .bind(result.is_some())
+        .bind(result.and_then(|r| r.exit_code))
+        .bind(result.map(|r| r.stdout.as_slice()).unwrap_or_default())
+        .bind(result.map(|r| r.stderr.as_slice()).unwrap_or_default())
+        .bind(result.is_some_and(|r| r.stdout_truncated))
+        .bind(result.is_some_and(|r| r.stderr_truncated))
+        .bind(write.duration_ms())
+        .bind(result.and_then(|r| r.error.as_deref()))
+        .execute(&mut *tx)
+        .await?;
+
+        if let Some(audit) = audit {
+            insert_audit(&mut *tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(TransitionOutcome::Applied { previous: current })
+    }
+
+    async fn append_output(&self, chunk: &OutputChunkRecord) -> Result<()> {
+        let offset = output_offset(chunk)?;
+        // One statement on the writer: no transition can commit between its
+        // status check and its insert, so no chunk is ever added to a
+        // finished execution. (The WHERE clause is also what lets SQLite
+        // parse the ON CONFLICT after a SELECT.)
+        let inserted = sqlx::query(
+            "INSERT INTO execution_output (execution_id, stream, byte_offset, data) \
+             SELECT id, $2, $3, $4 FROM executions \
+             WHERE id = $1 AND status IN ('requested', 'dispatched', 'running') \
+             ON CONFLICT (execution_id, stream, byte_offset) DO NOTHING",
+        )
+        .bind(&chunk.execution_id)
+        .bind(stream_name(chunk.stream))
+        .bind(offset)
+        .bind(&chunk.data)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            // Ignored (finished execution or duplicate chunk) unless the
+            // execution does not exist at all, which is the sender's bug.
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM executions WHERE id = $1)")
+                    .bind(&chunk.execution_id)
+                    .fetch_one(&self.readers)
+                    .await?;
+            if !exists {
+                return Err(not_found("execution", &chunk.execution_id));
+            }
+        }
+        Ok(())
+    }
+
+    async fn execution_output(&self, execution_id: &str) -> Result<Vec<OutputChunkRecord>> {
+        // Streams in declaration (fd) order, stdout first, not by name.
+        let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT stream, byte_offset, data FROM execution_output \
+             WHERE execution_id = $1 \
+             ORDER BY CASE stream WHEN 'stdout' THEN 1 ELSE 2 END, byte_offset",
+        )
+        .bind(execution_id)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter()
+            .map(|(stream, offset, data)| output_chunk(execution_id, &stream, offset, data))
+            .collect()
+    }
+
+    async fn executions_awaiting_dispatch(
+        &self,
+        created_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<PendingDispatch>> {
+        // `expires_at >= now` is the exact complement of the expiry sweep's
+        // `expires_at < cutoff`: an execution is re-dispatched or expired,
+        // never both.
+        sqlx::query(
+            "SELECT e.id AS execution_id, e.job_id, e.drone_id, j.requester, j.command, \
+                    e.created_at, e.expires_at \
+             FROM executions e JOIN jobs j ON j.id = e.job_id \
+             WHERE e.status = 'requested' AND e.created_at < $1 AND e.expires_at >= $2 \
+             ORDER BY e.created_at, e.id \
+             LIMIT $3",
+        )
+        .bind(micros(created_before))
+        .bind(micros(now))
+        .bind(effective_limit(limit))
+        .fetch_all(&self.readers)
+        .await?
+        .iter()
+        .map(|row| pending_row(row).and_then(PendingDispatch::try_from))
+        .collect()
+    }
+
+    async fn expire_overdue_executions(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Vec<ExecutionRecord>> {
+        // The write lock, held from BEGIN, keeps any transition from landing
+        // between the UPDATE and the audit records; a second sweep waits,
+        // then finds nothing due, so each execution gets one audit record.
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(&format!(
+            "UPDATE executions SET status = 'expired', finished_at = $1 \
+             WHERE status IN ('requested', 'dispatched') AND expires_at < $1 \
+             RETURNING {EXECUTION_COLUMNS}"
+        ))
+        .bind(micros(cutoff))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut expired = rows
+            .iter()
+            .map(|row| execution_row(row).and_then(ExecutionRecord::try_from))
+            .collect::<Result<Vec<_>>>()?;
+        expired.sort_by(|a, b| a.id.cmp(&b.id));
+
+        for execution in &expired {
+            insert_audit(&mut *tx, &expiry_audit(execution, cutoff)).await?;
+        }
+        tx.commit().await?;
+        Ok(expired)
+    }
+
+    async fn count_executions_by_status(&self) -> Result<Vec<(ExecutionStatus, i64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, count(*) FROM executions GROUP BY status")
+                .fetch_all(&self.readers)
+                .await?;
+        counts_for_every_status(rows)
+    }
+
+    async fn count_jobs(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM jobs")
+            .fetch_one(&self.readers)
+            .await?)
+    }
+
+    async fn append_audit(&self, record: &NewAuditRecord) -> Result<()> {
+        insert_audit(&self.writer, record).await
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        // Only the filters given become predicates, so each query can use the
+        // matching index rather than one plan full of `? IS NULL OR ...`.
+        let mut query = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE true"
+        ));
+        if let Some(since) = filter.since {
+            query.push(" AND at >= ").push_bind(micros(since));
+        }
+        if let Some(until) = filter.until {
+            query.push(" AND at < ").push_bind(micros(until));
+        }
+        if let Some(actor) = &filter.actor {
+            query.push(" AND actor = ").push_bind(actor);
+        }
+        if let Some(action) = &filter.action {
+            query.push(" AND action = ").push_bind(action);
+        }
+        if let Some(job_id) = &filter.job_id {
+            query.push(" AND job_id = ").push_bind(job_id);
+        }
+        if let Some(execution_id) = &filter.execution_id {
+            query.push(" AND execution_id = ").push_bind(execution_id);
+        }
+        if let Some(drone_id) = &filter.drone_id {
+            query.push(" AND drone_id = ").push_bind(drone_id);
+        }
+        if let Some(status) = filter.status {
+            query.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(before_id) = &filter.before_id {
+            query.push(" AND id < ").push_bind(before_id);
+        }
+        query
+            .push(" ORDER BY id DESC LIMIT ")
+            .push_bind(effective_limit(filter.limit));
+
+        query
+            .build()
+            .fetch_all(&self.readers)
+            .await?
+            .iter()
+            .map(|row| audit_row(row).and_then(AuditRecord::try_from))
+            .collect()
+    }
+}
+
+async fn insert_audit<'e>(
+    executor: impl SqliteExecutor<'e>,
+    record: &NewAuditRecord,
+) -> Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    ))
+    .bind(&record.id)
+    .bind(micros(record.at))
+    .bind(&record.actor)
+    .bind(&record.action)
+    .bind(&record.job_id)
+    .bind(&record.execution_id)
+    .bind(&record.drone_id)
+    .bind(record.status.map(ExecutionStatus::as_str))
+    .bind(Json(&record.detail))
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+// --- times ----------------------------------------------------------------------
+
+/// Postgres's epoch, 2000-01-01T00:00:00Z, in microseconds since the unix
+/// epoch.
+const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// `at` as stored: microseconds since the unix epoch.
+///
+/// Postgres keeps microseconds, and sqlx drops the rest by truncating toward
+/// Postgres's epoch, 2000-01-01. Doing the same (rather than always
+/// flooring, which differs before 2000) makes both stores keep the same
+/// instant for any input, so the same comparisons hold.
+fn micros(at: DateTime<Utc>) -> i64 {
+    // Cannot overflow: chrono's range is about ±262,000 years, i64
+    // microseconds about ±292,000.
+    let floored = at.timestamp() * 1_000_000 + i64::from(at.timestamp_subsec_micros());
+    let dropped_nanos = !at.timestamp_subsec_nanos().is_multiple_of(1_000);
+    if floored < POSTGRES_EPOCH_MICROS && dropped_nanos {
+        floored + 1
+    } else {
+        floored
+    }
+}
+
+fn from_micros(micros: i64, column: &str) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(micros).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "{column}: {micros} microseconds is out of the representable range"
+        ))
+    })
+}
+
+fn time(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>> {
+    from_micros(row.try_get(column)?, column)
+}
+
+fn optional_time(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>> {
+    row.try_get::<Option<i64>, _>(column)?
+        .map(|micros| from_micros(micros, column))
+        .transpose()
+}
+
+// --- rows -----------------------------------------------------------------------
+//
+// sqlx would decode an INTEGER as unix seconds into a DateTime, so the shared
+// rows are built by hand here rather than with their FromRow derive.
+
+fn drone_row(row: &SqliteRow) -> Result<DroneRow> {
+    Ok(DroneRow {
+        id: row.try_get("id")?,
+        facts: row.try_get("facts")?,
+        token_labels: row.try_get("token_labels")?,
+        stats: row.try_get("stats")?,
+        online: row.try_get("online")?,
+        enrolled_at: time(row, "enrolled_at")?,
+        registered_at: optional_time(row, "registered_at")?,
+        last_seen_at: optional_time(row, "last_seen_at")?,
+        certificate_fingerprint: row.try_get("certificate_fingerprint")?,
+    })
+}
+
+fn job_row(row: &SqliteRow) -> Result<JobRow> {
+    Ok(JobRow {
+        id: row.try_get("id")?,
+        target: row.try_get("target")?,
+        requester: row.try_get("requester")?,
+        command: row.try_get("command")?,
+        created_at: time(row, "created_at")?,
+    })
+}
+
+fn execution_row(row: &SqliteRow) -> Result<ExecutionRow> {
+    Ok(ExecutionRow {
+        id: row.try_get("id")?,
+        job_id: row.try_get("job_id")?,
+        drone_id: row.try_get("drone_id")?,
+        status: row.try_get("status")?,
+        exit_code: row.try_get("exit_code")?,
+        stdout: row.try_get("stdout")?,
+        stderr: row.try_get("stderr")?,
+        stdout_truncated: row.try_get("stdout_truncated")?,
+        stderr_truncated: row.try_get("stderr_truncated")?,
+        duration_ms: row.try_get("duration_ms")?,
+        error: row.try_get("error")?,
+        created_at: time(row, "created_at")?,
+        expires_at: time(row, "expires_at")?,
+        dispatched_at: optional_time(row, "dispatched_at")?,
+        started_at: optional_time(row, "started_at")?,
+        finished_at: optional_time(row, "finished_at")?,
+    })
+}
+
+fn pending_row(row: &SqliteRow) -> Result<PendingRow> {
+    Ok(PendingRow {
+        execution_id: row.try_get("execution_id")?,
+        job_id: row.try_get("job_id")?,
+        drone_id: row.try_get("drone_id")?,
+        requester: row.try_get("requester")?,
+        command: row.try_get("command")?,
+        created_at: time(row, "created_at")?,
+        expires_at: time(row, "expires_at")?,
+    })
+}
+
+fn audit_row(row: &SqliteRow) -> Result<AuditRow> {
+    Ok(AuditRow {
+        id: row.try_get("id")?,
+        at: time(row, "at")?,
+        actor: row.try_get("actor")?,
+        action: row.try_get("action")?,
+        job_id: row.try_get("job_id")?,
+        execution_id: row.try_get("execution_id")?,
+        drone_id: row.try_get("drone_id")?,
+        status: row.try_get("status")?,
+        detail: row.try_get("detail")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339)
+            .expect("valid time")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn times_keep_microseconds_and_round_trip() {
+        let time = at("2030-01-01T12:34:56.123456Z");
+        assert_eq!(micros(time), 1_893_501_296_123_456);
+        assert_eq!(from_micros(micros(time), "t").expect("in range"), time);
+    }
+
+    #[test]
+    fn sub_microseconds_are_truncated_toward_2000_as_postgres_does() {
+        // After 2000: toward the past.
+        assert_eq!(
+            from_micros(micros(at("2030-01-01T00:00:00.000001999Z")), "t").expect("in range"),
+            at("2030-01-01T00:00:00.000001Z")
+        );
+        // Before 2000: toward the future, which plain flooring would miss.
+        assert_eq!(
+            from_micros(micros(at("1999-12-31T23:59:59.999999500Z")), "t").expect("in range"),
+            at("2000-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            from_micros(micros(at("1969-12-31T23:59:59.000000500Z")), "t").expect("in range"),
+            at("1969-12-31T23:59:59.000001Z")
+        );
+        // Whole microseconds are kept exactly on both sides.
+        for whole in ["1999-12-31T23:59:59.999999Z", "1970-01-01T00:00:00Z"] {
+            assert_eq!(micros(at(whole)), at(whole).timestamp_micros());
+        }
+    }
+
+    #[test]
+    fn the_whole_chrono_range_is_storable() {
+        for extreme in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+            let stored = micros(extreme);
+            assert_eq!(
+                from_micros(stored, "t").expect("in range").timestamp(),
+                extreme.timestamp()
+            );
+        }
+        assert!(matches!(
+            from_micros(i64::MAX, "t"),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+}

@@ -1,0 +1,402 @@
+//! Runs the conformance suite against [`SqliteStore`]: once on a fresh
+//! database file per test, in its own temporary directory, and once on a
+//! fresh in-memory database per test.
+//!
+//! Where a test needs SQL access of its own it opens a separate connection
+//! to the file, as an operator's sqlite3 shell would: what the database
+//! refuses must not depend on how the store configures its connections.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteQueryResult};
+use sqlx::{Connection, SqliteConnection};
+use tempfile::TempDir;
+use ultron8_core::{CommandSpec, Program};
+use ultron8_store::sqlite::SqliteStore;
+use ultron8_store::{
+    AuditFilter, DroneEnrollment, NewAuditRecord, NewExecution, NewJob, NewJoinToken, Store,
+};
+use uuid::Uuid;
+
+/// A database path in a directory of its own, removed with everything in it
+/// (the `-wal` and `-shm` files too) when dropped.
+struct TestFile {
+    _dir: TempDir,
+    path: PathBuf,
+}
+
+impl TestFile {
+    fn new() -> TestFile {
+        let dir = tempfile::tempdir().expect("create temporary directory");
+        let path = dir.path().join("hive.db");
+        TestFile { _dir: dir, path }
+    }
+}
+
+/// Runs `test` against a fresh [`SqliteStore`] on a new file, handing it the
+/// file's path too, and removes the file afterwards, whether the test passed
+/// or panicked.
+async fn with_store<F, Fut>(test: F)
+where
+    F: FnOnce(SqliteStore, PathBuf) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let file = TestFile::new();
+    let store = SqliteStore::open(&file.path)
+        .await
+        .expect("open SqliteStore");
+    // A spawned task turns a panic into a JoinError, so cleanup still runs.
+    let outcome = tokio::spawn(test(store.clone(), file.path.clone())).await;
+    store.close().await;
+    drop(file);
+    if let Err(err) = outcome {
+        match err.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(err) => panic!("test task failed: {err}"),
+        }
+    }
+}
+
+async fn run<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    with_store(|store, _| test(Arc::new(store))).await;
+}
+
+crate::suite::conformance_tests!(run);
+
+/// The suite again on [`SqliteStore::open_in_memory`], where one connection
+/// serves reads and writes alike: a method that held the writer while
+/// waiting for a reader would time out here.
+mod in_memory {
+    use super::*;
+
+    async fn run<F, Fut>(test: F)
+    where
+        F: FnOnce(Arc<dyn Store>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let store = SqliteStore::open_in_memory()
+            .await
+            .expect("open in-memory SqliteStore");
+        test(Arc::new(store)).await;
+    }
+
+    crate::suite::conformance_tests!(run);
+}
+
+// --- SQLite-only guarantees --------------------------------------------------
+
+/// A connection of its own to the file, configured as little as a sqlite3
+/// shell would be.
+async fn raw_connection(path: &Path) -> SqliteConnection {
+    SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(path))
+        .await
+        .expect("open a raw connection")
+}
+
+fn t(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_893_456_000, 0).expect("valid time") + Duration::seconds(secs)
+}
+
+fn some_audit() -> NewAuditRecord {
+    NewAuditRecord {
+        id: Uuid::now_v7().to_string(),
+        at: t(0),
+        actor: "hive".to_string(),
+        action: "test.appended".to_string(),
+        job_id: None,
+        execution_id: None,
+        drone_id: None,
+        status: None,
+        detail: serde_json::json!({ "n": 1 }),
+    }
+}
+
+fn assert_append_only_error(result: Result<SqliteQueryResult, sqlx::Error>, what: &str) {
+    let err = result.expect_err(&format!("{what} on audit_log must be rejected"));
+    let message = err
+        .as_database_error()
+        .map(|db| db.message().to_string())
+        .unwrap_or_else(|| panic!("{what}: expected a database error, got {err:?}"));
+    assert!(
+        message.contains("append-only"),
+        "{what}: unexpected message {message:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_rejects_update_delete_and_replace_in_the_database() {
+    with_store(|store, path| async move {
+        let record = some_audit();
+        store.append_audit(&record).await.expect("append");
+        let mut conn = raw_connection(&path).await;
+
+        assert_append_only_error(
+            sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE id = $1")
+                .bind(&record.id)
+                .execute(&mut conn)
+                .await,
+            "UPDATE",
+        );
+        assert_append_only_error(
+            sqlx::query("DELETE FROM audit_log WHERE id = $1")
+                .bind(&record.id)
+                .execute(&mut conn)
+                .await,
+            "DELETE",
+        );
+        // SQLite's TRUNCATE: a DELETE without WHERE.
+        assert_append_only_error(
+            sqlx::query("DELETE FROM audit_log")
+                .execute(&mut conn)
+                .await,
+            "DELETE of every row",
+        );
+        // REPLACE would delete the row it collides with without firing the
+        // delete trigger.
+        assert_append_only_error(
+            sqlx::query(
+                "INSERT OR REPLACE INTO audit_log (id, at, actor, action, detail) \
+                 VALUES ($1, 0, 'mallory', 'audit.rewritten', '{}')",
+            )
+            .bind(&record.id)
+            .execute(&mut conn)
+            .await,
+            "INSERT OR REPLACE",
+        );
+        assert_append_only_error(
+            sqlx::query(
+                "INSERT INTO audit_log (id, at, actor, action, detail) \
+                 VALUES ($1, 0, 'mallory', 'audit.rewritten', '{}') \
+                 ON CONFLICT (id) DO UPDATE SET actor = excluded.actor",
+            )
+            .bind(&record.id)
+            .execute(&mut conn)
+            .await,
+            "upsert",
+        );
+        conn.close().await.ok();
+
+        let listed = store
+            .list_audit(&AuditFilter::default())
+            .await
+            .expect("list audit");
+        assert_eq!(listed, vec![record], "the record is untouched");
+
+        // Inserting is still allowed.
+        store
+            .append_audit(&some_audit())
+            .await
+            .expect("append after refusals");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_rejects_unknown_execution_status_and_mistyped_values() {
+    with_store(|_store, path| async move {
+        let mut conn = raw_connection(&path).await;
+        sqlx::query(
+            "INSERT INTO jobs (id, target, requester, command, created_at) \
+             VALUES ('j', 't', 'r', '{}', 0)",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("insert job");
+
+        let err = sqlx::query(
+            "INSERT INTO executions (id, job_id, drone_id, status, created_at, expires_at) \
+             VALUES ('e', 'j', 'd', 'done', 0, 0)",
+        )
+        .execute(&mut conn)
+        .await
+        .expect_err("status outside the state machine");
+        let db = err.as_database_error().expect("database error");
+        assert_eq!(
+            db.kind(),
+            sqlx::error::ErrorKind::CheckViolation,
+            "got {db:?}"
+        );
+
+        // STRICT tables: a time written as text would sort apart from every
+        // other time, so it is refused.
+        let err = sqlx::query(
+            "INSERT INTO executions (id, job_id, drone_id, created_at, expires_at) \
+             VALUES ('e', 'j', 'd', '2030-01-01 00:00:00', 0)",
+        )
+        .execute(&mut conn)
+        .await
+        .expect_err("text in a time column");
+        let message = err.as_database_error().expect("database error").message();
+        assert!(
+            message.contains("cannot store TEXT value in INTEGER column"),
+            "unexpected message {message:?}"
+        );
+
+        let err = sqlx::query(
+            "INSERT INTO drones (id, token_labels, enrolled_at, certificate_fingerprint, \
+                                 certificate_not_after, token_id) \
+             VALUES ('d', '[1, 2]', 0, 'fp', 0, 'tok')",
+        )
+        .execute(&mut conn)
+        .await
+        .expect_err("labels that are not a JSON object");
+        assert_eq!(
+            err.as_database_error().expect("database error").kind(),
+            sqlx::error::ErrorKind::CheckViolation
+        );
+        conn.close().await.ok();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_is_in_wal_mode_and_foreign_keys_are_enforced() {
+    with_store(|store, path| async move {
+        let mut conn = raw_connection(&path).await;
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut conn)
+            .await
+            .expect("read journal mode");
+        assert_eq!(mode, "wal");
+        conn.close().await.ok();
+
+        // SQLite only enforces foreign keys on connections that ask for it,
+        // so this checks the store's own: an execution of a job that does
+        // not exist is refused, and the job written before it goes too.
+        let job = NewJob {
+            id: Uuid::now_v7().to_string(),
+            target: "drone-a".to_string(),
+            requester: "operator:alice".to_string(),
+            command: CommandSpec {
+                program: Program::Shell("true".to_string()),
+                env: Default::default(),
+                working_dir: None,
+                timeout_ms: None,
+                output_limit_bytes: None,
+            },
+            created_at: t(0),
+        };
+        let orphan = NewExecution {
+            id: Uuid::now_v7().to_string(),
+            job_id: "no-such-job".to_string(),
+            drone_id: "drone-a".to_string(),
+            created_at: t(0),
+            expires_at: t(60),
+        };
+        store
+            .create_job(&job, std::slice::from_ref(&orphan), &some_audit())
+            .await
+            .expect_err("execution of a job that does not exist");
+        assert_eq!(store.count_jobs().await.expect("count jobs"), 0);
+        assert_eq!(
+            store
+                .get_execution(&orphan.id)
+                .await
+                .expect("get execution"),
+            None
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_keep_microsecond_precision() {
+    with_store(|store, _path| async move {
+        // Nanoseconds, as `Utc::now()` gives them: the store keeps the
+        // microseconds, as Postgres does.
+        let enrolled_at = t(0) + Duration::nanoseconds(123_456_789);
+        store
+            .record_enrollment(&DroneEnrollment {
+                drone_id: "drone-a".to_string(),
+                certificate_fingerprint: "fp".to_string(),
+                certificate_not_after: t(90 * 86_400),
+                labels: Default::default(),
+                token_id: "tok".to_string(),
+                enrolled_at,
+            })
+            .await
+            .expect("enroll");
+        let drone = store
+            .get_drone("drone-a")
+            .await
+            .expect("get drone")
+            .expect("drone exists");
+        assert_eq!(drone.enrolled_at, t(0) + Duration::microseconds(123_456));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_the_file_keeps_the_state() {
+    let file = TestFile::new();
+    let token = NewJoinToken {
+        id: "tok-1".to_string(),
+        secret_sha256: vec![1; 32],
+        labels: Default::default(),
+        created_by: "operator:alice".to_string(),
+        created_at: t(0),
+        expires_at: t(3600),
+    };
+
+    let store = SqliteStore::open(&file.path).await.expect("open");
+    store.create_join_token(&token).await.expect("create token");
+    store.close().await;
+
+    let store = SqliteStore::open(&file.path).await.expect("reopen");
+    store
+        .consume_join_token(&token.id, &token.secret_sha256, "drone-a", t(10))
+        .await
+        .expect("the token survived the restart");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_hive_starts_migrate_safely() {
+    let file = TestFile::new();
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let path = file.path.clone();
+            tokio::spawn(async move { SqliteStore::open(&path).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for start in starts {
+        stores.push(start.await.expect("start task").expect("open and migrate"));
+    }
+    for store in &stores {
+        store.ping().await.expect("ping");
+    }
+
+    let mut conn = raw_connection(&file.path).await;
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&mut conn)
+        .await
+        .expect("count migrations");
+    conn.close().await.ok();
+    let files = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../migrations/sqlite"
+    ))
+    .expect("read migrations dir")
+    .filter(|entry| {
+        entry
+            .as_ref()
+            .is_ok_and(|entry| entry.path().extension().is_some_and(|ext| ext == "sql"))
+    })
+    .count();
+    assert_eq!(
+        applied,
+        i64::try_from(files).expect("few files"),
+        "each migration applied once"
+    );
+    for store in stores {
+        store.close().await;
+    }
+}
