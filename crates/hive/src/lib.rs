@@ -8,9 +8,12 @@
 //! - [`drone_service`], [`control_service`]: the gRPC APIs.
 //! - [`http`]: health, readiness, metrics.
 //! - [`serve`]: wiring and lifetime.
+//! - [`dev`]: the all-in-one hive + local drone on SQLite and an in-process
+//!   broker.
 
 pub mod config;
 pub mod control_service;
+pub mod dev;
 pub mod drone_service;
 pub mod hive;
 pub mod http;

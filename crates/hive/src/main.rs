@@ -48,6 +48,31 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Run a hive and a built-in drone in one process, on an embedded
+    /// SQLite store and an in-process broker: no Postgres, no RabbitMQ.
+    ///
+    /// Creates a CA and certificates in the data directory on first use and
+    /// writes ultronctl's config, so `ultronctl drone list` works next.
+    /// Listens on loopback only unless --listen says otherwise.
+    ///
+    /// Example: cargo run --release --bin ultron8-hive -- dev
+    Dev {
+        /// State directory [default: <user data dir>/ultron8/dev, e.g. ~/.local/share/ultron8/dev]
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Delete the state directory first and start over
+        #[arg(long)]
+        fresh: bool,
+        /// gRPC listen address; anything but loopback exposes an unhardened hive [default: 127.0.0.1:7443]
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// HTTP listen address for health and metrics [default: 127.0.0.1:7080]
+        #[arg(long, value_name = "ADDR")]
+        http_listen: Option<std::net::SocketAddr>,
+        /// Do not write ~/.config/ultron8/ultronctl.toml (use ULTRONCTL_CONFIG instead)
+        #[arg(long)]
+        no_user_config: bool,
+    },
     /// Run the hive against Postgres and RabbitMQ.
     ///
     /// Settings come from defaults, then the config file, then ULTRON8_*
@@ -120,6 +145,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             println!("  ultronctl drone token create --label role=web");
             Ok(())
+        }
+        Command::Dev {
+            data_dir,
+            fresh,
+            listen,
+            http_listen,
+            no_user_config,
+        } => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            let options = ultron8_hive::dev::DevOptions {
+                data_dir,
+                fresh,
+                listen,
+                http_listen,
+                write_user_config: !no_user_config,
+            };
+            ultron8_hive::dev::run(options, shutdown).await
         }
         Command::Serve {
             overrides,

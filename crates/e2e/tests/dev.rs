@@ -1,0 +1,222 @@
+//! `ultron8-hive dev`: the README's first command and its tour, as a new
+//! user runs them, with no Postgres and no RabbitMQ involved.
+//!
+//! The README uses the default ports and directories; the test passes its
+//! own so that tests can run in parallel. Every other step is the README's.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use ultron8_e2e::{DEADLINE, Proc, bin, free_port, http_get, stderr, stdout, wait_for};
+
+struct DevHive {
+    dir: PathBuf,
+    grpc_port: u16,
+    http_port: u16,
+    proc: Option<Proc>,
+    runs: u32,
+    logs: PathBuf,
+}
+
+impl DevHive {
+    fn new(root: &Path) -> DevHive {
+        DevHive {
+            dir: root.join("dev"),
+            grpc_port: free_port(),
+            http_port: free_port(),
+            proc: None,
+            runs: 0,
+            logs: root.to_path_buf(),
+        }
+    }
+
+    fn start(&mut self, extra: &[&str]) {
+        self.runs += 1;
+        let mut command = Command::new(bin("ultron8-hive"));
+        command
+            .args(["dev", "--no-user-config", "--data-dir"])
+            .arg(&self.dir)
+            .args(["--listen", &format!("127.0.0.1:{}", self.grpc_port)])
+            .args(["--http-listen", &format!("127.0.0.1:{}", self.http_port)])
+            .args(extra);
+        let proc = Proc::spawn(
+            "dev",
+            command,
+            self.logs.join(format!("dev-{}.log", self.runs)),
+        );
+        self.proc = Some(proc);
+        wait_for("the dev hive's banner", DEADLINE, || {
+            let log = self.proc.as_ref().map(Proc::log_text).unwrap_or_default();
+            if log.contains("Ultron8 dev hive is up") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        });
+    }
+
+    /// Ctrl-C, as a user stops it.
+    fn interrupt(&mut self) -> String {
+        let mut proc = self.proc.take().expect("running");
+        let pid = nix::unistd::Pid::from_raw(proc.pid());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+        wait_for("the dev hive to exit", DEADLINE, || {
+            if proc.is_running() {
+                Err("running".into())
+            } else {
+                Ok(())
+            }
+        });
+        proc.log_text()
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("ultronctl"))
+            .args(args)
+            .env("ULTRONCTL_CONFIG", self.dir.join("ultronctl.toml"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ultronctl")
+    }
+
+    fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let output = self.ctl(args);
+        assert!(
+            output.status.success(),
+            "ultronctl {args:?}: {}",
+            stderr(&output)
+        );
+        serde_json::from_slice(&output.stdout).expect("json")
+    }
+}
+
+fn temp_root(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "ultron8-e2e-{name}-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    dir
+}
+
+#[test]
+fn the_dev_tour_works_without_postgres_or_rabbitmq() {
+    let root = temp_root("dev-tour");
+    let mut hive = DevHive::new(&root);
+    hive.start(&[]);
+
+    // ultronctl drone list: the built-in local drone.
+    let drones = hive.ctl_json(&["drone", "list", "-o", "json"]);
+    assert_eq!(drones[0]["id"], "local", "{drones}");
+    assert_eq!(drones[0]["online"], true, "{drones}");
+
+    // ultronctl run -t '*' -- uname -a
+    let output = hive.ctl(&["run", "-t", "*", "--", "uname", "-a"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("local  succeeded  exit 0"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(stdout(&output).contains("| Linux"), "{}", stdout(&output));
+
+    // A failing command, a timeout: the same executor as production.
+    let output = hive.ctl(&["run", "-t", "local", "--timeout", "1s", "--", "sleep", "30"]);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(stdout(&output).contains("timed_out"), "{}", stdout(&output));
+
+    let (status, _) = http_get(hive.http_port, "/readyz").expect("readyz");
+    assert_eq!(status, 200);
+
+    // Ctrl-C stops cleanly and keeps what was stored.
+    let log = hive.interrupt();
+    assert!(log.contains("dev hive stopped; state kept"), "{log}");
+    hive.start(&[]);
+    let jobs = hive.ctl_json(&["job", "list", "-o", "json"]);
+    assert_eq!(jobs.as_array().map(Vec::len), Some(2), "{jobs}");
+    hive.ctl_json(&["drone", "list", "-o", "json"]);
+    let output = hive.ctl(&["run", "-t", "local", "--", "true"]);
+    assert!(
+        output.status.success(),
+        "after a restart: {}",
+        stderr(&output)
+    );
+
+    // --fresh starts over.
+    hive.interrupt();
+    hive.start(&["--fresh"]);
+    let jobs = hive.ctl_json(&["job", "list", "-o", "json"]);
+    assert_eq!(jobs.as_array().map(Vec::len), Some(0), "{jobs}");
+    hive.interrupt();
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_remote_drone_joining_a_dev_hive_is_told_it_needs_a_production_hive() {
+    let root = temp_root("dev-remote");
+    let mut hive = DevHive::new(&root);
+    hive.start(&[]);
+    let output = hive.ctl(&["drone", "token", "create"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let token = stdout(&output).trim().to_string();
+
+    let drone_dir = root.join("remote");
+    let join = Command::new(bin("ultron8-drone"))
+        .args([
+            "join",
+            "--hive",
+            &format!("127.0.0.1:{}", hive.grpc_port),
+            "--token",
+            &token,
+            "--name",
+            "remote-1",
+        ])
+        .arg("--data-dir")
+        .arg(&drone_dir)
+        .output()
+        .expect("join");
+    assert!(
+        join.status.success(),
+        "joining a dev hive works: {}",
+        stderr(&join)
+    );
+
+    let run = Command::new(bin("ultron8-drone"))
+        .args(["run", "--data-dir"])
+        .arg(&drone_dir)
+        .output()
+        .expect("run");
+    assert!(!run.status.success());
+    let message = stderr(&run);
+    assert!(
+        message.contains("embedded in-process broker") && message.contains("ultron8-hive serve"),
+        "{message}"
+    );
+    hive.interrupt();
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn dev_refuses_a_directory_it_did_not_create() {
+    let root = temp_root("dev-refuse");
+    let precious = root.join("precious");
+    std::fs::create_dir_all(&precious).expect("mkdir");
+    std::fs::write(precious.join("data.txt"), "keep me").expect("write");
+    let output = Command::new(bin("ultron8-hive"))
+        .args(["dev", "--fresh", "--no-user-config", "--data-dir"])
+        .arg(&precious)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .expect("dev");
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("was not created by `ultron8-hive dev`"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        std::fs::read_to_string(precious.join("data.txt")).expect("still there"),
+        "keep me"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
