@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 use ultron8_drone::config::{DroneDir, parse_label};
 use ultron8_drone::join::JoinOptions;
 
@@ -68,7 +67,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    ultron8_host::init_logging(&cli.log_format);
     match run(cli.command).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -116,8 +115,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run { data_dir } => {
-            let shutdown = CancellationToken::new();
-            tokio::spawn(stop_on_signal(shutdown.clone()));
+            let shutdown = ultron8_host::shutdown_on_signal();
             ultron8_drone::runtime::run(
                 DroneDir::new(data_dir),
                 ultron8_drone::runtime::amqp_consumer_factory(),
@@ -125,32 +123,5 @@ async fn run(command: Command) -> anyhow::Result<()> {
             )
             .await
         }
-    }
-}
-
-async fn stop_on_signal(shutdown: CancellationToken) {
-    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    } else {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("shutting down");
-    shutdown.cancel();
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ULTRON8_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 use ultron8_hive::config::{ConfigOverrides, HiveConfig};
 use ultron8_hive::identity::{DataDir, InitOptions};
 
@@ -89,7 +88,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    ultron8_host::init_logging(&cli.log_format);
     match run(cli.command).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -153,8 +152,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             http_listen,
             no_user_config,
         } => {
-            let shutdown = CancellationToken::new();
-            tokio::spawn(stop_on_signal(shutdown.clone()));
+            let shutdown = ultron8_host::shutdown_on_signal();
             let options = ultron8_hive::dev::DevOptions {
                 data_dir,
                 fresh,
@@ -173,40 +171,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 print!("{}", config.to_redacted_toml());
                 return Ok(());
             }
-            let shutdown = CancellationToken::new();
-            tokio::spawn(stop_on_signal(shutdown.clone()));
+            let shutdown = ultron8_host::shutdown_on_signal();
             ultron8_hive::serve::serve(config, shutdown).await
         }
-    }
-}
-
-async fn stop_on_signal(shutdown: CancellationToken) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the hive cleanly");
-            let _ = tokio::signal::ctrl_c().await;
-            shutdown.cancel();
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
-    shutdown.cancel();
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ULTRON8_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

@@ -1,0 +1,93 @@
+//! What the hive and the drone binaries both do on their host: set up
+//! logging, stop cleanly on SIGINT/SIGTERM, and write files that must never
+//! be seen half-written (certificates, keys, configuration).
+
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use tokio_util::sync::CancellationToken;
+
+/// Logs to stderr as text or JSON; the level comes from `ULTRON8_LOG`
+/// (e.g. `info,ultron8_hive=debug`), default `info`.
+pub fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ULTRON8_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// A token cancelled at the first SIGINT (Ctrl-C) or SIGTERM (systemd).
+pub fn shutdown_on_signal() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops cleanly");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+    shutdown
+}
+
+/// Replaces `path` atomically: readers see the old contents or the new,
+/// never a torn file, and the new contents are on disk before the rename.
+/// `mode` applies to a newly created file (0o600 for anything secret).
+pub fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn replaces_contents_and_sets_the_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key.pem");
+        write_atomically(&path, b"old", 0o600).expect("write");
+        write_atomically(&path, b"new", 0o600).expect("rewrite");
+        assert_eq!(std::fs::read(&path).expect("read"), b"new");
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!path.with_extension("tmp").exists());
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_error_not_a_panic() {
+        let err =
+            write_atomically(Path::new("/nonexistent/dir/file"), b"x", 0o600).expect_err("no dir");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+}
