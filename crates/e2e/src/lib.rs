@@ -50,7 +50,7 @@ pub fn bin(name: &str) -> PathBuf {
     let path = profile_dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace, or run the tests with cargo nextest run --workspace)",
+        "{} is missing: build the workspace first (cargo build --workspace && cargo nextest run --workspace)",
         path.display()
     );
     path
