@@ -7,10 +7,22 @@
 //! - [`status`]: the execution state machine.
 //! - [`target`]: target expressions (`label:role=web and not web-3`), their
 //!   parser and matcher.
+//! - [`params`]: action parameter schemas and validation.
+//! - [`criteria`]: rule conditions over event payloads.
+//! - [`template`]: parameter and target templates (minijinja).
+//! - [`policy`]: cooldown, concurrency and blast-radius decisions.
+//! - [`triggers`]: built-in trigger types and their payload shapes.
+//! - [`schedule`]: interval and cron timers.
 
+pub mod criteria;
 pub mod model;
+pub mod params;
+pub mod policy;
+pub mod schedule;
 pub mod status;
 pub mod target;
+pub mod template;
+pub mod triggers;
 
 pub use model::{CommandSpec, DroneFacts, HostStats, Program};
 pub use status::ExecutionStatus;

@@ -40,6 +40,14 @@ pub enum Program {
     Argv(Vec<String>),
     /// Passed to `/bin/sh -c`.
     Shell(String),
+    /// A pack script identified by the SHA-256 of its content. The drone
+    /// fetches it from the hive, verifies the hash, and runs it with `args`
+    /// (it starts with its own `#!` line).
+    Script {
+        sha256: String,
+        name: String,
+        args: Vec<String>,
+    },
 }
 
 impl Program {
@@ -48,6 +56,10 @@ impl Program {
         match self {
             Program::Argv(args) => args.join(" "),
             Program::Shell(script) => script.clone(),
+            Program::Script { name, args, .. } => std::iter::once(name.as_str())
+                .chain(args.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 }
@@ -67,4 +79,103 @@ pub struct CommandSpec {
     /// Cap per output stream; `None`: the drone's default.
     #[serde(default)]
     pub output_limit_bytes: Option<u64>,
+    /// Secret values to mask wherever the command or its output is shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redact: Vec<String>,
+}
+
+/// What replaces a secret in output, logs and audit records.
+pub const REDACTED: &str = "********";
+
+impl CommandSpec {
+    /// The command as a person may see it: secrets masked.
+    pub fn display(&self) -> String {
+        redact(&self.program.display(), &self.redact)
+    }
+
+    /// A copy safe to show or send to an operator: every secret in the
+    /// program and environment masked, and the list of secrets dropped.
+    pub fn redacted(&self) -> CommandSpec {
+        let mask = |text: &String| redact(text, &self.redact);
+        let program = match &self.program {
+            Program::Argv(args) => Program::Argv(args.iter().map(mask).collect()),
+            Program::Shell(script) => Program::Shell(mask(script)),
+            Program::Script { sha256, name, args } => Program::Script {
+                sha256: sha256.clone(),
+                name: name.clone(),
+                args: args.iter().map(mask).collect(),
+            },
+        };
+        CommandSpec {
+            program,
+            env: self.env.iter().map(|(k, v)| (k.clone(), mask(v))).collect(),
+            working_dir: self.working_dir.clone(),
+            timeout_ms: self.timeout_ms,
+            output_limit_bytes: self.output_limit_bytes,
+            redact: Vec::new(),
+        }
+    }
+}
+
+/// `text` with every occurrence of each secret replaced by [`REDACTED`].
+/// Empty secrets are ignored (they would match everywhere).
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_string();
+    // Longest first, so a secret containing another is masked whole.
+    let mut secrets: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in secrets {
+        text = text.replace(secret.as_str(), REDACTED);
+    }
+    text
+}
+
+/// Bytes version of [`redact`] for command output, which may not be UTF-8.
+pub fn redact_bytes(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
+    let mut secrets: Vec<&[u8]> = secrets
+        .iter()
+        .map(String::as_bytes)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if secrets.is_empty() {
+        return bytes.to_vec();
+    }
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    'scan: while i < bytes.len() {
+        for secret in &secrets {
+            if bytes[i..].starts_with(secret) {
+                out.extend_from_slice(REDACTED.as_bytes());
+                i += secret.len();
+                continue 'scan;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_masked_in_text_and_bytes() {
+        let secrets = vec![
+            "hunter2".to_string(),
+            String::new(),
+            "hunter2-long".to_string(),
+        ];
+        assert_eq!(
+            redact("pw=hunter2-long and hunter2", &secrets),
+            "pw=******** and ********"
+        );
+        assert_eq!(
+            redact_bytes(b"x hunter2 \xff", &secrets),
+            b"x ******** \xff".to_vec()
+        );
+        assert_eq!(redact("nothing secret", &[]), "nothing secret");
+    }
 }
