@@ -10,10 +10,13 @@ use sqlx::FromRow;
 use sqlx::types::JsonValue;
 use ultron8_core::{DroneFacts, ExecutionStatus};
 
+use ultron8_core::policy::Observation;
+
 use crate::{
-    AuditRecord, DroneRecord, ExecutionRecord, ExecutionResult, ExecutionUpdate, JobRecord,
-    JobSummary, NewAuditRecord, OutputChunkRecord, OutputStreamKind, PendingDispatch, Result,
-    StoreError,
+    ActionRecord, AuditRecord, DroneRecord, EventRecord, EventState, ExecutionRecord,
+    ExecutionResult, ExecutionUpdate, JobOrigin, JobRecord, JobSummary, NewAuditRecord, NewJob,
+    OutputChunkRecord, OutputStreamKind, PackRecord, PendingDispatch, Result, RuleFiring,
+    RuleRecord, StoreError,
 };
 
 /// Page size used when a caller asks for "no limit" (zero).
@@ -22,14 +25,25 @@ pub(crate) const DEFAULT_LIMIT: u32 = 100;
 pub(crate) const DRONE_COLUMNS: &str = "id, facts, token_labels, stats, online, enrolled_at, \
      registered_at, last_seen_at, certificate_fingerprint";
 
-pub(crate) const JOB_COLUMNS: &str = "id, target, requester, command, created_at";
+pub(crate) const JOB_COLUMNS: &str =
+    "id, target, requester, command, created_at, action_ref, rule, event_id, parameters";
 
 pub(crate) const EXECUTION_COLUMNS: &str = "id, job_id, drone_id, status, exit_code, stdout, \
      stderr, stdout_truncated, stderr_truncated, duration_ms, error, created_at, expires_at, \
      dispatched_at, started_at, finished_at";
 
-pub(crate) const AUDIT_COLUMNS: &str =
-    "id, at, actor, action, job_id, execution_id, drone_id, status, detail";
+pub(crate) const AUDIT_COLUMNS: &str = "id, at, actor, action, job_id, execution_id, drone_id, \
+     status, detail, event_id, rule, action_ref";
+
+pub(crate) const PACK_COLUMNS: &str =
+    "name, version, description, content, installed_at, installed_by";
+
+pub(crate) const ACTION_COLUMNS: &str = "reference, pack, definition";
+
+pub(crate) const RULE_COLUMNS: &str = "reference, pack, trigger, enabled, definition";
+
+pub(crate) const EVENT_COLUMNS: &str =
+    "id, trigger, payload, source, received_at, state, processed_at, error";
 
 pub(crate) fn effective_limit(limit: u32) -> i64 {
     i64::from(if limit == 0 { DEFAULT_LIMIT } else { limit })
@@ -189,8 +203,149 @@ pub(crate) fn expiry_audit(execution: &ExecutionRecord, cutoff: DateTime<Utc>) -
         execution_id: Some(execution.id.clone()),
         drone_id: Some(execution.drone_id.clone()),
         status: Some(ExecutionStatus::Expired),
+        event_id: None,
+        rule: None,
+        action_ref: None,
         detail: serde_json::json!({ "expires_at": execution.expires_at }),
     }
+}
+
+pub(crate) fn event_state_name(state: EventState) -> &'static str {
+    match state {
+        EventState::Pending => "pending",
+        EventState::Processed => "processed",
+        EventState::Failed => "failed",
+    }
+}
+
+fn parse_event_state(text: &str, event_id: &str) -> Result<EventState> {
+    match text {
+        "pending" => Ok(EventState::Pending),
+        "processed" => Ok(EventState::Processed),
+        "failed" => Ok(EventState::Failed),
+        other => Err(StoreError::Corrupt(format!(
+            "unknown state {other:?} of event {event_id}"
+        ))),
+    }
+}
+
+/// When a claim taken at `now` for `lease` runs out. Saturating: a lease too
+/// long to represent is a lease that never runs out.
+pub(crate) fn lease_end(now: DateTime<Utc>, lease: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(lease)
+        .ok()
+        .and_then(|lease| now.checked_add_signed(lease))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Where the blast-radius window of a firing at `now` starts (exclusive), if
+/// the policy has one. Saturating at the unix epoch, which no execution
+/// predates and which, unlike chrono's minimum, Postgres can store.
+pub(crate) fn blast_window_start(firing: &RuleFiring, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let window = firing.policy.blast_radius.as_ref()?.window;
+    Some(
+        chrono::Duration::from_std(window)
+            .ok()
+            .and_then(|window| now.checked_sub_signed(window))
+            .map_or(DateTime::UNIX_EPOCH, |start| {
+                start.max(DateTime::UNIX_EPOCH)
+            }),
+    )
+}
+
+/// A count from the database as the policy takes it; saturating, as a
+/// count beyond u32 already exceeds any limit a policy can express.
+fn policy_count(count: i64) -> u32 {
+    u32::try_from(count.max(0)).unwrap_or(u32::MAX)
+}
+
+/// What the policy of `firing` is decided on, from what the backend counted
+/// inside the firing's transaction.
+pub(crate) fn observation(
+    firing: &RuleFiring,
+    last_fired_for_key: Option<DateTime<Utc>>,
+    running_jobs: i64,
+    hosts_in_window: i64,
+) -> Observation {
+    Observation {
+        last_fired_for_key,
+        running_jobs: policy_count(running_jobs),
+        hosts_in_window: policy_count(hosts_in_window),
+        matching_fleet: firing.matching_fleet,
+        hosts_requested: u32::try_from(firing.executions.len()).unwrap_or(u32::MAX),
+    }
+}
+
+/// The job an allowed firing writes. The firing's rule and event go into the
+/// origin whatever the caller put there: the policy counts a rule's jobs by
+/// that column, so the two must not disagree.
+pub(crate) fn fired_job(firing: &RuleFiring) -> NewJob {
+    let mut job = firing.job.clone();
+    job.origin.rule = Some(firing.rule.clone());
+    job.origin.event_id = Some(firing.event_id.clone());
+    job
+}
+
+/// The `rule.fired` record of an allowed firing that wrote `job`.
+pub(crate) fn fired_audit(
+    firing: &RuleFiring,
+    job: &NewJob,
+    observation: &Observation,
+    now: DateTime<Utc>,
+) -> NewAuditRecord {
+    NewAuditRecord {
+        job_id: Some(job.id.clone()),
+        action_ref: job.origin.action_ref.clone(),
+        detail: firing_detail(&firing.detail, observation, None),
+        ..firing_audit(firing, "rule.fired", now)
+    }
+}
+
+/// The `rule.held` record of a firing the policy held for `reason`.
+pub(crate) fn held_audit(
+    firing: &RuleFiring,
+    observation: &Observation,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> NewAuditRecord {
+    NewAuditRecord {
+        action_ref: firing.job.origin.action_ref.clone(),
+        detail: firing_detail(&firing.detail, observation, Some(reason)),
+        ..firing_audit(firing, "rule.held", now)
+    }
+}
+
+fn firing_audit(firing: &RuleFiring, action: &str, now: DateTime<Utc>) -> NewAuditRecord {
+    NewAuditRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        at: now,
+        actor: "hive".to_string(),
+        action: action.to_string(),
+        job_id: None,
+        execution_id: None,
+        drone_id: None,
+        status: None,
+        event_id: Some(firing.event_id.clone()),
+        rule: Some(firing.rule.clone()),
+        action_ref: None,
+        detail: JsonValue::Null,
+    }
+}
+
+/// The caller's detail with the observation (and the reason of a hold)
+/// added, so the audit trail shows what the decision was made on. A detail
+/// that is not an object is kept under `detail`.
+fn firing_detail(detail: &JsonValue, observation: &Observation, reason: Option<&str>) -> JsonValue {
+    let mut fields = match detail {
+        JsonValue::Object(fields) => fields.clone(),
+        JsonValue::Null => serde_json::Map::new(),
+        other => serde_json::Map::from_iter([("detail".to_string(), other.clone())]),
+    };
+    fields.insert("observation".to_string(), serde_json::json!(observation));
+    if let Some(reason) = reason {
+        fields.insert("reason".to_string(), JsonValue::from(reason));
+    }
+    JsonValue::Object(fields)
 }
 
 // --- rows ----------------------------------------------------------------------
@@ -243,11 +398,25 @@ pub(crate) struct JobRow {
     pub requester: String,
     pub command: JsonValue,
     pub created_at: DateTime<Utc>,
+    pub action_ref: Option<String>,
+    pub rule: Option<String>,
+    pub event_id: Option<String>,
+    pub parameters: Option<JsonValue>,
 }
 
 impl JobRow {
-    pub(crate) fn into_record(self, executions: Vec<ExecutionRecord>) -> Result<JobRecord> {
+    fn origin(&mut self) -> JobOrigin {
+        JobOrigin {
+            action_ref: self.action_ref.take(),
+            rule: self.rule.take(),
+            event_id: self.event_id.take(),
+            parameters: self.parameters.take(),
+        }
+    }
+
+    pub(crate) fn into_record(mut self, executions: Vec<ExecutionRecord>) -> Result<JobRecord> {
         Ok(JobRecord {
+            origin: self.origin(),
             command: from_json(self.command, "jobs.command", &self.id)?,
             id: self.id,
             target: self.target,
@@ -258,10 +427,11 @@ impl JobRow {
     }
 
     pub(crate) fn into_summary(
-        self,
+        mut self,
         status_counts: BTreeMap<ExecutionStatus, u32>,
     ) -> Result<JobSummary> {
         Ok(JobSummary {
+            origin: self.origin(),
             command: from_json(self.command, "jobs.command", &self.id)?,
             status_counts,
             id: self.id,
@@ -363,6 +533,9 @@ pub(crate) struct AuditRow {
     pub drone_id: Option<String>,
     pub status: Option<String>,
     pub detail: JsonValue,
+    pub event_id: Option<String>,
+    pub rule: Option<String>,
+    pub action_ref: Option<String>,
 }
 
 impl TryFrom<AuditRow> for AuditRecord {
@@ -382,7 +555,100 @@ impl TryFrom<AuditRow> for AuditRecord {
             job_id: row.job_id,
             execution_id: row.execution_id,
             drone_id: row.drone_id,
+            event_id: row.event_id,
+            rule: row.rule,
+            action_ref: row.action_ref,
             detail: row.detail,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct PackRow {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub content: JsonValue,
+    pub installed_at: DateTime<Utc>,
+    pub installed_by: String,
+}
+
+impl From<PackRow> for PackRecord {
+    fn from(row: PackRow) -> Self {
+        PackRecord {
+            name: row.name,
+            version: row.version,
+            description: row.description,
+            content: row.content,
+            installed_at: row.installed_at,
+            installed_by: row.installed_by,
+        }
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct ActionRow {
+    pub reference: String,
+    pub pack: String,
+    pub definition: JsonValue,
+}
+
+impl From<ActionRow> for ActionRecord {
+    fn from(row: ActionRow) -> Self {
+        ActionRecord {
+            reference: row.reference,
+            pack: row.pack,
+            definition: row.definition,
+        }
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct RuleRow {
+    pub reference: String,
+    pub pack: String,
+    pub trigger: String,
+    pub enabled: bool,
+    pub definition: JsonValue,
+}
+
+impl From<RuleRow> for RuleRecord {
+    fn from(row: RuleRow) -> Self {
+        RuleRecord {
+            reference: row.reference,
+            pack: row.pack,
+            trigger: row.trigger,
+            enabled: row.enabled,
+            definition: row.definition,
+        }
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct EventRow {
+    pub id: String,
+    pub trigger: String,
+    pub payload: JsonValue,
+    pub source: String,
+    pub received_at: DateTime<Utc>,
+    pub state: String,
+    pub processed_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+impl TryFrom<EventRow> for EventRecord {
+    type Error = StoreError;
+
+    fn try_from(row: EventRow) -> Result<Self> {
+        Ok(EventRecord {
+            state: parse_event_state(&row.state, &row.id)?,
+            id: row.id,
+            trigger: row.trigger,
+            payload: row.payload,
+            source: row.source,
+            received_at: row.received_at,
+            processed_at: row.processed_at,
+            error: row.error,
         })
     }
 }

@@ -133,4 +133,75 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, record: &NewAuditRecord) -> Result<()>;
     /// Newest first.
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+
+    // --- packs -------------------------------------------------------------
+    /// Installs or upgrades a pack in one transaction: the previous version
+    /// (if any) moves to the pack's history, the pack's actions and rules are
+    /// replaced by these, scripts are added (content-addressed, kept if
+    /// already present), and `audit` is appended. Returns the previous
+    /// version's text. Rules take the `enabled` flag given here.
+    async fn install_pack(
+        &self,
+        pack: &PackRecord,
+        actions: &[ActionRecord],
+        rules: &[RuleRecord],
+        scripts: &[ScriptRecord],
+        audit: &NewAuditRecord,
+    ) -> Result<Option<String>>;
+    /// Removes the pack, its actions and rules (history and scripts stay),
+    /// and appends `audit`, in one transaction. False if not installed.
+    async fn remove_pack(&self, name: &str, audit: &NewAuditRecord) -> Result<bool>;
+    async fn get_pack(&self, name: &str) -> Result<Option<PackRecord>>;
+    /// Ordered by name.
+    async fn list_packs(&self) -> Result<Vec<PackRecord>>;
+    /// Earlier installed versions of a pack, newest first.
+    async fn pack_history(&self, name: &str) -> Result<Vec<PackRecord>>;
+    async fn get_action(&self, reference: &str) -> Result<Option<ActionRecord>>;
+    /// Ordered by reference; all packs when `pack` is None.
+    async fn list_actions(&self, pack: Option<&str>) -> Result<Vec<ActionRecord>>;
+    async fn get_rule(&self, reference: &str) -> Result<Option<RuleRecord>>;
+    /// Ordered by reference; all triggers when `trigger` is None.
+    async fn list_rules(&self, trigger: Option<&str>) -> Result<Vec<RuleRecord>>;
+    /// Sets the flag and appends `audit` in one transaction; false if the
+    /// rule does not exist (then nothing is written).
+    async fn set_rule_enabled(
+        &self,
+        reference: &str,
+        enabled: bool,
+        audit: &NewAuditRecord,
+    ) -> Result<bool>;
+    async fn get_script(&self, sha256: &str) -> Result<Option<Vec<u8>>>;
+
+    // --- events ------------------------------------------------------------
+    /// Stores a new event as pending. Once this returns, the event is durable.
+    async fn record_event(&self, event: &NewEvent) -> Result<()>;
+    /// Claims up to `limit` pending events, oldest first, for `lease`: another
+    /// replica cannot claim them until the lease runs out (so an event whose
+    /// processor died is picked up again). Concurrent callers never get the
+    /// same event while its lease runs.
+    async fn claim_pending_events(
+        &self,
+        claimer: &str,
+        limit: u32,
+        lease: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventRecord>>;
+    /// Marks a claimed event processed (`error` None) or failed.
+    async fn finish_event(&self, id: &str, error: Option<&str>, now: DateTime<Utc>) -> Result<()>;
+    async fn get_event(&self, id: &str) -> Result<Option<EventRecord>>;
+    /// Newest first.
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<EventRecord>>;
+
+    // --- rule firings --------------------------------------------------------
+    /// Decides the rule's policy and records the outcome in one transaction,
+    /// serialized per rule across replicas: gathers the observation (last
+    /// firing for the cooldown key, unfinished jobs of the rule, distinct
+    /// hosts it acted on within the blast-radius window), calls
+    /// `ultron8_core::policy::decide`, then either writes the job, its
+    /// executions (as `create_job` does), the cooldown mark and a
+    /// `rule.fired` audit record (job_id, event_id, rule, action_ref set), or
+    /// only a `rule.held` audit record with the reason.
+    async fn fire_rule(&self, firing: &RuleFiring, now: DateTime<Utc>) -> Result<FiringOutcome>;
+    /// Timers: true for exactly one caller per (rule, tick) across replicas.
+    async fn claim_timer_tick(&self, rule: &str, tick: DateTime<Utc>) -> Result<bool>;
 }

@@ -12,19 +12,25 @@ use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::types::{Json, JsonValue};
-use sqlx::{PgExecutor, Postgres, QueryBuilder};
+use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use ultron8_core::{DroneFacts, ExecutionStatus, HostStats};
 
+use ultron8_core::policy::{self, Decision};
+
 use crate::common::{
-    AUDIT_COLUMNS, AuditRow, DRONE_COLUMNS, DroneRow, EXECUTION_COLUMNS, ExecutionRow, JOB_COLUMNS,
-    JobRow, PendingRow, TransitionWrite, counts_for_every_status, effective_limit, expiry_audit,
-    from_json, not_found, output_chunk, output_offset, parse_status, status_counts_by_job,
-    stream_name,
+    ACTION_COLUMNS, AUDIT_COLUMNS, ActionRow, AuditRow, DRONE_COLUMNS, DroneRow, EVENT_COLUMNS,
+    EXECUTION_COLUMNS, EventRow, ExecutionRow, JOB_COLUMNS, JobRow, PACK_COLUMNS, PackRow,
+    PendingRow, RULE_COLUMNS, RuleRow, TransitionWrite, blast_window_start,
+    counts_for_every_status, effective_limit, event_state_name, expiry_audit, fired_audit,
+    fired_job, from_json, held_audit, lease_end, not_found, observation, output_chunk,
+    output_offset, parse_status, status_counts_by_job, stream_name,
 };
 use crate::{
-    AuditFilter, AuditRecord, DroneEnrollment, DroneRecord, ExecutionRecord, ExecutionUpdate,
-    JobRecord, JobSummary, JoinTokenGrant, NewAuditRecord, NewExecution, NewJob, NewJoinToken,
-    OutputChunkRecord, PendingDispatch, Result, Store, StoreError, TransitionOutcome,
+    ActionRecord, AuditFilter, AuditRecord, DroneEnrollment, DroneRecord, EventFilter, EventRecord,
+    EventState, ExecutionRecord, ExecutionUpdate, FiringOutcome, JobRecord, JobSummary,
+    JoinTokenGrant, NewAuditRecord, NewEvent, NewExecution, NewJob, NewJoinToken,
+    OutputChunkRecord, PackRecord, PendingDispatch, Result, RuleFiring, RuleRecord, ScriptRecord,
+    Store, StoreError, TransitionOutcome,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -242,42 +248,7 @@ impl Store for PgStore {
         audit: &NewAuditRecord,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO jobs (id, target, requester, command, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&job.id)
-        .bind(&job.target)
-        .bind(&job.requester)
-        .bind(Json(&job.command))
-        .bind(job.created_at)
-        .execute(&mut *tx)
-        .await?;
-
-        // One round trip however many drones the job targets.
-        let mut ids = Vec::with_capacity(executions.len());
-        let mut job_ids = Vec::with_capacity(executions.len());
-        let mut drone_ids = Vec::with_capacity(executions.len());
-        let mut created = Vec::with_capacity(executions.len());
-        let mut expires = Vec::with_capacity(executions.len());
-        for execution in executions {
-            ids.push(execution.id.as_str());
-            job_ids.push(execution.job_id.as_str());
-            drone_ids.push(execution.drone_id.as_str());
-            created.push(execution.created_at);
-            expires.push(execution.expires_at);
-        }
-        sqlx::query(
-            "INSERT INTO executions (id, job_id, drone_id, created_at, expires_at) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])",
-        )
-        .bind(&ids)
-        .bind(&job_ids)
-        .bind(&drone_ids)
-        .bind(&created)
-        .bind(&expires)
-        .execute(&mut *tx)
-        .await?;
-
+        insert_job(&mut tx, job, executions).await?;
         insert_audit(&mut *tx, audit).await?;
         tx.commit().await?;
         Ok(())
@@ -568,6 +539,15 @@ impl Store for PgStore {
         if let Some(status) = filter.status {
             query.push(" AND status = ").push_bind(status.as_str());
         }
+        if let Some(event_id) = &filter.event_id {
+            query.push(" AND event_id = ").push_bind(event_id);
+        }
+        if let Some(rule) = &filter.rule {
+            query.push(" AND rule = ").push_bind(rule);
+        }
+        if let Some(action_ref) = &filter.action_ref {
+            query.push(" AND action_ref = ").push_bind(action_ref);
+        }
         if let Some(before_id) = &filter.before_id {
             query.push(" AND id < ").push_bind(before_id);
         }
@@ -583,11 +563,557 @@ impl Store for PgStore {
             .map(AuditRecord::try_from)
             .collect()
     }
+
+    async fn install_pack(
+        &self,
+        pack: &PackRecord,
+        actions: &[ActionRecord],
+        rules: &[RuleRecord],
+        scripts: &[ScriptRecord],
+        audit: &NewAuditRecord,
+    ) -> Result<Option<String>> {
+        let mut tx = self.pool.begin().await?;
+        lock_pack(&mut tx, &pack.name).await?;
+        let previous = retire_pack(&mut tx, &pack.name, pack.installed_at).await?;
+        sqlx::query(&format!(
+            "INSERT INTO packs ({PACK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (name) DO UPDATE SET \
+                 version = EXCLUDED.version, \
+                 description = EXCLUDED.description, \
+                 content = EXCLUDED.content, \
+                 installed_at = EXCLUDED.installed_at, \
+                 installed_by = EXCLUDED.installed_by"
+        ))
+        .bind(&pack.name)
+        .bind(&pack.version)
+        .bind(&pack.description)
+        .bind(&pack.content)
+        .bind(pack.installed_at)
+        .bind(&pack.installed_by)
+        .execute(&mut *tx)
+        .await?;
+        delete_pack_members(&mut tx, &pack.name).await?;
+
+        // The members are bound under the installed pack's name, not their
+        // own `pack` field: they belong to this pack by being installed with
+        // it, and the schema's reference CHECK refuses one that names
+        // another pack.
+        let (references, definitions): (Vec<&str>, Vec<&JsonValue>) = actions
+            .iter()
+            .map(|action| (action.reference.as_str(), &action.definition))
+            .unzip();
+        sqlx::query(
+            "INSERT INTO actions (reference, pack, definition) \
+             SELECT reference, $3, definition FROM UNNEST($1::text[], $2::jsonb[]) \
+                 AS member (reference, definition)",
+        )
+        .bind(&references)
+        .bind(&definitions)
+        .bind(&pack.name)
+        .execute(&mut *tx)
+        .await?;
+
+        let mut references = Vec::with_capacity(rules.len());
+        let mut triggers = Vec::with_capacity(rules.len());
+        let mut enabled = Vec::with_capacity(rules.len());
+        let mut definitions = Vec::with_capacity(rules.len());
+        for rule in rules {
+            references.push(rule.reference.as_str());
+            triggers.push(rule.trigger.as_str());
+            enabled.push(rule.enabled);
+            definitions.push(&rule.definition);
+        }
+        sqlx::query(
+            "INSERT INTO rules (reference, pack, trigger, enabled, definition) \
+             SELECT reference, $5, trigger, enabled, definition \
+             FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::jsonb[]) \
+                 AS member (reference, trigger, enabled, definition)",
+        )
+        .bind(&references)
+        .bind(&triggers)
+        .bind(&enabled)
+        .bind(&definitions)
+        .bind(&pack.name)
+        .execute(&mut *tx)
+        .await?;
+
+        // A script already stored is the same bytes (the schema checks the
+        // hash), so keeping the stored copy loses nothing.
+        let (hashes, contents): (Vec<&str>, Vec<&[u8]>) = scripts
+            .iter()
+            .map(|script| (script.sha256.as_str(), script.content.as_slice()))
+            .unzip();
+        sqlx::query(
+            "INSERT INTO scripts (sha256, content) \
+             SELECT * FROM UNNEST($1::text[], $2::bytea[]) \
+             ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(&hashes)
+        .bind(&contents)
+        .execute(&mut *tx)
+        .await?;
+
+        insert_audit(&mut *tx, audit).await?;
+        tx.commit().await?;
+        Ok(previous)
+    }
+
+    async fn remove_pack(&self, name: &str, audit: &NewAuditRecord) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        lock_pack(&mut tx, name).await?;
+        if retire_pack(&mut tx, name, audit.at).await?.is_none() {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        delete_pack_members(&mut tx, name).await?;
+        sqlx::query("DELETE FROM packs WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        insert_audit(&mut *tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn get_pack(&self, name: &str) -> Result<Option<PackRecord>> {
+        Ok(sqlx::query_as::<_, PackRow>(&format!(
+            "SELECT {PACK_COLUMNS} FROM packs WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(PackRecord::from))
+    }
+
+    async fn list_packs(&self) -> Result<Vec<PackRecord>> {
+        Ok(
+            sqlx::query_as::<_, PackRow>(&format!(
+                "SELECT {PACK_COLUMNS} FROM packs ORDER BY name"
+            ))
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(PackRecord::from)
+            .collect(),
+        )
+    }
+
+    async fn pack_history(&self, name: &str) -> Result<Vec<PackRecord>> {
+        Ok(sqlx::query_as::<_, PackRow>(&format!(
+            "SELECT {PACK_COLUMNS} FROM pack_history WHERE name = $1 ORDER BY seq DESC"
+        ))
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(PackRecord::from)
+        .collect())
+    }
+
+    async fn get_action(&self, reference: &str) -> Result<Option<ActionRecord>> {
+        Ok(sqlx::query_as::<_, ActionRow>(&format!(
+            "SELECT {ACTION_COLUMNS} FROM actions WHERE reference = $1"
+        ))
+        .bind(reference)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(ActionRecord::from))
+    }
+
+    async fn list_actions(&self, pack: Option<&str>) -> Result<Vec<ActionRecord>> {
+        Ok(sqlx::query_as::<_, ActionRow>(&format!(
+            "SELECT {ACTION_COLUMNS} FROM actions \
+             WHERE $1::text IS NULL OR pack = $1 ORDER BY reference"
+        ))
+        .bind(pack)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(ActionRecord::from)
+        .collect())
+    }
+
+    async fn get_rule(&self, reference: &str) -> Result<Option<RuleRecord>> {
+        Ok(sqlx::query_as::<_, RuleRow>(&format!(
+            "SELECT {RULE_COLUMNS} FROM rules WHERE reference = $1"
+        ))
+        .bind(reference)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(RuleRecord::from))
+    }
+
+    async fn list_rules(&self, trigger: Option<&str>) -> Result<Vec<RuleRecord>> {
+        Ok(sqlx::query_as::<_, RuleRow>(&format!(
+            "SELECT {RULE_COLUMNS} FROM rules \
+             WHERE $1::text IS NULL OR trigger = $1 ORDER BY reference"
+        ))
+        .bind(trigger)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(RuleRecord::from)
+        .collect())
+    }
+
+    async fn set_rule_enabled(
+        &self,
+        reference: &str,
+        enabled: bool,
+        audit: &NewAuditRecord,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query("UPDATE rules SET enabled = $2 WHERE reference = $1")
+            .bind(reference)
+            .bind(enabled)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_audit(&mut *tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn get_script(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT content FROM scripts WHERE sha256 = $1")
+                .bind(sha256)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn record_event(&self, event: &NewEvent) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO events (id, trigger, payload, source, received_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&event.id)
+        .bind(&event.trigger)
+        .bind(&event.payload)
+        .bind(&event.source)
+        .bind(event.received_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn claim_pending_events(
+        &self,
+        claimer: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventRecord>> {
+        // SKIP LOCKED: concurrent claimers each take different events instead
+        // of queueing behind each other's row locks. A row another claimer
+        // committed meanwhile is re-checked against the WHERE clause before
+        // it is locked, so its fresh lease keeps it out.
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "UPDATE events SET claimed_by = $1, claimed_until = $2 \
+             WHERE id IN (SELECT id FROM events \
+                          WHERE state = 'pending' \
+                            AND (claimed_until IS NULL OR claimed_until < $3) \
+                          ORDER BY id LIMIT $4 \
+                          FOR UPDATE SKIP LOCKED) \
+             RETURNING {EVENT_COLUMNS}"
+        ))
+        .bind(claimer)
+        .bind(lease_end(now, lease))
+        .bind(now)
+        .bind(effective_limit(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut events = rows
+            .into_iter()
+            .map(EventRecord::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        // RETURNING has no ORDER BY.
+        events.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(events)
+    }
+
+    async fn finish_event(&self, id: &str, error: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+        let state = if error.is_some() {
+            EventState::Failed
+        } else {
+            EventState::Processed
+        };
+        // Only a pending event is finished: if its lease ran out and a
+        // second processor got to it too, the first outcome recorded stays.
+        let updated = sqlx::query(
+            "UPDATE events SET state = $2, error = $3, processed_at = $4 \
+             WHERE id = $1 AND state = 'pending'",
+        )
+        .bind(id)
+        .bind(event_state_name(state))
+        .bind(error)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE id = $1)")
+                    .bind(id)
+                    .fetch_one(&self.pool)
+                    .await?;
+            if !exists {
+                return Err(not_found("event", id));
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_event(&self, id: &str) -> Result<Option<EventRecord>> {
+        sqlx::query_as::<_, EventRow>(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(EventRecord::try_from)
+            .transpose()
+    }
+
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<EventRecord>> {
+        let mut query =
+            QueryBuilder::<Postgres>::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE true"));
+        if let Some(trigger) = &filter.trigger {
+            query.push(" AND trigger = ").push_bind(trigger);
+        }
+        if let Some(since) = filter.since {
+            query.push(" AND received_at >= ").push_bind(since);
+        }
+        if let Some(state) = filter.state {
+            query
+                .push(" AND state = ")
+                .push_bind(event_state_name(state));
+        }
+        if let Some(before_id) = &filter.before_id {
+            query.push(" AND id < ").push_bind(before_id);
+        }
+        query
+            .push(" ORDER BY id DESC LIMIT ")
+            .push_bind(effective_limit(filter.limit));
+        query
+            .build_query_as::<EventRow>()
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(EventRecord::try_from)
+            .collect()
+    }
+
+    async fn fire_rule(&self, firing: &RuleFiring, now: DateTime<Utc>) -> Result<FiringOutcome> {
+        let mut tx = self.pool.begin().await?;
+        // Serialises firings of one rule across replicas until commit. Every
+        // statement after it reads a fresh snapshot (READ COMMITTED), so the
+        // counts below include whatever the previous holder wrote: two
+        // firings can never both see room for one more job. An advisory lock
+        // rather than a row lock, as the rule need not have a row (a pack
+        // upgrade replaces it meanwhile).
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(RULE_LOCK_SPACE)
+            .bind(lock_key(&firing.rule))
+            .execute(&mut *tx)
+            .await?;
+
+        let last_fired_for_key: Option<DateTime<Utc>> = match &firing.cooldown_key {
+            Some(key) => {
+                sqlx::query_scalar(
+                    "SELECT last_fired_at FROM rule_cooldowns WHERE rule = $1 AND key = $2",
+                )
+                .bind(&firing.rule)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
+            None => None,
+        };
+        let running_jobs: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT j.id) FROM jobs j JOIN executions e ON e.job_id = j.id \
+             WHERE j.rule = $1 AND e.status IN ('requested', 'dispatched', 'running')",
+        )
+        .bind(&firing.rule)
+        .fetch_one(&mut *tx)
+        .await?;
+        let hosts_in_window: i64 = match blast_window_start(firing, now) {
+            Some(start) => {
+                sqlx::query_scalar(
+                    "SELECT count(DISTINCT e.drone_id) FROM jobs j \
+                     JOIN executions e ON e.job_id = j.id \
+                     WHERE j.rule = $1 AND e.created_at > $2",
+                )
+                .bind(&firing.rule)
+                .bind(start)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+            None => 0,
+        };
+
+        let observation = observation(firing, last_fired_for_key, running_jobs, hosts_in_window);
+        let outcome = match policy::decide(&firing.policy, &observation, now) {
+            Decision::Allow => {
+                let job = fired_job(firing);
+                insert_job(&mut tx, &job, &firing.executions).await?;
+                if let Some(key) = &firing.cooldown_key {
+                    // GREATEST: a replica whose clock lags must not move a
+                    // cooldown back and so shorten it.
+                    sqlx::query(
+                        "INSERT INTO rule_cooldowns (rule, key, last_fired_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (rule, key) DO UPDATE SET \
+                             last_fired_at = GREATEST(rule_cooldowns.last_fired_at, \
+                                                      EXCLUDED.last_fired_at)",
+                    )
+                    .bind(&firing.rule)
+                    .bind(key)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                insert_audit(&mut *tx, &fired_audit(firing, &job, &observation, now)).await?;
+                FiringOutcome::Fired
+            }
+            Decision::Hold { reason } => {
+                insert_audit(&mut *tx, &held_audit(firing, &observation, &reason, now)).await?;
+                FiringOutcome::Held { reason }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn claim_timer_tick(&self, rule: &str, tick: DateTime<Utc>) -> Result<bool> {
+        // The primary key decides: of concurrent inserts one commits, the
+        // others wait for it and then do nothing.
+        let inserted = sqlx::query(
+            "INSERT INTO timer_ticks (rule, tick) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(rule)
+        .bind(tick)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+}
+
+/// Advisory lock spaces: the first key of `pg_advisory_xact_lock(int, int)`,
+/// so that a pack and a rule of the same name do not share a lock. (The
+/// one-key form, which the migrator uses, is a separate space.)
+const PACK_LOCK_SPACE: i32 = 0x5538_0001;
+const RULE_LOCK_SPACE: i32 = 0x5538_0002;
+
+/// The second key for `name`: 32-bit FNV-1a, computed here rather than with
+/// Postgres's undocumented `hashtext` so it cannot change under an upgrade.
+/// Two names sharing a key only serialise needlessly.
+fn lock_key(name: &str) -> i32 {
+    let hash = name.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    i32::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// Serialises installs and removals of one pack until the transaction ends,
+/// including a pack's first install, which has no row to lock yet.
+async fn lock_pack(conn: &mut PgConnection, name: &str) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(PACK_LOCK_SPACE)
+        .bind(lock_key(name))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Copies the installed version of the pack to its history, superseded at
+/// `at`; returns its version, or None if the pack is not installed.
+async fn retire_pack(
+    conn: &mut PgConnection,
+    name: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO pack_history (name, version, description, content, installed_at, \
+                                   installed_by, superseded_at) \
+         SELECT name, version, description, content, installed_at, installed_by, $2 \
+         FROM packs WHERE name = $1 \
+         RETURNING version",
+    )
+    .bind(name)
+    .bind(at)
+    .fetch_optional(conn)
+    .await?)
+}
+
+async fn delete_pack_members(conn: &mut PgConnection, name: &str) -> Result<()> {
+    sqlx::query("DELETE FROM actions WHERE pack = $1")
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM rules WHERE pack = $1")
+        .bind(name)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The job and its executions (status `requested`), as `create_job` and an
+/// allowed rule firing write them.
+async fn insert_job(
+    conn: &mut PgConnection,
+    job: &NewJob,
+    executions: &[NewExecution],
+) -> Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    ))
+    .bind(&job.id)
+    .bind(&job.target)
+    .bind(&job.requester)
+    .bind(Json(&job.command))
+    .bind(job.created_at)
+    .bind(&job.origin.action_ref)
+    .bind(&job.origin.rule)
+    .bind(&job.origin.event_id)
+    .bind(&job.origin.parameters)
+    .execute(&mut *conn)
+    .await?;
+
+    // One round trip however many drones the job targets.
+    let mut ids = Vec::with_capacity(executions.len());
+    let mut job_ids = Vec::with_capacity(executions.len());
+    let mut drone_ids = Vec::with_capacity(executions.len());
+    let mut created = Vec::with_capacity(executions.len());
+    let mut expires = Vec::with_capacity(executions.len());
+    for execution in executions {
+        ids.push(execution.id.as_str());
+        job_ids.push(execution.job_id.as_str());
+        drone_ids.push(execution.drone_id.as_str());
+        created.push(execution.created_at);
+        expires.push(execution.expires_at);
+    }
+    sqlx::query(
+        "INSERT INTO executions (id, job_id, drone_id, created_at, expires_at) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])",
+    )
+    .bind(&ids)
+    .bind(&job_ids)
+    .bind(&drone_ids)
+    .bind(&created)
+    .bind(&expires)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 async fn insert_audit<'e>(executor: impl PgExecutor<'e>, record: &NewAuditRecord) -> Result<()> {
     sqlx::query(&format!(
-        "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        "INSERT INTO audit_log ({AUDIT_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
     ))
     .bind(&record.id)
     .bind(record.at)
@@ -598,6 +1124,9 @@ async fn insert_audit<'e>(executor: impl PgExecutor<'e>, record: &NewAuditRecord
     .bind(&record.drone_id)
     .bind(record.status.map(ExecutionStatus::as_str))
     .bind(&record.detail)
+    .bind(&record.event_id)
+    .bind(&record.rule)
+    .bind(&record.action_ref)
     .execute(executor)
     .await?;
     Ok(())
@@ -616,6 +1145,9 @@ async fn insert_audits<'e>(
     let mut drone_ids = Vec::with_capacity(records.len());
     let mut statuses = Vec::with_capacity(records.len());
     let mut details = Vec::with_capacity(records.len());
+    let mut event_ids = Vec::with_capacity(records.len());
+    let mut rules = Vec::with_capacity(records.len());
+    let mut action_refs = Vec::with_capacity(records.len());
     for record in records {
         ids.push(record.id.as_str());
         ats.push(record.at);
@@ -626,11 +1158,15 @@ async fn insert_audits<'e>(
         drone_ids.push(record.drone_id.as_deref());
         statuses.push(record.status.map(ExecutionStatus::as_str));
         details.push(&record.detail);
+        event_ids.push(record.event_id.as_deref());
+        rules.push(record.rule.as_deref());
+        action_refs.push(record.action_ref.as_deref());
     }
     sqlx::query(&format!(
         "INSERT INTO audit_log ({AUDIT_COLUMNS}) \
          SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], \
-                              $6::text[], $7::text[], $8::text[], $9::jsonb[])"
+                              $6::text[], $7::text[], $8::text[], $9::jsonb[], $10::text[], \
+                              $11::text[], $12::text[])"
     ))
     .bind(&ids)
     .bind(&ats)
@@ -641,6 +1177,9 @@ async fn insert_audits<'e>(
     .bind(&drone_ids)
     .bind(&statuses)
     .bind(&details)
+    .bind(&event_ids)
+    .bind(&rules)
+    .bind(&action_refs)
     .execute(executor)
     .await?;
     Ok(())

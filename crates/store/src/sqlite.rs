@@ -29,6 +29,10 @@
 //! one conditional `UPDATE ... RETURNING`. A transition reads the status,
 //! checks it against [`ExecutionStatus::can_transition_to`] and writes, all
 //! in one IMMEDIATE transaction, so no other write can land in between.
+//! Likewise, claiming events is one `UPDATE ... RETURNING` (where Postgres
+//! needs `FOR UPDATE SKIP LOCKED`), and a rule firing counts what its policy
+//! needs and writes its outcome in one IMMEDIATE transaction (where Postgres
+//! takes a per-rule advisory lock).
 //! Outcomes are the same as with Postgres; the cost is that writes to
 //! different rows do not run in parallel, which a single host's hive does
 //! not need.
@@ -45,6 +49,9 @@
 //!   microsecond) match only if the Postgres database uses the C or C.UTF-8
 //!   collation, or the ids are lowercase uuids, which sort alike under any
 //!   of them.
+//! - Postgres checks that a script is stored under the SHA-256 of its
+//!   content; SQLite has no SHA-256 function and only checks that the hash
+//!   is 64 lowercase hex digits.
 //! - Postgres refuses a NUL character in text (and `\u0000` in JSON) with a
 //!   database error; SQLite stores it.
 //! - Postgres refuses times before 4714 BC ("timestamp out of range");
@@ -68,19 +75,25 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::types::{Json, JsonValue};
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteExecutor, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqliteExecutor, Transaction};
 use ultron8_core::{DroneFacts, ExecutionStatus, HostStats};
 
+use ultron8_core::policy::{self, Decision};
+
 use crate::common::{
-    AUDIT_COLUMNS, AuditRow, DRONE_COLUMNS, DroneRow, EXECUTION_COLUMNS, ExecutionRow, JOB_COLUMNS,
-    JobRow, PendingRow, TransitionWrite, counts_for_every_status, effective_limit, expiry_audit,
-    from_json, not_found, output_chunk, output_offset, parse_status, status_counts_by_job,
-    stream_name,
+    ACTION_COLUMNS, AUDIT_COLUMNS, ActionRow, AuditRow, DRONE_COLUMNS, DroneRow, EVENT_COLUMNS,
+    EXECUTION_COLUMNS, EventRow, ExecutionRow, JOB_COLUMNS, JobRow, PACK_COLUMNS, PackRow,
+    PendingRow, RULE_COLUMNS, RuleRow, TransitionWrite, blast_window_start,
+    counts_for_every_status, effective_limit, event_state_name, expiry_audit, fired_audit,
+    fired_job, from_json, held_audit, lease_end, not_found, observation, output_chunk,
+    output_offset, parse_status, status_counts_by_job, stream_name,
 };
 use crate::{
-    AuditFilter, AuditRecord, DroneEnrollment, DroneRecord, ExecutionRecord, ExecutionUpdate,
-    JobRecord, JobSummary, JoinTokenGrant, NewAuditRecord, NewExecution, NewJob, NewJoinToken,
-    OutputChunkRecord, PendingDispatch, Result, Store, StoreError, TransitionOutcome,
+    ActionRecord, AuditFilter, AuditRecord, DroneEnrollment, DroneRecord, EventFilter, EventRecord,
+    EventState, ExecutionRecord, ExecutionUpdate, FiringOutcome, JobRecord, JobSummary,
+    JoinTokenGrant, NewAuditRecord, NewEvent, NewExecution, NewJob, NewJoinToken,
+    OutputChunkRecord, PackRecord, PendingDispatch, Result, RuleFiring, RuleRecord, ScriptRecord,
+    Store, StoreError, TransitionOutcome,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -383,34 +396,7 @@ impl Store for SqliteStore {
         audit: &NewAuditRecord,
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO jobs (id, target, requester, command, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&job.id)
-        .bind(&job.target)
-        .bind(&job.requester)
-        .bind(Json(&job.command))
-        .bind(micros(job.created_at))
-        .execute(&mut *tx)
-        .await?;
-
-        // A statement per execution: SQLite runs in-process, so batching
-        // would save no network round trips, and the statement is prepared
-        // once and cached.
-        for execution in executions {
-            sqlx::query(
-                "INSERT INTO executions (id, job_id, drone_id, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&execution.id)
-            .bind(&execution.job_id)
-            .bind(&execution.drone_id)
-            .bind(micros(execution.created_at))
-            .bind(micros(execution.expires_at))
-            .execute(&mut *tx)
-            .await?;
-        }
-
+        insert_job(&mut tx, job, executions).await?;
         insert_audit(&mut *tx, audit).await?;
         tx.commit().await?;
         Ok(())
@@ -701,6 +687,15 @@ impl Store for SqliteStore {
         if let Some(status) = filter.status {
             query.push(" AND status = ").push_bind(status.as_str());
         }
+        if let Some(event_id) = &filter.event_id {
+            query.push(" AND event_id = ").push_bind(event_id);
+        }
+        if let Some(rule) = &filter.rule {
+            query.push(" AND rule = ").push_bind(rule);
+        }
+        if let Some(action_ref) = &filter.action_ref {
+            query.push(" AND action_ref = ").push_bind(action_ref);
+        }
         if let Some(before_id) = &filter.before_id {
             query.push(" AND id < ").push_bind(before_id);
         }
@@ -716,6 +711,489 @@ impl Store for SqliteStore {
             .map(|row| audit_row(row).and_then(AuditRecord::try_from))
             .collect()
     }
+
+    async fn install_pack(
+        &self,
+        pack: &PackRecord,
+        actions: &[ActionRecord],
+        rules: &[RuleRecord],
+        scripts: &[ScriptRecord],
+        audit: &NewAuditRecord,
+    ) -> Result<Option<String>> {
+        // The write lock, held from BEGIN, makes the install one step for
+        // every other writer: no one sees the pack half replaced, and two
+        // installs of one pack run one after the other.
+        let mut tx = self.begin_write().await?;
+        let previous = retire_pack(&mut tx, &pack.name, pack.installed_at).await?;
+        sqlx::query(&format!(
+            "INSERT INTO packs ({PACK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (name) DO UPDATE SET \
+                 version = excluded.version, \
+                 description = excluded.description, \
+                 content = excluded.content, \
+                 installed_at = excluded.installed_at, \
+                 installed_by = excluded.installed_by"
+        ))
+        .bind(&pack.name)
+        .bind(&pack.version)
+        .bind(&pack.description)
+        .bind(Json(&pack.content))
+        .bind(micros(pack.installed_at))
+        .bind(&pack.installed_by)
+        .execute(&mut *tx)
+        .await?;
+        delete_pack_members(&mut tx, &pack.name).await?;
+
+        // The members are bound under the installed pack's name, not their
+        // own `pack` field: they belong to this pack by being installed with
+        // it, and the schema's reference CHECK refuses one that names
+        // another pack.
+        for action in actions {
+            sqlx::query("INSERT INTO actions (reference, pack, definition) VALUES ($1, $2, $3)")
+                .bind(&action.reference)
+                .bind(&pack.name)
+                .bind(Json(&action.definition))
+                .execute(&mut *tx)
+                .await?;
+        }
+        for rule in rules {
+            sqlx::query(
+                "INSERT INTO rules (reference, pack, trigger, enabled, definition) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&rule.reference)
+            .bind(&pack.name)
+            .bind(&rule.trigger)
+            .bind(rule.enabled)
+            .bind(Json(&rule.definition))
+            .execute(&mut *tx)
+            .await?;
+        }
+        // A script already stored under this hash is kept: content-addressed,
+        // it is the same script.
+        for script in scripts {
+            sqlx::query(
+                "INSERT INTO scripts (sha256, content) VALUES ($1, $2) \
+                 ON CONFLICT (sha256) DO NOTHING",
+            )
+            .bind(&script.sha256)
+            .bind(&script.content)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        insert_audit(&mut *tx, audit).await?;
+        tx.commit().await?;
+        Ok(previous)
+    }
+
+    async fn remove_pack(&self, name: &str, audit: &NewAuditRecord) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        if retire_pack(&mut tx, name, audit.at).await?.is_none() {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        delete_pack_members(&mut tx, name).await?;
+        sqlx::query("DELETE FROM packs WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        insert_audit(&mut *tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn get_pack(&self, name: &str) -> Result<Option<PackRecord>> {
+        sqlx::query(&format!("SELECT {PACK_COLUMNS} FROM packs WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.readers)
+            .await?
+            .map(|row| pack_row(&row).map(PackRecord::from))
+            .transpose()
+    }
+
+    async fn list_packs(&self) -> Result<Vec<PackRecord>> {
+        sqlx::query(&format!("SELECT {PACK_COLUMNS} FROM packs ORDER BY name"))
+            .fetch_all(&self.readers)
+            .await?
+            .iter()
+            .map(|row| pack_row(row).map(PackRecord::from))
+            .collect()
+    }
+
+    async fn pack_history(&self, name: &str) -> Result<Vec<PackRecord>> {
+        sqlx::query(&format!(
+            "SELECT {PACK_COLUMNS} FROM pack_history WHERE name = $1 ORDER BY seq DESC"
+        ))
+        .bind(name)
+        .fetch_all(&self.readers)
+        .await?
+        .iter()
+        .map(|row| pack_row(row).map(PackRecord::from))
+        .collect()
+    }
+
+    async fn get_action(&self, reference: &str) -> Result<Option<ActionRecord>> {
+        sqlx::query(&format!(
+            "SELECT {ACTION_COLUMNS} FROM actions WHERE reference = $1"
+        ))
+        .bind(reference)
+        .fetch_optional(&self.readers)
+        .await?
+        .map(|row| action_row(&row).map(ActionRecord::from))
+        .transpose()
+    }
+
+    async fn list_actions(&self, pack: Option<&str>) -> Result<Vec<ActionRecord>> {
+        sqlx::query(&format!(
+            "SELECT {ACTION_COLUMNS} FROM actions \
+             WHERE $1 IS NULL OR pack = $1 ORDER BY reference"
+        ))
+        .bind(pack)
+        .fetch_all(&self.readers)
+        .await?
+        .iter()
+        .map(|row| action_row(row).map(ActionRecord::from))
+        .collect()
+    }
+
+    async fn get_rule(&self, reference: &str) -> Result<Option<RuleRecord>> {
+        sqlx::query(&format!(
+            "SELECT {RULE_COLUMNS} FROM rules WHERE reference = $1"
+        ))
+        .bind(reference)
+        .fetch_optional(&self.readers)
+        .await?
+        .map(|row| rule_row(&row).map(RuleRecord::from))
+        .transpose()
+    }
+
+    async fn list_rules(&self, trigger: Option<&str>) -> Result<Vec<RuleRecord>> {
+        sqlx::query(&format!(
+            "SELECT {RULE_COLUMNS} FROM rules \
+             WHERE $1 IS NULL OR trigger = $1 ORDER BY reference"
+        ))
+        .bind(trigger)
+        .fetch_all(&self.readers)
+        .await?
+        .iter()
+        .map(|row| rule_row(row).map(RuleRecord::from))
+        .collect()
+    }
+
+    async fn set_rule_enabled(
+        &self,
+        reference: &str,
+        enabled: bool,
+        audit: &NewAuditRecord,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query("UPDATE rules SET enabled = $2 WHERE reference = $1")
+            .bind(reference)
+            .bind(enabled)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_audit(&mut *tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn get_script(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT content FROM scripts WHERE sha256 = $1")
+                .bind(sha256)
+                .fetch_optional(&self.readers)
+                .await?,
+        )
+    }
+
+    async fn record_event(&self, event: &NewEvent) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO events (id, trigger, payload, source, received_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&event.id)
+        .bind(&event.trigger)
+        .bind(Json(&event.payload))
+        .bind(&event.source)
+        .bind(micros(event.received_at))
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn claim_pending_events(
+        &self,
+        claimer: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventRecord>> {
+        // One statement on the writer: choosing the events and taking their
+        // lease cannot be split by another claimer, which then finds them
+        // leased. fetch_all so a failed commit is reported (see
+        // consume_join_token).
+        let rows = sqlx::query(&format!(
+            "UPDATE events SET claimed_by = $1, claimed_until = $2 \
+             WHERE id IN (SELECT id FROM events \
+                          WHERE state = 'pending' \
+                            AND (claimed_until IS NULL OR claimed_until < $3) \
+                          ORDER BY id LIMIT $4) \
+             RETURNING {EVENT_COLUMNS}"
+        ))
+        .bind(claimer)
+        .bind(micros(lease_end(now, lease)))
+        .bind(micros(now))
+        .bind(effective_limit(limit))
+        .fetch_all(&self.writer)
+        .await?;
+        let mut events = rows
+            .iter()
+            .map(|row| event_row(row).and_then(EventRecord::try_from))
+            .collect::<Result<Vec<_>>>()?;
+        // RETURNING has no ORDER BY.
+        events.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(events)
+    }
+
+    async fn finish_event(&self, id: &str, error: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+        let state = if error.is_some() {
+            EventState::Failed
+        } else {
+            EventState::Processed
+        };
+        // Only a pending event is finished: if its lease ran out and a
+        // second processor got to it too, the first outcome recorded stays.
+        let updated = sqlx::query(
+            "UPDATE events SET state = $2, error = $3, processed_at = $4 \
+             WHERE id = $1 AND state = 'pending'",
+        )
+        .bind(id)
+        .bind(event_state_name(state))
+        .bind(error)
+        .bind(micros(now))
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE id = $1)")
+                    .bind(id)
+                    .fetch_one(&self.readers)
+                    .await?;
+            if !exists {
+                return Err(not_found("event", id));
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_event(&self, id: &str) -> Result<Option<EventRecord>> {
+        sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await?
+            .map(|row| event_row(&row).and_then(EventRecord::try_from))
+            .transpose()
+    }
+
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<EventRecord>> {
+        let mut query =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE true"));
+        if let Some(trigger) = &filter.trigger {
+            query.push(" AND trigger = ").push_bind(trigger);
+        }
+        if let Some(since) = filter.since {
+            query.push(" AND received_at >= ").push_bind(micros(since));
+        }
+        if let Some(state) = filter.state {
+            query
+                .push(" AND state = ")
+                .push_bind(event_state_name(state));
+        }
+        if let Some(before_id) = &filter.before_id {
+            query.push(" AND id < ").push_bind(before_id);
+        }
+        query
+            .push(" ORDER BY id DESC LIMIT ")
+            .push_bind(effective_limit(filter.limit));
+        query
+            .build()
+            .fetch_all(&self.readers)
+            .await?
+            .iter()
+            .map(|row| event_row(row).and_then(EventRecord::try_from))
+            .collect()
+    }
+
+    async fn fire_rule(&self, firing: &RuleFiring, now: DateTime<Utc>) -> Result<FiringOutcome> {
+        // The write lock, held from BEGIN, serialises every firing (of any
+        // rule) until commit, so the counts below include all that earlier
+        // firings wrote: two firings can never both see room for one more
+        // job. Postgres needs a per-rule lock for the same guarantee.
+        let mut tx = self.begin_write().await?;
+        let last_fired_for_key = match &firing.cooldown_key {
+            Some(key) => {
+                let last: Option<i64> = sqlx::query_scalar(
+                    "SELECT last_fired_at FROM rule_cooldowns WHERE rule = $1 AND key = $2",
+                )
+                .bind(&firing.rule)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+                last.map(|micros| from_micros(micros, "rule_cooldowns.last_fired_at"))
+                    .transpose()?
+            }
+            None => None,
+        };
+        let running_jobs: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT j.id) FROM jobs j JOIN executions e ON e.job_id = j.id \
+             WHERE j.rule = $1 AND e.status IN ('requested', 'dispatched', 'running')",
+        )
+        .bind(&firing.rule)
+        .fetch_one(&mut *tx)
+        .await?;
+        let hosts_in_window: i64 = match blast_window_start(firing, now) {
+            Some(start) => {
+                sqlx::query_scalar(
+                    "SELECT count(DISTINCT e.drone_id) FROM jobs j \
+                     JOIN executions e ON e.job_id = j.id \
+                     WHERE j.rule = $1 AND e.created_at > $2",
+                )
+                .bind(&firing.rule)
+                .bind(micros(start))
+                .fetch_one(&mut *tx)
+                .await?
+            }
+            None => 0,
+        };
+
+        let observation = observation(firing, last_fired_for_key, running_jobs, hosts_in_window);
+        let outcome = match policy::decide(&firing.policy, &observation, now) {
+            Decision::Allow => {
+                let job = fired_job(firing);
+                insert_job(&mut tx, &job, &firing.executions).await?;
+                if let Some(key) = &firing.cooldown_key {
+                    // max(): a clock that lags must not move a cooldown back
+                    // and so shorten it.
+                    sqlx::query(
+                        "INSERT INTO rule_cooldowns (rule, key, last_fired_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (rule, key) DO UPDATE SET \
+                             last_fired_at = max(rule_cooldowns.last_fired_at, \
+                                                 excluded.last_fired_at)",
+                    )
+                    .bind(&firing.rule)
+                    .bind(key)
+                    .bind(micros(now))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                insert_audit(&mut *tx, &fired_audit(firing, &job, &observation, now)).await?;
+                FiringOutcome::Fired
+            }
+            Decision::Hold { reason } => {
+                insert_audit(&mut *tx, &held_audit(firing, &observation, &reason, now)).await?;
+                FiringOutcome::Held { reason }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn claim_timer_tick(&self, rule: &str, tick: DateTime<Utc>) -> Result<bool> {
+        // The primary key decides; the writer runs the inserts one at a
+        // time, so exactly the first one inserts.
+        let inserted = sqlx::query(
+            "INSERT INTO timer_ticks (rule, tick) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(rule)
+        .bind(micros(tick))
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+}
+
+/// Copies the installed version of the pack to its history, superseded at
+/// `at`; returns its version, or None if the pack is not installed.
+async fn retire_pack(
+    conn: &mut SqliteConnection,
+    name: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<String>> {
+    // fetch_all: RETURNING rows come back as the statement runs, and a
+    // statement left unfinished would not have done all its work.
+    let versions: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO pack_history (name, version, description, content, installed_at, \
+                                   installed_by, superseded_at) \
+         SELECT name, version, description, content, installed_at, installed_by, $2 \
+         FROM packs WHERE name = $1 \
+         RETURNING version",
+    )
+    .bind(name)
+    .bind(micros(at))
+    .fetch_all(conn)
+    .await?;
+    Ok(versions.into_iter().next())
+}
+
+async fn delete_pack_members(conn: &mut SqliteConnection, name: &str) -> Result<()> {
+    sqlx::query("DELETE FROM actions WHERE pack = $1")
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM rules WHERE pack = $1")
+        .bind(name)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The job and its executions (status `requested`), as `create_job` and an
+/// allowed rule firing write them.
+async fn insert_job(
+    conn: &mut SqliteConnection,
+    job: &NewJob,
+    executions: &[NewExecution],
+) -> Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    ))
+    .bind(&job.id)
+    .bind(&job.target)
+    .bind(&job.requester)
+    .bind(Json(&job.command))
+    .bind(micros(job.created_at))
+    .bind(&job.origin.action_ref)
+    .bind(&job.origin.rule)
+    .bind(&job.origin.event_id)
+    .bind(job.origin.parameters.as_ref().map(Json))
+    .execute(&mut *conn)
+    .await?;
+
+    // A statement per execution: SQLite runs in-process, so batching would
+    // save no network round trips, and the statement is prepared once and
+    // cached.
+    for execution in executions {
+        sqlx::query(
+            "INSERT INTO executions (id, job_id, drone_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&execution.id)
+        .bind(&execution.job_id)
+        .bind(&execution.drone_id)
+        .bind(micros(execution.created_at))
+        .bind(micros(execution.expires_at))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn insert_audit<'e>(
@@ -723,7 +1201,8 @@ async fn insert_audit<'e>(
     record: &NewAuditRecord,
 ) -> Result<()> {
     sqlx::query(&format!(
-        "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        "INSERT INTO audit_log ({AUDIT_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
     ))
     .bind(&record.id)
     .bind(micros(record.at))
@@ -734,6 +1213,9 @@ async fn insert_audit<'e>(
     .bind(&record.drone_id)
     .bind(record.status.map(ExecutionStatus::as_str))
     .bind(Json(&record.detail))
+    .bind(&record.event_id)
+    .bind(&record.rule)
+    .bind(&record.action_ref)
     .execute(executor)
     .await?;
     Ok(())
@@ -807,6 +1289,10 @@ fn job_row(row: &SqliteRow) -> Result<JobRow> {
         requester: row.try_get("requester")?,
         command: row.try_get("command")?,
         created_at: time(row, "created_at")?,
+        action_ref: row.try_get("action_ref")?,
+        rule: row.try_get("rule")?,
+        event_id: row.try_get("event_id")?,
+        parameters: row.try_get("parameters")?,
     })
 }
 
@@ -854,6 +1340,51 @@ fn audit_row(row: &SqliteRow) -> Result<AuditRow> {
         drone_id: row.try_get("drone_id")?,
         status: row.try_get("status")?,
         detail: row.try_get("detail")?,
+        event_id: row.try_get("event_id")?,
+        rule: row.try_get("rule")?,
+        action_ref: row.try_get("action_ref")?,
+    })
+}
+
+fn pack_row(row: &SqliteRow) -> Result<PackRow> {
+    Ok(PackRow {
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        description: row.try_get("description")?,
+        content: row.try_get("content")?,
+        installed_at: time(row, "installed_at")?,
+        installed_by: row.try_get("installed_by")?,
+    })
+}
+
+fn action_row(row: &SqliteRow) -> Result<ActionRow> {
+    Ok(ActionRow {
+        reference: row.try_get("reference")?,
+        pack: row.try_get("pack")?,
+        definition: row.try_get("definition")?,
+    })
+}
+
+fn rule_row(row: &SqliteRow) -> Result<RuleRow> {
+    Ok(RuleRow {
+        reference: row.try_get("reference")?,
+        pack: row.try_get("pack")?,
+        trigger: row.try_get("trigger")?,
+        enabled: row.try_get("enabled")?,
+        definition: row.try_get("definition")?,
+    })
+}
+
+fn event_row(row: &SqliteRow) -> Result<EventRow> {
+    Ok(EventRow {
+        id: row.try_get("id")?,
+        trigger: row.try_get("trigger")?,
+        payload: row.try_get("payload")?,
+        source: row.try_get("source")?,
+        received_at: time(row, "received_at")?,
+        state: row.try_get("state")?,
+        processed_at: optional_time(row, "processed_at")?,
+        error: row.try_get("error")?,
     })
 }
 

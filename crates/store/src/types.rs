@@ -65,6 +65,21 @@ pub struct NewJob {
     pub requester: String,
     pub command: CommandSpec,
     pub created_at: DateTime<Utc>,
+    /// Why the job exists beyond "an operator ran a command".
+    pub origin: JobOrigin,
+}
+
+/// Links a job to the pack action it runs and the rule and event that
+/// caused it; all empty for an ad-hoc command.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobOrigin {
+    /// `pack.action`, for action runs (by hand or by a rule).
+    pub action_ref: Option<String>,
+    /// `pack.rule`, for rule firings.
+    pub rule: Option<String>,
+    pub event_id: Option<String>,
+    /// The rendered parameters, secrets already masked.
+    pub parameters: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +98,7 @@ pub struct JobRecord {
     pub requester: String,
     pub command: CommandSpec,
     pub created_at: DateTime<Utc>,
+    pub origin: JobOrigin,
     pub executions: Vec<ExecutionRecord>,
 }
 
@@ -93,6 +109,7 @@ pub struct JobSummary {
     pub requester: String,
     pub command: CommandSpec,
     pub created_at: DateTime<Utc>,
+    pub origin: JobOrigin,
     pub status_counts: BTreeMap<ExecutionStatus, u32>,
 }
 
@@ -185,6 +202,12 @@ pub struct NewAuditRecord {
     pub drone_id: Option<String>,
     /// Execution status at the time, where one applies.
     pub status: Option<ExecutionStatus>,
+    /// The event this record belongs to, so `audit show EVENT` finds the chain.
+    pub event_id: Option<String>,
+    /// `pack.rule`, for rule evaluations and firings.
+    pub rule: Option<String>,
+    /// `pack.action` run, where one applies.
+    pub action_ref: Option<String>,
     pub detail: serde_json::Value,
 }
 
@@ -200,8 +223,128 @@ pub struct AuditFilter {
     pub execution_id: Option<String>,
     pub drone_id: Option<String>,
     pub status: Option<ExecutionStatus>,
+    pub event_id: Option<String>,
+    pub rule: Option<String>,
+    pub action_ref: Option<String>,
     /// Zero means 100.
     pub limit: u32,
     /// Records strictly older than this id (ids sort by time), for paging.
     pub before_id: Option<String>,
+}
+
+// --- packs -----------------------------------------------------------------
+// Pack content is stored as JSON written and read by the hive (the
+// `ultron8-pack` model); the store only keeps it consistent.
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackRecord {
+    pub name: String,
+    /// Semver text.
+    pub version: String,
+    pub description: String,
+    /// The whole validated pack, as the hive serialized it.
+    pub content: serde_json::Value,
+    pub installed_at: DateTime<Utc>,
+    /// `operator:<name>`.
+    pub installed_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionRecord {
+    /// `pack.name`.
+    pub reference: String,
+    pub pack: String,
+    pub definition: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleRecord {
+    /// `pack.name`.
+    pub reference: String,
+    pub pack: String,
+    pub trigger: String,
+    pub enabled: bool,
+    pub definition: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptRecord {
+    pub sha256: String,
+    pub content: Vec<u8>,
+}
+
+// --- events ----------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// uuid v7.
+    pub id: String,
+    pub trigger: String,
+    pub payload: serde_json::Value,
+    /// Where it came from: `webhook:<name>`, `alertmanager`, `timer:<rule>`,
+    /// `operator:<name>`, `hive` (escalations).
+    pub source: String,
+    pub received_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventState {
+    /// Stored, waiting for the rules engine.
+    Pending,
+    /// Every rule on its trigger was evaluated.
+    Processed,
+    /// Processing failed (e.g. a template error); `error` says why.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub id: String,
+    pub trigger: String,
+    pub payload: serde_json::Value,
+    pub source: String,
+    pub received_at: DateTime<Utc>,
+    pub state: EventState,
+    pub processed_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub trigger: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub state: Option<EventState>,
+    /// Zero means 100.
+    pub limit: u32,
+    /// Events strictly older than this id, for paging.
+    pub before_id: Option<String>,
+}
+
+// --- rule firings ------------------------------------------------------------
+
+/// A rule matched an event and wants to run its action: everything the
+/// store needs to decide the policy and record the outcome atomically.
+#[derive(Debug, Clone)]
+pub struct RuleFiring {
+    pub rule: String,
+    pub event_id: String,
+    pub policy: ultron8_core::policy::Policy,
+    /// The rendered cooldown key, when the policy has a cooldown.
+    pub cooldown_key: Option<String>,
+    /// Drones the rendered target matches (for the blast-radius percentage).
+    pub matching_fleet: u32,
+    /// The job to create if the policy allows; `origin` names rule and event.
+    pub job: NewJob,
+    pub executions: Vec<NewExecution>,
+    /// Goes into the `rule.fired` or `rule.held` audit record.
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FiringOutcome {
+    /// Job, executions, cooldown and a `rule.fired` audit record written.
+    Fired,
+    /// Nothing but a `rule.held` audit record written.
+    Held { reason: String },
 }

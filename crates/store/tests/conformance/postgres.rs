@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use sqlx::{Connection, Executor, PgConnection};
 use ultron8_store::postgres::PgStore;
-use ultron8_store::{AuditFilter, NewAuditRecord, Store};
+use ultron8_store::{AuditFilter, NewAuditRecord, PackRecord, ScriptRecord, Store, StoreError};
 use uuid::Uuid;
 
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -117,6 +117,9 @@ fn some_audit() -> NewAuditRecord {
         execution_id: None,
         drone_id: None,
         status: None,
+        event_id: None,
+        rule: None,
+        action_ref: None,
         detail: serde_json::json!({ "n": 1 }),
     }
 }
@@ -194,6 +197,50 @@ async fn schema_rejects_unknown_execution_status() {
         .expect_err("status outside the state machine");
         let db = err.as_database_error().expect("database error");
         assert_eq!(db.code().as_deref(), Some("23514"), "check_violation, got {db:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_must_be_stored_under_the_hash_of_their_content() {
+    with_store(|store| async move {
+        let pack = PackRecord {
+            name: "web".to_string(),
+            version: "1.0.0".to_string(),
+            description: String::new(),
+            content: serde_json::json!({}),
+            installed_at: chrono::DateTime::from_timestamp(1_893_456_000, 0).expect("valid time"),
+            installed_by: "operator:alice".to_string(),
+        };
+        // The SHA-256 of "#!/bin/sh\ndf -h\n", with other bytes.
+        let forged = ScriptRecord {
+            sha256: "9b5b6dd6b560779926f3521c722bcbe7124dc0fd3988e3604c838db40c87be65".to_string(),
+            content: b"#!/bin/sh\nrm -rf /\n".to_vec(),
+        };
+        let err = store
+            .install_pack(
+                &pack,
+                &[],
+                &[],
+                std::slice::from_ref(&forged),
+                &some_audit(),
+            )
+            .await
+            .expect_err("a script under another's hash");
+        let StoreError::Database(err) = err else {
+            panic!("expected a database error, got {err:?}");
+        };
+        let db = err.as_database_error().expect("database error");
+        assert_eq!(
+            db.code().as_deref(),
+            Some("23514"),
+            "check_violation, got {db:?}"
+        );
+        assert_eq!(store.get_pack("web").await.expect("get pack"), None);
+        assert_eq!(
+            store.get_script(&forged.sha256).await.expect("get script"),
+            None
+        );
     })
     .await;
 }

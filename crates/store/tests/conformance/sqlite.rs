@@ -114,6 +114,9 @@ fn some_audit() -> NewAuditRecord {
         execution_id: None,
         drone_id: None,
         status: None,
+        event_id: None,
+        rule: None,
+        action_ref: None,
         detail: serde_json::json!({ "n": 1 }),
     }
 }
@@ -280,8 +283,10 @@ async fn file_is_in_wal_mode_and_foreign_keys_are_enforced() {
                 working_dir: None,
                 timeout_ms: None,
                 output_limit_bytes: None,
+                redact: Vec::new(),
             },
             created_at: t(0),
+            origin: Default::default(),
         };
         let orphan = NewExecution {
             id: Uuid::now_v7().to_string(),

@@ -14,11 +14,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
+use ultron8_core::policy::{BlastRadius, Cooldown, Observation, Policy};
 use ultron8_core::{CommandSpec, DroneFacts, ExecutionStatus, HostStats, Program};
 use ultron8_store::{
-    AuditFilter, DroneEnrollment, ExecutionResult, ExecutionUpdate, NewAuditRecord, NewExecution,
-    NewJob, NewJoinToken, OutputChunkRecord, OutputStreamKind, Store, StoreError,
-    TransitionOutcome,
+    ActionRecord, AuditFilter, DroneEnrollment, EventFilter, EventRecord, EventState,
+    ExecutionResult, ExecutionUpdate, FiringOutcome, JobOrigin, NewAuditRecord, NewEvent,
+    NewExecution, NewJob, NewJoinToken, OutputChunkRecord, OutputStreamKind, PackRecord,
+    RuleFiring, RuleRecord, ScriptRecord, Store, StoreError, TransitionOutcome,
 };
 use uuid::Uuid;
 
@@ -62,6 +64,27 @@ macro_rules! conformance_tests {
             audit_is_listed_newest_first_and_pages,
             audit_filters_combine,
             audit_limit_zero_means_one_hundred,
+            job_origin_round_trips,
+            pack_is_installed_with_its_actions_rules_and_scripts,
+            pack_upgrade_keeps_history_and_replaces_actions_and_rules,
+            pack_removal_keeps_history_and_scripts,
+            scripts_are_content_addressed,
+            failed_pack_install_changes_nothing,
+            concurrent_installs_of_one_pack_run_one_after_another,
+            rule_enabled_flag_is_set_with_audit_only_when_the_rule_exists,
+            events_are_recorded_pending_and_finished,
+            pending_events_are_claimed_oldest_first_under_a_lease,
+            concurrent_claimers_never_get_the_same_event,
+            events_are_listed_newest_first_with_filters_and_pages,
+            allowed_firing_writes_job_executions_cooldown_and_linked_audit,
+            fired_job_names_the_firing_rule_and_event,
+            held_firing_writes_no_job,
+            cooldown_holds_a_second_firing_for_the_same_key_only,
+            max_concurrent_holds_while_a_job_of_the_rule_is_unfinished,
+            blast_radius_counts_distinct_hosts_in_the_window,
+            concurrent_firings_of_one_rule_fire_once,
+            timer_tick_is_claimed_once,
+            audit_filters_by_event_rule_and_action_ref,
         );
     };
     (@each $run:path; $($name:ident),* $(,)?) => {
@@ -164,6 +187,7 @@ fn command(script: &str) -> CommandSpec {
         working_dir: Some("/tmp".to_string()),
         timeout_ms: Some(30_000),
         output_limit_bytes: None,
+        redact: Vec::new(),
     }
 }
 
@@ -177,6 +201,9 @@ fn audit(action: &str, at: DateTime<Utc>) -> NewAuditRecord {
         execution_id: None,
         drone_id: None,
         status: None,
+        event_id: None,
+        rule: None,
+        action_ref: None,
         detail: json!({}),
     }
 }
@@ -201,6 +228,7 @@ async fn create_job(
         requester: "operator:alice".to_string(),
         command: command("uptime"),
         created_at,
+        origin: Default::default(),
     };
     let executions: Vec<NewExecution> = drones
         .iter()
@@ -792,6 +820,7 @@ pub async fn failed_job_creation_leaves_nothing_behind(store: Arc<dyn Store>) {
         requester: "operator:bob".to_string(),
         command: command("false"),
         created_at: t(1),
+        origin: Default::default(),
     };
     let executions = [NewExecution {
         id: first.execution_ids[0].clone(),
@@ -1575,6 +1604,9 @@ pub async fn audit_round_trips_every_field(store: Arc<dyn Store>) {
         execution_id: Some("exec-1".to_string()),
         drone_id: Some("drone-a".to_string()),
         status: Some(ExecutionStatus::TimedOut),
+        event_id: Some("event-1".to_string()),
+        rule: Some("web.restart_nginx".to_string()),
+        action_ref: Some("web.restart".to_string()),
         detail: json!({ "exit_code": null, "note": "killed after 30s", "nested": { "list": [1, 2.5, "x"] } }),
     };
     let bare = audit("token.created", t(43));
@@ -1789,4 +1821,1671 @@ pub async fn audit_limit_zero_means_one_hundred(store: Arc<dyn Store>) {
         .await
         .expect("list audit");
     assert_eq!(limited, listed[..5].to_vec());
+}
+
+// --- job origins ------------------------------------------------------------
+
+pub async fn job_origin_round_trips(store: Arc<dyn Store>) {
+    let origin = JobOrigin {
+        action_ref: Some("web.restart".to_string()),
+        rule: None,
+        event_id: None,
+        parameters: Some(json!({ "service": "nginx", "password": "********" })),
+    };
+    let job = NewJob {
+        id: new_id(),
+        target: "drone-a".to_string(),
+        requester: "operator:alice".to_string(),
+        command: command("systemctl restart nginx"),
+        created_at: t(5),
+        origin: origin.clone(),
+    };
+    let executions = [execution(&job.id, "drone-a", t(5))];
+    store
+        .create_job(&job, &executions, &audit("job.submitted", t(5)))
+        .await
+        .expect("create job");
+    let ad_hoc = create_job(&*store, &["drone-b"], t(6), t(600)).await;
+
+    let stored = store
+        .get_job(&job.id)
+        .await
+        .expect("get job")
+        .expect("job exists");
+    assert_eq!(stored.origin, origin);
+    let listed = store.list_jobs(10).await.expect("list jobs");
+    assert_eq!(listed[0].id, ad_hoc.job_id);
+    assert_eq!(
+        listed[0].origin,
+        JobOrigin::default(),
+        "an ad-hoc job has no origin"
+    );
+    assert_eq!(listed[1].origin, origin);
+}
+
+// --- packs ------------------------------------------------------------------
+
+/// Two scripts and their SHA-256 (lowercase hex).
+const RESTART_SCRIPT: (&str, &str) = (
+    "fb0da4c5c7524918e17cf2623a67c183ee4ec1e41de9a6dae063a02dd16f5d19",
+    "#!/bin/sh\nsystemctl restart nginx\n",
+);
+const DISK_SCRIPT: (&str, &str) = (
+    "9b5b6dd6b560779926f3521c722bcbe7124dc0fd3988e3604c838db40c87be65",
+    "#!/bin/sh\ndf -h\n",
+);
+
+fn script((sha256, content): (&str, &str)) -> ScriptRecord {
+    ScriptRecord {
+        sha256: sha256.to_string(),
+        content: content.as_bytes().to_vec(),
+    }
+}
+
+fn pack(name: &str, version: &str, installed_at: DateTime<Utc>) -> PackRecord {
+    PackRecord {
+        name: name.to_string(),
+        version: version.to_string(),
+        description: format!("{name} remediations"),
+        content: json!({ "name": name, "version": version, "actions": [] }),
+        installed_at,
+        installed_by: "operator:alice".to_string(),
+    }
+}
+
+fn action(pack: &str, name: &str, version: &str) -> ActionRecord {
+    ActionRecord {
+        reference: format!("{pack}.{name}"),
+        pack: pack.to_string(),
+        definition: json!({ "name": name, "runner": "shell", "since": version }),
+    }
+}
+
+fn rule(pack: &str, name: &str, trigger: &str, enabled: bool) -> RuleRecord {
+    RuleRecord {
+        reference: format!("{pack}.{name}"),
+        pack: pack.to_string(),
+        trigger: trigger.to_string(),
+        enabled,
+        definition: json!({ "name": name, "criteria": { "labels.alertname": "NginxDown" } }),
+    }
+}
+
+fn pack_audit(action: &str, pack: &str, at: DateTime<Utc>) -> NewAuditRecord {
+    NewAuditRecord {
+        detail: json!({ "pack": pack }),
+        ..audit(action, at)
+    }
+}
+
+async fn install(
+    store: &dyn Store,
+    installed: &PackRecord,
+    actions: &[ActionRecord],
+    rules: &[RuleRecord],
+    scripts: &[ScriptRecord],
+) -> Option<String> {
+    store
+        .install_pack(
+            installed,
+            actions,
+            rules,
+            scripts,
+            &pack_audit("pack.installed", &installed.name, installed.installed_at),
+        )
+        .await
+        .expect("install pack")
+}
+
+fn references<T>(records: &[T], reference: impl Fn(&T) -> &str) -> Vec<String> {
+    records.iter().map(|r| reference(r).to_string()).collect()
+}
+
+async fn pack_audit_actions(store: &dyn Store) -> Vec<String> {
+    let mut records = store
+        .list_audit(&AuditFilter::default())
+        .await
+        .expect("list audit");
+    records.reverse();
+    records
+        .into_iter()
+        .filter(|record| record.action.starts_with("pack.") || record.action.starts_with("rule."))
+        .map(|record| {
+            format!(
+                "{} {}",
+                record.action,
+                record.detail["pack"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+pub async fn pack_is_installed_with_its_actions_rules_and_scripts(store: Arc<dyn Store>) {
+    assert_eq!(store.get_pack("web").await.expect("get pack"), None);
+    assert!(store.list_packs().await.expect("list packs").is_empty());
+
+    let web = pack("web", "1.0.0", t(10));
+    let web_actions = [action("web", "restart", "1"), action("web", "check", "1")];
+    let web_rules = [
+        rule("web", "restart_on_down", "alertmanager", true),
+        rule("web", "check_hourly", "timer", false),
+    ];
+    let previous = install(
+        &*store,
+        &web,
+        &web_actions,
+        &web_rules,
+        &[script(RESTART_SCRIPT)],
+    )
+    .await;
+    assert_eq!(previous, None, "a first install replaces nothing");
+    let db = pack("db", "0.3.1", t(11));
+    install(
+        &*store,
+        &db,
+        &[action("db", "vacuum", "1")],
+        &[rule("db", "vacuum_nightly", "timer", true)],
+        &[],
+    )
+    .await;
+
+    assert_eq!(
+        store.get_pack("web").await.expect("get pack"),
+        Some(web.clone())
+    );
+    assert_eq!(
+        store.list_packs().await.expect("list packs"),
+        vec![db.clone(), web.clone()],
+        "ordered by name"
+    );
+    assert!(store.pack_history("web").await.expect("history").is_empty());
+
+    assert_eq!(
+        store.get_action("web.restart").await.expect("get action"),
+        Some(web_actions[0].clone())
+    );
+    assert_eq!(
+        store.get_action("web.nope").await.expect("get action"),
+        None
+    );
+    let all_actions = store.list_actions(None).await.expect("list actions");
+    assert_eq!(
+        references(&all_actions, |a| &a.reference),
+        ["db.vacuum", "web.check", "web.restart"],
+        "ordered by reference"
+    );
+    assert_eq!(
+        store.list_actions(Some("web")).await.expect("list actions"),
+        vec![web_actions[1].clone(), web_actions[0].clone()]
+    );
+    assert!(
+        store
+            .list_actions(Some("nope"))
+            .await
+            .expect("list actions")
+            .is_empty()
+    );
+
+    assert_eq!(
+        store.get_rule("web.check_hourly").await.expect("get rule"),
+        Some(web_rules[1].clone()),
+        "a rule keeps the enabled flag it was installed with"
+    );
+    let all_rules = store.list_rules(None).await.expect("list rules");
+    assert_eq!(
+        references(&all_rules, |r| &r.reference),
+        [
+            "db.vacuum_nightly",
+            "web.check_hourly",
+            "web.restart_on_down"
+        ]
+    );
+    let timer_rules = store.list_rules(Some("timer")).await.expect("list rules");
+    assert_eq!(
+        references(&timer_rules, |r| &r.reference),
+        ["db.vacuum_nightly", "web.check_hourly"],
+        "filtered by trigger"
+    );
+
+    assert_eq!(
+        store
+            .get_script(RESTART_SCRIPT.0)
+            .await
+            .expect("get script"),
+        Some(RESTART_SCRIPT.1.as_bytes().to_vec())
+    );
+    assert_eq!(
+        store.get_script(DISK_SCRIPT.0).await.expect("get script"),
+        None
+    );
+    assert_eq!(
+        pack_audit_actions(&*store).await,
+        ["pack.installed web", "pack.installed db"]
+    );
+}
+
+pub async fn pack_upgrade_keeps_history_and_replaces_actions_and_rules(store: Arc<dyn Store>) {
+    let v1 = pack("web", "1.0.0", t(10));
+    install(
+        &*store,
+        &v1,
+        &[action("web", "restart", "1"), action("web", "reload", "1")],
+        &[
+            rule("web", "restart_on_down", "alertmanager", true),
+            rule("web", "reload_on_change", "webhook", true),
+        ],
+        &[script(RESTART_SCRIPT)],
+    )
+    .await;
+    // Another pack, which the upgrade must not touch.
+    install(
+        &*store,
+        &pack("db", "1.0.0", t(11)),
+        &[action("db", "vacuum", "1")],
+        &[rule("db", "vacuum_nightly", "timer", true)],
+        &[],
+    )
+    .await;
+
+    let v2 = pack("web", "2.0.0", t(20));
+    let v2_actions = [action("web", "restart", "2"), action("web", "drain", "2")];
+    let v2_rules = [rule("web", "restart_on_down", "alertmanager", false)];
+    let previous = install(&*store, &v2, &v2_actions, &v2_rules, &[script(DISK_SCRIPT)]).await;
+    assert_eq!(
+        previous.as_deref(),
+        Some("1.0.0"),
+        "the replaced version is returned"
+    );
+
+    assert_eq!(
+        store.get_pack("web").await.expect("get pack"),
+        Some(v2.clone())
+    );
+    assert_eq!(
+        store.pack_history("web").await.expect("history"),
+        vec![v1.clone()]
+    );
+    assert_eq!(
+        store.list_actions(Some("web")).await.expect("list actions"),
+        vec![v2_actions[1].clone(), v2_actions[0].clone()],
+        "the new version's actions, and only those"
+    );
+    assert_eq!(
+        store.get_action("web.reload").await.expect("get action"),
+        None
+    );
+    assert_eq!(
+        store
+            .get_rule("web.reload_on_change")
+            .await
+            .expect("get rule"),
+        None,
+        "a rule dropped from the new version is gone"
+    );
+    assert_eq!(
+        store
+            .get_rule("web.restart_on_down")
+            .await
+            .expect("get rule"),
+        Some(v2_rules[0].clone()),
+        "a kept rule takes the new definition and enabled flag"
+    );
+    assert!(
+        store
+            .list_rules(Some("webhook"))
+            .await
+            .expect("list rules")
+            .is_empty()
+    );
+    assert!(
+        store
+            .get_script(RESTART_SCRIPT.0)
+            .await
+            .expect("get script")
+            .is_some(),
+        "scripts of earlier versions stay, jobs may still show them"
+    );
+    assert!(
+        store
+            .get_script(DISK_SCRIPT.0)
+            .await
+            .expect("get script")
+            .is_some()
+    );
+    assert_eq!(
+        references(
+            &store.list_actions(Some("db")).await.expect("list actions"),
+            |a| &a.reference
+        ),
+        ["db.vacuum"]
+    );
+    assert!(
+        store
+            .get_rule("db.vacuum_nightly")
+            .await
+            .expect("get rule")
+            .is_some()
+    );
+
+    let v3 = pack("web", "3.0.0", t(30));
+    let previous = install(&*store, &v3, &[], &[], &[]).await;
+    assert_eq!(previous.as_deref(), Some("2.0.0"));
+    assert_eq!(
+        store.pack_history("web").await.expect("history"),
+        vec![v2, v1],
+        "newest first"
+    );
+    assert!(
+        store
+            .list_actions(Some("web"))
+            .await
+            .expect("list actions")
+            .is_empty()
+    );
+    assert!(store.pack_history("db").await.expect("history").is_empty());
+}
+
+pub async fn pack_removal_keeps_history_and_scripts(store: Arc<dyn Store>) {
+    let v1 = pack("web", "1.0.0", t(10));
+    install(
+        &*store,
+        &v1,
+        &[action("web", "restart", "1")],
+        &[rule("web", "restart_on_down", "alertmanager", true)],
+        &[script(RESTART_SCRIPT)],
+    )
+    .await;
+    let v2 = pack("web", "1.1.0", t(20));
+    install(
+        &*store,
+        &v2,
+        &[action("web", "restart", "2")],
+        &[rule("web", "restart_on_down", "alertmanager", true)],
+        &[script(RESTART_SCRIPT)],
+    )
+    .await;
+
+    let removed = store
+        .remove_pack("web", &pack_audit("pack.removed", "web", t(30)))
+        .await
+        .expect("remove pack");
+    assert!(removed);
+    assert_eq!(store.get_pack("web").await.expect("get pack"), None);
+    assert!(store.list_packs().await.expect("list packs").is_empty());
+    assert!(
+        store
+            .list_actions(None)
+            .await
+            .expect("list actions")
+            .is_empty()
+    );
+    assert!(store.list_rules(None).await.expect("list rules").is_empty());
+    assert_eq!(
+        store.pack_history("web").await.expect("history"),
+        vec![v2.clone(), v1.clone()],
+        "the removed version joins the history: what was installed is never forgotten"
+    );
+    assert!(
+        store
+            .get_script(RESTART_SCRIPT.0)
+            .await
+            .expect("get script")
+            .is_some()
+    );
+
+    let again = store
+        .remove_pack("web", &pack_audit("pack.removed", "web", t(31)))
+        .await
+        .expect("remove pack");
+    assert!(!again, "not installed");
+    assert_eq!(
+        pack_audit_actions(&*store).await,
+        [
+            "pack.installed web",
+            "pack.installed web",
+            "pack.removed web"
+        ],
+        "a removal that removed nothing writes no audit record"
+    );
+
+    // A reinstall starts afresh, with the history intact.
+    let v3 = pack("web", "2.0.0", t(40));
+    assert_eq!(
+        install(&*store, &v3, &[action("web", "restart", "3")], &[], &[]).await,
+        None
+    );
+    assert_eq!(
+        store.pack_history("web").await.expect("history"),
+        vec![v2, v1]
+    );
+}
+
+pub async fn scripts_are_content_addressed(store: Arc<dyn Store>) {
+    // Two packs ship the same script: stored once, both installs succeed,
+    // and so does reinstalling it.
+    install(
+        &*store,
+        &pack("web", "1.0.0", t(1)),
+        &[],
+        &[],
+        &[script(RESTART_SCRIPT), script(DISK_SCRIPT)],
+    )
+    .await;
+    install(
+        &*store,
+        &pack("proxy", "1.0.0", t(2)),
+        &[],
+        &[],
+        &[script(RESTART_SCRIPT)],
+    )
+    .await;
+    install(
+        &*store,
+        &pack("web", "1.0.1", t(3)),
+        &[],
+        &[],
+        &[script(RESTART_SCRIPT)],
+    )
+    .await;
+    for (sha256, content) in [RESTART_SCRIPT, DISK_SCRIPT] {
+        assert_eq!(
+            store.get_script(sha256).await.expect("get script"),
+            Some(content.as_bytes().to_vec())
+        );
+    }
+    assert_eq!(
+        store.get_script(&"0".repeat(64)).await.expect("get script"),
+        None
+    );
+}
+
+pub async fn failed_pack_install_changes_nothing(store: Arc<dyn Store>) {
+    let v1 = pack("web", "1.0.0", t(10));
+    let v1_actions = [action("web", "restart", "1")];
+    install(&*store, &v1, &v1_actions, &[], &[]).await;
+
+    // An action claiming a reference in another pack's namespace is refused,
+    // and the whole install with it.
+    let v2 = pack("web", "2.0.0", t(20));
+    let intruder = ActionRecord {
+        reference: "db.vacuum".to_string(),
+        ..action("web", "vacuum", "2")
+    };
+    store
+        .install_pack(
+            &v2,
+            &[action("web", "restart", "2"), intruder],
+            &[rule("web", "restart_on_down", "alertmanager", true)],
+            &[script(DISK_SCRIPT)],
+            &pack_audit("pack.installed", "web", t(20)),
+        )
+        .await
+        .expect_err("an action outside the pack's namespace");
+
+    assert_eq!(store.get_pack("web").await.expect("get pack"), Some(v1));
+    assert!(store.pack_history("web").await.expect("history").is_empty());
+    assert_eq!(
+        store.list_actions(None).await.expect("list actions"),
+        v1_actions.to_vec()
+    );
+    assert!(store.list_rules(None).await.expect("list rules").is_empty());
+    assert_eq!(
+        store.get_script(DISK_SCRIPT.0).await.expect("get script"),
+        None
+    );
+    assert_eq!(pack_audit_actions(&*store).await, ["pack.installed web"]);
+}
+
+pub async fn concurrent_installs_of_one_pack_run_one_after_another(store: Arc<dyn Store>) {
+    // Replicas installing the same new pack at once: the first install has
+    // no row to lock, yet none may fail or lose a version.
+    const RACERS: usize = 6;
+    let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
+    let mut tasks = Vec::new();
+    for i in 0..RACERS {
+        let store = Arc::clone(&store);
+        let barrier = Arc::clone(&barrier);
+        tasks.push(tokio::spawn(async move {
+            let version = format!("1.0.{i}");
+            let installed = pack("web", &version, t(10));
+            let actions = [action("web", "restart", &version)];
+            barrier.wait().await;
+            let previous = install(&*store, &installed, &actions, &[], &[]).await;
+            (version, previous)
+        }));
+    }
+    let mut replaced = BTreeMap::new();
+    for task in tasks {
+        let (version, previous) = task.await.expect("install task");
+        replaced.insert(version, previous);
+    }
+
+    // The installs form one chain: exactly one replaced nothing, each other
+    // replaced a distinct version, and the one nobody replaced is current.
+    let current = store
+        .get_pack("web")
+        .await
+        .expect("get pack")
+        .expect("pack installed");
+    assert_eq!(
+        replaced.values().filter(|p| p.is_none()).count(),
+        1,
+        "{replaced:?}"
+    );
+    let mut predecessors: Vec<&String> = replaced.values().flatten().collect();
+    predecessors.sort();
+    predecessors.dedup();
+    assert_eq!(predecessors.len(), RACERS - 1, "{replaced:?}");
+    assert!(!predecessors.contains(&&current.version));
+    let history = store.pack_history("web").await.expect("history");
+    assert_eq!(history.len(), RACERS - 1);
+    assert_eq!(
+        store.list_actions(Some("web")).await.expect("list actions"),
+        vec![action("web", "restart", &current.version)],
+        "the current version's actions, not a mix"
+    );
+}
+
+pub async fn rule_enabled_flag_is_set_with_audit_only_when_the_rule_exists(store: Arc<dyn Store>) {
+    install(
+        &*store,
+        &pack("web", "1.0.0", t(1)),
+        &[],
+        &[rule("web", "restart_on_down", "alertmanager", true)],
+        &[],
+    )
+    .await;
+
+    let disabled = store
+        .set_rule_enabled(
+            "web.restart_on_down",
+            false,
+            &pack_audit("rule.disabled", "web", t(2)),
+        )
+        .await
+        .expect("disable rule");
+    assert!(disabled);
+    let stored = store
+        .get_rule("web.restart_on_down")
+        .await
+        .expect("get rule")
+        .expect("rule exists");
+    assert!(!stored.enabled);
+
+    let unknown = store
+        .set_rule_enabled("web.nope", true, &pack_audit("rule.enabled", "web", t(3)))
+        .await
+        .expect("enable unknown rule");
+    assert!(!unknown, "no such rule");
+    assert_eq!(
+        pack_audit_actions(&*store).await,
+        ["pack.installed web", "rule.disabled web"],
+        "nothing is written for a rule that does not exist"
+    );
+
+    store
+        .set_rule_enabled(
+            "web.restart_on_down",
+            true,
+            &pack_audit("rule.enabled", "web", t(4)),
+        )
+        .await
+        .expect("enable rule");
+    assert!(
+        store
+            .get_rule("web.restart_on_down")
+            .await
+            .expect("get rule")
+            .expect("rule exists")
+            .enabled
+    );
+}
+
+// --- events -----------------------------------------------------------------
+
+fn event(trigger: &str, received_at: DateTime<Utc>) -> NewEvent {
+    NewEvent {
+        id: new_id(),
+        trigger: trigger.to_string(),
+        payload: json!({ "labels": { "alertname": "NginxDown", "instance": "web-1" } }),
+        source: "alertmanager".to_string(),
+        received_at,
+    }
+}
+
+/// Records `count` events of `trigger`, in order, one second apart from
+/// `first`; returns their ids.
+async fn record_events(store: &dyn Store, trigger: &str, count: i64, first: i64) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let recorded = event(trigger, t(first + i));
+        store.record_event(&recorded).await.expect("record event");
+        ids.push(recorded.id);
+    }
+    ids
+}
+
+fn event_ids(events: &[EventRecord]) -> Vec<String> {
+    events.iter().map(|event| event.id.clone()).collect()
+}
+
+const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+pub async fn events_are_recorded_pending_and_finished(store: Arc<dyn Store>) {
+    assert_eq!(store.get_event("nope").await.expect("get event"), None);
+    let processed = event("alertmanager", t(1));
+    let failed = event("webhook.deploy", t(2));
+    store.record_event(&processed).await.expect("record event");
+    store.record_event(&failed).await.expect("record event");
+
+    let stored = store
+        .get_event(&processed.id)
+        .await
+        .expect("get event")
+        .expect("event exists");
+    assert_eq!(
+        stored,
+        EventRecord {
+            id: processed.id.clone(),
+            trigger: processed.trigger.clone(),
+            payload: processed.payload.clone(),
+            source: processed.source.clone(),
+            received_at: t(1),
+            state: EventState::Pending,
+            processed_at: None,
+            error: None,
+        }
+    );
+
+    store
+        .finish_event(&processed.id, None, t(5))
+        .await
+        .expect("finish event");
+    store
+        .finish_event(&failed.id, Some("template error: undefined value"), t(6))
+        .await
+        .expect("finish event");
+    let stored = store
+        .get_event(&processed.id)
+        .await
+        .expect("get event")
+        .expect("event exists");
+    assert_eq!(stored.state, EventState::Processed);
+    assert_eq!(stored.processed_at, Some(t(5)));
+    assert_eq!(stored.error, None);
+    let stored = store
+        .get_event(&failed.id)
+        .await
+        .expect("get event")
+        .expect("event exists");
+    assert_eq!(stored.state, EventState::Failed);
+    assert_eq!(stored.processed_at, Some(t(6)));
+    assert_eq!(
+        stored.error.as_deref(),
+        Some("template error: undefined value")
+    );
+
+    // A second processor (its lease ran out) finishing late changes nothing.
+    store
+        .finish_event(&processed.id, Some("late"), t(9))
+        .await
+        .expect("finish event again");
+    let stored = store
+        .get_event(&processed.id)
+        .await
+        .expect("get event")
+        .expect("event exists");
+    assert_eq!(
+        (stored.state, stored.processed_at),
+        (EventState::Processed, Some(t(5)))
+    );
+
+    let err = store
+        .finish_event("ghost", None, t(9))
+        .await
+        .expect_err("unknown event");
+    assert_not_found(err, "event", "ghost");
+}
+
+pub async fn pending_events_are_claimed_oldest_first_under_a_lease(store: Arc<dyn Store>) {
+    assert!(
+        store
+            .claim_pending_events("hive-a", 10, LEASE, t(0))
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let ids = record_events(&*store, "alertmanager", 5, 0).await;
+
+    let first = store
+        .claim_pending_events("hive-a", 2, LEASE, t(10))
+        .await
+        .expect("claim");
+    assert_eq!(
+        event_ids(&first),
+        ids[..2].to_vec(),
+        "oldest first, up to the limit"
+    );
+    assert!(first.iter().all(|event| event.state == EventState::Pending));
+    let second = store
+        .claim_pending_events("hive-b", 10, LEASE, t(11))
+        .await
+        .expect("claim");
+    assert_eq!(
+        event_ids(&second),
+        ids[2..].to_vec(),
+        "leased events are skipped"
+    );
+    assert!(
+        store
+            .claim_pending_events("hive-b", 10, LEASE, t(12))
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+
+    // hive-a finishes its first event and dies with the second.
+    store
+        .finish_event(&ids[0], None, t(15))
+        .await
+        .expect("finish");
+    assert!(
+        store
+            .claim_pending_events("hive-b", 10, LEASE, t(40))
+            .await
+            .expect("claim")
+            .is_empty(),
+        "a lease runs until its end (t(10) + 30s) inclusive"
+    );
+    let reclaimed = store
+        .claim_pending_events("hive-b", 10, LEASE, t(41))
+        .await
+        .expect("claim");
+    assert_eq!(
+        event_ids(&reclaimed),
+        vec![ids[1].clone()],
+        "an expired lease is claimable again; a finished event never is"
+    );
+    // Limit zero means the default page, as everywhere.
+    let all = store
+        .claim_pending_events("hive-c", 0, LEASE, t(100))
+        .await
+        .expect("claim");
+    assert_eq!(event_ids(&all), ids[1..].to_vec());
+}
+
+pub async fn concurrent_claimers_never_get_the_same_event(store: Arc<dyn Store>) {
+    const EVENTS: i64 = 60;
+    const CLAIMERS: usize = 8;
+    let ids = record_events(&*store, "alertmanager", EVENTS, 0).await;
+
+    let barrier = Arc::new(tokio::sync::Barrier::new(CLAIMERS));
+    let mut tasks = Vec::new();
+    for claimer in 0..CLAIMERS {
+        let store = Arc::clone(&store);
+        let barrier = Arc::clone(&barrier);
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            store
+                .claim_pending_events(&format!("hive-{claimer}"), 10, LEASE, t(100))
+                .await
+                .expect("claim")
+        }));
+    }
+    let mut claimed = Vec::new();
+    for task in tasks {
+        claimed.extend(event_ids(&task.await.expect("claimer task")));
+    }
+    // A claimer may come back short (rows it skipped were taken meanwhile),
+    // never with an event another claimer holds.
+    let mut distinct = claimed.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), claimed.len(), "an event was claimed twice");
+
+    let rest = store
+        .claim_pending_events("hive-late", 100, LEASE, t(101))
+        .await
+        .expect("claim");
+    claimed.extend(event_ids(&rest));
+    claimed.sort();
+    assert_eq!(claimed, ids, "every event claimed exactly once");
+}
+
+pub async fn events_are_listed_newest_first_with_filters_and_pages(store: Arc<dyn Store>) {
+    let alerts = record_events(&*store, "alertmanager", 4, 0).await;
+    let hooks = record_events(&*store, "webhook.deploy", 3, 10).await;
+    store
+        .finish_event(&alerts[0], None, t(20))
+        .await
+        .expect("finish");
+    store
+        .finish_event(&hooks[0], Some("boom"), t(20))
+        .await
+        .expect("finish");
+
+    let newest_first = |ids: &[String]| ids.iter().rev().cloned().collect::<Vec<_>>();
+    let list = |filter: EventFilter| {
+        let store = Arc::clone(&store);
+        async move { event_ids(&store.list_events(&filter).await.expect("list events")) }
+    };
+
+    let mut all = alerts.clone();
+    all.extend(hooks.iter().cloned());
+    assert_eq!(list(EventFilter::default()).await, newest_first(&all));
+    assert_eq!(
+        list(EventFilter {
+            trigger: Some("webhook.deploy".into()),
+            ..EventFilter::default()
+        })
+        .await,
+        newest_first(&hooks)
+    );
+    assert_eq!(
+        list(EventFilter {
+            since: Some(t(2)),
+            trigger: Some("alertmanager".into()),
+            ..EventFilter::default()
+        })
+        .await,
+        newest_first(&alerts[2..]),
+        "since is inclusive"
+    );
+    assert_eq!(
+        list(EventFilter {
+            state: Some(EventState::Pending),
+            ..EventFilter::default()
+        })
+        .await,
+        newest_first(&[&alerts[1..], &hooks[1..]].concat())
+    );
+    assert_eq!(
+        list(EventFilter {
+            state: Some(EventState::Failed),
+            ..EventFilter::default()
+        })
+        .await,
+        vec![hooks[0].clone()]
+    );
+    assert_eq!(
+        list(EventFilter {
+            state: Some(EventState::Processed),
+            trigger: Some("alertmanager".into()),
+            ..EventFilter::default()
+        })
+        .await,
+        vec![alerts[0].clone()]
+    );
+
+    let mut pages = Vec::new();
+    let mut before_id = None;
+    loop {
+        let page = list(EventFilter {
+            limit: 3,
+            before_id: before_id.clone(),
+            ..EventFilter::default()
+        })
+        .await;
+        if page.is_empty() {
+            break;
+        }
+        before_id = page.last().cloned();
+        pages.push(page);
+    }
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 1]);
+    assert_eq!(
+        pages.concat(),
+        newest_first(&all),
+        "pages are disjoint and complete"
+    );
+}
+
+// --- rule firings -----------------------------------------------------------
+
+const RULE: &str = "web.restart_on_down";
+
+fn execution(job_id: &str, drone: &str, created_at: DateTime<Utc>) -> NewExecution {
+    NewExecution {
+        id: new_id(),
+        job_id: job_id.to_string(),
+        drone_id: drone.to_string(),
+        created_at,
+        expires_at: created_at + Duration::minutes(10),
+    }
+}
+
+fn cooldown(minutes: u64) -> Option<Cooldown> {
+    Some(Cooldown {
+        key: "{{ labels.instance }}".to_string(),
+        period: std::time::Duration::from_secs(minutes * 60),
+    })
+}
+
+/// A firing of `rule` for a new event at `now`, acting on `drones`.
+fn firing(
+    rule: &str,
+    policy: Policy,
+    cooldown_key: Option<&str>,
+    drones: &[&str],
+    now: DateTime<Utc>,
+) -> RuleFiring {
+    let event_id = new_id();
+    let job = NewJob {
+        id: new_id(),
+        target: drones.join(","),
+        requester: format!("rule:{rule}"),
+        command: command("systemctl restart nginx"),
+        created_at: now,
+        origin: JobOrigin {
+            action_ref: Some("web.restart".to_string()),
+            rule: Some(rule.to_string()),
+            event_id: Some(event_id.clone()),
+            parameters: Some(json!({ "service": "nginx" })),
+        },
+    };
+    RuleFiring {
+        rule: rule.to_string(),
+        event_id,
+        policy,
+        cooldown_key: cooldown_key.map(str::to_string),
+        matching_fleet: 100,
+        executions: drones
+            .iter()
+            .map(|drone| execution(&job.id, drone, now))
+            .collect(),
+        job,
+        detail: json!({ "target": drones.join(",") }),
+    }
+}
+
+/// The one audit record of a firing (each firing has an event of its own).
+async fn firing_audit(store: &dyn Store, firing: &RuleFiring) -> NewAuditRecord {
+    let records = store
+        .list_audit(&AuditFilter {
+            event_id: Some(firing.event_id.clone()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("list audit");
+    assert_eq!(records.len(), 1, "one audit record per firing: {records:?}");
+    records.into_iter().next().expect("one record")
+}
+
+fn observed(record: &NewAuditRecord) -> Observation {
+    serde_json::from_value(record.detail["observation"].clone())
+        .unwrap_or_else(|err| panic!("observation in {:?}: {err}", record.detail))
+}
+
+/// Fires, then checks what the store observed (its job) before returning
+/// the outcome, whose correctness is `policy::decide`'s.
+async fn fire(
+    store: &dyn Store,
+    firing: &RuleFiring,
+    now: DateTime<Utc>,
+) -> (FiringOutcome, Observation) {
+    let outcome = store.fire_rule(firing, now).await.expect("fire rule");
+    let record = firing_audit(store, firing).await;
+    (outcome, observed(&record))
+}
+
+fn is_held(outcome: &FiringOutcome) -> bool {
+    matches!(outcome, FiringOutcome::Held { reason } if !reason.is_empty())
+}
+
+pub async fn allowed_firing_writes_job_executions_cooldown_and_linked_audit(store: Arc<dyn Store>) {
+    let policy = Policy {
+        cooldown: cooldown(10),
+        ..Policy::default()
+    };
+    let first = firing(
+        RULE,
+        policy.clone(),
+        Some("web-1"),
+        &["drone-b", "drone-a"],
+        t(100),
+    );
+    let outcome = store.fire_rule(&first, t(100)).await.expect("fire rule");
+    assert_eq!(outcome, FiringOutcome::Fired);
+
+    let job = store
+        .get_job(&first.job.id)
+        .await
+        .expect("get job")
+        .expect("the job was written");
+    assert_eq!(job.origin, first.job.origin);
+    assert_eq!(job.command, first.job.command);
+    assert_eq!(job.requester, format!("rule:{RULE}"));
+    let executions: Vec<(&str, &str, ExecutionStatus)> = job
+        .executions
+        .iter()
+        .map(|e| (e.id.as_str(), e.drone_id.as_str(), e.status))
+        .collect();
+    assert_eq!(
+        executions,
+        [
+            (
+                first.executions[1].id.as_str(),
+                "drone-a",
+                ExecutionStatus::Requested
+            ),
+            (
+                first.executions[0].id.as_str(),
+                "drone-b",
+                ExecutionStatus::Requested
+            ),
+        ]
+    );
+
+    let record = firing_audit(&*store, &first).await;
+    assert!(
+        Uuid::parse_str(&record.id).is_ok(),
+        "audit id {} is a uuid",
+        record.id
+    );
+    assert_eq!(record.at, t(100));
+    assert_eq!(record.actor, "hive");
+    assert_eq!(record.action, "rule.fired");
+    assert_eq!(record.job_id.as_deref(), Some(first.job.id.as_str()));
+    assert_eq!(record.event_id.as_deref(), Some(first.event_id.as_str()));
+    assert_eq!(record.rule.as_deref(), Some(RULE));
+    assert_eq!(record.action_ref.as_deref(), Some("web.restart"));
+    assert_eq!(
+        record.detail["target"],
+        json!("drone-b,drone-a"),
+        "the firing's detail is kept"
+    );
+    assert_eq!(
+        observed(&record),
+        Observation {
+            last_fired_for_key: None,
+            running_jobs: 0,
+            hosts_in_window: 0,
+            matching_fleet: 100,
+            hosts_requested: 2,
+        }
+    );
+    let by_rule = store
+        .list_audit(&AuditFilter {
+            rule: Some(RULE.to_string()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("list audit");
+    assert_eq!(by_rule, vec![record.clone()]);
+    let by_job = store
+        .list_audit(&AuditFilter {
+            job_id: Some(first.job.id.clone()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("list audit");
+    assert_eq!(by_job, vec![record]);
+
+    // The cooldown mark: the next firing for the key observes it. (Past the
+    // period, so the policy allows it whatever it makes of the rest.)
+    let later = firing(RULE, policy, Some("web-1"), &["drone-c"], t(1000));
+    let (outcome, observation) = fire(&*store, &later, t(1000)).await;
+    assert_eq!(observation.last_fired_for_key, Some(t(100)));
+    assert_eq!(observation.running_jobs, 1, "the first job is unfinished");
+    assert_eq!(outcome, FiringOutcome::Fired);
+    let (_, observation) = fire(
+        &*store,
+        &firing(
+            RULE,
+            Policy::default(),
+            Some("web-1"),
+            &["drone-c"],
+            t(1001),
+        ),
+        t(1001),
+    )
+    .await;
+    assert_eq!(
+        observation.last_fired_for_key,
+        Some(t(1000)),
+        "the mark moved"
+    );
+}
+
+pub async fn fired_job_names_the_firing_rule_and_event(store: Arc<dyn Store>) {
+    // The policy counts a rule's jobs by the rule stored with them, so the
+    // store takes rule and event from the firing, not from the job.
+    let policy = Policy {
+        max_concurrent: Some(1),
+        ..Policy::default()
+    };
+    let mut careless = firing(RULE, policy.clone(), None, &["drone-a"], t(0));
+    careless.job.origin.rule = None;
+    careless.job.origin.event_id = Some("some-other-event".to_string());
+    assert_eq!(
+        store.fire_rule(&careless, t(0)).await.expect("fire rule"),
+        FiringOutcome::Fired
+    );
+    let job = store
+        .get_job(&careless.job.id)
+        .await
+        .expect("get job")
+        .expect("job exists");
+    assert_eq!(job.origin.rule.as_deref(), Some(RULE));
+    assert_eq!(
+        job.origin.event_id.as_deref(),
+        Some(careless.event_id.as_str())
+    );
+    assert_eq!(job.origin.action_ref.as_deref(), Some("web.restart"));
+
+    let (_, observation) = fire(
+        &*store,
+        &firing(RULE, policy, None, &["drone-b"], t(1)),
+        t(1),
+    )
+    .await;
+    assert_eq!(observation.running_jobs, 1);
+}
+
+pub async fn held_firing_writes_no_job(store: Arc<dyn Store>) {
+    let policy = Policy {
+        cooldown: cooldown(10),
+        ..Policy::default()
+    };
+    let first = firing(RULE, policy.clone(), Some("web-1"), &["drone-a"], t(0));
+    store.fire_rule(&first, t(0)).await.expect("fire rule");
+
+    let second = firing(RULE, policy.clone(), Some("web-1"), &["drone-a"], t(60));
+    let (outcome, observation) = fire(&*store, &second, t(60)).await;
+    assert_eq!(observation.last_fired_for_key, Some(t(0)));
+    assert!(
+        is_held(&outcome),
+        "held by the cooldown (policy::decide), got {outcome:?}"
+    );
+    let FiringOutcome::Held { reason } = outcome else {
+        unreachable!("checked above")
+    };
+
+    assert_eq!(store.get_job(&second.job.id).await.expect("get job"), None);
+    assert_eq!(
+        store
+            .get_execution(&second.executions[0].id)
+            .await
+            .expect("get execution"),
+        None
+    );
+    assert_eq!(store.count_jobs().await.expect("count jobs"), 1);
+
+    let record = firing_audit(&*store, &second).await;
+    assert_eq!(record.action, "rule.held");
+    assert_eq!(record.actor, "hive");
+    assert_eq!(record.at, t(60));
+    assert_eq!(record.job_id, None, "there is no job");
+    assert_eq!(record.rule.as_deref(), Some(RULE));
+    assert_eq!(record.action_ref.as_deref(), Some("web.restart"));
+    assert_eq!(record.detail["reason"], json!(reason));
+    assert_eq!(record.detail["target"], json!("drone-a"));
+
+    // A held firing leaves the cooldown mark where it was.
+    let (_, observation) = fire(
+        &*store,
+        &firing(RULE, policy, Some("web-1"), &["drone-a"], t(120)),
+        t(120),
+    )
+    .await;
+    assert_eq!(observation.last_fired_for_key, Some(t(0)));
+}
+
+pub async fn cooldown_holds_a_second_firing_for_the_same_key_only(store: Arc<dyn Store>) {
+    let policy = Policy {
+        cooldown: cooldown(10),
+        ..Policy::default()
+    };
+    let at = |secs| firing(RULE, policy.clone(), Some("web-1"), &["drone-a"], t(secs));
+
+    let (outcome, observation) = fire(&*store, &at(0), t(0)).await;
+    assert_eq!(observation.last_fired_for_key, None);
+    assert_eq!(outcome, FiringOutcome::Fired);
+
+    let (outcome, observation) = fire(&*store, &at(60), t(60)).await;
+    assert_eq!(observation.last_fired_for_key, Some(t(0)));
+    assert!(
+        is_held(&outcome),
+        "same key within the period (policy::decide), got {outcome:?}"
+    );
+
+    let other_key = firing(RULE, policy.clone(), Some("web-2"), &["drone-b"], t(60));
+    let (outcome, observation) = fire(&*store, &other_key, t(60)).await;
+    assert_eq!(observation.last_fired_for_key, None, "keys are independent");
+    assert_eq!(outcome, FiringOutcome::Fired);
+
+    let other_rule = firing(
+        "web.other",
+        policy.clone(),
+        Some("web-1"),
+        &["drone-a"],
+        t(60),
+    );
+    let (outcome, observation) = fire(&*store, &other_rule, t(60)).await;
+    assert_eq!(
+        observation.last_fired_for_key, None,
+        "rules are independent"
+    );
+    assert_eq!(outcome, FiringOutcome::Fired);
+
+    let (outcome, observation) = fire(&*store, &at(601), t(601)).await;
+    assert_eq!(observation.last_fired_for_key, Some(t(0)));
+    assert_eq!(
+        outcome,
+        FiringOutcome::Fired,
+        "past the period (policy::decide)"
+    );
+}
+
+pub async fn max_concurrent_holds_while_a_job_of_the_rule_is_unfinished(store: Arc<dyn Store>) {
+    let policy = Policy {
+        max_concurrent: Some(1),
+        ..Policy::default()
+    };
+    // Jobs that are not this rule's never count.
+    create_job(&*store, &["drone-a"], t(0), t(600)).await;
+    store
+        .fire_rule(
+            &firing("web.other", policy.clone(), None, &["drone-a"], t(0)),
+            t(0),
+        )
+        .await
+        .expect("fire other rule");
+
+    let first = firing(RULE, policy.clone(), None, &["drone-a", "drone-b"], t(1));
+    let (outcome, observation) = fire(&*store, &first, t(1)).await;
+    assert_eq!(observation.running_jobs, 0);
+    assert_eq!(outcome, FiringOutcome::Fired);
+
+    let (outcome, observation) = fire(
+        &*store,
+        &firing(RULE, policy.clone(), None, &["drone-c"], t(2)),
+        t(2),
+    )
+    .await;
+    assert_eq!(observation.running_jobs, 1);
+    assert!(
+        is_held(&outcome),
+        "one job running (policy::decide), got {outcome:?}"
+    );
+
+    // Running and one execution finished: still unfinished.
+    store
+        .transition_execution(
+            &first.executions[0].id,
+            &update(ExecutionStatus::Running, t(3)),
+            None,
+        )
+        .await
+        .expect("transition");
+    store
+        .transition_execution(
+            &first.executions[1].id,
+            &finished(ExecutionStatus::Succeeded, t(3), result(0, "ok")),
+            None,
+        )
+        .await
+        .expect("transition");
+    let (outcome, observation) = fire(
+        &*store,
+        &firing(RULE, policy.clone(), None, &["drone-c"], t(4)),
+        t(4),
+    )
+    .await;
+    assert_eq!(
+        observation.running_jobs, 1,
+        "a job with any execution not terminal is running"
+    );
+    assert!(is_held(&outcome), "got {outcome:?}");
+
+    store
+        .transition_execution(
+            &first.executions[0].id,
+            &finished(ExecutionStatus::TimedOut, t(5), result(137, "")),
+            None,
+        )
+        .await
+        .expect("transition");
+    let (outcome, observation) = fire(
+        &*store,
+        &firing(RULE, policy, None, &["drone-c"], t(6)),
+        t(6),
+    )
+    .await;
+    assert_eq!(observation.running_jobs, 0, "every execution is terminal");
+    assert_eq!(outcome, FiringOutcome::Fired);
+}
+
+pub async fn blast_radius_counts_distinct_hosts_in_the_window(store: Arc<dyn Store>) {
+    let policy = Policy {
+        blast_radius: Some(BlastRadius {
+            max_hosts: Some(4),
+            max_percent: None,
+            window: std::time::Duration::from_secs(3600),
+        }),
+        ..Policy::default()
+    };
+    let fire_on = |drones: &'static [&'static str], secs: i64| {
+        let store = Arc::clone(&store);
+        let policy = policy.clone();
+        async move {
+            fire(
+                &*store,
+                &firing(RULE, policy, None, drones, t(secs)),
+                t(secs),
+            )
+            .await
+        }
+    };
+    // Another rule acting on other hosts meanwhile does not count.
+    store
+        .fire_rule(
+            &firing(
+                "web.other",
+                policy.clone(),
+                None,
+                &["drone-x", "drone-y"],
+                t(0),
+            ),
+            t(0),
+        )
+        .await
+        .expect("fire other rule");
+
+    let (outcome, observation) = fire_on(&["drone-a", "drone-b"], 0).await;
+    assert_eq!(
+        (observation.hosts_in_window, observation.hosts_requested),
+        (0, 2)
+    );
+    assert_eq!(outcome, FiringOutcome::Fired);
+
+    let (outcome, observation) = fire_on(&["drone-a", "drone-b"], 10).await;
+    assert_eq!(
+        (observation.hosts_in_window, observation.hosts_requested),
+        (2, 2)
+    );
+    assert_eq!(
+        outcome,
+        FiringOutcome::Fired,
+        "2 + 2 hosts within 4 (policy::decide)"
+    );
+
+    let (outcome, observation) = fire_on(&["drone-c"], 20).await;
+    assert_eq!(
+        observation.hosts_in_window, 2,
+        "a host acted on twice counts once"
+    );
+    assert_eq!(
+        outcome,
+        FiringOutcome::Fired,
+        "2 + 1 hosts within 4 (policy::decide)"
+    );
+
+    let (outcome, observation) = fire_on(&["drone-d", "drone-e"], 30).await;
+    assert_eq!(observation.hosts_in_window, 3);
+    assert!(
+        is_held(&outcome),
+        "3 + 2 hosts exceed 4 (policy::decide), got {outcome:?}"
+    );
+
+    // The window is the last hour, its start excluded: at t(3610) the
+    // firings at t(0) and t(10) have left it, the one at t(20) has not.
+    let (_, observation) = fire_on(&[], 3610).await;
+    assert_eq!(observation.hosts_in_window, 1);
+    let (outcome, observation) = fire_on(&["drone-d", "drone-e"], 3620).await;
+    assert_eq!(observation.hosts_in_window, 0);
+    assert_eq!(outcome, FiringOutcome::Fired);
+
+    // Without a blast radius nothing is counted.
+    let (_, observation) = fire(
+        &*store,
+        &firing(RULE, Policy::default(), None, &["drone-a"], t(3621)),
+        t(3621),
+    )
+    .await;
+    assert_eq!(observation.hosts_in_window, 0);
+}
+
+pub async fn concurrent_firings_of_one_rule_fire_once(store: Arc<dyn Store>) {
+    // Every racer is a replica handling its own event for the same rule.
+    const RACERS: usize = 12;
+    let policy = Policy {
+        max_concurrent: Some(1),
+        ..Policy::default()
+    };
+    let firings: Vec<RuleFiring> = (0..RACERS)
+        .map(|i| {
+            let drone = format!("drone-{i}");
+            firing(RULE, policy.clone(), None, &[drone.as_str()], t(10))
+        })
+        .collect();
+
+    let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
+    let mut tasks = Vec::new();
+    for firing in firings.clone() {
+        let store = Arc::clone(&store);
+        let barrier = Arc::clone(&barrier);
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            store.fire_rule(&firing, t(10)).await.expect("fire rule")
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("firing task"));
+    }
+
+    // What the store guarantees whatever the policy decides: firings ran one
+    // at a time, so each allowed one saw every job allowed before it.
+    let mut running_seen_by_fired = Vec::new();
+    for (firing, outcome) in firings.iter().zip(&outcomes) {
+        let record = firing_audit(&*store, firing).await;
+        let fired = *outcome == FiringOutcome::Fired;
+        assert_eq!(
+            record.action,
+            if fired { "rule.fired" } else { "rule.held" }
+        );
+        if fired {
+            running_seen_by_fired.push(observed(&record).running_jobs);
+        }
+    }
+    running_seen_by_fired.sort_unstable();
+    let serial: Vec<u32> = (0..u32::try_from(running_seen_by_fired.len()).expect("few")).collect();
+    assert_eq!(
+        running_seen_by_fired, serial,
+        "two firings saw the same jobs"
+    );
+    assert_eq!(
+        store.count_jobs().await.expect("count jobs"),
+        i64::try_from(running_seen_by_fired.len()).expect("few")
+    );
+
+    let fired = outcomes
+        .iter()
+        .filter(|o| **o == FiringOutcome::Fired)
+        .count();
+    assert_eq!(fired, 1, "max_concurrent 1 (policy::decide): {outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .filter(|o| **o != FiringOutcome::Fired)
+            .all(is_held)
+    );
+}
+
+pub async fn timer_tick_is_claimed_once(store: Arc<dyn Store>) {
+    assert!(
+        store
+            .claim_timer_tick(RULE, t(60))
+            .await
+            .expect("claim tick")
+    );
+    assert!(
+        !store
+            .claim_timer_tick(RULE, t(60))
+            .await
+            .expect("claim tick")
+    );
+    assert!(
+        store
+            .claim_timer_tick(RULE, t(120))
+            .await
+            .expect("claim tick"),
+        "the next tick"
+    );
+    assert!(
+        store
+            .claim_timer_tick("web.other", t(60))
+            .await
+            .expect("claim tick"),
+        "another rule"
+    );
+
+    const TICKS: i64 = 10;
+    const REPLICAS: usize = 4;
+    let barrier = Arc::new(tokio::sync::Barrier::new(
+        usize::try_from(TICKS).expect("few") * REPLICAS,
+    ));
+    let mut tasks = Vec::new();
+    for tick in 0..TICKS {
+        for _ in 0..REPLICAS {
+            let store = Arc::clone(&store);
+            let barrier = Arc::clone(&barrier);
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let won = store
+                    .claim_timer_tick("web.check_hourly", t(3600 * tick))
+                    .await
+                    .expect("claim tick");
+                (tick, won)
+            }));
+        }
+    }
+    let mut winners = BTreeMap::<i64, usize>::new();
+    for task in tasks {
+        let (tick, won) = task.await.expect("claimer task");
+        *winners.entry(tick).or_default() += usize::from(won);
+    }
+    assert_eq!(
+        winners,
+        (0..TICKS).map(|tick| (tick, 1)).collect::<BTreeMap<_, _>>(),
+        "each tick claimed by exactly one replica"
+    );
+}
+
+pub async fn audit_filters_by_event_rule_and_action_ref(store: Arc<dyn Store>) {
+    let record = |action: &str,
+                  at: i64,
+                  event: Option<&str>,
+                  rule: Option<&str>,
+                  action_ref: Option<&str>| {
+        NewAuditRecord {
+            event_id: event.map(str::to_string),
+            rule: rule.map(str::to_string),
+            action_ref: action_ref.map(str::to_string),
+            ..audit(action, t(at))
+        }
+    };
+    let records = [
+        record("event.received", 10, Some("ev-1"), None, None),
+        record(
+            "rule.matched",
+            11,
+            Some("ev-1"),
+            Some("web.restart_on_down"),
+            None,
+        ),
+        record(
+            "rule.fired",
+            12,
+            Some("ev-1"),
+            Some("web.restart_on_down"),
+            Some("web.restart"),
+        ),
+        record(
+            "rule.held",
+            20,
+            Some("ev-2"),
+            Some("web.restart_on_down"),
+            Some("web.restart"),
+        ),
+        record("action.run", 30, None, None, Some("web.restart")),
+        record(
+            "rule.fired",
+            40,
+            Some("ev-3"),
+            Some("db.vacuum_nightly"),
+            Some("db.vacuum"),
+        ),
+    ];
+    for record in &records {
+        store.append_audit(record).await.expect("append");
+    }
+    let list = |filter: AuditFilter| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .list_audit(&filter)
+                .await
+                .expect("list audit")
+                .into_iter()
+                .map(|record| (record.action, (record.at - t(0)).num_seconds()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let pairs = |expected: &[(&str, i64)]| -> Vec<(String, i64)> {
+        expected
+            .iter()
+            .map(|(action, at)| (action.to_string(), *at))
+            .collect()
+    };
+
+    assert_eq!(
+        list(AuditFilter {
+            event_id: Some("ev-1".into()),
+            ..AuditFilter::default()
+        })
+        .await,
+        pairs(&[
+            ("rule.fired", 12),
+            ("rule.matched", 11),
+            ("event.received", 10)
+        ]),
+        "the whole chain of an event"
+    );
+    assert_eq!(
+        list(AuditFilter {
+            rule: Some("web.restart_on_down".into()),
+            ..AuditFilter::default()
+        })
+        .await,
+        pairs(&[("rule.held", 20), ("rule.fired", 12), ("rule.matched", 11)])
+    );
+    assert_eq!(
+        list(AuditFilter {
+            action_ref: Some("web.restart".into()),
+            ..AuditFilter::default()
+        })
+        .await,
+        pairs(&[("action.run", 30), ("rule.held", 20), ("rule.fired", 12)])
+    );
+    assert_eq!(
+        list(AuditFilter {
+            rule: Some("web.restart_on_down".into()),
+            action: Some("rule.fired".into()),
+            action_ref: Some("web.restart".into()),
+            ..AuditFilter::default()
+        })
+        .await,
+        pairs(&[("rule.fired", 12)]),
+        "filters combine with AND"
+    );
+    assert_eq!(
+        list(AuditFilter {
+            event_id: Some("ev-404".into()),
+            ..AuditFilter::default()
+        })
+        .await,
+        pairs(&[])
+    );
 }
