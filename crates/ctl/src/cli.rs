@@ -31,8 +31,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run a command on every drone the target selects, and print each
-    /// host's result as it arrives.
+    /// Run a command, or a pack action, on every drone the target selects,
+    /// and print each host's result as it arrives.
     ///
     /// Exits 0 when every host succeeded, 3 when any did not, 1 when the
     /// job could not be run at all.
@@ -42,7 +42,22 @@ pub enum Command {
     ///   ultronctl run -t 'label:role=web and not web-3' -- systemctl restart nginx
     ///   ultronctl run -t '*' --async -- uptime
     ///   ultronctl run -t 'db-*' --shell -- 'df -h / | tail -1'
+    /// A pack action takes key=value parameters, checked against its schema:
+    ///   ultronctl run linux.restart_service service=nginx -t 'label:role=web'
+    ///   ultronctl run core.http url=https://hooks.example/x method=POST
     Run(RunArgs),
+    /// Packs of actions and rules: install, list, show, remove.
+    #[command(subcommand)]
+    Pack(crate::automation::PackCommand),
+    /// Events: what arrived, and firing one by hand.
+    #[command(subcommand)]
+    Event(crate::automation::EventCommand),
+    /// Rules: list, inspect, enable, disable, and test against an event.
+    #[command(subcommand)]
+    Rule(crate::automation::RuleCommand),
+    /// The audit trail: who or what ran what, where, and why.
+    #[command(subcommand)]
+    Audit(crate::automation::AuditCommand),
     /// Enrolled drones: list, show, and create join tokens.
     #[command(subcommand)]
     Drone(DroneCommand),
@@ -56,9 +71,13 @@ pub enum Command {
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// Which drones to run on (see `ultronctl run --help`)
+    /// Which drones to run on (see `ultronctl run --help`); not needed for
+    /// actions the hive runs itself (http, noop)
     #[arg(short, long)]
-    pub target: String,
+    pub target: Option<String>,
+    /// A pack action (`pack.name`) followed by its key=value parameters
+    #[arg(value_name = "ACTION [KEY=VALUE]...")]
+    pub action: Vec<String>,
     /// Print the job id and return at once; see results with `ultronctl job get`
     #[arg(long = "async")]
     pub run_async: bool,
@@ -82,8 +101,8 @@ pub struct RunArgs {
     pub output_limit: Option<u64>,
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: Format,
-    /// The command and its arguments
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    /// The command and its arguments, after `--`
+    #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
@@ -164,6 +183,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let mut client = connect(&config).await?;
     match cli.command {
         Command::Run(args) => run_command(&mut client, args).await,
+        Command::Pack(command) => crate::automation::pack(&mut client, command).await,
+        Command::Event(command) => crate::automation::event(&mut client, command).await,
+        Command::Rule(command) => crate::automation::rule(&mut client, command).await,
+        Command::Audit(command) => crate::automation::audit(&mut client, command).await,
         Command::Drone(DroneCommand::List { target, output }) => {
             let drones = client
                 .list_drones(v1::ListDronesRequest {
@@ -419,6 +442,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
 }
 
 async fn run_command(client: &mut Client, args: RunArgs) -> anyhow::Result<u8> {
+    let job = match (args.action.split_first(), args.command.is_empty()) {
+        (Some(_), false) => anyhow::bail!(
+            "give either a pack action with key=value parameters, or a command after --, not both"
+        ),
+        (None, true) => anyhow::bail!(
+            "nothing to run: give a command after -- (ultronctl run -t '*' -- uptime) or a pack action (ultronctl run linux.disk_usage -t web-1)"
+        ),
+        (Some((action, params)), true) => {
+            let parameters = crate::automation::parse_parameters(params)?;
+            let request = v1::RunActionRequest {
+                action: action.clone(),
+                parameters_json: serde_json::Value::Object(parameters).to_string(),
+                target: args.target.clone().unwrap_or_default(),
+                ttl_ms: args.ttl.map_or(0, |t| t.as_millis() as u64),
+            };
+            client
+                .run_action(request)
+                .await
+                .map_err(call_failed)?
+                .into_inner()
+        }
+        (None, false) => submit_command(client, &args).await?,
+    };
+    follow_job(client, job, args.run_async, args.output).await
+}
+
+async fn submit_command(client: &mut Client, args: &RunArgs) -> anyhow::Result<v1::Job> {
+    let target = args.target.clone().ok_or_else(|| {
+        anyhow::anyhow!("a command needs a target: -t '*', -t web-1, -t 'label:role=web'")
+    })?;
     let program = if args.shell {
         v1::command::Program::Shell(args.command.join(" "))
     } else {
@@ -426,26 +479,38 @@ async fn run_command(client: &mut Client, args: RunArgs) -> anyhow::Result<u8> {
             args: args.command.clone(),
         })
     };
-    let env: BTreeMap<String, String> = args.env.into_iter().collect();
+    let env: BTreeMap<String, String> = args.env.iter().cloned().collect();
     let request = v1::SubmitJobRequest {
-        target: args.target.clone(),
+        target,
         command: Some(v1::Command {
             program: Some(program),
             env: env.into_iter().collect(),
-            working_dir: args.cwd.unwrap_or_default(),
+            working_dir: args.cwd.clone().unwrap_or_default(),
             timeout_ms: args.timeout.map_or(0, |t| t.as_millis() as u64),
             output_limit_bytes: args.output_limit.unwrap_or(0),
+            redact: Vec::new(),
         }),
         ttl_ms: args.ttl.map_or(0, |t| t.as_millis() as u64),
     };
-    let job = client
+    Ok(client
         .submit_job(request)
         .await
         .map_err(call_failed)?
-        .into_inner();
+        .into_inner())
+}
+
+/// Prints a submitted job's results as they arrive (or just its id with
+/// `--async`) and returns the exit status.
+async fn follow_job(
+    client: &mut Client,
+    job: v1::Job,
+    run_async: bool,
+    output: Format,
+) -> anyhow::Result<u8> {
+    let args_output = output;
     let hosts = job.executions.len();
-    if args.run_async {
-        if args.output == Format::Json {
+    if run_async {
+        if args_output == Format::Json {
             print_json(&JobView::from(&job))?;
         } else {
             println!("{}", job.id);
@@ -456,7 +521,7 @@ async fn run_command(client: &mut Client, args: RunArgs) -> anyhow::Result<u8> {
         }
         return Ok(0);
     }
-    if args.output == Format::Table {
+    if args_output == Format::Table {
         eprintln!("job {} on {hosts} drone(s)", job.id);
     }
     let mut updates = client
@@ -481,7 +546,7 @@ async fn run_command(client: &mut Client, args: RunArgs) -> anyhow::Result<u8> {
                     .map(|s| s.is_terminal())
                     .unwrap_or(false);
                 if terminal && !finished.contains_key(&execution.id) {
-                    if args.output == Format::Table {
+                    if args_output == Format::Table {
                         print_execution_result(&execution);
                     }
                     finished.insert(execution.id.clone(), execution);
@@ -502,7 +567,7 @@ async fn run_command(client: &mut Client, args: RunArgs) -> anyhow::Result<u8> {
         && finished
             .values()
             .all(|e| e.status == v1::ExecutionStatus::Succeeded as i32);
-    if args.output == Format::Json {
+    if args_output == Format::Json {
         let final_job = v1::Job {
             executions: finished.into_values().collect(),
             ..job

@@ -4,8 +4,10 @@
 //! - [`config`]: where the hive and the credentials are.
 //! - [`client`]: connecting, and failures as actionable messages.
 //! - [`cli`]: the commands.
+//! - [`automation`]: packs, events, rules and the audit trail.
 //! - [`output`]: tables and JSON.
 
+pub mod automation;
 pub mod cli;
 pub mod client;
 pub mod config;

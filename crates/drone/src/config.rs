@@ -77,6 +77,9 @@ impl DroneDir {
     pub fn journal(&self) -> PathBuf {
         self.root.join("journal")
     }
+    pub fn scripts(&self) -> PathBuf {
+        self.root.join("scripts")
+    }
     pub fn spool(&self) -> PathBuf {
         self.root.join("spool")
     }

@@ -136,6 +136,14 @@ pub async fn run(spec: ExecSpec, output: Option<mpsc::Sender<OutputChunk>>) -> E
             None => return not_started("cannot start: the argv is empty".to_string(), started),
         },
         Program::Shell(script) => ("/bin/sh", vec!["-c", script.as_str()]),
+        // The runtime resolves scripts to a verified local file first; the
+        // executor never fetches anything.
+        Program::Script { name, .. } => {
+            return not_started(
+                format!("cannot start script `{name}`: it was not fetched"),
+                started,
+            );
+        }
     };
 
     let mut command = Command::new(program);

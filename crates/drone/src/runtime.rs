@@ -21,12 +21,13 @@ use anyhow::Context;
 use chrono::Utc;
 use futures::StreamExt;
 use prost::Message;
+use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 use ultron8_broker::{ActionConsumer, Delivery};
-use ultron8_core::ExecutionStatus;
+use ultron8_core::{CommandSpec, ExecutionStatus, Program};
 use ultron8_pki::RequestVerifier;
 use ultron8_proto::convert::{command_from_wire, facts_to_wire, stats_to_wire, status_to_wire};
 use ultron8_proto::v1::{self, drone_service_client::DroneServiceClient};
@@ -69,6 +70,8 @@ struct Drone {
     spool: Spool,
     /// Wakes the spool deliverer when a new result is spooled.
     spooled: Notify,
+    /// Pack scripts, by SHA-256.
+    scripts_dir: std::path::PathBuf,
     running: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
@@ -99,6 +102,7 @@ pub async fn run(
         spool: Spool::open(&dir.spool())
             .with_context(|| format!("cannot open the spool in {}", dir.spool().display()))?,
         spooled: Notify::new(),
+        scripts_dir: dir.scripts(),
         running: Default::default(),
         file,
     });
@@ -466,7 +470,15 @@ impl Drone {
     async fn execute(&self, request: &v1::ActionRequest) -> SpooledReport {
         let started = Utc::now();
         let settings = &self.file.settings;
-        let spec = match command_from_wire(request.command.clone()) {
+        let command = match command_from_wire(request.command.clone()) {
+            Ok(command) => self.resolve_script(command).await,
+            Err(e) => Err(format!("malformed command: {e}")),
+        };
+        let spec_redact = command
+            .as_ref()
+            .map(|c| c.redact.clone())
+            .unwrap_or_default();
+        let spec = match command {
             Ok(command) => ExecSpec {
                 program: command.program,
                 env: command.env,
@@ -491,7 +503,7 @@ impl Drone {
                     stdout_truncated: false,
                     stderr_truncated: false,
                     duration_ms: 0,
-                    error: Some(format!("malformed command: {e}")),
+                    error: Some(e),
                     started_at_ms: started.timestamp_millis(),
                     finished_at_ms: Utc::now().timestamp_millis(),
                 };
@@ -502,12 +514,14 @@ impl Drone {
         }
         self.report_running(request, started).await;
         let (chunks_tx, chunks_rx) = mpsc::channel(256);
+        let redact = spec_redact.clone();
         let streamer = tokio::spawn(stream_output(
             self.client.clone(),
             request.execution_id.clone(),
             chunks_rx,
+            redact,
         ));
-        info!(command = %spec.program.display(), "running");
+        info!(command = %ultron8_core::model::redact(&spec.program.display(), &spec_redact), "running");
         let outcome = executor::run(spec, Some(chunks_tx)).await;
         // The sender is gone with `run`; the stream ends and the call returns.
         let _ = streamer.await;
@@ -520,8 +534,8 @@ impl Drone {
             job_id: request.job_id.clone(),
             status: outcome.status,
             exit_code: outcome.exit_code,
-            stdout: outcome.stdout,
-            stderr: outcome.stderr,
+            stdout: ultron8_core::model::redact_bytes(&outcome.stdout, &spec_redact),
+            stderr: ultron8_core::model::redact_bytes(&outcome.stderr, &spec_redact),
             stdout_truncated: outcome.stdout_truncated,
             stderr_truncated: outcome.stderr_truncated,
             duration_ms: outcome.duration.as_millis() as u64,
@@ -529,6 +543,46 @@ impl Drone {
             started_at_ms: started.timestamp_millis(),
             finished_at_ms: Utc::now().timestamp_millis(),
         }
+    }
+
+    /// Turns a pack script into a local file to exec: fetched from the hive
+    /// by content hash the first time, verified, and cached under its hash
+    /// (so a cached file can be trusted again without re-fetching).
+    async fn resolve_script(&self, mut command: CommandSpec) -> Result<CommandSpec, String> {
+        let Program::Script { sha256, name, args } = &command.program else {
+            return Ok(command);
+        };
+        let path = self.scripts_dir.join(sha256);
+        if !path.exists() {
+            let content = self
+                .client
+                .clone()
+                .fetch_script(v1::FetchScriptRequest {
+                    sha256: sha256.clone(),
+                })
+                .await
+                .map_err(|status| {
+                    format!(
+                        "cannot fetch script `{name}` from the hive: {}",
+                        status.message()
+                    )
+                })?
+                .into_inner()
+                .content;
+            let actual = hex::encode(Sha256::digest(&content));
+            if &actual != sha256 {
+                return Err(format!(
+                    "script `{name}` from the hive has SHA-256 {actual}, expected {sha256}; not run"
+                ));
+            }
+            std::fs::create_dir_all(&self.scripts_dir)
+                .and_then(|()| ultron8_host::write_atomically(&path, &content, 0o700))
+                .map_err(|e| format!("cannot cache script `{name}`: {e}"))?;
+        }
+        let mut argv = vec![path.display().to_string()];
+        argv.extend(args.iter().cloned());
+        command.program = Program::Argv(argv);
+        Ok(command)
     }
 
     /// Best effort: the final report carries the start time anyway.
@@ -575,6 +629,7 @@ async fn stream_output(
     mut client: DroneServiceClient<Channel>,
     execution_id: String,
     chunks: mpsc::Receiver<executor::OutputChunk>,
+    redact: Vec<String>,
 ) {
     let stream =
         tokio_stream::wrappers::ReceiverStream::new(chunks).map(move |chunk| v1::OutputChunk {
@@ -584,7 +639,9 @@ async fn stream_output(
                 StreamKind::Stderr => v1::OutputStream::Stderr as i32,
             },
             offset: chunk.offset,
-            data: chunk.data,
+            // A secret split across two chunks can escape this; the final
+            // report is masked as a whole.
+            data: ultron8_core::model::redact_bytes(&chunk.data, &redact),
         });
     if let Err(status) = client.stream_output(stream).await {
         debug!(error = %describe_status(status), "live output not delivered; the final result carries it");

@@ -273,6 +273,12 @@ pub struct Hive {
 impl Hive {
     /// `init` then `serve`, waiting until /readyz answers 200.
     pub fn start(env: &TestEnv) -> Hive {
+        Hive::start_with_config(env, "")
+    }
+
+    /// Like [`Hive::start`], with extra settings in `<data-dir>/hive.toml`
+    /// (webhooks, tokens: what only the file can hold).
+    pub fn start_with_config(env: &TestEnv, toml: &str) -> Hive {
         let data_dir = env.dir.join("hive");
         let grpc_port = free_port();
         let http_port = free_port();
@@ -294,6 +300,7 @@ impl Hive {
             "init failed: {}",
             String::from_utf8_lossy(&init.stderr)
         );
+        std::fs::write(data_dir.join("hive.toml"), toml).expect("write hive.toml");
         let mut hive = Hive {
             data_dir,
             grpc_port,
@@ -343,6 +350,36 @@ impl Hive {
                 Err(e) => Err(e),
             }
         });
+    }
+
+    /// A second hive process on the same data, database and broker, with
+    /// ports of its own: another replica.
+    pub fn replica(&self) -> Proc {
+        let mut command = Command::new(bin("ultron8-hive"));
+        let http_port = free_port();
+        command
+            .args(["serve", "--data-dir"])
+            .arg(&self.data_dir)
+            .args([
+                "--database-url",
+                &self.database_url,
+                "--amqp-url",
+                &self.amqp_url,
+            ])
+            .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
+            .args(["--heartbeat-interval", "500ms", "--offline-after", "3s"]);
+        let mut proc = Proc::spawn("hive-replica", command, self.logs.join("hive-replica.log"));
+        wait_for("the replica to be ready", DEADLINE, || {
+            if !proc.is_running() {
+                panic!("the replica exited:\n{}", proc.log_text());
+            }
+            match http_get(http_port, "/readyz") {
+                Ok((200, _)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        });
+        proc
     }
 
     pub fn ctl_config(&self) -> PathBuf {
@@ -480,6 +517,12 @@ impl Drone {
     }
 
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts the drone with extra environment variables (e.g. a PATH with
+    /// a fake `systemctl` first).
+    pub fn start_with_env(&mut self, vars: &[(&str, &str)]) {
         if let Some(mut proc) = self.proc.take() {
             proc.kill();
         }
@@ -489,6 +532,9 @@ impl Drone {
             .args(["run", "--data-dir"])
             .arg(&self.data_dir)
             .env("ULTRON8_LOG", "info,ultron8=debug");
+        for (key, value) in vars {
+            command.env(key, value);
+        }
         let log = self
             .logs
             .join(format!("drone-{}-{}.log", self.name, self.starts));
@@ -535,4 +581,112 @@ pub fn stdout(output: &Output) -> String {
 
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A tiny HTTP server standing in for a chat or pager webhook: answers 200
+/// to everything and keeps each request (head and body) for assertions.
+pub struct Receiver {
+    pub port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+        let port = listener.local_addr().expect("addr").port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let request = read_http_request(&mut stream);
+                if let Ok(mut seen) = seen.lock() {
+                    seen.push(request);
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                );
+            }
+        });
+        Receiver { port, requests }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+fn read_http_request(stream: &mut TcpStream) -> String {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        data.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&data);
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let length = text[..head_end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if data.len() >= head_end + 4 + length {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&data).into_owned()
+}
+
+/// A POST with a JSON body and extra headers; returns status and body.
+pub fn http_post(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut head = format!(
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream
+        .write_all(head.as_bytes())
+        .map_err(|e| e.to_string())?;
+    stream.write_all(body).map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("malformed response: {response}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The workspace's `packs/` directory.
+pub fn packs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packs")
 }

@@ -6,6 +6,7 @@
 //! over the defaults. `ultron8-hive serve --print-config` shows what is in
 //! force, with passwords redacted.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,6 +47,25 @@ pub struct HiveConfig {
     /// Validity of the certificate a drone receives when it joins.
     #[serde(with = "humantime_serde")]
     pub drone_certificate_validity: Duration,
+    /// Generic webhooks, `POST /v1/webhooks/<name>`; each needs a bearer
+    /// token or an HMAC secret.
+    pub webhooks: BTreeMap<String, WebhookConfig>,
+    /// Bearer token Alertmanager must send to `POST /v1/alertmanager`
+    /// (its `http_config.authorization.credentials`). None: no token asked.
+    pub alertmanager_token: Option<String>,
+    /// Largest accepted webhook or Alertmanager body, in bytes.
+    pub max_event_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Callers send `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Callers send `X-Ultron8-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    pub hmac_secret: Option<String>,
+    /// Request headers copied into the event payload (case-insensitive).
+    pub headers: Vec<String>,
 }
 
 impl Default for HiveConfig {
@@ -62,6 +82,9 @@ impl Default for HiveConfig {
             default_ttl: Duration::from_secs(300),
             join_token_ttl: Duration::from_secs(3600),
             drone_certificate_validity: Duration::from_secs(365 * 24 * 3600),
+            webhooks: BTreeMap::new(),
+            alertmanager_token: None,
+            max_event_bytes: 1024 * 1024,
         }
     }
 }
@@ -148,6 +171,19 @@ impl HiveConfig {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        for (name, webhook) in &self.webhooks {
+            if webhook.token.is_none() && webhook.hmac_secret.is_none() {
+                bail!(
+                    "webhook `{name}` has neither `token` nor `hmac_secret`; anyone could fire it"
+                );
+            }
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                bail!("webhook name `{name}` may only contain letters, digits, `-` and `_`");
+            }
+        }
         if self.heartbeat_interval.is_zero() {
             bail!("heartbeat_interval must be greater than zero");
         }
@@ -166,9 +202,20 @@ impl HiveConfig {
         self.drone_amqp_url.as_deref().or(self.amqp_url.as_deref())
     }
 
-    /// TOML for `--print-config`, with passwords in URLs redacted.
+    /// TOML for `--print-config`, with passwords and secrets redacted.
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
+        for webhook in shown.webhooks.values_mut() {
+            for secret in [&mut webhook.token, &mut webhook.hmac_secret]
+                .into_iter()
+                .flatten()
+            {
+                *secret = "***".into();
+            }
+        }
+        if let Some(token) = shown.alertmanager_token.as_mut() {
+            *token = "***".into();
+        }
         for url in [
             &mut shown.database_url,
             &mut shown.amqp_url,

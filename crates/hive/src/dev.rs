@@ -114,7 +114,17 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
             .with_context(|| format!("cannot open the embedded store in {}", root.display()))?,
     );
     let broker = InProcessBroker::new();
+    let webhook_token = demo_webhook_token(&root)?;
     let config = HiveConfig {
+        webhooks: [(
+            "demo".to_string(),
+            crate::config::WebhookConfig {
+                token: Some(webhook_token.clone()),
+                hmac_secret: None,
+                headers: Vec::new(),
+            },
+        )]
+        .into(),
         data_dir: root.clone(),
         grpc_listen,
         http_listen,
@@ -160,6 +170,7 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         http_listen,
         &dir.ultronctl_config(),
         user_config.as_deref(),
+        &webhook_token,
     );
 
     let result = tokio::select! {
@@ -323,12 +334,30 @@ fn install_user_config(ctl: &CtlConfigFile) -> Option<PathBuf> {
     written.map(|()| path)
 }
 
+/// The `demo` webhook's bearer token: made once, kept in the data dir.
+fn demo_webhook_token(root: &Path) -> anyhow::Result<String> {
+    let path = root.join("demo-webhook-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        let token = token.trim().to_string();
+        if !token.is_empty() {
+            return Ok(token);
+        }
+    }
+    let mut secret = [0u8; 24];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+        .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+    let token = hex::encode(secret);
+    write_secret(&path, token.as_bytes())?;
+    Ok(token)
+}
+
 fn print_banner(
     root: &Path,
     grpc: SocketAddr,
     http: SocketAddr,
     ctl_config: &Path,
     user_config: Option<&Path>,
+    webhook_token: &str,
 ) {
     let ultronctl = std::env::current_exe()
         .ok()
@@ -360,6 +389,8 @@ fn print_banner(
     let cmd = ultronctl.unwrap_or_else(|| "ultronctl".into());
     text.push_str(&format!(
         "\nTry, in another terminal:\n  {cmd} drone list\n  {cmd} run -t '*' -- uname -a\n  {cmd} job list\n\n\
+         The webhook `demo` is ready for packs/hello (see the README's tour):\n  \
+         curl -H 'Authorization: Bearer {webhook_token}' -d '{{\"name\": \"Ada\", \"target\": \"local\"}}' http://{http}/v1/webhooks/demo\n\n\
          Ctrl-C stops the hive; everything stored stays in the data dir (--fresh starts over).\n"
     ));
     eprintln!("{text}");

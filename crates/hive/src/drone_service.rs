@@ -282,6 +282,26 @@ impl DroneService for DroneApi {
         }
         Ok(Response::new(v1::ReportResultResponse { applied }))
     }
+
+    async fn fetch_script(
+        &self,
+        request: Request<v1::FetchScriptRequest>,
+    ) -> Result<Response<v1::FetchScriptResponse>, Status> {
+        require_drone(&request)?;
+        let sha256 = request.into_inner().sha256.to_ascii_lowercase();
+        match self
+            .hive
+            .store
+            .get_script(&sha256)
+            .await
+            .map_err(store_status)?
+        {
+            Some(content) => Ok(Response::new(v1::FetchScriptResponse { content })),
+            None => Err(Status::not_found(format!(
+                "no script with SHA-256 {sha256}; was its pack removed?"
+            ))),
+        }
+    }
 }
 
 impl DroneApi {

@@ -30,6 +30,10 @@ pub struct Hive {
     /// replica answer at once; watchers also poll, for changes made by
     /// other replicas.
     pub executions_changed: Notify,
+    /// Wakes this replica's rules engine when it stored an event.
+    pub events_arrived: Notify,
+    /// For `http` actions.
+    pub http: reqwest::Client,
 }
 
 /// How long after its expiry the hive waits before declaring a request
@@ -176,6 +180,9 @@ impl Hive {
             execution_id: None,
             drone_id: None,
             status: None,
+            event_id: None,
+            rule: None,
+            action_ref: None,
             detail,
         }
     }

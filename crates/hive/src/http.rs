@@ -1,5 +1,6 @@
-//! The plain-HTTP listener: liveness, readiness and Prometheus metrics.
-//! Nothing here changes state, so it needs no authentication.
+//! The plain-HTTP listener: liveness, readiness and Prometheus metrics,
+//! which change nothing and need no authentication; and event intake
+//! (webhooks, Alertmanager), authenticated per endpoint in [`crate::events`].
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::hive::Hive;
@@ -17,6 +18,11 @@ pub fn router(hive: Arc<Hive>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/webhooks/{name}", post(crate::events::webhook))
+        .route("/v1/alertmanager", post(crate::events::alertmanager))
+        // The event handlers read bodies themselves, up to the configured
+        // limit, so an oversized one gets a counted 413 with a message.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(hive)
 }
 

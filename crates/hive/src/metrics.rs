@@ -20,6 +20,16 @@ pub struct StatusLabel {
     pub status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabel {
+    pub trigger: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     jobs: Gauge,
@@ -29,6 +39,8 @@ pub struct Metrics {
     pub dispatch_latency: Histogram,
     pub dispatch_failures: Counter,
     pub refused_drone_reports: Counter,
+    pub events_received: Family<TriggerLabel, Counter>,
+    pub events_refused: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -43,6 +55,18 @@ impl Metrics {
         ]);
         let dispatch_failures = Counter::default();
         let refused_drone_reports = Counter::default();
+        let events_received = Family::<TriggerLabel, Counter>::default();
+        let events_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "events_received",
+            "Events stored, by trigger type",
+            events_received.clone(),
+        );
+        registry.register(
+            "events_refused",
+            "Webhook and Alertmanager requests refused (malformed, unauthorized, too large, unknown webhook)",
+            events_refused.clone(),
+        );
         registry.register("jobs", "Jobs recorded", jobs.clone());
         registry.register("executions", "Executions by status", executions.clone());
         registry.register(
@@ -79,6 +103,8 @@ impl Metrics {
             dispatch_latency,
             dispatch_failures,
             refused_drone_reports,
+            events_received,
+            events_refused,
         }
     }
 

@@ -84,7 +84,8 @@ pub fn job_to_wire(job: &JobRecord) -> v1::Job {
         id: job.id.clone(),
         target: job.target.clone(),
         requester: job.requester.clone(),
-        command: Some(command_to_wire(&job.command)),
+        // Operators see the command with its secrets masked.
+        command: Some(command_to_wire(&job.command.redacted())),
         created_at_ms: ms(job.created_at),
         executions: job.executions.iter().map(execution_to_wire).collect(),
     }

@@ -70,10 +70,14 @@ pub async fn run(
         signing_key: identity.signing_key,
         metrics: Metrics::new(),
         executions_changed: Default::default(),
+        events_arrived: Default::default(),
+        http: http_client()?,
     });
 
     let mut tasks = tokio::task::JoinSet::new();
     let heartbeat = hive.config.heartbeat_interval;
+    tasks.spawn(hive.clone().run_rules_engine(shutdown.clone()));
+    tasks.spawn(hive.clone().run_timers(shutdown.clone()));
     let h = hive.clone();
     tasks.spawn(every(heartbeat, shutdown.clone(), async move || {
         h.mark_silent_drones_offline().await
@@ -106,4 +110,22 @@ pub async fn run(
     tasks.shutdown().await;
     info!("hive stopped");
     Ok(())
+}
+
+/// The client `http` actions use: rustls with the ring provider (like every
+/// other TLS in Ultron8) and the Mozilla root store.
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("cannot configure TLS for http actions")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .user_agent(concat!("ultron8-hive/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("cannot build the HTTP client for http actions")
 }

@@ -57,11 +57,19 @@ pub fn command_to_wire(command: &CommandSpec) -> v1::Command {
         program: Some(match &command.program {
             Program::Argv(args) => v1::command::Program::Argv(v1::Argv { args: args.clone() }),
             Program::Shell(script) => v1::command::Program::Shell(script.clone()),
+            Program::Script { sha256, name, args } => {
+                v1::command::Program::Script(v1::ScriptProgram {
+                    sha256: sha256.clone(),
+                    name: name.clone(),
+                    args: args.clone(),
+                })
+            }
         }),
         env: command.env.clone().into_iter().collect(),
         working_dir: command.working_dir.clone().unwrap_or_default(),
         timeout_ms: command.timeout_ms.unwrap_or(0),
         output_limit_bytes: command.output_limit_bytes.unwrap_or(0),
+        redact: command.redact.clone(),
     }
 }
 
@@ -82,6 +90,21 @@ pub fn command_from_wire(command: Option<v1::Command>) -> Result<CommandSpec, Wi
             });
         }
         Some(v1::command::Program::Shell(script)) => Program::Shell(script),
+        Some(v1::command::Program::Script(script)) => {
+            let valid_hash =
+                script.sha256.len() == 64 && script.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !valid_hash {
+                return Err(WireError::Invalid {
+                    field: "command.script.sha256",
+                    reason: "not a SHA-256 in hex".into(),
+                });
+            }
+            Program::Script {
+                sha256: script.sha256.to_ascii_lowercase(),
+                name: script.name,
+                args: script.args,
+            }
+        }
         None => {
             return Err(WireError::Missing {
                 field: "command.program",
@@ -95,6 +118,7 @@ pub fn command_from_wire(command: Option<v1::Command>) -> Result<CommandSpec, Wi
         working_dir: Some(command.working_dir).filter(|d| !d.is_empty()),
         timeout_ms: nonzero(command.timeout_ms),
         output_limit_bytes: nonzero(command.output_limit_bytes),
+        redact: command.redact,
     })
 }
 
@@ -173,6 +197,7 @@ mod tests {
             working_dir: Some("/tmp".into()),
             timeout_ms: Some(5000),
             output_limit_bytes: None,
+            redact: vec!["secret".into()],
         };
         assert_eq!(
             command_from_wire(Some(command_to_wire(&command))),
