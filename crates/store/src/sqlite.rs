@@ -122,6 +122,54 @@ pub struct SqliteStore {
     readers: SqlitePool,
 }
 
+/// Opens the writer pool and migrates, retrying while another process is
+/// doing the same to a new file: switching a fresh database to WAL takes an
+/// exclusive lock, and SQLite reports that contention as "database is
+/// locked" at once instead of waiting out the busy timeout.
+async fn open_writer(options: SqliteConnectOptions) -> Result<SqlitePool> {
+    let mut delay = std::time::Duration::from_millis(10);
+    let deadline = tokio::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        let attempt = async {
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options.clone())
+                .await?;
+            SqliteStore::migrate(&writer).await?;
+            Ok::<_, StoreError>(writer)
+        };
+        match attempt.await {
+            Ok(writer) => return Ok(writer),
+            Err(e) if is_locked(&e) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_millis(250));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// SQLITE_BUSY (5) and SQLITE_LOCKED (6), also when wrapped by a migration.
+fn is_locked(error: &StoreError) -> bool {
+    let database_error = match error {
+        StoreError::Database(sqlx::Error::Database(e)) => Some(e),
+        StoreError::Migration(sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(e))) => {
+            Some(e)
+        }
+        _ => None,
+    };
+    match database_error.and_then(|e| e.code()) {
+        // Extended codes keep the primary code in the low byte.
+        Some(code) => code
+            .parse::<u32>()
+            .is_ok_and(|code| matches!(code & 0xff, 5 | 6)),
+        None => error.to_string().contains("database is locked"),
+    }
+}
+
 impl SqliteStore {
     /// Opens the database at `path`, creating the file if it is missing,
     /// and brings the schema up to date. The directory must exist.
@@ -141,19 +189,11 @@ impl SqliteStore {
 
         // Recycling connections only makes sense for a server that can fail
         // over; a local file has nothing to gain from it.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(
-                options
-                    .clone()
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal),
-            )
-            .await?;
-        SqliteStore::migrate(&writer).await?;
+        let writer_options = options
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let writer = open_writer(writer_options).await?;
 
         // query_only makes a write that was sent to a reader by mistake fail
         // instead of racing the writer for the lock.
