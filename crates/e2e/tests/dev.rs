@@ -128,12 +128,61 @@ fn the_dev_tour_works_without_postgres_or_rabbitmq() {
     let (status, _) = http_get(hive.http_port, "/readyz").expect("readyz");
     assert_eq!(status, 200);
 
+    // Packs, an action by name, and the webhook -> rule -> action loop.
+    for pack in ["linux", "hello"] {
+        let path = ultron8_e2e::packs_dir().join(pack);
+        let output = hive.ctl(&["pack", "install", &path.display().to_string()]);
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    let output = hive.ctl(&["run", "linux.disk_usage", "path=/", "top=3", "-t", "local"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let token = std::fs::read_to_string(hive.dir.join("demo-webhook-token")).expect("token");
+    let (status, answer) = ultron8_e2e::http_post(
+        hive.http_port,
+        "/v1/webhooks/demo",
+        &[("Authorization", &format!("Bearer {}", token.trim()))],
+        br#"{"name": "Ada", "target": "local"}"#,
+    )
+    .expect("webhook");
+    assert_eq!(status, 202, "{answer}");
+    let event_id = serde_json::from_str::<serde_json::Value>(&answer).expect("json")["event_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let chain = wait_for("the rule's job to finish", DEADLINE, || {
+        let chain = hive.ctl_json(&["audit", "show", &event_id, "-o", "json"]);
+        let kinds: Vec<String> = chain["records"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["kind"].as_str().map(String::from))
+            .collect();
+        if kinds == ["rule.fired", "execution.finished"] {
+            Ok(chain)
+        } else {
+            Err(chain.to_string())
+        }
+    });
+    assert_eq!(chain["event"]["state"], "processed", "{chain}");
+    let job_id = chain["records"][0]["job_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let job = hive.ctl_json(&["job", "get", &job_id, "-o", "json"]);
+    assert!(
+        job["executions"][0]["stdout"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Hello, Ada"),
+        "{job}"
+    );
+
     // Ctrl-C stops cleanly and keeps what was stored.
     let log = hive.interrupt();
     assert!(log.contains("dev hive stopped; state kept"), "{log}");
     hive.start(&[]);
     let jobs = hive.ctl_json(&["job", "list", "-o", "json"]);
-    assert_eq!(jobs.as_array().map(Vec::len), Some(2), "{jobs}");
+    assert_eq!(jobs.as_array().map(Vec::len), Some(4), "{jobs}");
     hive.ctl_json(&["drone", "list", "-o", "json"]);
     let output = hive.ctl(&["run", "-t", "local", "--", "true"]);
     assert!(
