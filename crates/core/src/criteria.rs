@@ -70,6 +70,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
+use crate::glob::Glob;
 use chrono::{DateTime, TimeDelta, Utc};
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
@@ -712,114 +713,9 @@ fn compile(pattern: &str, ignore_case: bool) -> Result<Regex, String> {
     Ok(regex)
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Glob {
-    Literal(char),
-    One,
-    Many,
-    Class {
-        negated: bool,
-        ranges: Vec<(char, char)>,
-    },
-}
-
-fn parse_glob(pattern: &str) -> Vec<Glob> {
-    let chars: Vec<char> = pattern.chars().collect();
-    let mut tokens = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        match chars[i] {
-            '*' => {
-                // Consecutive stars are one star, keeping matching linear.
-                if tokens.last() != Some(&Glob::Many) {
-                    tokens.push(Glob::Many);
-                }
-                i += 1;
-            }
-            '?' => {
-                tokens.push(Glob::One);
-                i += 1;
-            }
-            '[' => match parse_class(&chars, i) {
-                Some((class, next)) => {
-                    tokens.push(class);
-                    i = next;
-                }
-                None => {
-                    tokens.push(Glob::Literal('['));
-                    i += 1;
-                }
-            },
-            c => {
-                tokens.push(Glob::Literal(c));
-                i += 1;
-            }
-        }
-    }
-    tokens
-}
-
-/// Parses `[...]` starting at `start`; `None` when it is not closed.
-fn parse_class(chars: &[char], start: usize) -> Option<(Glob, usize)> {
-    let mut i = start + 1;
-    let negated = matches!(chars.get(i), Some('!' | '^'));
-    if negated {
-        i += 1;
-    }
-    let mut ranges = Vec::new();
-    let mut first = true;
-    loop {
-        let c = *chars.get(i)?;
-        // A `]` first in the class is literal, as in fnmatch.
-        if c == ']' && !first {
-            return Some((Glob::Class { negated, ranges }, i + 1));
-        }
-        first = false;
-        if chars.get(i + 1) == Some(&'-') && chars.get(i + 2).is_some_and(|&end| end != ']') {
-            let end = chars[i + 2];
-            ranges.push((c, end));
-            i += 3;
-        } else {
-            ranges.push((c, c));
-            i += 1;
-        }
-    }
-}
-
-fn glob_token_matches(token: &Glob, c: char) -> bool {
-    match token {
-        Glob::Literal(l) => *l == c,
-        Glob::One => true,
-        Glob::Many => false,
-        Glob::Class { negated, ranges } => {
-            ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c)) != *negated
-        }
-    }
-}
-
-/// Whole-string glob match, in O(pattern × text) at worst: on a mismatch
-/// only the most recent `*` is retried, one character further on.
+/// Whole-string glob match; see [`crate::glob`].
 fn wildcard_match(text: &str, pattern: &str) -> bool {
-    let tokens = parse_glob(pattern);
-    let text: Vec<char> = text.chars().collect();
-    let (mut t, mut p) = (0, 0);
-    let mut backtrack: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < tokens.len() && tokens[p] == Glob::Many {
-            backtrack = Some((p, t));
-            p += 1;
-        } else if p < tokens.len() && glob_token_matches(&tokens[p], text[t]) {
-            p += 1;
-            t += 1;
-        } else if let Some((star, at)) = backtrack {
-            p = star + 1;
-            t = at + 1;
-            backtrack = Some((star, at + 1));
-        } else {
-            return false;
-        }
-    }
-    tokens[p..].iter().all(|token| *token == Glob::Many)
+    Glob::lenient(pattern).matches(text, false)
 }
 
 /// The sentence for a leaf that did not hold.

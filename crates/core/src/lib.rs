@@ -15,6 +15,7 @@
 //! - [`schedule`]: interval and cron timers.
 
 pub mod criteria;
+mod glob;
 pub mod model;
 pub mod params;
 pub mod policy;

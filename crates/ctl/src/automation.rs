@@ -558,6 +558,7 @@ pub async fn rule(client: &mut Client, command: RuleCommand) -> anyhow::Result<u
                     .map(|r| {
                         json!({
                             "rule": r.rule, "enabled": r.enabled, "matched": r.matched, "reasons": r.reasons,
+                            "error": Some(&r.error).filter(|e| !e.is_empty()),
                             "action": r.action, "target": Some(&r.target).filter(|t| !t.is_empty()), "drones": r.drones,
                             "parameters": serde_json::from_str::<Value>(&r.parameters_json).ok(),
                         })
@@ -568,7 +569,11 @@ pub async fn rule(client: &mut Client, command: RuleCommand) -> anyhow::Result<u
                 println!("no rules on trigger {trigger}");
             } else {
                 for r in &results {
-                    let state = if r.matched { "MATCH" } else { "no match" };
+                    let state = match (r.matched, r.error.is_empty()) {
+                        (true, true) => "MATCH",
+                        (true, false) => "MATCH, but it cannot run",
+                        (false, _) => "no match",
+                    };
                     let disabled = if r.enabled {
                         ""
                     } else {
@@ -578,7 +583,9 @@ pub async fn rule(client: &mut Client, command: RuleCommand) -> anyhow::Result<u
                     for reason in &r.reasons {
                         println!("  - {reason}");
                     }
-                    if r.matched {
+                    if !r.error.is_empty() {
+                        println!("  ! {}", r.error);
+                    } else if r.matched {
                         println!(
                             "  would run {} on {}",
                             r.action,

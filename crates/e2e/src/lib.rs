@@ -321,42 +321,24 @@ impl Hive {
             proc.kill();
         }
         self.starts += 1;
-        let mut command = Command::new(bin("ultron8-hive"));
-        command
-            .args(["serve", "--data-dir"])
-            .arg(&self.data_dir)
-            .args([
-                "--database-url",
-                &self.database_url,
-                "--amqp-url",
-                &self.amqp_url,
-            ])
-            .args(["--grpc-listen", &format!("127.0.0.1:{}", self.grpc_port)])
-            .args(["--http-listen", &format!("127.0.0.1:{}", self.http_port)])
-            .args(["--heartbeat-interval", "500ms", "--offline-after", "3s"])
-            .env("ULTRON8_LOG", "info,ultron8=debug");
         let log = self.logs.join(format!("hive-{}.log", self.starts));
-        self.proc = Some(Proc::spawn("hive", command, log));
-        let port = self.http_port;
-        wait_for("the hive to be ready", DEADLINE, || {
-            if let Some(proc) = self.proc.as_mut()
-                && !proc.is_running()
-            {
-                panic!("the hive exited:\n{}", proc.log_text());
-            }
-            match http_get(port, "/readyz") {
-                Ok((200, _)) => Ok(()),
-                Ok((status, body)) => Err(format!("{status} {body}")),
-                Err(e) => Err(e),
-            }
-        });
+        self.proc = Some(self.serve("hive", self.grpc_port, self.http_port, log));
     }
 
     /// A second hive process on the same data, database and broker, with
     /// ports of its own: another replica.
     pub fn replica(&self) -> Proc {
+        self.serve(
+            "hive-replica",
+            free_port(),
+            free_port(),
+            self.logs.join("hive-replica.log"),
+        )
+    }
+
+    /// Starts `serve` on these ports and waits until /readyz answers 200.
+    fn serve(&self, name: &str, grpc_port: u16, http_port: u16, log: PathBuf) -> Proc {
         let mut command = Command::new(bin("ultron8-hive"));
-        let http_port = free_port();
         command
             .args(["serve", "--data-dir"])
             .arg(&self.data_dir)
@@ -366,17 +348,19 @@ impl Hive {
                 "--amqp-url",
                 &self.amqp_url,
             ])
-            .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--grpc-listen", &format!("127.0.0.1:{grpc_port}")])
             .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
-            .args(["--heartbeat-interval", "500ms", "--offline-after", "3s"]);
-        let mut proc = Proc::spawn("hive-replica", command, self.logs.join("hive-replica.log"));
-        wait_for("the replica to be ready", DEADLINE, || {
+            .args(["--heartbeat-interval", "500ms", "--offline-after", "3s"])
+            .env("ULTRON8_LOG", "info,ultron8=debug");
+        let mut proc = Proc::spawn(name, command, log);
+        wait_for(&format!("{name} to be ready"), DEADLINE, || {
             if !proc.is_running() {
-                panic!("the replica exited:\n{}", proc.log_text());
+                panic!("{name} exited:\n{}", proc.log_text());
             }
             match http_get(http_port, "/readyz") {
                 Ok((200, _)) => Ok(()),
-                other => Err(format!("{other:?}")),
+                Ok((status, body)) => Err(format!("{status} {body}")),
+                Err(e) => Err(e),
             }
         });
         proc

@@ -138,6 +138,33 @@ fn packs_install_atomically_upgrade_with_history_and_refuse_broken_content() {
         stderr(&output)
     );
 
+    // An upgrade keeps an operator's enable/disable choice...
+    let rule = "alertmanager.restart_on_service_down";
+    assert!(hive.ctl(&["rule", "disable", rule]).status.success());
+    install(&hive, &packs_dir().join("alertmanager"));
+    assert_eq!(
+        hive.ctl_json(&["rule", "get", rule, "-o", "json"])["enabled"],
+        false
+    );
+    assert!(hive.ctl(&["rule", "enable", rule]).status.success());
+    // ...and may not drop an action another pack's rules use.
+    let thinner = env.dir.join("linux-1.1");
+    copy_dir(&packs_dir().join("linux"), &thinner);
+    let manifest = std::fs::read_to_string(thinner.join("pack.yaml")).expect("read");
+    std::fs::write(
+        thinner.join("pack.yaml"),
+        manifest.replace("version: 1.0.0", "version: 1.1.0"),
+    )
+    .expect("write");
+    std::fs::remove_file(thinner.join("actions/restart_service.yaml")).expect("remove");
+    let output = hive.ctl(&["pack", "install", &thinner.display().to_string()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains(rule), "{}", stderr(&output));
+    assert_eq!(
+        hive.ctl_json(&["pack", "show", "linux", "-o", "json"])["version"],
+        "1.0.0"
+    );
+
     // A pack others depend on cannot be removed; a leaf can.
     let output = hive.ctl(&["pack", "remove", "core"]);
     assert!(
@@ -154,7 +181,7 @@ fn packs_install_atomically_upgrade_with_history_and_refuse_broken_content() {
         .iter()
         .filter(|r| r["kind"] == "pack.installed")
         .count();
-    assert_eq!(installs, 5, "4 installs and 1 upgrade");
+    assert_eq!(installs, 6, "4 installs, 1 upgrade and 1 reinstall");
     assert!(
         records
             .iter()
@@ -531,6 +558,44 @@ fn rule_test_explains_matches_and_runs_nothing() {
             .map(Vec::len),
         Some(0),
         "rule test ran something"
+    );
+
+    // A match whose action cannot run says why, as the engine would record it.
+    let nobody = std::fs::read_to_string(&event)
+        .expect("read")
+        .replace("\"instance\": \"web-1\"", "\"instance\": \"web-9\"");
+    std::fs::write(&event, nobody).expect("write");
+    let results = hive.ctl_json(&[
+        "rule",
+        "test",
+        "--event",
+        &event.display().to_string(),
+        "-o",
+        "json",
+    ]);
+    let restart = results
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["rule"] == "alertmanager.restart_on_service_down")
+        .cloned()
+        .expect("restart rule");
+    assert_eq!(restart["matched"], true);
+    assert!(
+        restart["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("matches no online drone"),
+        "{restart}"
+    );
+
+    // Only known trigger types can be fired by hand.
+    let output = hive.ctl(&["event", "fire", "core.evnt", "--payload", "{}"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("unknown trigger type") && stderr(&output).contains("core.event"),
+        "{}",
+        stderr(&output)
     );
 }
 

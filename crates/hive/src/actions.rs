@@ -43,7 +43,8 @@ pub struct ActionJob {
     pub executions: Vec<NewExecution>,
     /// Drones the target matched (empty for hive-side actions).
     pub drones: Vec<String>,
-    /// Online drones the target matched, for blast-radius percentages.
+    /// Online drones in the whole fleet: what a blast-radius percentage is
+    /// a percentage of (the matched hosts alone would always be 100%).
     pub matching_fleet: u32,
 }
 
@@ -85,14 +86,13 @@ impl Hive {
                             action.reference()
                         ))
                     })?;
-                let matched = self.online_drones_matching(text).await?;
+                let (matched, fleet) = self.online_drones_matching(text).await?;
                 if matched.is_empty() {
                     return Err(PlanError::Target(format!(
                         "target {text:?} matches no online drone"
                     )));
                 }
-                let count = matched.len() as u32;
-                (matched, count, command, text.to_string())
+                (matched, fleet, command, text.to_string())
             }
             None => {
                 // The hive runs it; the job still records what ran, for the
@@ -148,16 +148,22 @@ impl Hive {
         })
     }
 
-    pub async fn online_drones_matching(&self, text: &str) -> Result<Vec<String>, PlanError> {
+    /// The online drones `text` selects, and how many drones are online.
+    pub async fn online_drones_matching(
+        &self,
+        text: &str,
+    ) -> Result<(Vec<String>, u32), PlanError> {
         let expr = target::parse(text).map_err(|e| {
             PlanError::Target(format!("invalid target {text:?}: {e}\n{}", e.render(text)))
         })?;
         let drones = self.store.list_drones().await?;
-        Ok(drones
+        let online: Vec<&DroneRecord> = drones.iter().filter(|d| d.online).collect();
+        let matched = online
             .iter()
-            .filter(|d| d.online && matches(&expr, d))
+            .filter(|d| matches(&expr, d))
             .map(|d| d.id.clone())
-            .collect())
+            .collect();
+        Ok((matched, online.len() as u32))
     }
 
     /// Starts a recorded action job: publishes drone executions, or runs

@@ -29,7 +29,8 @@ pub struct HiveConfig {
     pub drone_amqp_url: Option<String>,
     /// gRPC (mutual TLS) listen address for drones and ultronctl.
     pub grpc_listen: SocketAddr,
-    /// HTTP listen address for /healthz, /readyz and /metrics.
+    /// HTTP listen address: /healthz, /readyz, /metrics, and event intake
+    /// (/v1/webhooks/<name>, /v1/alertmanager).
     pub http_listen: SocketAddr,
     /// How often drones are asked to heartbeat.
     #[serde(with = "humantime_serde")]
@@ -111,7 +112,7 @@ pub struct ConfigOverrides {
     /// gRPC listen address [default: 0.0.0.0:7443]
     #[arg(long, env = "ULTRON8_GRPC_LISTEN", value_name = "ADDR")]
     pub grpc_listen: Option<SocketAddr>,
-    /// HTTP listen address for health and metrics [default: 0.0.0.0:7080]
+    /// HTTP listen address for health, metrics, webhooks and Alertmanager [default: 0.0.0.0:7080]
     #[arg(long, env = "ULTRON8_HTTP_LISTEN", value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
     /// Drone heartbeat interval, e.g. 5s [default: 5s]

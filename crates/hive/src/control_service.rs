@@ -509,10 +509,16 @@ impl ControlService for ControlApi {
     ) -> Result<Response<v1::EventInfo>, Status> {
         let operator = require_operator(&request)?;
         let request = request.into_inner();
-        if request.trigger.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "give a trigger type, e.g. core.event",
-            ));
+        if ultron8_core::triggers::built_in(&request.trigger).is_none() {
+            let known: Vec<&str> = ultron8_core::triggers::BUILT_IN
+                .iter()
+                .map(|t| t.name)
+                .collect();
+            return Err(Status::invalid_argument(format!(
+                "unknown trigger type {:?}; known: {}",
+                request.trigger,
+                known.join(", ")
+            )));
         }
         let payload: serde_json::Value = match request.payload_json.trim() {
             "" => json!({}),
@@ -671,15 +677,12 @@ impl ControlService for ControlApi {
                 .hive
                 .plan_rule(record, "test", &payload, Utc::now())
                 .await;
-            let mut reasons = plan.reasons.clone();
-            if let Some(error) = &plan.error {
-                reasons.push(error.clone());
-            }
             results.push(v1::RuleTest {
                 rule: plan.rule.clone(),
                 enabled: plan.enabled,
-                matched: plan.matched && plan.error.is_none(),
-                reasons,
+                matched: plan.matched,
+                reasons: plan.reasons.clone(),
+                error: plan.error.clone().unwrap_or_default(),
                 action: plan.action.clone(),
                 parameters_json: plan
                     .parameters
@@ -687,7 +690,13 @@ impl ControlService for ControlApi {
                     .map(|p| p.to_string())
                     .unwrap_or_default(),
                 target: plan.target.clone().unwrap_or_default(),
-                drones: plan.drones.clone(),
+                // Hive-side actions run on no drone.
+                drones: plan
+                    .drones
+                    .iter()
+                    .filter(|d| *d != crate::actions::HIVE_EXECUTOR)
+                    .cloned()
+                    .collect(),
             });
         }
         Ok(Response::new(v1::TestRulesResponse { results }))

@@ -65,7 +65,7 @@ enum Command {
         /// gRPC listen address; anything but loopback exposes an unhardened hive [default: 127.0.0.1:7443]
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
-        /// HTTP listen address for health and metrics [default: 127.0.0.1:7080]
+        /// HTTP listen address for health, metrics, webhooks and Alertmanager [default: 127.0.0.1:7080]
         #[arg(long, value_name = "ADDR")]
         http_listen: Option<std::net::SocketAddr>,
         /// Do not write ~/.config/ultron8/ultronctl.toml (use ULTRONCTL_CONFIG instead)

@@ -85,7 +85,21 @@ impl Hive {
                 pack.manifest.version
             )));
         }
-        let (record, actions, rules, scripts) = records(&pack, operator)?;
+        self.check_dependents_keep_working(&pack).await?;
+        let (record, actions, mut rules, scripts) = records(&pack, operator)?;
+        // An upgrade keeps each rule enabled or disabled as an operator left
+        // it; only new rules take the value from their file.
+        for existing in self
+            .store
+            .list_rules(None)
+            .await?
+            .into_iter()
+            .filter(|r| r.pack == name)
+        {
+            if let Some(rule) = rules.iter_mut().find(|r| r.reference == existing.reference) {
+                rule.enabled = existing.enabled;
+            }
+        }
         let mut audit = self.audit(
             format!("operator:{operator}"),
             "pack.installed",
@@ -104,6 +118,41 @@ impl Hive {
             .await?;
         tracing::info!(pack = %name, version = %record.version, previous = ?previous, %operator, "pack installed");
         Ok((record, previous))
+    }
+
+    /// Refuses an upgrade that drops an action the rules of an installed
+    /// pack depending on this one still use.
+    async fn check_dependents_keep_working(&self, pack: &Pack) -> Result<(), PackError> {
+        let name = &pack.manifest.name;
+        let prefix = format!("{name}.");
+        let mut broken = Vec::new();
+        for other in self.store.list_packs().await? {
+            let Ok(other) = serde_json::from_value::<Pack>(other.content) else {
+                continue;
+            };
+            if other.manifest.name == *name || !other.manifest.dependencies.contains(name) {
+                continue;
+            }
+            for rule in &other.rules {
+                let reference = &rule.action.reference;
+                let action = reference.strip_prefix(&prefix);
+                if action.is_some_and(|action| !pack.actions.iter().any(|a| a.name == action)) {
+                    broken.push(format!(
+                        "{}.{} uses {reference}",
+                        other.manifest.name, rule.name
+                    ));
+                }
+            }
+        }
+        if broken.is_empty() {
+            Ok(())
+        } else {
+            Err(PackError::Conflict(format!(
+                "{name} {} drops actions that installed packs use: {}; upgrade or remove those first",
+                pack.manifest.version,
+                broken.join(", ")
+            )))
+        }
     }
 
     pub async fn remove_pack(&self, operator: &str, name: &str) -> Result<(), PackError> {
