@@ -239,7 +239,15 @@ fn a_drone_killed_mid_run_reports_the_execution_lost_and_never_runs_it_again() {
     let hive = Hive::start(&env);
     let mut fleet = start_fleet(&env, &hive, &[("victim", &[])]);
     let marker = env.dir.join("runs.txt");
-    let script = format!("echo ran >> {}; sleep 300", marker.display());
+    // The command outlives the drone killed under it (it runs in its own
+    // process group); it stops at the end of the test, or after a minute
+    // if the test fails first, so nothing is left behind either way.
+    let stop = env.dir.join("stop");
+    let script = format!(
+        "echo ran >> {}; i=0; while [ ! -e {} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done",
+        marker.display(),
+        stop.display()
+    );
     let output = hive.ctl(&["run", "-t", "victim", "--async", "--shell", "--", &script]);
     assert!(output.status.success(), "{}", stderr(&output));
     let job_id = stdout(&output).trim().to_string();
@@ -271,6 +279,7 @@ fn a_drone_killed_mid_run_reports_the_execution_lost_and_never_runs_it_again() {
     // The restarted drone is healthy and takes new work.
     let output = hive.ctl(&["run", "-t", "victim", "--", "true"]);
     assert!(output.status.success(), "{}", stderr(&output));
+    std::fs::write(&stop, "").expect("stop the orphaned command");
 }
 
 #[test]
@@ -280,7 +289,8 @@ fn results_spooled_while_the_hive_is_down_all_arrive_exactly_once() {
     let fleet = start_fleet(&env, &hive, &[("a", &[]), ("b", &[]), ("c", &[])]);
     let release = env.dir.join("release");
     let script = format!(
-        "while [ ! -e {} ]; do sleep 0.05; done; echo done",
+        // Bounded, so a failing test leaves no command looping behind it.
+        "i=0; while [ ! -e {} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; echo done",
         release.display()
     );
     let output = hive.ctl(&["run", "-t", "*", "--async", "--shell", "--", &script]);
