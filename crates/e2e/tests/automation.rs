@@ -302,9 +302,44 @@ fn actions_run_ad_hoc_with_their_schema_and_secrets_are_masked() {
     }
     assert!(stdout(&hive.ctl(&["audit", "show", &job_id, "-o", "json"])).contains("********"));
 
-    // A secret in a drone command's output is masked too.
-    let output = hive.ctl(&["run", "core.shell", "cmd=echo token=$TOKEN", "-t", "box-1"]);
+    // A secret parameter echoed by a command on a drone is masked in the
+    // output the drone reports, and in the command ultronctl shows.
+    let pack = env.dir.join("vault");
+    std::fs::create_dir_all(pack.join("actions")).expect("mkdir");
+    std::fs::write(
+        pack.join("pack.yaml"),
+        "name: vault\nversion: 1.0.0\ndescription: secrets\nauthor: e2e\n",
+    )
+    .expect("write");
+    std::fs::write(
+        pack.join("actions/leak.yaml"),
+        "name: leak\ndescription: prints its secret\nrunner: shell\ncommand: [\"echo\", \"token={{ token }}\"]\n\
+         parameters:\n  token: {type: string, required: true, secret: true}\n",
+    )
+    .expect("write");
+    install(&hive, &pack);
+    let output = hive.ctl(&[
+        "run",
+        "vault.leak",
+        "token=hunter2-hunter2",
+        "-t",
+        "box-1",
+        "-o",
+        "json",
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
+    let shown = stdout(&output);
+    assert!(shown.contains("token=********"), "{shown}");
+    assert!(!shown.contains("hunter2"), "secret leaked: {shown}");
+    let job: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let job_id = job["id"].as_str().unwrap_or_default().to_string();
+    for view in [
+        stdout(&hive.ctl(&["job", "get", &job_id, "-o", "json"])),
+        stdout(&hive.ctl(&["job", "list", "-o", "json"])),
+        stdout(&hive.ctl(&["audit", "show", &job_id, "-o", "json"])),
+    ] {
+        assert!(!view.contains("hunter2"), "secret leaked: {view}");
+    }
 }
 
 const WEBHOOK_TOKEN: &str = "e2e-webhook-token";

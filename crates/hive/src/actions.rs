@@ -46,6 +46,9 @@ pub struct ActionJob {
     /// Online drones in the whole fleet: what a blast-radius percentage is
     /// a percentage of (the matched hosts alone would always be 100%).
     pub matching_fleet: u32,
+    /// The validated parameters, defaults filled in (secrets in clear: for
+    /// running the action, never for showing).
+    pub parameters: Map<String, Value>,
 }
 
 impl Hive {
@@ -145,6 +148,7 @@ impl Hive {
             executions,
             drones,
             matching_fleet,
+            parameters,
         })
     }
 

@@ -472,8 +472,6 @@ impl ControlService for ControlApi {
                 }
                 other => Status::invalid_argument(other.to_string()),
             })?;
-        let parameters = ultron8_core::params::validate(&action.parameters, &given)
-            .map_err(|p| Status::invalid_argument(p.join("; ")))?;
         let mut audit = hive.audit(
             requester.clone(),
             "job.submitted",
@@ -491,8 +489,13 @@ impl ControlService for ControlApi {
             .await
             .map_err(store_status)?;
         info!(job_id = %planned.job.id, action = %action.reference(), %requester, "action run");
-        hive.start_action_job(&planned.job, &planned.executions, &action, parameters)
-            .await;
+        hive.start_action_job(
+            &planned.job,
+            &planned.executions,
+            &action,
+            planned.parameters.clone(),
+        )
+        .await;
         let stored = hive
             .store
             .get_job(&planned.job.id)

@@ -49,6 +49,7 @@ pub struct RulePlan {
 #[derive(Debug, Clone)]
 struct Prepared {
     action: Action,
+    policy: ultron8_core::policy::Policy,
     parameters: Map<String, Value>,
     job: ActionJobParts,
     cooldown_key: Option<String>,
@@ -157,6 +158,7 @@ impl Hive {
             job,
             executions,
             matching_fleet,
+            parameters,
             ..
         } = self
             .plan_action_job(
@@ -169,9 +171,8 @@ impl Hive {
             )
             .await
             .map_err(|e| e.to_string())?;
-        let parameters =
-            ultron8_core::params::validate(&action.parameters, &given).map_err(|p| p.join("; "))?;
         Ok(Prepared {
+            policy: rule.policy.clone(),
             action,
             parameters,
             job: ActionJobParts { job, executions },
@@ -235,18 +236,10 @@ impl Hive {
                 return Some(error);
             }
         };
-        let rule: Option<Rule> = self
-            .store
-            .get_rule(&plan.rule)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|r| serde_json::from_value(r.definition).ok());
-        let policy = rule.map(|r| r.policy).unwrap_or_default();
         let firing = RuleFiring {
             rule: plan.rule.clone(),
             event_id: event.id.clone(),
-            policy,
+            policy: prepared.policy.clone(),
             cooldown_key: prepared.cooldown_key.clone(),
             matching_fleet: prepared.matching_fleet,
             job: prepared.job.job.clone(),
