@@ -43,8 +43,10 @@ pub enum PackCommand {
 pub enum EventCommand {
     /// Recent events, newest first
     List {
+        /// Only events of this trigger type, e.g. alertmanager.alert
         #[arg(long)]
         trigger: Option<String>,
+        /// At most this many events
         #[arg(long, default_value_t = 50)]
         limit: u32,
         #[arg(short, long, value_enum, default_value = "table")]
@@ -73,6 +75,7 @@ pub enum EventCommand {
 pub enum RuleCommand {
     /// Installed rules
     List {
+        /// Only rules on this trigger type
         #[arg(long)]
         trigger: Option<String>,
         #[arg(short, long, value_enum, default_value = "table")]
@@ -112,8 +115,10 @@ pub enum RuleCommand {
 pub enum AuditCommand {
     /// Audit records, newest first. Times are RFC 3339 or a duration ago (15m, 2h, 7d)
     List {
+        /// Records at or after this time, e.g. 2h or 2026-11-22T01:00:00Z
         #[arg(long, value_parser = parse_time)]
         since: Option<DateTime<Utc>>,
+        /// Records before this time
         #[arg(long, value_parser = parse_time)]
         until: Option<DateTime<Utc>>,
         /// Rule, `pack.name`
@@ -122,15 +127,19 @@ pub enum AuditCommand {
         /// Pack action, `pack.name`
         #[arg(long)]
         action: Option<String>,
+        /// Drone id
         #[arg(long)]
         drone: Option<String>,
         /// Execution status (succeeded, failed, timed_out, ...)
         #[arg(long)]
         status: Option<String>,
+        /// Event id
         #[arg(long)]
         event: Option<String>,
+        /// Job id
         #[arg(long)]
         job: Option<String>,
+        /// At most this many records
         #[arg(long, default_value_t = 50)]
         limit: u32,
         /// Records older than this record id (the last id of the previous page)

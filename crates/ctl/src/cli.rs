@@ -44,7 +44,8 @@ pub enum Command {
     ///   ultronctl run -t 'db-*' --shell -- 'df -h / | tail -1'
     /// A pack action takes key=value parameters, checked against its schema:
     ///   ultronctl run linux.restart_service service=nginx -t 'label:role=web'
-    ///   ultronctl run core.http url=https://hooks.example/x method=POST
+    ///   ultronctl run core.http url=https://hooks.example/x body='{"text":"hi"}'
+    #[command(verbatim_doc_comment)]
     Run(RunArgs),
     /// Packs of actions and rules: install, list, show, remove.
     #[command(subcommand)]

@@ -267,6 +267,20 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_configuration_loads() {
+        let example =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/hive.toml.example");
+        let config = HiveConfig::load(&ConfigOverrides {
+            config: Some(example),
+            ..Default::default()
+        })
+        .expect("deploy/hive.toml.example must load");
+        assert!(config.webhooks["deploy"].token.is_some());
+        assert!(config.webhooks["github"].hmac_secret.is_some());
+        assert!(config.drone_amqp_url.is_some());
+    }
+
+    #[test]
     fn printed_config_hides_passwords() {
         let config = HiveConfig {
             amqp_url: Some("amqp://u:secret@mq/".into()),

@@ -75,7 +75,8 @@ enum Command {
     /// Run the hive against Postgres and RabbitMQ.
     ///
     /// Settings come from defaults, then the config file, then ULTRON8_*
-    /// environment variables, then flags.
+    /// environment variables, then flags. Webhooks and the Alertmanager
+    /// token are set in the file only (see deploy/hive.toml.example).
     Serve {
         #[command(flatten)]
         overrides: ConfigOverrides,
