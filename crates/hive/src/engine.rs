@@ -196,12 +196,37 @@ impl Hive {
             .iter()
             .filter(|r| r.enabled && only.is_none_or(|name| name == r.reference))
         {
+            if self.already_decided(&event.id, &record.reference).await {
+                continue;
+            }
             let plan = self.plan_rule(record, &event.id, &event.payload, now).await;
             if let Some(error) = self.act_on(event, plan).await {
                 errors.push(error);
             }
         }
         errors
+    }
+
+    /// Whether this rule already fired or was held for this event: a
+    /// replica that died after firing but before marking the event
+    /// processed leaves it to be claimed again, and the rule must not fire
+    /// twice. (Claims are leases, so two replicas never hold the event at
+    /// once.)
+    async fn already_decided(&self, event_id: &str, rule: &str) -> bool {
+        let filter = ultron8_store::AuditFilter {
+            event_id: Some(event_id.to_string()),
+            rule: Some(rule.to_string()),
+            ..Default::default()
+        };
+        match self.store.list_audit(&filter).await {
+            Ok(records) => records
+                .iter()
+                .any(|r| r.action == "rule.fired" || r.action == "rule.held"),
+            Err(e) => {
+                warn!(%event_id, %rule, error = %e, "cannot check whether the rule already fired; evaluating it");
+                false
+            }
+        }
     }
 
     async fn act_on(self: &Arc<Self>, event: &EventRecord, plan: RulePlan) -> Option<String> {

@@ -127,6 +127,12 @@ impl Hive {
         {
             Ok(items) => {
                 for item in items {
+                    // A hive-side action interrupted by a crash is not
+                    // repeated blindly (it may have reached its URL); it
+                    // expires like a request no drone picked up.
+                    if item.drone_id == crate::actions::HIVE_EXECUTOR {
+                        continue;
+                    }
                     if self.dispatch(&item).await {
                         info!(execution_id = %item.execution_id, drone_id = %item.drone_id, "re-dispatched");
                     }
