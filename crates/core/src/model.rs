@@ -87,6 +87,11 @@ pub struct CommandSpec {
 /// What replaces a secret in output, logs and audit records.
 pub const REDACTED: &str = "********";
 
+/// Secrets shorter than this are not masked inside free text: masking a
+/// value such as `1` or `ab` would mangle unrelated output and, worse, the
+/// positions of the masks would reveal the secret's characters.
+pub const MIN_REDACTED_LEN: usize = 4;
+
 impl CommandSpec {
     /// The command as a person may see it: secrets masked.
     pub fn display(&self) -> String {
@@ -118,29 +123,28 @@ impl CommandSpec {
 }
 
 /// `text` with every occurrence of each secret replaced by [`REDACTED`].
-/// Empty secrets are ignored (they would match everywhere).
+/// At each position the longest secret starting there wins, and masked
+/// text is never scanned again (a secret made of `*` cannot re-mask a
+/// mask). Secrets shorter than [`MIN_REDACTED_LEN`] are left alone.
 pub fn redact(text: &str, secrets: &[String]) -> String {
-    let mut text = text.to_string();
-    // Longest first, so a secret containing another is masked whole.
-    let mut secrets: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for secret in secrets {
-        text = text.replace(secret.as_str(), REDACTED);
-    }
-    text
+    let masked = redact_bytes(text.as_bytes(), secrets);
+    // Only whole secrets (valid UTF-8 themselves) were replaced by ASCII,
+    // so the result is still valid UTF-8; the fallback never runs.
+    String::from_utf8(masked).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Bytes version of [`redact`] for command output, which may not be UTF-8.
 pub fn redact_bytes(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
     let mut secrets: Vec<&[u8]> = secrets
         .iter()
+        .filter(|s| s.chars().count() >= MIN_REDACTED_LEN)
         .map(String::as_bytes)
-        .filter(|s| !s.is_empty())
         .collect();
     if secrets.is_empty() {
         return bytes.to_vec();
     }
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    secrets.dedup();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     'scan: while i < bytes.len() {
@@ -167,15 +171,22 @@ mod tests {
             "hunter2".to_string(),
             String::new(),
             "hunter2-long".to_string(),
+            "ab".to_string(),
         ];
+        // Longest first; empty and short secrets are never masked.
         assert_eq!(
-            redact("pw=hunter2-long and hunter2", &secrets),
-            "pw=******** and ********"
+            redact("pw=hunter2-long and hunter2, ab", &secrets),
+            "pw=******** and ********, ab"
         );
         assert_eq!(
             redact_bytes(b"x hunter2 \xff", &secrets),
             b"x ******** \xff".to_vec()
         );
         assert_eq!(redact("nothing secret", &[]), "nothing secret");
+        // A secret made of mask characters does not re-mask the mask.
+        assert_eq!(
+            redact("**** and ****", &["****".to_string()]),
+            "******** and ********"
+        );
     }
 }

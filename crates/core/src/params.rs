@@ -23,8 +23,10 @@
 //! # Masking
 //!
 //! [`mask_secrets`] replaces secret parameters in a parameter map;
-//! [`mask_in_text`] replaces their *values* wherever they occur in free text
-//! (command output, error messages). Values shorter than
+//! [`secret_texts`] lists the forms in which their *values* can appear in
+//! free text (command output, error messages), for
+//! [`crate::model::redact`], the one masker the hive and the drone use;
+//! [`mask_in_text`] puts the two together. Values shorter than
 //! [`MIN_MASKED_LEN`] characters are not masked in text: masking a value
 //! such as `1` or `ab` would mangle unrelated output and, worse, the
 //! positions of the masks would reveal the secret's characters. Such short
@@ -94,11 +96,11 @@ pub struct ParamSpec {
 pub type ParamSchema = BTreeMap<String, ParamSpec>;
 
 /// What the placeholder shows instead of a secret.
-pub const MASK: &str = "********";
+pub const MASK: &str = crate::model::REDACTED;
 
 /// Secret values shorter than this many characters are not masked inside
-/// free text by [`mask_in_text`]; see the module documentation.
-pub const MIN_MASKED_LEN: usize = 4;
+/// free text; see the module documentation.
+pub const MIN_MASKED_LEN: usize = crate::model::MIN_REDACTED_LEN;
 
 /// Checks a schema is consistent, returning every problem, each starting
 /// with the parameter's name: names are identifiers (`[A-Za-z_][A-Za-z0-9_]*`,
@@ -340,14 +342,13 @@ pub fn mask_secrets(schema: &ParamSchema, params: &Map<String, Value>) -> Map<St
         .collect()
 }
 
-/// Replaces every occurrence of a secret parameter's value in `text` with
-/// [`MASK`]. The forms masked: a string value as it is and as it appears
-/// inside a JSON string (escaped); a number's decimal text; for arrays and
-/// objects, their JSON text and every string or number inside them. Values
-/// shorter than [`MIN_MASKED_LEN`] characters, booleans and nulls are left
-/// alone (see the module documentation). Where two secrets overlap, the
-/// longest one starting first is masked.
-pub fn mask_in_text(schema: &ParamSchema, params: &Map<String, Value>, text: &str) -> String {
+/// The texts in which the secret parameters' values can appear in free
+/// text: a string value as it is and as it appears inside a JSON string
+/// (escaped); a number's decimal text; for arrays and objects, their JSON
+/// text and every string or number inside them. Booleans and nulls have
+/// none. Values shorter than [`MIN_MASKED_LEN`] are left out (see the
+/// module documentation).
+pub fn secret_texts(schema: &ParamSchema, params: &Map<String, Value>) -> Vec<String> {
     let mut secrets: Vec<String> = Vec::new();
     for (name, value) in params {
         if schema.get(name).is_some_and(|spec| spec.secret) {
@@ -358,25 +359,15 @@ pub fn mask_in_text(schema: &ParamSchema, params: &Map<String, Value>, text: &st
         }
     }
     secrets.retain(|s| s.chars().count() >= MIN_MASKED_LEN);
-    if secrets.is_empty() {
-        return text.to_string();
-    }
-    // Longest first, so that at any position the longest secret wins.
-    secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    secrets.sort();
     secrets.dedup();
+    secrets
+}
 
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(c) = rest.chars().next() {
-        if let Some(secret) = secrets.iter().find(|s| rest.starts_with(s.as_str())) {
-            out.push_str(MASK);
-            rest = &rest[secret.len()..];
-        } else {
-            out.push(c);
-            rest = &rest[c.len_utf8()..];
-        }
-    }
-    out
+/// Replaces every occurrence of a secret parameter's value in `text` with
+/// [`MASK`]: [`secret_texts`] masked by [`crate::model::redact`].
+pub fn mask_in_text(schema: &ParamSchema, params: &Map<String, Value>, text: &str) -> String {
+    crate::model::redact(text, &secret_texts(schema, params))
 }
 
 fn secret_forms(value: &Value, out: &mut Vec<String>) {

@@ -403,19 +403,9 @@ fn matches(expr: &target::TargetExpr, drone: &DroneRecord) -> bool {
     })
 }
 
-/// String forms of the secret parameters' values, to mask in output.
+/// The texts of the secret parameters' values, to mask in output.
 pub fn secret_values(action: &Action, parameters: &Map<String, Value>) -> Vec<String> {
-    action
-        .parameters
-        .iter()
-        .filter(|(_, spec)| spec.secret)
-        .filter_map(|(name, _)| parameters.get(name))
-        .map(|value| match value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-        .filter(|s| !s.is_empty())
-        .collect()
+    params::secret_texts(&action.parameters, parameters)
 }
 
 /// The command a drone runs for a `shell` or `script` action; None for
