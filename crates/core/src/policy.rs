@@ -63,7 +63,9 @@ pub struct Observation {
     pub last_fired_for_key: Option<DateTime<Utc>>,
     /// Jobs of this rule not yet finished.
     pub running_jobs: u32,
-    /// Hosts this rule acted on within the blast-radius window.
+    /// Hosts this rule acted on within the blast-radius window, other than
+    /// those this firing requests (so the two counts add up to the distinct
+    /// hosts acted on, each counted once).
     pub hosts_in_window: u32,
     /// Drones the rendered target matches now.
     pub matching_fleet: u32,

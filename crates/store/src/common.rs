@@ -265,12 +265,17 @@ pub(crate) fn observation(
     firing: &RuleFiring,
     last_fired_for_key: Option<DateTime<Utc>>,
     running_jobs: i64,
-    hosts_in_window: i64,
+    hosts_in_window: &[String],
 ) -> Observation {
+    // A host this firing asks for again is counted once, with the request.
+    let again = hosts_in_window
+        .iter()
+        .filter(|host| !firing.executions.iter().any(|e| &e.drone_id == *host))
+        .count();
     Observation {
         last_fired_for_key,
         running_jobs: policy_count(running_jobs),
-        hosts_in_window: policy_count(hosts_in_window),
+        hosts_in_window: u32::try_from(again).unwrap_or(u32::MAX),
         matching_fleet: firing.matching_fleet,
         hosts_requested: u32::try_from(firing.executions.len()).unwrap_or(u32::MAX),
     }

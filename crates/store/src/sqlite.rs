@@ -1098,22 +1098,22 @@ impl Store for SqliteStore {
         .bind(&firing.rule)
         .fetch_one(&mut *tx)
         .await?;
-        let hosts_in_window: i64 = match blast_window_start(firing, now) {
+        let hosts_in_window: Vec<String> = match blast_window_start(firing, now) {
             Some(start) => {
                 sqlx::query_scalar(
-                    "SELECT count(DISTINCT e.drone_id) FROM jobs j \
+                    "SELECT DISTINCT e.drone_id FROM jobs j \
                      JOIN executions e ON e.job_id = j.id \
                      WHERE j.rule = $1 AND e.created_at > $2",
                 )
                 .bind(&firing.rule)
                 .bind(micros(start))
-                .fetch_one(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?
             }
-            None => 0,
+            None => Vec::new(),
         };
 
-        let observation = observation(firing, last_fired_for_key, running_jobs, hosts_in_window);
+        let observation = observation(firing, last_fired_for_key, running_jobs, &hosts_in_window);
         let outcome = match policy::decide(&firing.policy, &observation, now) {
             Decision::Allow => {
                 let job = fired_job(firing);
