@@ -780,18 +780,12 @@ fn matches_target(expr: &target::TargetExpr, drone: &DroneRecord) -> bool {
 
 impl ControlApi {
     async fn pack_info(&self, record: ultron8_store::PackRecord) -> Result<v1::PackInfo, Status> {
-        let actions = self
-            .hive
-            .store
-            .list_actions(Some(&record.name))
-            .await
-            .map_err(store_status)?;
-        let rules = self
-            .hive
-            .store
-            .list_rules(None)
-            .await
-            .map_err(store_status)?;
+        // The stored content is the validated pack: its actions and rules
+        // are read from it rather than queried again for every pack listed.
+        let pack: ultron8_pack::Pack =
+            serde_json::from_value(record.content.clone()).map_err(|e| {
+                Status::internal(format!("stored pack {} is unreadable: {e}", record.name))
+            })?;
         let history = self
             .hive
             .store
@@ -799,11 +793,11 @@ impl ControlApi {
             .await
             .map_err(store_status)?;
         Ok(v1::PackInfo {
-            actions: actions.into_iter().map(|a| a.reference).collect(),
-            rules: rules
-                .into_iter()
-                .filter(|r| r.pack == record.name)
-                .map(|r| r.reference)
+            actions: pack.actions.iter().map(|a| a.reference()).collect(),
+            rules: pack
+                .rules
+                .iter()
+                .map(|r| format!("{}.{}", r.pack, r.name))
                 .collect(),
             previous_versions: history.into_iter().map(|p| p.version).collect(),
             name: record.name,
