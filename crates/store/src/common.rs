@@ -13,7 +13,7 @@ use ultron8_core::{DroneFacts, ExecutionStatus};
 use ultron8_core::policy::Observation;
 
 use crate::{
-    ActionRecord, AuditRecord, DroneRecord, EventRecord, EventState, ExecutionRecord,
+    ActionRecord, AuditRecord, DroneRecord, EventOutcome, EventRecord, EventState, ExecutionRecord,
     ExecutionResult, ExecutionUpdate, JobOrigin, JobRecord, JobSummary, NewAuditRecord, NewJob,
     OutputChunkRecord, OutputStreamKind, PackRecord, PendingDispatch, Result, RuleFiring,
     RuleRecord, StoreError,
@@ -43,7 +43,32 @@ pub(crate) const ACTION_COLUMNS: &str = "reference, pack, definition";
 pub(crate) const RULE_COLUMNS: &str = "reference, pack, trigger, enabled, definition";
 
 pub(crate) const EVENT_COLUMNS: &str =
-    "id, trigger, payload, source, received_at, state, processed_at, error";
+    "id, trigger, payload, source, received_at, state, processed_at, error, matched_rules";
+
+/// A rule's unfinished jobs, for `max_concurrent`. Driven from the partial
+/// index of unfinished executions, so its cost follows the work in flight,
+/// not the rule's history.
+pub(crate) const RUNNING_JOBS_OF_RULE: &str = "SELECT count(DISTINCT e.job_id) \
+     FROM executions e JOIN jobs j ON j.id = e.job_id \
+     WHERE e.status IN ('requested', 'dispatched', 'running') AND j.rule = $1";
+
+/// The distinct hosts a rule's jobs acted on since `$2`, for the blast
+/// radius. Executions are created with their job, at its time, so the
+/// `(rule, created_at)` index bounds the read to the window.
+pub(crate) const HOSTS_OF_RULE_SINCE: &str = "SELECT DISTINCT e.drone_id \
+     FROM jobs j JOIN executions e ON e.job_id = j.id \
+     WHERE j.rule = $1 AND j.created_at > $2 AND e.created_at > $2";
+
+/// The `rule_decisions.outcome` of a decision: a firing made a job, a
+/// hold did not (as the table's CHECK requires).
+pub(crate) fn decision_outcome(job_id: Option<&str>) -> &'static str {
+    if job_id.is_some() { "fired" } else { "held" }
+}
+
+/// Bumps the rule catalog's version; run in every transaction that changes
+/// packs, actions or rules.
+pub(crate) const BUMP_CATALOG_VERSION: &str =
+    "UPDATE catalog_version SET version = version + 1 WHERE id = 1";
 
 pub(crate) fn effective_limit(limit: u32) -> i64 {
     i64::from(if limit == 0 { DEFAULT_LIMIT } else { limit })
@@ -216,6 +241,21 @@ pub(crate) fn event_state_name(state: EventState) -> &'static str {
         EventState::Processed => "processed",
         EventState::Failed => "failed",
     }
+}
+
+/// The state a finished event moves to.
+pub(crate) fn finished_state(outcome: &EventOutcome) -> EventState {
+    if outcome.error.is_some() {
+        EventState::Failed
+    } else {
+        EventState::Processed
+    }
+}
+
+/// `events.matched_rules`: NULL when none matched, so the common case
+/// stores nothing.
+pub(crate) fn matched_rules_json(outcome: &EventOutcome) -> Option<JsonValue> {
+    (!outcome.matched_rules.is_empty()).then(|| serde_json::json!(outcome.matched_rules))
 }
 
 fn parse_event_state(text: &str, event_id: &str) -> Result<EventState> {
@@ -639,6 +679,7 @@ pub(crate) struct EventRow {
     pub state: String,
     pub processed_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
+    pub matched_rules: Option<JsonValue>,
 }
 
 impl TryFrom<EventRow> for EventRecord {
@@ -647,13 +688,18 @@ impl TryFrom<EventRow> for EventRecord {
     fn try_from(row: EventRow) -> Result<Self> {
         Ok(EventRecord {
             state: parse_event_state(&row.state, &row.id)?,
-            id: row.id,
             trigger: row.trigger,
             payload: row.payload,
             source: row.source,
             received_at: row.received_at,
+            matched_rules: row
+                .matched_rules
+                .map(|rules| from_json(rules, "events.matched_rules", &row.id))
+                .transpose()?
+                .unwrap_or_default(),
             processed_at: row.processed_at,
             error: row.error,
+            id: row.id,
         })
     }
 }

@@ -186,8 +186,33 @@ pub trait Store: Send + Sync + 'static {
         lease: std::time::Duration,
         now: DateTime<Utc>,
     ) -> Result<Vec<EventRecord>>;
-    /// Marks a claimed event processed (`error` None) or failed.
-    async fn finish_event(&self, id: &str, error: Option<&str>, now: DateTime<Utc>) -> Result<()>;
+    /// Marks a claimed event processed (`error` None) or failed. NotFound
+    /// for an unknown id.
+    async fn finish_event(&self, id: &str, error: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+        let outcome = EventOutcome {
+            id: id.to_string(),
+            error: error.map(str::to_string),
+            matched_rules: Vec::new(),
+        };
+        if self
+            .finish_events(std::slice::from_ref(&outcome), now)
+            .await?
+            == 0
+            && self.get_event(id).await?.is_none()
+        {
+            return Err(StoreError::NotFound {
+                kind: "event",
+                id: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+    /// Marks claimed events processed or failed, with the rules that
+    /// matched each, in one statement. Only pending events change: if a
+    /// lease ran out and a second processor finished an event too, the
+    /// first outcome stays. Unknown ids are skipped. Returns how many
+    /// events changed.
+    async fn finish_events(&self, outcomes: &[EventOutcome], now: DateTime<Utc>) -> Result<u64>;
     async fn get_event(&self, id: &str) -> Result<Option<EventRecord>>;
     /// Newest first.
     async fn list_events(&self, filter: &EventFilter) -> Result<Vec<EventRecord>>;
@@ -201,7 +226,30 @@ pub trait Store: Send + Sync + 'static {
     /// executions (as `create_job` does), the cooldown mark and a
     /// `rule.fired` audit record (job_id, event_id, rule, action_ref set), or
     /// only a `rule.held` audit record with the reason.
-    async fn fire_rule(&self, firing: &RuleFiring, now: DateTime<Utc>) -> Result<FiringOutcome>;
+    ///
+    /// A rule is decided at most once per event: if this (event, rule) was
+    /// already decided, nothing is written and the outcome is
+    /// [`FiringOutcome::AlreadyDecided`]. The decision is a row whose
+    /// primary key is (event, rule), written in the same transaction.
+    async fn fire_rule(&self, firing: &RuleFiring, now: DateTime<Utc>) -> Result<FiringOutcome> {
+        let mut outcomes = self.fire_rules(std::slice::from_ref(firing), now).await?;
+        outcomes.pop().ok_or_else(|| {
+            StoreError::Corrupt("a firing of one rule returned no outcome".to_string())
+        })
+    }
+    /// [`Store::fire_rule`] for several firings in one transaction, in
+    /// order: each decision sees what the earlier ones wrote. One outcome
+    /// per firing, in the same order. If any firing fails, nothing is
+    /// written.
+    async fn fire_rules(
+        &self,
+        firings: &[RuleFiring],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<FiringOutcome>>;
+    /// A number that changes whenever packs, actions or rules change
+    /// (install, upgrade, removal, enabling or disabling a rule), so that a
+    /// hive holding compiled rules knows when to reload them.
+    async fn catalog_version(&self) -> Result<i64>;
     /// Timers: true for exactly one caller per (rule, tick) across replicas.
     async fn claim_timer_tick(&self, rule: &str, tick: DateTime<Utc>) -> Result<bool>;
 }

@@ -18,17 +18,18 @@ use ultron8_core::{DroneFacts, ExecutionStatus, HostStats};
 use ultron8_core::policy::{self, Decision};
 
 use crate::common::{
-    ACTION_COLUMNS, AUDIT_COLUMNS, ActionRow, AuditRow, DRONE_COLUMNS, DroneRow, EVENT_COLUMNS,
-    EXECUTION_COLUMNS, EventRow, ExecutionRow, JOB_COLUMNS, JobRow, PACK_COLUMNS, PackRow,
-    PendingRow, RULE_COLUMNS, RuleRow, TransitionWrite, blast_window_start,
-    counts_for_every_status, effective_limit, event_state_name, expiry_audit, fired_audit,
-    fired_job, from_json, held_audit, lease_end, not_found, observation, output_chunk,
+    ACTION_COLUMNS, AUDIT_COLUMNS, ActionRow, AuditRow, BUMP_CATALOG_VERSION, DRONE_COLUMNS,
+    DroneRow, EVENT_COLUMNS, EXECUTION_COLUMNS, EventRow, ExecutionRow, HOSTS_OF_RULE_SINCE,
+    JOB_COLUMNS, JobRow, PACK_COLUMNS, PackRow, PendingRow, RULE_COLUMNS, RUNNING_JOBS_OF_RULE,
+    RuleRow, TransitionWrite, blast_window_start, counts_for_every_status, decision_outcome,
+    effective_limit, event_state_name, expiry_audit, finished_state, fired_audit, fired_job,
+    from_json, held_audit, lease_end, matched_rules_json, not_found, observation, output_chunk,
     output_offset, parse_status, status_counts_by_job, stream_name,
 };
 use crate::{
-    ActionRecord, AuditFilter, AuditRecord, DroneEnrollment, DroneRecord, EventFilter, EventRecord,
-    EventState, ExecutionRecord, ExecutionUpdate, FiringOutcome, JobRecord, JobSummary,
-    JoinTokenGrant, NewAuditRecord, NewEvent, NewExecution, NewJob, NewJoinToken,
+    ActionRecord, AuditFilter, AuditRecord, DroneEnrollment, DroneRecord, EventFilter,
+    EventOutcome, EventRecord, ExecutionRecord, ExecutionUpdate, FiringOutcome, JobRecord,
+    JobSummary, JoinTokenGrant, NewAuditRecord, NewEvent, NewExecution, NewJob, NewJoinToken,
     OutputChunkRecord, PackRecord, PendingDispatch, Result, RuleFiring, RuleRecord, ScriptRecord,
     Store, StoreError, TransitionOutcome,
 };
@@ -653,6 +654,8 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await?;
 
+        // Replicas holding compiled rules reload them when this moves.
+        sqlx::query(BUMP_CATALOG_VERSION).execute(&mut *tx).await?;
         insert_audit(&mut *tx, audit).await?;
         tx.commit().await?;
         Ok(previous)
@@ -670,6 +673,8 @@ impl Store for PgStore {
             .bind(name)
             .execute(&mut *tx)
             .await?;
+        // Replicas holding compiled rules reload them when this moves.
+        sqlx::query(BUMP_CATALOG_VERSION).execute(&mut *tx).await?;
         insert_audit(&mut *tx, audit).await?;
         tx.commit().await?;
         Ok(true)
@@ -773,6 +778,8 @@ impl Store for PgStore {
             tx.rollback().await?;
             return Ok(false);
         }
+        // Replicas holding compiled rules reload them when this moves.
+        sqlx::query(BUMP_CATALOG_VERSION).execute(&mut *tx).await?;
         insert_audit(&mut *tx, audit).await?;
         tx.commit().await?;
         Ok(true)
@@ -837,36 +844,34 @@ impl Store for PgStore {
         Ok(events)
     }
 
-    async fn finish_event(&self, id: &str, error: Option<&str>, now: DateTime<Utc>) -> Result<()> {
-        let state = if error.is_some() {
-            EventState::Failed
-        } else {
-            EventState::Processed
-        };
+    async fn finish_events(&self, outcomes: &[EventOutcome], now: DateTime<Utc>) -> Result<u64> {
+        let mut ids = Vec::with_capacity(outcomes.len());
+        let mut states = Vec::with_capacity(outcomes.len());
+        let mut errors = Vec::with_capacity(outcomes.len());
+        let mut matched = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            ids.push(outcome.id.as_str());
+            states.push(event_state_name(finished_state(outcome)));
+            errors.push(outcome.error.as_deref());
+            matched.push(matched_rules_json(outcome));
+        }
         // Only a pending event is finished: if its lease ran out and a
         // second processor got to it too, the first outcome recorded stays.
-        let updated = sqlx::query(
-            "UPDATE events SET state = $2, error = $3, processed_at = $4 \
-             WHERE id = $1 AND state = 'pending'",
+        Ok(sqlx::query(
+            "UPDATE events SET state = o.state, error = o.error, processed_at = $5, \
+                               matched_rules = o.matched_rules \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[]) \
+                 AS o (id, state, error, matched_rules) \
+             WHERE events.id = o.id AND events.state = 'pending'",
         )
-        .bind(id)
-        .bind(event_state_name(state))
-        .bind(error)
+        .bind(&ids)
+        .bind(&states)
+        .bind(&errors)
+        .bind(&matched)
         .bind(now)
         .execute(&self.pool)
         .await?
-        .rows_affected();
-        if updated == 0 {
-            let exists: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE id = $1)")
-                    .bind(id)
-                    .fetch_one(&self.pool)
-                    .await?;
-            if !exists {
-                return Err(not_found("event", id));
-            }
-        }
-        Ok(())
+        .rows_affected())
     }
 
     async fn get_event(&self, id: &str) -> Result<Option<EventRecord>> {
@@ -907,84 +912,47 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn fire_rule(&self, firing: &RuleFiring, now: DateTime<Utc>) -> Result<FiringOutcome> {
+    async fn fire_rules(
+        &self,
+        firings: &[RuleFiring],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<FiringOutcome>> {
+        if firings.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.pool.begin().await?;
-        // Serialises firings of one rule across replicas until commit. Every
-        // statement after it reads a fresh snapshot (READ COMMITTED), so the
-        // counts below include whatever the previous holder wrote: two
-        // firings can never both see room for one more job. An advisory lock
-        // rather than a row lock, as the rule need not have a row (a pack
-        // upgrade replaces it meanwhile).
-        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-            .bind(RULE_LOCK_SPACE)
-            .bind(lock_key(&firing.rule))
-            .execute(&mut *tx)
-            .await?;
-
-        let last_fired_for_key: Option<DateTime<Utc>> = match &firing.cooldown_key {
-            Some(key) => {
-                sqlx::query_scalar(
-                    "SELECT last_fired_at FROM rule_cooldowns WHERE rule = $1 AND key = $2",
-                )
-                .bind(&firing.rule)
+        // Serialises firings of each rule across replicas until commit.
+        // Every statement after it reads a fresh snapshot (READ COMMITTED),
+        // so the counts below include whatever the previous holder wrote:
+        // two firings can never both see room for one more job. An advisory
+        // lock rather than a row lock, as the rule need not have a row (a
+        // pack upgrade replaces it meanwhile). All of the batch's locks are
+        // taken first, in key order, so two replicas' batches can never wait
+        // for each other in a cycle.
+        let mut keys: Vec<i32> = firings.iter().map(|f| lock_key(&f.rule)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+                .bind(RULE_LOCK_SPACE)
                 .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?
-            }
-            None => None,
-        };
-        let running_jobs: i64 = sqlx::query_scalar(
-            "SELECT count(DISTINCT j.id) FROM jobs j JOIN executions e ON e.job_id = j.id \
-             WHERE j.rule = $1 AND e.status IN ('requested', 'dispatched', 'running')",
-        )
-        .bind(&firing.rule)
-        .fetch_one(&mut *tx)
-        .await?;
-        let hosts_in_window: Vec<String> = match blast_window_start(firing, now) {
-            Some(start) => {
-                sqlx::query_scalar(
-                    "SELECT DISTINCT e.drone_id FROM jobs j \
-                     JOIN executions e ON e.job_id = j.id \
-                     WHERE j.rule = $1 AND e.created_at > $2",
-                )
-                .bind(&firing.rule)
-                .bind(start)
-                .fetch_all(&mut *tx)
-                .await?
-            }
-            None => Vec::new(),
-        };
-
-        let observation = observation(firing, last_fired_for_key, running_jobs, &hosts_in_window);
-        let outcome = match policy::decide(&firing.policy, &observation, now) {
-            Decision::Allow => {
-                let job = fired_job(firing);
-                insert_job(&mut tx, &job, &firing.executions).await?;
-                if let Some(key) = &firing.cooldown_key {
-                    // GREATEST: a replica whose clock lags must not move a
-                    // cooldown back and so shorten it.
-                    sqlx::query(
-                        "INSERT INTO rule_cooldowns (rule, key, last_fired_at) VALUES ($1, $2, $3) \
-                         ON CONFLICT (rule, key) DO UPDATE SET \
-                             last_fired_at = GREATEST(rule_cooldowns.last_fired_at, \
-                                                      EXCLUDED.last_fired_at)",
-                    )
-                    .bind(&firing.rule)
-                    .bind(key)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                insert_audit(&mut *tx, &fired_audit(firing, &job, &observation, now)).await?;
-                FiringOutcome::Fired
-            }
-            Decision::Hold { reason } => {
-                insert_audit(&mut *tx, &held_audit(firing, &observation, &reason, now)).await?;
-                FiringOutcome::Held { reason }
-            }
-        };
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut outcomes = Vec::with_capacity(firings.len());
+        for firing in firings {
+            outcomes.push(fire_one(&mut tx, firing, now).await?);
+        }
         tx.commit().await?;
-        Ok(outcome)
+        Ok(outcomes)
+    }
+
+    async fn catalog_version(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM catalog_version WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     async fn claim_timer_tick(&self, rule: &str, tick: DateTime<Utc>) -> Result<bool> {
@@ -1016,6 +984,93 @@ fn lock_key(name: &str) -> i32 {
         (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
     });
     i32::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// Decides one firing inside the batch's transaction, its rule's lock held.
+async fn fire_one(
+    conn: &mut PgConnection,
+    firing: &RuleFiring,
+    now: DateTime<Utc>,
+) -> Result<FiringOutcome> {
+    // Under the rule's lock no other firing of this rule runs, so this read
+    // cannot race; the primary key is the backstop.
+    let decided: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM rule_decisions WHERE event_id = $1 AND rule = $2)",
+    )
+    .bind(&firing.event_id)
+    .bind(&firing.rule)
+    .fetch_one(&mut *conn)
+    .await?;
+    if decided {
+        return Ok(FiringOutcome::AlreadyDecided);
+    }
+    let last_fired_for_key: Option<DateTime<Utc>> = match &firing.cooldown_key {
+        Some(key) => {
+            sqlx::query_scalar(
+                "SELECT last_fired_at FROM rule_cooldowns WHERE rule = $1 AND key = $2",
+            )
+            .bind(&firing.rule)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+        None => None,
+    };
+    let running_jobs: i64 = sqlx::query_scalar(RUNNING_JOBS_OF_RULE)
+        .bind(&firing.rule)
+        .fetch_one(&mut *conn)
+        .await?;
+    let hosts_in_window: Vec<String> = match blast_window_start(firing, now) {
+        Some(start) => {
+            sqlx::query_scalar(HOSTS_OF_RULE_SINCE)
+                .bind(&firing.rule)
+                .bind(start)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+        None => Vec::new(),
+    };
+
+    let observation = observation(firing, last_fired_for_key, running_jobs, &hosts_in_window);
+    let (outcome, job_id) = match policy::decide(&firing.policy, &observation, now) {
+        Decision::Allow => {
+            let job = fired_job(firing);
+            insert_job(&mut *conn, &job, &firing.executions).await?;
+            if let Some(key) = &firing.cooldown_key {
+                // GREATEST: a replica whose clock lags must not move a
+                // cooldown back and so shorten it.
+                sqlx::query(
+                    "INSERT INTO rule_cooldowns (rule, key, last_fired_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (rule, key) DO UPDATE SET \
+                         last_fired_at = GREATEST(rule_cooldowns.last_fired_at, \
+                                                  EXCLUDED.last_fired_at)",
+                )
+                .bind(&firing.rule)
+                .bind(key)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            }
+            insert_audit(&mut *conn, &fired_audit(firing, &job, &observation, now)).await?;
+            (FiringOutcome::Fired, Some(job.id))
+        }
+        Decision::Hold { reason } => {
+            insert_audit(&mut *conn, &held_audit(firing, &observation, &reason, now)).await?;
+            (FiringOutcome::Held { reason }, None)
+        }
+    };
+    sqlx::query(
+        "INSERT INTO rule_decisions (event_id, rule, outcome, job_id, decided_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&firing.event_id)
+    .bind(&firing.rule)
+    .bind(decision_outcome(job_id.as_deref()))
+    .bind(job_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(outcome)
 }
 
 /// Serialises installs and removals of one pack until the transaction ends,

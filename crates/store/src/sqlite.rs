@@ -81,17 +81,18 @@ use ultron8_core::{DroneFacts, ExecutionStatus, HostStats};
 use ultron8_core::policy::{self, Decision};
 
 use crate::common::{
-    ACTION_COLUMNS, AUDIT_COLUMNS, ActionRow, AuditRow, DRONE_COLUMNS, DroneRow, EVENT_COLUMNS,
-    EXECUTION_COLUMNS, EventRow, ExecutionRow, JOB_COLUMNS, JobRow, PACK_COLUMNS, PackRow,
-    PendingRow, RULE_COLUMNS, RuleRow, TransitionWrite, blast_window_start,
-    counts_for_every_status, effective_limit, event_state_name, expiry_audit, fired_audit,
-    fired_job, from_json, held_audit, lease_end, not_found, observation, output_chunk,
+    ACTION_COLUMNS, AUDIT_COLUMNS, ActionRow, AuditRow, BUMP_CATALOG_VERSION, DRONE_COLUMNS,
+    DroneRow, EVENT_COLUMNS, EXECUTION_COLUMNS, EventRow, ExecutionRow, HOSTS_OF_RULE_SINCE,
+    JOB_COLUMNS, JobRow, PACK_COLUMNS, PackRow, PendingRow, RULE_COLUMNS, RUNNING_JOBS_OF_RULE,
+    RuleRow, TransitionWrite, blast_window_start, counts_for_every_status, decision_outcome,
+    effective_limit, event_state_name, expiry_audit, finished_state, fired_audit, fired_job,
+    from_json, held_audit, lease_end, matched_rules_json, not_found, observation, output_chunk,
     output_offset, parse_status, status_counts_by_job, stream_name,
 };
 use crate::{
-    ActionRecord, AuditFilter, AuditRecord, DroneEnrollment, DroneRecord, EventFilter, EventRecord,
-    EventState, ExecutionRecord, ExecutionUpdate, FiringOutcome, JobRecord, JobSummary,
-    JoinTokenGrant, NewAuditRecord, NewEvent, NewExecution, NewJob, NewJoinToken,
+    ActionRecord, AuditFilter, AuditRecord, DroneEnrollment, DroneRecord, EventFilter,
+    EventOutcome, EventRecord, ExecutionRecord, ExecutionUpdate, FiringOutcome, JobRecord,
+    JobSummary, JoinTokenGrant, NewAuditRecord, NewEvent, NewExecution, NewJob, NewJoinToken,
     OutputChunkRecord, PackRecord, PendingDispatch, Result, RuleFiring, RuleRecord, ScriptRecord,
     Store, StoreError, TransitionOutcome,
 };
@@ -822,6 +823,8 @@ impl Store for SqliteStore {
             .await?;
         }
 
+        // Replicas holding compiled rules reload them when this moves.
+        sqlx::query(BUMP_CATALOG_VERSION).execute(&mut *tx).await?;
         insert_audit(&mut *tx, audit).await?;
         tx.commit().await?;
         Ok(previous)
@@ -838,6 +841,8 @@ impl Store for SqliteStore {
             .bind(name)
             .execute(&mut *tx)
             .await?;
+        // Replicas holding compiled rules reload them when this moves.
+        sqlx::query(BUMP_CATALOG_VERSION).execute(&mut *tx).await?;
         insert_audit(&mut *tx, audit).await?;
         tx.commit().await?;
         Ok(true)
@@ -938,6 +943,8 @@ impl Store for SqliteStore {
             tx.rollback().await?;
             return Ok(false);
         }
+        // Replicas holding compiled rules reload them when this moves.
+        sqlx::query(BUMP_CATALOG_VERSION).execute(&mut *tx).await?;
         insert_audit(&mut *tx, audit).await?;
         tx.commit().await?;
         Ok(true)
@@ -1001,36 +1008,32 @@ impl Store for SqliteStore {
         Ok(events)
     }
 
-    async fn finish_event(&self, id: &str, error: Option<&str>, now: DateTime<Utc>) -> Result<()> {
-        let state = if error.is_some() {
-            EventState::Failed
-        } else {
-            EventState::Processed
-        };
-        // Only a pending event is finished: if its lease ran out and a
-        // second processor got to it too, the first outcome recorded stays.
-        let updated = sqlx::query(
-            "UPDATE events SET state = $2, error = $3, processed_at = $4 \
-             WHERE id = $1 AND state = 'pending'",
-        )
-        .bind(id)
-        .bind(event_state_name(state))
-        .bind(error)
-        .bind(micros(now))
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            let exists: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE id = $1)")
-                    .bind(id)
-                    .fetch_one(&self.readers)
-                    .await?;
-            if !exists {
-                return Err(not_found("event", id));
-            }
+    async fn finish_events(&self, outcomes: &[EventOutcome], now: DateTime<Utc>) -> Result<u64> {
+        if outcomes.is_empty() {
+            return Ok(0);
         }
-        Ok(())
+        // One transaction for the batch; each statement is the writer's
+        // alone, so nothing else lands in between.
+        let mut tx = self.begin_write().await?;
+        let mut updated = 0;
+        for outcome in outcomes {
+            // Only a pending event is finished: if its lease ran out and a
+            // second processor got to it too, the first outcome stays.
+            updated += sqlx::query(
+                "UPDATE events SET state = $2, error = $3, processed_at = $4, matched_rules = $5 \
+                 WHERE id = $1 AND state = 'pending'",
+            )
+            .bind(&outcome.id)
+            .bind(event_state_name(finished_state(outcome)))
+            .bind(&outcome.error)
+            .bind(micros(now))
+            .bind(matched_rules_json(outcome))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(updated)
     }
 
     async fn get_event(&self, id: &str) -> Result<Option<EventRecord>> {
@@ -1071,78 +1074,34 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn fire_rule(&self, firing: &RuleFiring, now: DateTime<Utc>) -> Result<FiringOutcome> {
+    async fn fire_rules(
+        &self,
+        firings: &[RuleFiring],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<FiringOutcome>> {
+        if firings.is_empty() {
+            return Ok(Vec::new());
+        }
         // The write lock, held from BEGIN, serialises every firing (of any
-        // rule) until commit, so the counts below include all that earlier
-        // firings wrote: two firings can never both see room for one more
-        // job. Postgres needs a per-rule lock for the same guarantee.
+        // rule) until commit, so the counts each firing reads include all
+        // that earlier firings wrote: two firings can never both see room
+        // for one more job. Postgres needs per-rule locks for the same
+        // guarantee.
         let mut tx = self.begin_write().await?;
-        let last_fired_for_key = match &firing.cooldown_key {
-            Some(key) => {
-                let last: Option<i64> = sqlx::query_scalar(
-                    "SELECT last_fired_at FROM rule_cooldowns WHERE rule = $1 AND key = $2",
-                )
-                .bind(&firing.rule)
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
-                last.map(|micros| from_micros(micros, "rule_cooldowns.last_fired_at"))
-                    .transpose()?
-            }
-            None => None,
-        };
-        let running_jobs: i64 = sqlx::query_scalar(
-            "SELECT count(DISTINCT j.id) FROM jobs j JOIN executions e ON e.job_id = j.id \
-             WHERE j.rule = $1 AND e.status IN ('requested', 'dispatched', 'running')",
-        )
-        .bind(&firing.rule)
-        .fetch_one(&mut *tx)
-        .await?;
-        let hosts_in_window: Vec<String> = match blast_window_start(firing, now) {
-            Some(start) => {
-                sqlx::query_scalar(
-                    "SELECT DISTINCT e.drone_id FROM jobs j \
-                     JOIN executions e ON e.job_id = j.id \
-                     WHERE j.rule = $1 AND e.created_at > $2",
-                )
-                .bind(&firing.rule)
-                .bind(micros(start))
-                .fetch_all(&mut *tx)
-                .await?
-            }
-            None => Vec::new(),
-        };
-
-        let observation = observation(firing, last_fired_for_key, running_jobs, &hosts_in_window);
-        let outcome = match policy::decide(&firing.policy, &observation, now) {
-            Decision::Allow => {
-                let job = fired_job(firing);
-                insert_job(&mut tx, &job, &firing.executions).await?;
-                if let Some(key) = &firing.cooldown_key {
-                    // max(): a clock that lags must not move a cooldown back
-                    // and so shorten it.
-                    sqlx::query(
-                        "INSERT INTO rule_cooldowns (rule, key, last_fired_at) VALUES ($1, $2, $3) \
-                         ON CONFLICT (rule, key) DO UPDATE SET \
-                             last_fired_at = max(rule_cooldowns.last_fired_at, \
-                                                 excluded.last_fired_at)",
-                    )
-                    .bind(&firing.rule)
-                    .bind(key)
-                    .bind(micros(now))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                insert_audit(&mut *tx, &fired_audit(firing, &job, &observation, now)).await?;
-                FiringOutcome::Fired
-            }
-            Decision::Hold { reason } => {
-                insert_audit(&mut *tx, &held_audit(firing, &observation, &reason, now)).await?;
-                FiringOutcome::Held { reason }
-            }
-        };
+        let mut outcomes = Vec::with_capacity(firings.len());
+        for firing in firings {
+            outcomes.push(fire_one(&mut tx, firing, now).await?);
+        }
         tx.commit().await?;
-        Ok(outcome)
+        Ok(outcomes)
+    }
+
+    async fn catalog_version(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM catalog_version WHERE id = 1")
+                .fetch_one(&self.readers)
+                .await?,
+        )
     }
 
     async fn claim_timer_tick(&self, rule: &str, tick: DateTime<Utc>) -> Result<bool> {
@@ -1158,6 +1117,93 @@ impl Store for SqliteStore {
         .rows_affected();
         Ok(inserted == 1)
     }
+}
+
+/// Decides one firing inside the batch's write transaction.
+async fn fire_one(
+    conn: &mut SqliteConnection,
+    firing: &RuleFiring,
+    now: DateTime<Utc>,
+) -> Result<FiringOutcome> {
+    let decided: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM rule_decisions WHERE event_id = $1 AND rule = $2)",
+    )
+    .bind(&firing.event_id)
+    .bind(&firing.rule)
+    .fetch_one(&mut *conn)
+    .await?;
+    if decided {
+        return Ok(FiringOutcome::AlreadyDecided);
+    }
+    let last_fired_for_key = match &firing.cooldown_key {
+        Some(key) => {
+            let last: Option<i64> = sqlx::query_scalar(
+                "SELECT last_fired_at FROM rule_cooldowns WHERE rule = $1 AND key = $2",
+            )
+            .bind(&firing.rule)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+            last.map(|micros| from_micros(micros, "rule_cooldowns.last_fired_at"))
+                .transpose()?
+        }
+        None => None,
+    };
+    let running_jobs: i64 = sqlx::query_scalar(RUNNING_JOBS_OF_RULE)
+        .bind(&firing.rule)
+        .fetch_one(&mut *conn)
+        .await?;
+    let hosts_in_window: Vec<String> = match blast_window_start(firing, now) {
+        Some(start) => {
+            sqlx::query_scalar(HOSTS_OF_RULE_SINCE)
+                .bind(&firing.rule)
+                .bind(micros(start))
+                .fetch_all(&mut *conn)
+                .await?
+        }
+        None => Vec::new(),
+    };
+
+    let observation = observation(firing, last_fired_for_key, running_jobs, &hosts_in_window);
+    let (outcome, job_id) = match policy::decide(&firing.policy, &observation, now) {
+        Decision::Allow => {
+            let job = fired_job(firing);
+            insert_job(&mut *conn, &job, &firing.executions).await?;
+            if let Some(key) = &firing.cooldown_key {
+                // max(): a clock that lags must not move a cooldown back and
+                // so shorten it.
+                sqlx::query(
+                    "INSERT INTO rule_cooldowns (rule, key, last_fired_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (rule, key) DO UPDATE SET \
+                         last_fired_at = max(rule_cooldowns.last_fired_at, \
+                                             excluded.last_fired_at)",
+                )
+                .bind(&firing.rule)
+                .bind(key)
+                .bind(micros(now))
+                .execute(&mut *conn)
+                .await?;
+            }
+            insert_audit(&mut *conn, &fired_audit(firing, &job, &observation, now)).await?;
+            (FiringOutcome::Fired, Some(job.id))
+        }
+        Decision::Hold { reason } => {
+            insert_audit(&mut *conn, &held_audit(firing, &observation, &reason, now)).await?;
+            (FiringOutcome::Held { reason }, None)
+        }
+    };
+    sqlx::query(
+        "INSERT INTO rule_decisions (event_id, rule, outcome, job_id, decided_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&firing.event_id)
+    .bind(&firing.rule)
+    .bind(decision_outcome(job_id.as_deref()))
+    .bind(job_id)
+    .bind(micros(now))
+    .execute(&mut *conn)
+    .await?;
+    Ok(outcome)
 }
 
 /// Copies the installed version of the pack to its history, superseded at
@@ -1425,6 +1471,7 @@ fn event_row(row: &SqliteRow) -> Result<EventRow> {
         state: row.try_get("state")?,
         processed_at: optional_time(row, "processed_at")?,
         error: row.try_get("error")?,
+        matched_rules: row.try_get("matched_rules")?,
     })
 }
 

@@ -308,6 +308,19 @@ pub struct EventRecord {
     pub state: EventState,
     pub processed_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
+    /// The rules that matched, once processed (`pack.rule`); empty while
+    /// pending and when none did.
+    pub matched_rules: Vec<String>,
+}
+
+/// How processing a claimed event ended, for [`crate::Store::finish_events`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventOutcome {
+    pub id: String,
+    /// None: processed; Some: failed, and why.
+    pub error: Option<String>,
+    /// The rules whose criteria matched (fired, held or failed).
+    pub matched_rules: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -347,4 +360,7 @@ pub enum FiringOutcome {
     Fired,
     /// Nothing but a `rule.held` audit record written.
     Held { reason: String },
+    /// The rule already fired or was held for this event (its first
+    /// processor died before marking the event processed); nothing written.
+    AlreadyDecided,
 }

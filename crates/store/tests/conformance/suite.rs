@@ -17,7 +17,7 @@ use serde_json::json;
 use ultron8_core::policy::{BlastRadius, Cooldown, Observation, Policy};
 use ultron8_core::{CommandSpec, DroneFacts, ExecutionStatus, HostStats, Program};
 use ultron8_store::{
-    ActionRecord, AuditFilter, DroneEnrollment, EventFilter, EventRecord, EventState,
+    ActionRecord, AuditFilter, DroneEnrollment, EventFilter, EventOutcome, EventRecord, EventState,
     ExecutionResult, ExecutionUpdate, FiringOutcome, JobOrigin, NewAuditRecord, NewEvent,
     NewExecution, NewJob, NewJoinToken, OutputChunkRecord, OutputStreamKind, PackRecord,
     RuleFiring, RuleRecord, ScriptRecord, Store, StoreError, TransitionOutcome,
@@ -85,6 +85,10 @@ macro_rules! conformance_tests {
             concurrent_firings_of_one_rule_fire_once,
             timer_tick_is_claimed_once,
             audit_filters_by_event_rule_and_action_ref,
+            a_rule_is_decided_once_per_event,
+            batched_firings_are_decided_in_order_and_all_or_nothing,
+            finished_events_keep_the_rules_that_matched,
+            catalog_version_moves_with_every_catalog_change,
         );
     };
     (@each $run:path; $($name:ident),* $(,)?) => {
@@ -2494,6 +2498,7 @@ pub async fn events_are_recorded_pending_and_finished(store: Arc<dyn Store>) {
             state: EventState::Pending,
             processed_at: None,
             error: None,
+            matched_rules: Vec::new(),
         }
     );
 
@@ -3486,4 +3491,228 @@ pub async fn audit_filters_by_event_rule_and_action_ref(store: Arc<dyn Store>) {
         .await,
         pairs(&[])
     );
+}
+
+pub async fn a_rule_is_decided_once_per_event(store: Arc<dyn Store>) {
+    // A replica died after firing and before finishing the event; another
+    // reclaims the event and evaluates the rule again with a new job id.
+    let first = firing(RULE, Policy::default(), None, &["drone-a"], t(10));
+    let mut again = firing(RULE, Policy::default(), None, &["drone-a"], t(20));
+    again.event_id = first.event_id.clone();
+    assert_eq!(
+        store.fire_rule(&first, t(10)).await.expect("fire rule"),
+        FiringOutcome::Fired
+    );
+    assert_eq!(
+        store
+            .fire_rule(&again, t(20))
+            .await
+            .expect("fire rule again"),
+        FiringOutcome::AlreadyDecided
+    );
+    assert_eq!(store.count_jobs().await.expect("count jobs"), 1);
+    assert_eq!(
+        store.get_job(&again.job.id).await.expect("get job"),
+        None,
+        "the second firing wrote no job"
+    );
+    firing_audit(&*store, &first).await;
+
+    // A hold is a decision too.
+    let held_policy = Policy {
+        max_concurrent: Some(0),
+        ..Policy::default()
+    };
+    let held = firing("web.other", held_policy, None, &["drone-b"], t(30));
+    let mut held_again = firing("web.other", Policy::default(), None, &["drone-b"], t(40));
+    held_again.event_id = held.event_id.clone();
+    assert!(is_held(
+        &store.fire_rule(&held, t(30)).await.expect("fire rule")
+    ));
+    assert_eq!(
+        store
+            .fire_rule(&held_again, t(40))
+            .await
+            .expect("fire rule again"),
+        FiringOutcome::AlreadyDecided,
+        "a held rule is not fired when its event comes back"
+    );
+    assert_eq!(store.count_jobs().await.expect("count jobs"), 1);
+
+    // Another rule on the same event is a decision of its own.
+    let mut other_rule = firing("web.third", Policy::default(), None, &["drone-c"], t(50));
+    other_rule.event_id = first.event_id.clone();
+    assert_eq!(
+        store
+            .fire_rule(&other_rule, t(50))
+            .await
+            .expect("fire rule"),
+        FiringOutcome::Fired
+    );
+}
+
+pub async fn batched_firings_are_decided_in_order_and_all_or_nothing(store: Arc<dyn Store>) {
+    let one_at_a_time = Policy {
+        max_concurrent: Some(1),
+        ..Policy::default()
+    };
+    let batch = vec![
+        firing(RULE, one_at_a_time.clone(), None, &["drone-a"], t(10)),
+        firing("web.other", Policy::default(), None, &["drone-b"], t(10)),
+        firing(RULE, one_at_a_time.clone(), None, &["drone-c"], t(10)),
+    ];
+    let outcomes = store.fire_rules(&batch, t(10)).await.expect("fire rules");
+    assert_eq!(outcomes.len(), 3);
+    assert_eq!(outcomes[0], FiringOutcome::Fired);
+    assert_eq!(outcomes[1], FiringOutcome::Fired);
+    assert!(
+        is_held(&outcomes[2]),
+        "the third saw the first one's job: {outcomes:?}"
+    );
+    assert_eq!(
+        observed(&firing_audit(&*store, &batch[2]).await).running_jobs,
+        1
+    );
+    assert_eq!(store.count_jobs().await.expect("count jobs"), 2);
+    assert_eq!(
+        store.fire_rules(&[], t(11)).await.expect("empty batch"),
+        Vec::new()
+    );
+
+    // A firing the database refuses (its job id is taken) fails the whole
+    // batch: the good firing before it writes nothing either.
+    let good = firing("web.fourth", Policy::default(), None, &["drone-d"], t(20));
+    let mut bad = firing("web.fifth", Policy::default(), None, &["drone-e"], t(20));
+    bad.job.id = batch[1].job.id.clone();
+    for execution in &mut bad.executions {
+        execution.job_id = bad.job.id.clone();
+    }
+    store
+        .fire_rules(&[good.clone(), bad], t(20))
+        .await
+        .expect_err("a duplicate job id is refused");
+    assert_eq!(store.count_jobs().await.expect("count jobs"), 2);
+    assert_eq!(
+        store.fire_rule(&good, t(21)).await.expect("fire rule"),
+        FiringOutcome::Fired,
+        "the rolled-back firing was not decided"
+    );
+}
+
+pub async fn finished_events_keep_the_rules_that_matched(store: Arc<dyn Store>) {
+    let ids = record_events(&*store, "core.webhook", 3, 1).await;
+    let outcomes = vec![
+        EventOutcome {
+            id: ids[0].clone(),
+            error: None,
+            matched_rules: vec!["web.restart".to_string(), "web.page".to_string()],
+        },
+        EventOutcome {
+            id: ids[1].clone(),
+            error: Some("web.restart: target: undefined value".to_string()),
+            matched_rules: vec!["web.restart".to_string()],
+        },
+        EventOutcome {
+            id: "ghost".to_string(),
+            error: None,
+            matched_rules: Vec::new(),
+        },
+    ];
+    assert_eq!(
+        store
+            .finish_events(&outcomes, t(30))
+            .await
+            .expect("finish events"),
+        2,
+        "the unknown id is skipped"
+    );
+    let first = store.get_event(&ids[0]).await.expect("get").expect("event");
+    assert_eq!(first.state, EventState::Processed);
+    assert_eq!(first.processed_at, Some(t(30)));
+    assert_eq!(first.matched_rules, ["web.restart", "web.page"]);
+    let second = store.get_event(&ids[1]).await.expect("get").expect("event");
+    assert_eq!(second.state, EventState::Failed);
+    assert_eq!(
+        second.error.as_deref(),
+        Some("web.restart: target: undefined value")
+    );
+    assert_eq!(second.matched_rules, ["web.restart"]);
+    let third = store.get_event(&ids[2]).await.expect("get").expect("event");
+    assert_eq!(third.state, EventState::Pending);
+    assert!(third.matched_rules.is_empty());
+
+    // Finishing again (a second processor) changes nothing.
+    let late = vec![EventOutcome {
+        id: ids[0].clone(),
+        error: Some("late".to_string()),
+        matched_rules: Vec::new(),
+    }];
+    assert_eq!(store.finish_events(&late, t(40)).await.expect("finish"), 0);
+    let first = store.get_event(&ids[0]).await.expect("get").expect("event");
+    assert_eq!(
+        (first.state, first.matched_rules.len()),
+        (EventState::Processed, 2)
+    );
+    let listed = store
+        .list_events(&EventFilter::default())
+        .await
+        .expect("list events");
+    assert!(
+        listed
+            .iter()
+            .any(|e| e.matched_rules == ["web.restart", "web.page"])
+    );
+}
+
+pub async fn catalog_version_moves_with_every_catalog_change(store: Arc<dyn Store>) {
+    let version = || {
+        let store = Arc::clone(&store);
+        async move { store.catalog_version().await.expect("catalog version") }
+    };
+    let start = version().await;
+    install(
+        &*store,
+        &pack("web", "1.0.0", t(1)),
+        &[action("web", "restart", "1.0.0")],
+        &[rule("web", "restart_on_down", "alertmanager", true)],
+        &[],
+    )
+    .await;
+    let installed = version().await;
+    assert!(installed > start, "an install moves it");
+
+    store
+        .set_rule_enabled(
+            "web.restart_on_down",
+            false,
+            &pack_audit("rule.disabled", "web", t(2)),
+        )
+        .await
+        .expect("disable rule");
+    let disabled = version().await;
+    assert!(disabled > installed, "disabling a rule moves it");
+    store
+        .set_rule_enabled("web.nope", true, &pack_audit("rule.enabled", "web", t(3)))
+        .await
+        .expect("enable unknown rule");
+    assert_eq!(version().await, disabled, "nothing changed, nothing moves");
+
+    // Events, jobs and firings are not the catalog.
+    record_events(&*store, "alertmanager", 2, 4).await;
+    store
+        .fire_rule(
+            &firing(RULE, Policy::default(), None, &["drone-a"], t(5)),
+            t(5),
+        )
+        .await
+        .expect("fire rule");
+    assert_eq!(version().await, disabled);
+
+    assert!(
+        store
+            .remove_pack("web", &pack_audit("pack.removed", "web", t(6)))
+            .await
+            .expect("remove pack")
+    );
+    assert!(version().await > disabled, "a removal moves it");
 }
