@@ -52,9 +52,20 @@ pub enum EventCommand {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
-    /// One event with its payload and how processing went
+    /// One event with its payload, how processing went and the rules that
+    /// matched it
+    ///
+    /// Misses are not recorded; --explain evaluates every rule on the
+    /// event's trigger again, as `rule test` does, and says why each did not
+    /// match (against the rules installed now).
+    ///
+    /// Example: ultronctl event get 0193a3c2-... --explain
     Get {
         id: String,
+        /// Also evaluate the rules on the event's trigger again and show
+        /// why each matched or not (runs nothing)
+        #[arg(long)]
+        explain: bool,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
@@ -371,13 +382,40 @@ pub async fn event(client: &mut Client, command: EventCommand) -> anyhow::Result
                 println!("{table}");
             }
         }
-        EventCommand::Get { id, output } => {
+        EventCommand::Get {
+            id,
+            explain,
+            output,
+        } => {
             let event = client
                 .get_event(v1::GetEventRequest { id })
                 .await
                 .map_err(call_failed)?
                 .into_inner();
-            print_event(&event, output)?;
+            if !explain {
+                print_event(&event, output)?;
+                return Ok(0);
+            }
+            let results = client
+                .test_rules(v1::TestRulesRequest {
+                    trigger: event.trigger.clone(),
+                    payload_json: event.payload_json.clone(),
+                    rule: String::new(),
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner()
+                .results;
+            if output == Format::Json {
+                let mut view = event_json(&event);
+                view["explain"] = Value::Array(results.iter().map(rule_test_json).collect());
+                print_json(&view)?;
+            } else {
+                print_event(&event, output)?;
+                println!();
+                println!("the rules on {} now:", event.trigger);
+                print_rule_tests(&results, &event.trigger);
+            }
         }
         EventCommand::Fire {
             trigger,
@@ -415,6 +453,7 @@ fn event_json(e: &v1::EventInfo) -> Value {
         "received_at": output::time(e.received_at_ms),
         "state": e.state,
         "error": Some(&e.error).filter(|s| !s.is_empty()),
+        "matched_rules": e.matched_rules,
         "payload": serde_json::from_str::<Value>(&e.payload_json).unwrap_or(Value::Null),
     })
 }
@@ -439,6 +478,13 @@ fn print_event(e: &v1::EventInfo, output: Format) -> anyhow::Result<()> {
             format!(" ({})", e.error)
         }
     );
+    if e.state != "pending" {
+        if e.matched_rules.is_empty() {
+            println!("matched: no rule (see why with --explain)");
+        } else {
+            println!("matched: {}", e.matched_rules.join(", "));
+        }
+    }
     let payload: Value = serde_json::from_str(&e.payload_json).unwrap_or(Value::Null);
     println!("{}", serde_json::to_string_pretty(&payload)?);
     Ok(())
@@ -562,58 +608,62 @@ pub async fn rule(client: &mut Client, command: RuleCommand) -> anyhow::Result<u
                 .into_inner()
                 .results;
             if output == Format::Json {
-                let views: Vec<Value> = results
-                    .iter()
-                    .map(|r| {
-                        json!({
-                            "rule": r.rule, "enabled": r.enabled, "matched": r.matched, "reasons": r.reasons,
-                            "error": Some(&r.error).filter(|e| !e.is_empty()),
-                            "action": r.action, "target": Some(&r.target).filter(|t| !t.is_empty()), "drones": r.drones,
-                            "parameters": serde_json::from_str::<Value>(&r.parameters_json).ok(),
-                        })
-                    })
-                    .collect();
-                print_json(&views)?;
-            } else if results.is_empty() {
-                println!("no rules on trigger {trigger}");
+                print_json(&results.iter().map(rule_test_json).collect::<Vec<_>>())?;
             } else {
-                for r in &results {
-                    let state = match (r.matched, r.error.is_empty()) {
-                        (true, true) => "MATCH",
-                        (true, false) => "MATCH, but it cannot run",
-                        (false, _) => "no match",
-                    };
-                    let disabled = if r.enabled {
-                        ""
-                    } else {
-                        " (disabled: would not run)"
-                    };
-                    println!("{}  {state}{disabled}", r.rule);
-                    for reason in &r.reasons {
-                        println!("  - {reason}");
-                    }
-                    if !r.error.is_empty() {
-                        println!("  ! {}", r.error);
-                    } else if r.matched {
-                        println!(
-                            "  would run {} on {}",
-                            r.action,
-                            if r.drones.is_empty() {
-                                "the hive".to_string()
-                            } else {
-                                r.drones.join(", ")
-                            }
-                        );
-                        if !r.target.is_empty() {
-                            println!("  target: {}", r.target);
-                        }
-                        println!("  parameters: {}", r.parameters_json);
-                    }
-                }
+                print_rule_tests(&results, &trigger);
             }
         }
     }
     Ok(0)
+}
+
+fn rule_test_json(r: &v1::RuleTest) -> Value {
+    json!({
+        "rule": r.rule, "enabled": r.enabled, "matched": r.matched, "reasons": r.reasons,
+        "error": Some(&r.error).filter(|e| !e.is_empty()),
+        "action": r.action, "target": Some(&r.target).filter(|t| !t.is_empty()), "drones": r.drones,
+        "parameters": serde_json::from_str::<Value>(&r.parameters_json).ok(),
+    })
+}
+
+fn print_rule_tests(results: &[v1::RuleTest], trigger: &str) {
+    if results.is_empty() {
+        println!("no rules on trigger {trigger}");
+        return;
+    }
+    for r in results {
+        let state = match (r.matched, r.error.is_empty()) {
+            (true, true) => "MATCH",
+            (true, false) => "MATCH, but it cannot run",
+            (false, _) => "no match",
+        };
+        let disabled = if r.enabled {
+            ""
+        } else {
+            " (disabled: would not run)"
+        };
+        println!("{}  {state}{disabled}", r.rule);
+        for reason in &r.reasons {
+            println!("  - {reason}");
+        }
+        if !r.error.is_empty() {
+            println!("  ! {}", r.error);
+        } else if r.matched {
+            println!(
+                "  would run {} on {}",
+                r.action,
+                if r.drones.is_empty() {
+                    "the hive".to_string()
+                } else {
+                    r.drones.join(", ")
+                }
+            );
+            if !r.target.is_empty() {
+                println!("  target: {}", r.target);
+            }
+            println!("  parameters: {}", r.parameters_json);
+        }
+    }
 }
 
 fn rule_json(r: &v1::RuleInfo) -> Value {

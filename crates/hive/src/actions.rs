@@ -51,123 +51,65 @@ pub struct ActionJob {
     pub parameters: Map<String, Value>,
 }
 
+/// The online drones, read once and used for every target resolved against
+/// them: per request for an operator's run, per batch of events for the
+/// rules engine (never per rule).
+#[derive(Default)]
+pub struct Fleet {
+    online: Vec<DroneRecord>,
+}
+
+impl Fleet {
+    pub async fn load(store: &dyn ultron8_store::Store) -> Result<Fleet, PlanError> {
+        let mut drones = store.list_drones().await?;
+        drones.retain(|d| d.online);
+        Ok(Fleet { online: drones })
+    }
+
+    /// The online drones `text` selects, and how many drones are online.
+    pub fn matching(&self, text: &str) -> Result<(Vec<String>, u32), PlanError> {
+        let expr = target::parse(text).map_err(|e| {
+            PlanError::Target(format!("invalid target {text:?}: {e}\n{}", e.render(text)))
+        })?;
+        let matched = self
+            .online
+            .iter()
+            .filter(|d| matches(&expr, d))
+            .map(|d| d.id.clone())
+            .collect();
+        Ok((
+            matched,
+            u32::try_from(self.online.len()).unwrap_or(u32::MAX),
+        ))
+    }
+}
+
 impl Hive {
-    /// Validates `given` against the action's schema and plans the job.
-    /// Nothing is written.
+    /// [`plan_action_job`] against the fleet as it is now.
     pub async fn plan_action_job(
         &self,
         action: &Action,
         given: &Map<String, Value>,
         target_text: Option<&str>,
         requester: &str,
-        mut origin: JobOrigin,
+        origin: JobOrigin,
         ttl: Duration,
     ) -> Result<ActionJob, PlanError> {
-        let parameters = params::validate(&action.parameters, given).map_err(|problems| {
-            PlanError::Parameters(format!(
-                "invalid parameters for {}: {}",
-                action.reference(),
-                problems.join("; ")
-            ))
-        })?;
-        let command = command_for(action, &parameters)?;
-        let now = Utc::now();
-        let expires_at =
-            now + chrono::Duration::from_std(ttl).unwrap_or_else(|_| chrono::Duration::minutes(5));
-        origin.action_ref = Some(action.reference());
-        origin.parameters = Some(Value::Object(params::mask_secrets(
-            &action.parameters,
-            &parameters,
-        )));
-        let (drones, matching_fleet, command, target) = match command {
-            Some(command) => {
-                let text = target_text
-                    .filter(|t| !t.trim().is_empty())
-                    .ok_or_else(|| {
-                        PlanError::Target(format!(
-                            "{} runs on drones: give a target (-t)",
-                            action.reference()
-                        ))
-                    })?;
-                let (matched, fleet) = self.online_drones_matching(text).await?;
-                if matched.is_empty() {
-                    return Err(PlanError::Target(format!(
-                        "target {text:?} matches no online drone"
-                    )));
-                }
-                (matched, fleet, command, text.to_string())
-            }
-            None => {
-                // The hive runs it; the job still records what ran, for the
-                // audit trail and `job get`.
-                let described = CommandSpec {
-                    program: Program::Argv(vec![format!(
-                        "{} ({})",
-                        action.reference(),
-                        runner_name(&action.runner)
-                    )]),
-                    env: Default::default(),
-                    working_dir: None,
-                    timeout_ms: action.timeout.map(|t| t.as_millis() as u64),
-                    output_limit_bytes: None,
-                    redact: secret_values(action, &parameters),
-                };
-                (
-                    vec![HIVE_EXECUTOR.to_string()],
-                    0,
-                    described,
-                    HIVE_EXECUTOR.to_string(),
-                )
-            }
-        };
-        let job = NewJob {
-            id: uuid::Uuid::now_v7().to_string(),
-            target,
-            requester: requester.to_string(),
-            command,
-            created_at: now,
-            origin,
-        };
-        let executions = drones
-            .iter()
-            .map(|drone| NewExecution {
-                id: uuid::Uuid::now_v7().to_string(),
-                job_id: job.id.clone(),
-                drone_id: drone.clone(),
-                created_at: now,
-                expires_at,
-            })
-            .collect();
-        let drones = if drones == [HIVE_EXECUTOR] {
-            Vec::new()
+        let fleet = if action.runs_on_drones() {
+            Fleet::load(&*self.store).await?
         } else {
-            drones
+            Fleet::default()
         };
-        Ok(ActionJob {
-            job,
-            executions,
-            drones,
-            matching_fleet,
-            parameters,
-        })
-    }
-
-    /// The online drones `text` selects, and how many drones are online.
-    pub async fn online_drones_matching(
-        &self,
-        text: &str,
-    ) -> Result<(Vec<String>, u32), PlanError> {
-        let expr = target::parse(text).map_err(|e| {
-            PlanError::Target(format!("invalid target {text:?}: {e}\n{}", e.render(text)))
-        })?;
-        let drones = self.store.list_drones().await?;
-        let online: Vec<&DroneRecord> = drones.iter().filter(|d| d.online).collect();
-        let matched = online
-            .iter()
-            .filter(|d| matches(&expr, d))
-            .map(|d| d.id.clone())
-            .collect();
-        Ok((matched, online.len() as u32))
+        plan_action_job(
+            action,
+            given,
+            target_text,
+            requester,
+            origin,
+            ttl,
+            &fleet,
+            Utc::now(),
+        )
     }
 
     /// Starts a recorded action job: publishes drone executions, or runs
@@ -371,6 +313,108 @@ impl Hive {
             result,
         )
     }
+}
+
+/// Validates `given` against the action's schema and plans the job: its
+/// command, and the executions on the drones of `fleet` the target selects
+/// (or the one hive-side execution). Nothing is written.
+#[allow(clippy::too_many_arguments)] // each is one part of the request
+pub fn plan_action_job(
+    action: &Action,
+    given: &Map<String, Value>,
+    target_text: Option<&str>,
+    requester: &str,
+    mut origin: JobOrigin,
+    ttl: Duration,
+    fleet: &Fleet,
+    now: chrono::DateTime<Utc>,
+) -> Result<ActionJob, PlanError> {
+    let parameters = params::validate(&action.parameters, given).map_err(|problems| {
+        PlanError::Parameters(format!(
+            "invalid parameters for {}: {}",
+            action.reference(),
+            problems.join("; ")
+        ))
+    })?;
+    let command = command_for(action, &parameters)?;
+    let expires_at =
+        now + chrono::Duration::from_std(ttl).unwrap_or_else(|_| chrono::Duration::minutes(5));
+    origin.action_ref = Some(action.reference());
+    origin.parameters = Some(Value::Object(params::mask_secrets(
+        &action.parameters,
+        &parameters,
+    )));
+    let (drones, matching_fleet, command, target) = match command {
+        Some(command) => {
+            let text = target_text
+                .filter(|t| !t.trim().is_empty())
+                .ok_or_else(|| {
+                    PlanError::Target(format!(
+                        "{} runs on drones: give a target (-t)",
+                        action.reference()
+                    ))
+                })?;
+            let (matched, online) = fleet.matching(text)?;
+            if matched.is_empty() {
+                return Err(PlanError::Target(format!(
+                    "target {text:?} matches no online drone"
+                )));
+            }
+            (matched, online, command, text.to_string())
+        }
+        None => {
+            // The hive runs it; the job still records what ran, for the
+            // audit trail and `job get`.
+            let described = CommandSpec {
+                program: Program::Argv(vec![format!(
+                    "{} ({})",
+                    action.reference(),
+                    runner_name(&action.runner)
+                )]),
+                env: Default::default(),
+                working_dir: None,
+                timeout_ms: action.timeout.map(|t| t.as_millis() as u64),
+                output_limit_bytes: None,
+                redact: secret_values(action, &parameters),
+            };
+            (
+                vec![HIVE_EXECUTOR.to_string()],
+                0,
+                described,
+                HIVE_EXECUTOR.to_string(),
+            )
+        }
+    };
+    let job = NewJob {
+        id: uuid::Uuid::now_v7().to_string(),
+        target,
+        requester: requester.to_string(),
+        command,
+        created_at: now,
+        origin,
+    };
+    let executions = drones
+        .iter()
+        .map(|drone| NewExecution {
+            id: uuid::Uuid::now_v7().to_string(),
+            job_id: job.id.clone(),
+            drone_id: drone.clone(),
+            created_at: now,
+            expires_at,
+        })
+        .collect();
+    let drones = if drones == [HIVE_EXECUTOR] {
+        Vec::new()
+    } else {
+        drones
+    };
+    Ok(ActionJob {
+        job,
+        executions,
+        drones,
+        matching_fleet,
+        parameters,
+    })
 }
 
 fn describe_expected(expect: &[u16]) -> String {

@@ -834,6 +834,7 @@ fn event_info(event: &ultron8_store::EventRecord) -> v1::EventInfo {
         }
         .to_string(),
         error: event.error.clone().unwrap_or_default(),
+        matched_rules: event.matched_rules.clone(),
     }
 }
 

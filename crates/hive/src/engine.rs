@@ -1,31 +1,272 @@
-//! The rules engine: claims stored events, evaluates every enabled rule on
-//! the event's trigger, and fires the matching ones through the store,
-//! which applies the rule's policy atomically across replicas. Every
-//! evaluation lands in the audit trail, linked to its event.
+//! The rules engine: claims stored events in batches, evaluates the rules
+//! on each event's trigger, and fires the matching ones through the store,
+//! which applies each rule's policy atomically across replicas.
 //!
-//! [`Hive::plan_rule`] is shared with `ultronctl rule test`, so a test shows
-//! exactly what the engine would do.
+//! What an event costs does not grow with the rules that do not match it
+//! nor with the history stored:
+//!
+//! - Rules are compiled once per catalog version ([`RuleBook`]): decoded,
+//!   their actions resolved, grouped by trigger. A batch costs one read of
+//!   the catalog's version to know whether to reload.
+//! - Criteria are evaluated in memory. A miss writes nothing; its reasons
+//!   are recomputed on demand by `ultronctl rule test` and
+//!   `ultronctl event get --explain`, which call [`Hive::plan_rule`], the
+//!   same evaluation the engine runs.
+//! - The fleet is read once per batch, and only if a matching rule's action
+//!   runs on drones.
+//! - The batch's firings are decided in one store transaction
+//!   ([`ultron8_store::Store::fire_rules`]); the store keeps "a rule fires
+//!   at most once per event" with a primary key, so a reclaimed event never
+//!   fires a rule twice.
+//! - The batch's outcomes (state, error, the rules that matched) are
+//!   written in one statement: the one record of each event's evaluation.
+//! - Dispatch of the fired jobs runs while the next batch is evaluated.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use ultron8_core::{criteria, template};
 use ultron8_pack::{Action, Rule};
-use ultron8_store::{EventRecord, FiringOutcome, JobOrigin, RuleFiring, RuleRecord};
+use ultron8_store::{
+    ActionRecord, EventOutcome, EventRecord, FiringOutcome, JobOrigin, NewExecution, NewJob,
+    RuleFiring, RuleRecord, StoreError,
+};
 
-use crate::actions::ActionJob;
+use crate::actions::{ActionJob, Fleet, plan_action_job};
 use crate::hive::Hive;
 
 /// Events whose rules fire through timers name their rule in the source.
 const TIMER_SOURCE: &str = "timer:";
 /// How long a claimed event is reserved for this replica.
 const EVENT_LEASE: Duration = Duration::from_secs(60);
+/// Events claimed and evaluated together: their firings share one store
+/// transaction and their outcomes one statement.
+const BATCH: u32 = 200;
+/// The escalation trigger; an escalation that is itself held must not
+/// escalate again.
+const ESCALATION: &str = "core.escalation";
+
+/// A rule as the engine runs it: decoded once per catalog version, its
+/// action resolved.
+#[derive(Debug)]
+pub struct CompiledRule {
+    pub reference: String,
+    pub enabled: bool,
+    pub rule: Rule,
+    /// The action the rule runs, or why it cannot run (not installed).
+    action: Result<Action, String>,
+}
+
+impl CompiledRule {
+    /// Compiles a stored rule; `action` looks its action up.
+    pub fn compile(
+        record: &RuleRecord,
+        action: impl FnOnce(&str) -> Option<Action>,
+    ) -> Result<CompiledRule, String> {
+        let rule: Rule = serde_json::from_value(record.definition.clone())
+            .map_err(|e| format!("stored rule {} is unreadable: {e}", record.reference))?;
+        let reference = rule.action.reference.clone();
+        Ok(CompiledRule {
+            reference: record.reference.clone(),
+            enabled: record.enabled,
+            action: action(&reference)
+                .ok_or_else(|| format!("action {reference} is not installed")),
+            rule,
+        })
+    }
+
+    fn needs_drones(&self) -> bool {
+        self.action.as_ref().is_ok_and(Action::runs_on_drones)
+    }
+
+    /// Renders the rule's parameters, target and cooldown key from the
+    /// event and plans the job against `fleet`. Nothing is written.
+    fn prepare(
+        &self,
+        event_id: &str,
+        payload: &Value,
+        fleet: &Fleet,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Prepared, String> {
+        let action = self.action.as_ref().map_err(Clone::clone)?;
+        let rule = &self.rule;
+        let rendered =
+            template::render_value(&Value::Object(rule.action.parameters.clone()), payload)
+                .map_err(|e| format!("parameters: {e}"))?;
+        let Value::Object(given) = rendered else {
+            return Err("parameters did not render to an object".into());
+        };
+        let target = match &rule.action.target {
+            Some(t) => Some(template::render_str(t, payload).map_err(|e| format!("target: {e}"))?),
+            None => None,
+        };
+        let cooldown_key = match &rule.policy.cooldown {
+            Some(c) => Some(
+                template::render_str(&c.key, payload).map_err(|e| format!("cooldown key: {e}"))?,
+            ),
+            None => None,
+        };
+        let origin = JobOrigin {
+            action_ref: Some(action.reference()),
+            rule: Some(self.reference.clone()),
+            event_id: Some(event_id.to_string()),
+            parameters: None,
+        };
+        let requester = format!("rule:{}", self.reference);
+        let ActionJob {
+            job,
+            executions,
+            matching_fleet,
+            parameters,
+            ..
+        } = plan_action_job(
+            action,
+            &given,
+            target.as_deref(),
+            &requester,
+            origin,
+            ttl,
+            fleet,
+            now,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Prepared {
+            action: action.clone(),
+            policy: rule.policy.clone(),
+            parameters,
+            job,
+            executions,
+            cooldown_key,
+            matching_fleet,
+        })
+    }
+
+    /// What the rule would do with an event: the evaluation and, if it
+    /// matches, the prepared job. `rule test`, `event get --explain` and
+    /// the engine all come through here.
+    fn plan(
+        &self,
+        event_id: &str,
+        payload: &Value,
+        fleet: &Fleet,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> RulePlan {
+        let evaluation = criteria::evaluate(&self.rule.criteria, payload, now);
+        let mut plan = RulePlan {
+            rule: self.reference.clone(),
+            enabled: self.enabled,
+            matched: evaluation.matched,
+            reasons: evaluation.reasons,
+            action: self.rule.action.reference.clone(),
+            parameters: None,
+            target: None,
+            drones: Vec::new(),
+            error: None,
+            prepared: None,
+        };
+        if !plan.matched {
+            return plan;
+        }
+        match self.prepare(event_id, payload, fleet, ttl, now) {
+            Ok(prepared) => {
+                plan.parameters = Some(Value::Object(ultron8_core::params::mask_secrets(
+                    &prepared.action.parameters,
+                    &prepared.parameters,
+                )));
+                plan.target = Some(prepared.job.target.clone());
+                plan.drones = prepared
+                    .executions
+                    .iter()
+                    .map(|e| e.drone_id.clone())
+                    .collect();
+                plan.prepared = Some(prepared);
+            }
+            Err(error) => plan.error = Some(error),
+        }
+        plan
+    }
+}
+
+/// Every rule, compiled, by trigger, as of one catalog version.
+#[derive(Debug, Default)]
+pub struct RuleBook {
+    version: i64,
+    by_trigger: HashMap<String, Vec<Arc<CompiledRule>>>,
+}
+
+impl RuleBook {
+    /// Compiles the catalog. A rule that cannot be decoded is left out and
+    /// logged: the store holds only what a validated install wrote, so this
+    /// means a hive older than the data, and the other rules still run.
+    pub fn compile(version: i64, rules: &[RuleRecord], actions: Vec<ActionRecord>) -> RuleBook {
+        let mut decoded: HashMap<String, Action> = HashMap::new();
+        for record in actions {
+            match serde_json::from_value::<Action>(record.definition) {
+                Ok(action) => {
+                    decoded.insert(record.reference, action);
+                }
+                Err(e) => {
+                    warn!(action = %record.reference, error = %e, "stored action is unreadable; rules using it cannot run")
+                }
+            }
+        }
+        let mut by_trigger: HashMap<String, Vec<Arc<CompiledRule>>> = HashMap::new();
+        for record in rules {
+            match CompiledRule::compile(record, |reference| decoded.get(reference).cloned()) {
+                Ok(rule) => by_trigger
+                    .entry(record.trigger.clone())
+                    .or_default()
+                    .push(Arc::new(rule)),
+                Err(e) => {
+                    warn!(rule = %record.reference, error = %e, "rule left out of the rules engine")
+                }
+            }
+        }
+        RuleBook {
+            version,
+            by_trigger,
+        }
+    }
+
+    /// The rules on `trigger`, enabled or not, ordered by reference.
+    pub fn rules_for(&self, trigger: &str) -> &[Arc<CompiledRule>] {
+        self.by_trigger.get(trigger).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The compiled rules this replica runs, reloaded when the store's catalog
+/// version moves (a pack installed, upgraded or removed, a rule enabled or
+/// disabled, here or on another replica).
+#[derive(Debug, Default)]
+pub struct RuleCache {
+    current: RwLock<Option<Arc<RuleBook>>>,
+}
+
+impl RuleCache {
+    fn get(&self) -> Option<Arc<RuleBook>> {
+        // A poisoned lock only means a panic elsewhere while swapping an
+        // Arc; the value is still whole.
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, book: Arc<RuleBook>) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(book);
+    }
+}
 
 /// What a rule would do with an event.
 #[derive(Debug, Clone, Serialize)]
@@ -33,7 +274,7 @@ pub struct RulePlan {
     pub rule: String,
     pub enabled: bool,
     pub matched: bool,
-    /// Why it did not match, or what went wrong preparing the action.
+    /// Why it did not match.
     pub reasons: Vec<String>,
     pub action: String,
     /// Rendered and validated; secrets masked.
@@ -51,18 +292,50 @@ struct Prepared {
     action: Action,
     policy: ultron8_core::policy::Policy,
     parameters: Map<String, Value>,
-    job: ActionJobParts,
+    job: NewJob,
+    executions: Vec<NewExecution>,
     cooldown_key: Option<String>,
     matching_fleet: u32,
 }
 
-#[derive(Debug, Clone)]
-struct ActionJobParts {
-    job: ultron8_store::NewJob,
-    executions: Vec<ultron8_store::NewExecution>,
+/// A matched rule's firing on its way to the store.
+struct Pending {
+    /// Index of the event in the batch.
+    event: usize,
+    firing: RuleFiring,
+    action: Action,
+    parameters: Map<String, Value>,
 }
 
+/// Fired jobs of a batch, dispatched while the next batch is evaluated.
+type Dispatching = tokio::task::JoinHandle<()>;
+
 impl Hive {
+    /// The compiled rules, reloaded if the catalog changed since they were
+    /// compiled.
+    pub async fn rule_book(&self) -> Result<Arc<RuleBook>, StoreError> {
+        let version = self.store.catalog_version().await?;
+        if let Some(book) = self.rules.get()
+            && book.version == version
+        {
+            return Ok(book);
+        }
+        // Read after the version: a change committed in between makes the
+        // book newer than its number, and the next look reloads it again.
+        let rules = self.store.list_rules(None).await?;
+        let actions = self.store.list_actions(None).await?;
+        let book = Arc::new(RuleBook::compile(version, &rules, actions));
+        info!(
+            catalog_version = version,
+            rules = rules.len(),
+            "rules compiled"
+        );
+        self.rules.set(book.clone());
+        Ok(book)
+    }
+
+    /// What `record` would do with an event carrying `payload`: the same
+    /// evaluation the engine runs, writing nothing.
     pub async fn plan_rule(
         &self,
         record: &RuleRecord,
@@ -70,278 +343,239 @@ impl Hive {
         payload: &Value,
         now: DateTime<Utc>,
     ) -> RulePlan {
-        let mut plan = RulePlan {
-            rule: record.reference.clone(),
-            enabled: record.enabled,
-            matched: false,
-            reasons: Vec::new(),
-            action: String::new(),
-            parameters: None,
-            target: None,
-            drones: Vec::new(),
-            error: None,
-            prepared: None,
-        };
-        let rule: Rule = match serde_json::from_value(record.definition.clone()) {
-            Ok(rule) => rule,
-            Err(e) => {
-                plan.error = Some(format!("stored rule is unreadable: {e}"));
-                return plan;
-            }
-        };
-        plan.action = rule.action.reference.clone();
-        let evaluation = criteria::evaluate(&rule.criteria, payload, now);
-        plan.matched = evaluation.matched;
-        plan.reasons = evaluation.reasons;
-        if !plan.matched {
-            return plan;
-        }
-        match self.prepare(&rule, event_id, payload).await {
-            Ok(prepared) => {
-                plan.parameters = Some(Value::Object(ultron8_core::params::mask_secrets(
-                    &prepared.action.parameters,
-                    &prepared.parameters,
-                )));
-                plan.target = Some(prepared.job.job.target.clone());
-                plan.drones = prepared
-                    .job
-                    .executions
-                    .iter()
-                    .map(|e| e.drone_id.clone())
-                    .collect();
-                plan.prepared = Some(prepared);
-            }
-            Err(error) => plan.error = Some(error),
-        }
-        plan
-    }
-
-    async fn prepare(
-        &self,
-        rule: &Rule,
-        event_id: &str,
-        payload: &Value,
-    ) -> Result<Prepared, String> {
-        let record = self
-            .store
-            .get_action(&rule.action.reference)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("action {} is not installed", rule.action.reference))?;
-        let action: Action = serde_json::from_value(record.definition)
-            .map_err(|e| format!("stored action is unreadable: {e}"))?;
-        let rendered =
-            template::render_value(&Value::Object(rule.action.parameters.clone()), payload)
-                .map_err(|e| format!("parameters: {e}"))?;
-        let given = match rendered {
-            Value::Object(map) => map,
-            _ => return Err("parameters did not render to an object".into()),
-        };
-        let target = match &rule.action.target {
-            Some(t) => Some(template::render_str(t, payload).map_err(|e| format!("target: {e}"))?),
-            None => None,
-        };
-        let cooldown_key = match &rule.policy.cooldown {
-            Some(c) => Some(
-                template::render_str(&c.key, payload).map_err(|e| format!("cooldown key: {e}"))?,
-            ),
-            None => None,
-        };
-        let origin = JobOrigin {
-            action_ref: Some(action.reference()),
-            rule: Some(format!("{}.{}", rule.pack, rule.name)),
-            event_id: Some(event_id.to_string()),
-            parameters: None,
-        };
-        let requester = format!("rule:{}.{}", rule.pack, rule.name);
-        let ActionJob {
-            job,
-            executions,
-            matching_fleet,
-            parameters,
-            ..
-        } = self
-            .plan_action_job(
-                &action,
-                &given,
-                target.as_deref(),
-                &requester,
-                origin,
-                self.config.default_ttl,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(Prepared {
-            policy: rule.policy.clone(),
-            action,
-            parameters,
-            job: ActionJobParts { job, executions },
-            cooldown_key,
-            matching_fleet,
-        })
-    }
-
-    /// Evaluates every enabled rule on the event's trigger and fires the
-    /// matching ones. Returns the errors to record on the event.
-    pub async fn process_event(self: &Arc<Self>, event: &EventRecord) -> Vec<String> {
-        let now = Utc::now();
-        let rules = match self.store.list_rules(Some(&event.trigger)).await {
-            Ok(rules) => rules,
-            Err(e) => return vec![format!("cannot list rules: {e}")],
-        };
-        // A timer event is for the one rule whose timer fired.
-        let only = event.source.strip_prefix(TIMER_SOURCE);
-        let mut errors = Vec::new();
-        for record in rules
-            .iter()
-            .filter(|r| r.enabled && only.is_none_or(|name| name == r.reference))
-        {
-            if self.already_decided(&event.id, &record.reference).await {
-                continue;
-            }
-            let plan = self.plan_rule(record, &event.id, &event.payload, now).await;
-            if let Some(error) = self.act_on(event, plan).await {
-                errors.push(error);
-            }
-        }
-        errors
-    }
-
-    /// Whether this rule already fired or was held for this event: a
-    /// replica that died after firing but before marking the event
-    /// processed leaves it to be claimed again, and the rule must not fire
-    /// twice. (Claims are leases, so two replicas never hold the event at
-    /// once.)
-    async fn already_decided(&self, event_id: &str, rule: &str) -> bool {
-        let filter = ultron8_store::AuditFilter {
-            event_id: Some(event_id.to_string()),
-            rule: Some(rule.to_string()),
-            ..Default::default()
-        };
-        match self.store.list_audit(&filter).await {
-            Ok(records) => records
+        let rule = match self.rule_book().await {
+            Ok(book) => book
+                .rules_for(&record.trigger)
                 .iter()
-                .any(|r| r.action == "rule.fired" || r.action == "rule.held"),
-            Err(e) => {
-                warn!(%event_id, %rule, error = %e, "cannot check whether the rule already fired; evaluating it");
-                false
+                .find(|r| r.reference == record.reference)
+                .cloned(),
+            Err(e) => return failed_plan(record, format!("cannot read the rules: {e}")),
+        };
+        let Some(rule) = rule else {
+            return failed_plan(
+                record,
+                format!("stored rule {} is unreadable", record.reference),
+            );
+        };
+        let fleet = if rule.needs_drones() {
+            match Fleet::load(&*self.store).await {
+                Ok(fleet) => fleet,
+                Err(e) => return failed_plan(record, e.to_string()),
             }
-        }
+        } else {
+            Fleet::default()
+        };
+        rule.plan(event_id, payload, &fleet, self.config.default_ttl, now)
     }
 
-    async fn act_on(self: &Arc<Self>, event: &EventRecord, plan: RulePlan) -> Option<String> {
-        let mut audit = self.audit(
-            "hive",
-            "rule.evaluated",
-            json!({ "matched": plan.matched, "reasons": plan.reasons }),
-        );
-        audit.event_id = Some(event.id.clone());
-        audit.rule = Some(plan.rule.clone());
-        audit.action_ref = Some(plan.action.clone()).filter(|a| !a.is_empty());
-        if !plan.matched {
-            if let Err(e) = self.store.append_audit(&audit).await {
-                warn!(error = %e, "cannot record a rule evaluation");
-            }
-            return None;
-        }
-        let prepared = match (plan.prepared, plan.error) {
-            (Some(prepared), _) => prepared,
-            (None, error) => {
-                let error = format!(
-                    "{}: {}",
-                    plan.rule,
-                    error.unwrap_or_else(|| "cannot prepare the action".into())
-                );
-                audit.action = "rule.failed".into();
-                audit.detail = json!({ "error": error });
-                if let Err(e) = self.store.append_audit(&audit).await {
-                    warn!(error = %e, "cannot record a rule failure");
+    /// Evaluates a claimed batch and fires what matched. Returns each
+    /// event's outcome (to record), and the dispatch of the fired jobs.
+    async fn process_batch(
+        self: &Arc<Self>,
+        events: &[EventRecord],
+        book: &RuleBook,
+    ) -> (Vec<EventOutcome>, Dispatching) {
+        let now = Utc::now();
+        let mut outcomes: Vec<EventOutcome> = events
+            .iter()
+            .map(|event| EventOutcome {
+                id: event.id.clone(),
+                error: None,
+                matched_rules: Vec::new(),
+            })
+            .collect();
+        let mut errors: Vec<Vec<String>> = vec![Vec::new(); events.len()];
+        let mut fleet: Option<Fleet> = None;
+        let mut pending: Vec<Pending> = Vec::new();
+
+        for (index, event) in events.iter().enumerate() {
+            // A timer event is for the one rule whose timer fired.
+            let only = event.source.strip_prefix(TIMER_SOURCE);
+            for rule in book
+                .rules_for(&event.trigger)
+                .iter()
+                .filter(|r| r.enabled && only.is_none_or(|name| name == r.reference))
+            {
+                if !criteria::evaluate(&rule.rule.criteria, &event.payload, now).matched {
+                    continue;
                 }
-                warn!(event_id = %event.id, rule = %plan.rule, %error, "rule matched but cannot run");
-                return Some(error);
-            }
-        };
-        let firing = RuleFiring {
-            rule: plan.rule.clone(),
-            event_id: event.id.clone(),
-            policy: prepared.policy.clone(),
-            cooldown_key: prepared.cooldown_key.clone(),
-            matching_fleet: prepared.matching_fleet,
-            job: prepared.job.job.clone(),
-            executions: prepared.job.executions.clone(),
-            detail: json!({
-                "parameters": plan.parameters,
-                "target": plan.target,
-                "drones": plan.drones,
-                "cooldown_key": prepared.cooldown_key,
-            }),
-        };
-        match self.store.fire_rule(&firing, Utc::now()).await {
-            Ok(FiringOutcome::Fired) => {
-                info!(event_id = %event.id, rule = %plan.rule, job_id = %firing.job.id, "rule fired");
-                self.start_action_job(
-                    &firing.job,
-                    &firing.executions,
-                    &prepared.action,
-                    prepared.parameters,
-                )
-                .await;
-                None
-            }
-            Ok(FiringOutcome::Held { reason }) => {
-                warn!(event_id = %event.id, rule = %plan.rule, %reason, "rule held by its policy");
-                // An escalation that is itself held must not escalate again.
-                if event.trigger != "core.escalation" {
-                    let payload = json!({
-                        "rule": plan.rule,
-                        "reason": reason,
-                        "event_id": event.id,
-                        "target": plan.target,
-                        "action": plan.action,
-                    });
-                    if let Err(e) = self.ingest_event("core.escalation", payload, "hive").await {
-                        warn!(error = %e, "cannot raise an escalation");
+                outcomes[index].matched_rules.push(rule.reference.clone());
+                if fleet.is_none() && rule.needs_drones() {
+                    match Fleet::load(&*self.store).await {
+                        Ok(loaded) => fleet = Some(loaded),
+                        Err(e) => {
+                            errors[index].push(format!("{}: {e}", rule.reference));
+                            continue;
+                        }
                     }
                 }
-                None
+                let fleet = fleet.get_or_insert_with(Fleet::default);
+                match rule.prepare(
+                    &event.id,
+                    &event.payload,
+                    fleet,
+                    self.config.default_ttl,
+                    now,
+                ) {
+                    Ok(prepared) => pending.push(Pending {
+                        event: index,
+                        firing: firing(rule, event, &prepared),
+                        action: prepared.action,
+                        parameters: prepared.parameters,
+                    }),
+                    Err(error) => {
+                        let error = format!("{}: {error}", rule.reference);
+                        self.record_rule_failure(event, rule, &error).await;
+                        errors[index].push(error);
+                    }
+                }
             }
-            Err(e) => Some(format!("{}: cannot record the firing: {e}", plan.rule)),
+        }
+
+        let decided = self.decide(&pending, now).await;
+        let mut fired = Vec::new();
+        for (item, result) in pending.into_iter().zip(decided) {
+            let event = &events[item.event];
+            let rule = &item.firing.rule;
+            match result {
+                Ok(FiringOutcome::Fired) => {
+                    info!(event_id = %event.id, %rule, job_id = %item.firing.job.id, "rule fired");
+                    fired.push(item);
+                }
+                Ok(FiringOutcome::Held { reason }) => {
+                    warn!(event_id = %event.id, %rule, %reason, "rule held by its policy");
+                    if event.trigger != ESCALATION {
+                        self.escalate(event, &item.firing, &reason).await;
+                    }
+                }
+                Ok(FiringOutcome::AlreadyDecided) => {
+                    debug!(event_id = %event.id, %rule, "already decided before this claim");
+                }
+                Err(e) => errors[item.event].push(format!("{rule}: cannot record the firing: {e}")),
+            }
+        }
+        for (outcome, errors) in outcomes.iter_mut().zip(errors) {
+            outcome.error = (!errors.is_empty()).then(|| errors.join("; "));
+        }
+
+        let hive = self.clone();
+        let dispatching = tokio::spawn(async move {
+            let starts = fired.into_iter().map(|item| {
+                let hive = hive.clone();
+                async move {
+                    hive.start_action_job(
+                        &item.firing.job,
+                        &item.firing.executions,
+                        &item.action,
+                        item.parameters,
+                    )
+                    .await
+                }
+            });
+            futures::future::join_all(starts).await;
+        });
+        (outcomes, dispatching)
+    }
+
+    /// Decides the batch's firings in one transaction. If the store
+    /// refuses it, each firing is tried alone, so one bad firing fails only
+    /// its own event.
+    async fn decide(
+        &self,
+        pending: &[Pending],
+        now: DateTime<Utc>,
+    ) -> Vec<Result<FiringOutcome, StoreError>> {
+        if pending.is_empty() {
+            return Vec::new();
+        }
+        let firings: Vec<RuleFiring> = pending.iter().map(|p| p.firing.clone()).collect();
+        match self.store.fire_rules(&firings, now).await {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(e) => {
+                warn!(error = %e, firings = firings.len(), "a batch of firings failed; deciding them one by one");
+                let mut results = Vec::with_capacity(firings.len());
+                for firing in &firings {
+                    results.push(self.store.fire_rule(firing, now).await);
+                }
+                results
+            }
+        }
+    }
+
+    async fn record_rule_failure(&self, event: &EventRecord, rule: &CompiledRule, error: &str) {
+        let mut audit = self.audit("hive", "rule.failed", json!({ "error": error }));
+        audit.event_id = Some(event.id.clone());
+        audit.rule = Some(rule.reference.clone());
+        audit.action_ref = Some(rule.rule.action.reference.clone());
+        if let Err(e) = self.store.append_audit(&audit).await {
+            warn!(error = %e, "cannot record a rule failure");
+        }
+        warn!(event_id = %event.id, rule = %rule.reference, %error, "rule matched but cannot run");
+    }
+
+    /// A held firing raises `core.escalation`, so other rules can route it
+    /// to a human.
+    async fn escalate(&self, event: &EventRecord, firing: &RuleFiring, reason: &str) {
+        let payload = json!({
+            "rule": firing.rule,
+            "reason": reason,
+            "event_id": event.id,
+            "target": firing.job.target,
+            "action": firing.job.origin.action_ref,
+        });
+        if let Err(e) = self.ingest_event(ESCALATION, payload, "hive").await {
+            warn!(error = %e, "cannot raise an escalation");
         }
     }
 
     /// Claims and processes pending events until `shutdown`.
     pub async fn run_rules_engine(self: Arc<Self>, shutdown: CancellationToken) {
         let claimer = format!("hive-{}", uuid::Uuid::now_v7());
+        let mut dispatching: Option<Dispatching> = None;
         loop {
             let wake = self.events_arrived.notified();
-            match self
-                .store
-                .claim_pending_events(&claimer, 20, EVENT_LEASE, Utc::now())
-                .await
-            {
-                Ok(events) if !events.is_empty() => {
-                    for event in events {
-                        let errors = self.process_event(&event).await;
-                        let error = (!errors.is_empty()).then(|| errors.join("; "));
-                        if let Err(e) = self
-                            .store
-                            .finish_event(&event.id, error.as_deref(), Utc::now())
-                            .await
-                        {
-                            warn!(event_id = %event.id, error = %e, "cannot mark the event processed");
-                        }
+            let claimed = match self.rule_book().await {
+                Ok(book) => match self
+                    .store
+                    .claim_pending_events(&claimer, BATCH, EVENT_LEASE, Utc::now())
+                    .await
+                {
+                    Ok(events) => Some((book, events)),
+                    Err(e) => {
+                        warn!(error = %e, "cannot claim events");
+                        None
                     }
-                    continue;
+                },
+                Err(e) => {
+                    warn!(error = %e, "cannot read the rules; events wait");
+                    None
                 }
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "cannot claim events"),
+            };
+            if let Some((book, events)) = claimed
+                && !events.is_empty()
+            {
+                let (outcomes, dispatch) = self.process_batch(&events, &book).await;
+                // One batch dispatches while the next is evaluated, never
+                // more: the broker sets the pace.
+                if let Some(previous) = dispatching.replace(dispatch) {
+                    let _ = previous.await;
+                }
+                if let Err(e) = self.store.finish_events(&outcomes, Utc::now()).await {
+                    // The claims run out and the events are processed
+                    // again; rules already decided are not fired twice.
+                    warn!(error = %e, events = outcomes.len(), "cannot mark events processed");
+                }
+                continue;
             }
             tokio::select! {
                 _ = wake => {}
                 // Events stored through other replicas.
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
             }
+        }
+        if let Some(previous) = dispatching {
+            let _ = previous.await;
         }
     }
 
@@ -356,30 +590,36 @@ impl Hive {
                 _ = shutdown.cancelled() => return,
             }
             let now = Utc::now();
-            let mut timers = Vec::new();
-            for trigger in ["core.interval", "core.cron"] {
-                match self.store.list_rules(Some(trigger)).await {
-                    Ok(rules) => timers.extend(rules.into_iter().filter(|r| r.enabled)),
-                    Err(e) => warn!(error = %e, "cannot list timer rules"),
+            let book = match self.rule_book().await {
+                Ok(book) => book,
+                Err(e) => {
+                    warn!(error = %e, "cannot read timer rules");
+                    continue;
                 }
-            }
-            next_due.retain(|name, _| timers.iter().any(|r| &r.reference == name));
-            for record in timers {
-                let Some(schedule) = serde_json::from_value::<Rule>(record.definition.clone())
-                    .ok()
-                    .and_then(|r| r.schedule)
-                else {
+            };
+            let timers: Vec<(&str, &Arc<CompiledRule>)> = ["core.interval", "core.cron"]
+                .into_iter()
+                .flat_map(|trigger| {
+                    book.rules_for(trigger)
+                        .iter()
+                        .filter(|r| r.enabled)
+                        .map(move |r| (trigger, r))
+                })
+                .collect();
+            next_due.retain(|name, _| timers.iter().any(|(_, r)| &r.reference == name));
+            for (trigger, rule) in timers {
+                let Some(schedule) = &rule.rule.schedule else {
                     continue;
                 };
-                let due = match next_due.get(&record.reference) {
+                let due = match next_due.get(&rule.reference) {
                     Some(due) => *due,
                     None => match schedule.next_after(now) {
                         Ok(due) => {
-                            next_due.insert(record.reference.clone(), due);
+                            next_due.insert(rule.reference.clone(), due);
                             continue;
                         }
                         Err(e) => {
-                            warn!(rule = %record.reference, error = %e, "cannot schedule timer");
+                            warn!(rule = %rule.reference, error = %e, "cannot schedule timer");
                             continue;
                         }
                     },
@@ -388,23 +628,65 @@ impl Hive {
                     continue;
                 }
                 match schedule.next_after(now) {
-                    Ok(next) => next_due.insert(record.reference.clone(), next),
-                    Err(_) => next_due.remove(&record.reference),
+                    Ok(next) => next_due.insert(rule.reference.clone(), next),
+                    Err(_) => next_due.remove(&rule.reference),
                 };
-                match self.store.claim_timer_tick(&record.reference, due).await {
+                match self.store.claim_timer_tick(&rule.reference, due).await {
                     Ok(true) => {
                         let payload = json!({ "fired_at": due.to_rfc3339(), "schedule": schedule });
-                        let source = format!("{TIMER_SOURCE}{}", record.reference);
-                        if let Err(e) = self.ingest_event(&record.trigger, payload, &source).await {
-                            warn!(rule = %record.reference, error = %e, "cannot store a timer event");
+                        let source = format!("{TIMER_SOURCE}{}", rule.reference);
+                        if let Err(e) = self.ingest_event(trigger, payload, &source).await {
+                            warn!(rule = %rule.reference, error = %e, "cannot store a timer event");
                         }
                     }
                     Ok(false) => {} // another replica fired this tick
                     Err(e) => {
-                        warn!(rule = %record.reference, error = %e, "cannot claim a timer tick")
+                        warn!(rule = %rule.reference, error = %e, "cannot claim a timer tick")
                     }
                 }
             }
         }
+    }
+}
+
+/// The store's view of a prepared firing.
+fn firing(rule: &CompiledRule, event: &EventRecord, prepared: &Prepared) -> RuleFiring {
+    let masked =
+        ultron8_core::params::mask_secrets(&prepared.action.parameters, &prepared.parameters);
+    let drones: Vec<&str> = prepared
+        .executions
+        .iter()
+        .map(|e| e.drone_id.as_str())
+        .collect();
+    RuleFiring {
+        rule: rule.reference.clone(),
+        event_id: event.id.clone(),
+        policy: prepared.policy.clone(),
+        cooldown_key: prepared.cooldown_key.clone(),
+        matching_fleet: prepared.matching_fleet,
+        job: prepared.job.clone(),
+        executions: prepared.executions.clone(),
+        detail: json!({
+            "parameters": masked,
+            "target": prepared.job.target,
+            "drones": drones,
+            "cooldown_key": prepared.cooldown_key,
+        }),
+    }
+}
+
+/// The plan of a rule that could not be evaluated at all.
+fn failed_plan(record: &RuleRecord, error: String) -> RulePlan {
+    RulePlan {
+        rule: record.reference.clone(),
+        enabled: record.enabled,
+        matched: false,
+        reasons: Vec::new(),
+        action: String::new(),
+        parameters: None,
+        target: None,
+        drones: Vec::new(),
+        error: Some(error),
+        prepared: None,
     }
 }

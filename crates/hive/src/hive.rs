@@ -32,6 +32,8 @@ pub struct Hive {
     pub executions_changed: Notify,
     /// Wakes this replica's rules engine when it stored an event.
     pub events_arrived: Notify,
+    /// The rules engine's compiled rules, reloaded when the catalog changes.
+    pub rules: crate::engine::RuleCache,
     /// For `http` actions.
     pub http: reqwest::Client,
 }

@@ -71,6 +71,7 @@ pub async fn run(
         metrics: Metrics::new(),
         executions_changed: Default::default(),
         events_arrived: Default::default(),
+        rules: Default::default(),
         http: http_client()?,
     });
 
