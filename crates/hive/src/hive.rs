@@ -44,6 +44,30 @@ pub struct Hive {
 pub const EXPIRY_GRACE: Duration = Duration::from_secs(5);
 
 impl Hive {
+    /// A hive over `store` and `publisher` with its identity. Nothing runs
+    /// yet: `serve::run` starts the services and loops, tests and
+    /// benchmarks start what they exercise.
+    pub fn new(
+        config: HiveConfig,
+        store: Arc<dyn Store>,
+        publisher: Arc<dyn ActionPublisher>,
+        ca: CertificateAuthority,
+        signing_key: RequestSigningKey,
+    ) -> anyhow::Result<Hive> {
+        Ok(Hive {
+            config,
+            store,
+            publisher,
+            ca,
+            signing_key,
+            metrics: Metrics::new(),
+            executions_changed: Notify::default(),
+            events_arrived: Notify::default(),
+            rules: Default::default(),
+            http: http_client()?,
+        })
+    }
+
     /// Signs and publishes one execution's request, then records it as
     /// dispatched. A failure leaves the execution `requested`, and the
     /// redispatch loop tries again: the drone's journal makes a second
@@ -206,4 +230,23 @@ pub async fn every(period: Duration, shutdown: CancellationToken, mut tick: impl
             _ = shutdown.cancelled() => return,
         }
     }
+}
+
+/// The client `http` actions use: rustls with the ring provider (like every
+/// other TLS in Ultron8) and the Mozilla root store.
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context;
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("cannot configure TLS for http actions")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .user_agent(concat!("ultron8-hive/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("cannot build the HTTP client for http actions")
 }

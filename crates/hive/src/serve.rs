@@ -16,7 +16,6 @@ use crate::control_service::ControlApi;
 use crate::drone_service::DroneApi;
 use crate::hive::{Hive, every};
 use crate::identity::{DataDir, HiveIdentity};
-use crate::metrics::Metrics;
 
 /// Connects to Postgres and RabbitMQ as configured and serves until
 /// `shutdown` is cancelled.
@@ -62,18 +61,13 @@ pub async fn run(
     info!(grpc = %grpc_listener.local_addr()?, http = %http_listener.local_addr()?, ca_fingerprint = %identity.ca.fingerprint(),
         "hive listening");
 
-    let hive = Arc::new(Hive {
+    let hive = Arc::new(Hive::new(
         config,
         store,
         publisher,
-        ca: identity.ca,
-        signing_key: identity.signing_key,
-        metrics: Metrics::new(),
-        executions_changed: Default::default(),
-        events_arrived: Default::default(),
-        rules: Default::default(),
-        http: http_client()?,
-    });
+        identity.ca,
+        identity.signing_key,
+    )?);
 
     let mut tasks = tokio::task::JoinSet::new();
     let heartbeat = hive.config.heartbeat_interval;
@@ -111,22 +105,4 @@ pub async fn run(
     tasks.shutdown().await;
     info!("hive stopped");
     Ok(())
-}
-
-/// The client `http` actions use: rustls with the ring provider (like every
-/// other TLS in Ultron8) and the Mozilla root store.
-fn http_client() -> anyhow::Result<reqwest::Client> {
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("cannot configure TLS for http actions")?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .user_agent(concat!("ultron8-hive/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("cannot build the HTTP client for http actions")
 }
