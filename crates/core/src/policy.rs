@@ -61,7 +61,8 @@ pub struct BlastRadius {
 pub struct Observation {
     /// When this rule last fired for the same rendered cooldown key.
     pub last_fired_for_key: Option<DateTime<Utc>>,
-    /// Jobs of this rule not yet finished.
+    /// Jobs of this rule not yet finished. Counted only when the policy
+    /// has `max_concurrent`; 0 otherwise.
     pub running_jobs: u32,
     /// Hosts this rule acted on within the blast-radius window, other than
     /// those this firing requests (so the two counts add up to the distinct
