@@ -1,6 +1,8 @@
 //! `cargo run --release -p ultron8-bench`: times the pure hot paths of the
-//! hive and drone and prints one line per benchmark. The method and the
-//! numbers of record are in docs/benchmarks.md.
+//! hive and drone and prints one line per benchmark.
+//! `cargo run --release -p ultron8-bench -- engine`: the rules engine's
+//! throughput on Postgres (see [`engine`]). The method and the numbers of
+//! record are in docs/benchmarks.md.
 //!
 //! Each benchmark runs a warm-up, then repeats its operation for a fixed
 //! count and reports the median of five such rounds, so one noisy round on
@@ -17,6 +19,8 @@ use ultron8_core::criteria::{self, Criterion, Operator};
 use ultron8_core::target::{self, TargetSubject};
 use ultron8_core::template;
 use ultron8_proto::v1;
+
+mod engine;
 
 const ROUNDS: usize = 5;
 
@@ -40,7 +44,18 @@ fn bench(name: &str, unit: &str, iterations: u64, mut operation: impl FnMut()) {
     println!("{name:<48} {per:>12.2?} per {unit:<10} {rate:>14.0} {unit}s/s");
 }
 
-fn main() {
+fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("engine") {
+        use clap::Parser;
+        let args = engine::EngineArgs::parse_from(std::env::args().skip(1));
+        let runtime = tokio::runtime::Runtime::new()?;
+        return runtime.block_on(engine::run(args));
+    }
+    hot_paths();
+    Ok(())
+}
+
+fn hot_paths() {
     println!("{:<48} {:>12} {:>25}", "benchmark", "median", "throughput");
 
     // Target resolution: every drone of a 10,000-drone fleet against one
@@ -110,6 +125,20 @@ fn main() {
     let now = chrono::Utc::now();
     bench("criteria: 4 criteria on an alert", "event", 200_000, || {
         black_box(criteria::evaluate(&criteria, black_box(&alert), now));
+    });
+    // What the rules engine does for a rule that misses: the second of four
+    // criteria fails. With reasons (rule test), and without (the engine).
+    let mut miss = criteria.clone();
+    miss[1] = Criterion::Match {
+        path: "labels.alertname".into(),
+        op: Operator::Equals,
+        value: Some(json!("DiskFull")),
+    };
+    bench("criteria: a miss, explained", "event", 200_000, || {
+        black_box(criteria::evaluate(&miss, black_box(&alert), now));
+    });
+    bench("criteria: a miss, verdict only", "event", 200_000, || {
+        black_box(criteria::matches(&miss, black_box(&alert), now));
     });
 
     // Rendering a rule's parameters and target from the payload.

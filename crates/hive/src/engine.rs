@@ -396,7 +396,7 @@ impl Hive {
                 .iter()
                 .filter(|r| r.enabled && only.is_none_or(|name| name == r.reference))
             {
-                if !criteria::evaluate(&rule.rule.criteria, &event.payload, now).matched {
+                if !criteria::matches(&rule.rule.criteria, &event.payload, now) {
                     continue;
                 }
                 outcomes[index].matched_rules.push(rule.reference.clone());
@@ -439,6 +439,7 @@ impl Hive {
             let rule = &item.firing.rule;
             match result {
                 Ok(FiringOutcome::Fired) => {
+                    self.metrics.rules_fired.inc();
                     info!(event_id = %event.id, %rule, job_id = %item.firing.job.id, "rule fired");
                     fired.push(item);
                 }
@@ -532,7 +533,9 @@ impl Hive {
     pub async fn run_rules_engine(self: Arc<Self>, shutdown: CancellationToken) {
         let claimer = format!("hive-{}", uuid::Uuid::now_v7());
         let mut dispatching: Option<Dispatching> = None;
-        loop {
+        // Checked between batches too: a steady stream of events must not
+        // keep the engine from stopping.
+        while !shutdown.is_cancelled() {
             let wake = self.events_arrived.notified();
             let claimed = match self.rule_book().await {
                 Ok(book) => match self
@@ -560,10 +563,15 @@ impl Hive {
                 if let Some(previous) = dispatching.replace(dispatch) {
                     let _ = previous.await;
                 }
-                if let Err(e) = self.store.finish_events(&outcomes, Utc::now()).await {
+                match self.store.finish_events(&outcomes, Utc::now()).await {
+                    Ok(finished) => {
+                        self.metrics.events_processed.inc_by(finished);
+                    }
                     // The claims run out and the events are processed
                     // again; rules already decided are not fired twice.
-                    warn!(error = %e, events = outcomes.len(), "cannot mark events processed");
+                    Err(e) => {
+                        warn!(error = %e, events = outcomes.len(), "cannot mark events processed")
+                    }
                 }
                 continue;
             }

@@ -41,6 +41,10 @@ pub struct Metrics {
     pub refused_drone_reports: Counter,
     pub events_received: Family<TriggerLabel, Counter>,
     pub events_refused: Family<ReasonLabel, Counter>,
+    /// Events this replica's rules engine finished (processed or failed).
+    pub events_processed: Counter,
+    /// Rules this replica fired.
+    pub rules_fired: Counter,
 }
 
 impl Metrics {
@@ -57,6 +61,18 @@ impl Metrics {
         let refused_drone_reports = Counter::default();
         let events_received = Family::<TriggerLabel, Counter>::default();
         let events_refused = Family::<ReasonLabel, Counter>::default();
+        let events_processed = Counter::default();
+        let rules_fired = Counter::default();
+        registry.register(
+            "events_processed",
+            "Events this replica's rules engine finished evaluating",
+            events_processed.clone(),
+        );
+        registry.register(
+            "rules_fired",
+            "Rule firings this replica's rules engine recorded",
+            rules_fired.clone(),
+        );
         registry.register(
             "events_received",
             "Events stored, by trigger type",
@@ -105,6 +121,8 @@ impl Metrics {
             refused_drone_reports,
             events_received,
             events_refused,
+            events_processed,
+            rules_fired,
         }
     }
 
