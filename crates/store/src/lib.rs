@@ -220,7 +220,8 @@ pub trait Store: Send + Sync + 'static {
     // --- rule firings --------------------------------------------------------
     /// Decides the rule's policy and records the outcome in one transaction,
     /// serialized per rule across replicas: gathers the observation (last
-    /// firing for the cooldown key, unfinished jobs of the rule, distinct
+    /// firing for the cooldown key, unfinished jobs of the rule when the
+    /// policy limits concurrency, distinct
     /// hosts it acted on within the blast-radius window), calls
     /// `ultron8_core::policy::decide`, then either writes the job, its
     /// executions (as `create_job` does), the cooldown mark and a

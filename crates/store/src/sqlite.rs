@@ -1149,10 +1149,17 @@ async fn fire_one(
         }
         None => None,
     };
-    let running_jobs: i64 = sqlx::query_scalar(RUNNING_JOBS_OF_RULE)
-        .bind(&firing.rule)
-        .fetch_one(&mut *conn)
-        .await?;
+    // Counted only where the policy looks at it: a rule without a
+    // concurrency limit may have thousands of jobs in flight, and counting
+    // them on every firing would make a burst cost quadratic.
+    let running_jobs: i64 = if firing.policy.max_concurrent.is_some() {
+        sqlx::query_scalar(RUNNING_JOBS_OF_RULE)
+            .bind(&firing.rule)
+            .fetch_one(&mut *conn)
+            .await?
+    } else {
+        0
+    };
     let hosts_in_window: Vec<String> = match blast_window_start(firing, now) {
         Some(start) => {
             sqlx::query_scalar(HOSTS_OF_RULE_SINCE)

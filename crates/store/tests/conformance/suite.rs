@@ -2840,6 +2840,7 @@ fn is_held(outcome: &FiringOutcome) -> bool {
 pub async fn allowed_firing_writes_job_executions_cooldown_and_linked_audit(store: Arc<dyn Store>) {
     let policy = Policy {
         cooldown: cooldown(10),
+        max_concurrent: Some(10),
         ..Policy::default()
     };
     let first = firing(
