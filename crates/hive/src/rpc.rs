@@ -9,7 +9,7 @@ use ultron8_store::{DroneRecord, ExecutionRecord, JobRecord, StoreError};
 
 /// The drone id of a caller that must be a drone.
 pub fn require_drone<T>(request: &Request<T>) -> Result<String, Status> {
-    match ultron8_transport::caller_identity(request) {
+    match ultron8_transport::caller_identity(request.extensions()) {
         Some(PeerIdentity::Drone { id }) => Ok(id),
         Some(other) => Err(Status::permission_denied(format!(
             "{other} may not call the drone service; only drone certificates may"
@@ -22,7 +22,7 @@ pub fn require_drone<T>(request: &Request<T>) -> Result<String, Status> {
 
 /// The operator name of a caller that must be an operator.
 pub fn require_operator<T>(request: &Request<T>) -> Result<String, Status> {
-    match ultron8_transport::caller_identity(request) {
+    match ultron8_transport::caller_identity(request.extensions()) {
         Some(PeerIdentity::Operator { name, .. }) => Ok(name),
         Some(other) => Err(Status::permission_denied(format!(
             "{other} may not call the control service; only operator certificates may"
