@@ -31,8 +31,13 @@ pub enum PlanError {
     Parameters(String),
     #[error("{0}")]
     Template(String),
+    /// The target does not parse; the message points at the column.
     #[error("{0}")]
-    Target(String),
+    InvalidTarget(String),
+    #[error("{action} runs on drones: give a target (-t)")]
+    MissingTarget { action: String },
+    #[error("target {target:?} matches no online drone")]
+    NoOnlineDrone { target: String },
     #[error("{0}")]
     Store(#[from] ultron8_store::StoreError),
 }
@@ -83,17 +88,14 @@ impl Hive {
             Some(command) => {
                 let text = target_text
                     .filter(|t| !t.trim().is_empty())
-                    .ok_or_else(|| {
-                        PlanError::Target(format!(
-                            "{} runs on drones: give a target (-t)",
-                            action.reference()
-                        ))
+                    .ok_or_else(|| PlanError::MissingTarget {
+                        action: action.reference(),
                     })?;
                 let (matched, fleet) = self.online_drones_matching(text).await?;
                 if matched.is_empty() {
-                    return Err(PlanError::Target(format!(
-                        "target {text:?} matches no online drone"
-                    )));
+                    return Err(PlanError::NoOnlineDrone {
+                        target: text.to_string(),
+                    });
                 }
                 (matched, fleet, command, text.to_string())
             }
@@ -158,7 +160,7 @@ impl Hive {
         text: &str,
     ) -> Result<(Vec<String>, u32), PlanError> {
         let expr = target::parse(text).map_err(|e| {
-            PlanError::Target(format!("invalid target {text:?}: {e}\n{}", e.render(text)))
+            PlanError::InvalidTarget(format!("invalid target {text:?}: {e}\n{}", e.render(text)))
         })?;
         let drones = self.store.list_drones().await?;
         let online: Vec<&DroneRecord> = drones.iter().filter(|d| d.online).collect();
@@ -394,7 +396,7 @@ fn runner_name(runner: &Runner) -> &'static str {
     }
 }
 
-fn matches(expr: &target::TargetExpr, drone: &DroneRecord) -> bool {
+pub(crate) fn matches(expr: &target::TargetExpr, drone: &DroneRecord) -> bool {
     let labels = drone.labels();
     expr.matches(&TargetSubject {
         id: &drone.id,

@@ -1,5 +1,6 @@
-//! The hive's shared state and the operations both gRPC services and the
-//! background loops perform on it.
+//! The hive's shared state, and what its background loops do with it:
+//! dispatch and redispatch, expiry, marking silent drones offline. The
+//! operations callers ask for are in [`crate::ops`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,29 @@ pub struct Hive {
 pub const EXPIRY_GRACE: Duration = Duration::from_secs(5);
 
 impl Hive {
+    /// A hive over `store` and `publisher`, with its CA (which signs drone
+    /// certificates) and its request-signing key. Nothing runs until
+    /// `serve::run` starts its loops, or a caller drives its operations.
+    pub fn new(
+        config: HiveConfig,
+        store: Arc<dyn Store>,
+        publisher: Arc<dyn ActionPublisher>,
+        ca: CertificateAuthority,
+        signing_key: RequestSigningKey,
+    ) -> anyhow::Result<Hive> {
+        Ok(Hive {
+            config,
+            store,
+            publisher,
+            ca,
+            signing_key,
+            metrics: Metrics::new(),
+            executions_changed: Notify::new(),
+            events_arrived: Notify::new(),
+            http: http_client()?,
+        })
+    }
+
     /// Signs and publishes one execution's request, then records it as
     /// dispatched. A failure leaves the execution `requested`, and the
     /// redispatch loop tries again: the drone's journal makes a second
@@ -171,16 +195,18 @@ impl Hive {
         }
     }
 
+    /// An audit record by `actor` (an [`Actor`](crate::actor::Actor), or
+    /// its stored text), with the links left for the caller to fill.
     pub fn audit(
         &self,
-        actor: impl Into<String>,
+        actor: impl std::fmt::Display,
         action: &str,
         detail: serde_json::Value,
     ) -> NewAuditRecord {
         NewAuditRecord {
             id: uuid::Uuid::now_v7().to_string(),
             at: Utc::now(),
-            actor: actor.into(),
+            actor: actor.to_string(),
             action: action.to_string(),
             job_id: None,
             execution_id: None,
@@ -192,6 +218,25 @@ impl Hive {
             detail,
         }
     }
+}
+
+/// The client `http` actions use: rustls with the ring provider (like every
+/// other TLS in Ultron8) and the Mozilla root store.
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context;
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("cannot configure TLS for http actions")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .user_agent(concat!("ultron8-hive/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("cannot build the HTTP client for http actions")
 }
 
 /// Runs `tick` every `period` until `shutdown` is cancelled.

@@ -11,12 +11,12 @@ use ultron8_proto::v1::control_service_server::ControlServiceServer;
 use ultron8_proto::v1::drone_service_server::DroneServiceServer;
 use ultron8_store::Store;
 
+use crate::caller::Admit;
 use crate::config::HiveConfig;
 use crate::control_service::ControlApi;
 use crate::drone_service::DroneApi;
 use crate::hive::{Hive, every};
 use crate::identity::{DataDir, HiveIdentity};
-use crate::metrics::Metrics;
 
 /// Connects to Postgres and RabbitMQ as configured and serves until
 /// `shutdown` is cancelled.
@@ -62,17 +62,13 @@ pub async fn run(
     info!(grpc = %grpc_listener.local_addr()?, http = %http_listener.local_addr()?, ca_fingerprint = %identity.ca.fingerprint(),
         "hive listening");
 
-    let hive = Arc::new(Hive {
+    let hive = Arc::new(Hive::new(
         config,
         store,
         publisher,
-        ca: identity.ca,
-        signing_key: identity.signing_key,
-        metrics: Metrics::new(),
-        executions_changed: Default::default(),
-        events_arrived: Default::default(),
-        http: http_client()?,
-    });
+        identity.ca,
+        identity.signing_key,
+    )?);
 
     let mut tasks = tokio::task::JoinSet::new();
     let heartbeat = hive.config.heartbeat_interval;
@@ -97,13 +93,10 @@ pub async fn run(
 
     let http = axum::serve(http_listener, crate::http::router(hive.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let grpc = tonic::transport::Server::builder()
-        .add_service(DroneServiceServer::new(DroneApi { hive: hive.clone() }))
-        .add_service(ControlServiceServer::new(ControlApi { hive: hive.clone() }))
-        .serve_with_incoming_shutdown(
-            ultron8_transport::tls_incoming(grpc_listener, tls),
-            shutdown.clone().cancelled_owned(),
-        );
+    let grpc = grpc_services(&hive).serve_with_incoming_shutdown(
+        ultron8_transport::tls_incoming(grpc_listener, tls),
+        shutdown.clone().cancelled_owned(),
+    );
     let (http, grpc) = tokio::join!(http, grpc);
     http.context("HTTP server failed")?;
     grpc.context("gRPC server failed")?;
@@ -112,20 +105,15 @@ pub async fn run(
     Ok(())
 }
 
-/// The client `http` actions use: rustls with the ring provider (like every
-/// other TLS in Ultron8) and the Mozilla root store.
-fn http_client() -> anyhow::Result<reqwest::Client> {
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("cannot configure TLS for http actions")?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .user_agent(concat!("ultron8-hive/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("cannot build the HTTP client for http actions")
+/// The drone and control services, each behind the caller check of
+/// [`crate::caller`]: what `run` serves over mutual TLS, and what tests
+/// serve over an in-memory connection.
+pub fn grpc_services(hive: &Arc<Hive>) -> tonic::transport::server::Router {
+    tonic::transport::Server::builder()
+        .add_service(Admit::drones(DroneServiceServer::new(DroneApi {
+            hive: hive.clone(),
+        })))
+        .add_service(Admit::operators(ControlServiceServer::new(ControlApi {
+            hive: hive.clone(),
+        })))
 }
