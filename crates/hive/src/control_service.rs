@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use ultron8_proto::v1::{self, control_service_server::ControlService};
 
 use crate::caller::operator;
+use crate::error::ErrorDetail;
 use crate::hive::Hive;
 use crate::rpc;
 
@@ -101,17 +102,37 @@ impl ControlService for ControlApi {
         Ok(Response::new(rpc::execution_to_wire(&execution)))
     }
 
+    /// A pack refused for its content answers with its problems in the
+    /// response, when the client asks for that (see
+    /// `InstallPackRequest.problems_in_response`): the list can be far
+    /// longer than a status message may be.
     async fn install_pack(
         &self,
         request: Request<v1::InstallPackRequest>,
     ) -> Result<Response<v1::InstallPackResponse>, Status> {
         let actor = operator(&request)?;
-        let tarball = request.into_inner().tarball;
-        let (view, previous) = self.hive.install_pack(&actor, &tarball).await?;
-        Ok(Response::new(v1::InstallPackResponse {
-            pack: Some(rpc::pack_info(view)),
-            previous_version: previous.unwrap_or_default(),
-        }))
+        let request = request.into_inner();
+        match self.hive.install_pack(&actor, &request.tarball).await {
+            Ok((view, previous)) => Ok(Response::new(v1::InstallPackResponse {
+                pack: Some(rpc::pack_info(view)),
+                previous_version: previous.unwrap_or_default(),
+                refusal: None,
+            })),
+            Err(error) if request.problems_in_response => match error.detail() {
+                Some(ErrorDetail::PackProblems { problems }) => {
+                    Ok(Response::new(v1::InstallPackResponse {
+                        pack: None,
+                        previous_version: String::new(),
+                        refusal: Some(v1::PackRefusal {
+                            message: error.message().to_string(),
+                            problems: problems.clone(),
+                        }),
+                    }))
+                }
+                _ => Err(error.into()),
+            },
+            Err(error) => Err(error.into()),
+        }
     }
 
     async fn list_packs(
