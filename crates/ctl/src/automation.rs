@@ -333,7 +333,7 @@ fn pack_json(p: &v1::PackInfo) -> Value {
 }
 
 /// A directory is packed into a .tar.gz here; a file is sent as it is.
-fn pack_tarball(path: &Path) -> anyhow::Result<Vec<u8>> {
+pub fn pack_tarball(path: &Path) -> anyhow::Result<Vec<u8>> {
     if path.is_dir() {
         if !path.join("pack.yaml").exists() {
             bail!(
