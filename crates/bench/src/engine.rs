@@ -44,7 +44,11 @@ use ultron8_store::{DroneEnrollment, NewEvent, Store};
 pub struct EngineArgs {
     /// Postgres server (a database of its own is created on it and dropped
     /// afterwards)
-    #[arg(long, env = "ULTRON8_TEST_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "ULTRON8_TEST_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     database_url: String,
     /// Rules on the trigger; exactly one matches each event
     #[arg(long, default_value_t = 100)]
@@ -154,19 +158,15 @@ fn database_url_for(server: &str, database: &str) -> anyhow::Result<String> {
     Ok(format!("{base}/{database}"))
 }
 
-async fn bench(
-    args: &EngineArgs,
-    admin: &PgPool,
-    database: &str,
-    url: &str,
-) -> anyhow::Result<()> {
+async fn bench(args: &EngineArgs, admin: &PgPool, database: &str, url: &str) -> anyhow::Result<()> {
     let store = PgStore::connect(url).await?;
     let pool = store.pool().clone();
     let store: Arc<dyn Store> = Arc::new(store);
     let publisher = Arc::new(ultron8_broker::inproc::InProcessBroker::new());
     let ca = ultron8_pki::CertificateAuthority::generate("ultron8 bench")?;
-    let signing_key =
-        ultron8_pki::RequestSigningKey::from_pkcs8(&ultron8_pki::RequestSigningKey::generate_pkcs8()?)?;
+    let signing_key = ultron8_pki::RequestSigningKey::from_pkcs8(
+        &ultron8_pki::RequestSigningKey::generate_pkcs8()?,
+    )?;
     let hive = Arc::new(Hive::new(
         HiveConfig::default(),
         store.clone(),
@@ -176,9 +176,12 @@ async fn bench(
     )?);
 
     let tarball = pack_tarball(args.rules)?;
-    hive.install_pack("bench", &tarball)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    hive.install_pack(
+        &ultron8_hive::actor::Actor::Operator("bench".into()),
+        &tarball,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let now = Utc::now();
     for i in 0..args.drones {
         let id = drone_id(i);
@@ -192,14 +195,17 @@ async fn bench(
                 enrolled_at: now,
             })
             .await?;
-        store
-            .record_registration(&id, &facts(&id), now)
-            .await?;
+        store.record_registration(&id, &facts(&id), now).await?;
         publisher.ensure_drone_queue(&id).await?;
     }
     if args.history > 0 {
         let started = Instant::now();
-        store_history(&pool, args.history, &format!("bench.rule_{:04}", args.rules - 1)).await?;
+        store_history(
+            &pool,
+            args.history,
+            &format!("bench.rule_{:04}", args.rules - 1),
+        )
+        .await?;
         eprintln!(
             "stored {} events, jobs, executions and audit records of history in {:.1?}",
             args.history,
@@ -268,7 +274,10 @@ async fn wait_until_processed(hive: &Hive, target: u64, deadline: Duration) -> a
             return Ok(());
         }
         if started.elapsed() > deadline {
-            bail!("{} events still pending after {deadline:?}", target - processed);
+            bail!(
+                "{} events still pending after {deadline:?}",
+                target - processed
+            );
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }

@@ -196,15 +196,33 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A pack the hive refused, as the error ultronctl exits with: the hive's
+/// message, then every problem on a line of its own.
+fn pack_refused(refusal: v1::PackRefusal) -> anyhow::Error {
+    let mut text = refusal.message;
+    text.push(':');
+    for problem in &refusal.problems {
+        text.push('\n');
+        text.push_str(problem);
+    }
+    anyhow::anyhow!(text)
+}
+
 pub async fn pack(client: &mut Client, command: PackCommand) -> anyhow::Result<u8> {
     match command {
         PackCommand::Install { path, output } => {
             let tarball = pack_tarball(&path)?;
             let response = client
-                .install_pack(v1::InstallPackRequest { tarball })
+                .install_pack(v1::InstallPackRequest {
+                    tarball,
+                    problems_in_response: true,
+                })
                 .await
                 .map_err(call_failed)?
                 .into_inner();
+            if let Some(refusal) = response.refusal {
+                return Err(pack_refused(refusal));
+            }
             let pack = response.pack.unwrap_or_default();
             if output == Format::Json {
                 print_json(&pack_json(&pack))?;
@@ -326,7 +344,7 @@ fn pack_json(p: &v1::PackInfo) -> Value {
 }
 
 /// A directory is packed into a .tar.gz here; a file is sent as it is.
-fn pack_tarball(path: &Path) -> anyhow::Result<Vec<u8>> {
+pub fn pack_tarball(path: &Path) -> anyhow::Result<Vec<u8>> {
     if path.is_dir() {
         if !path.join("pack.yaml").exists() {
             bail!(
@@ -847,6 +865,24 @@ fn summarize(detail_json: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_pack_prints_every_problem_on_its_own_line() {
+        let problems: Vec<String> = (0..500)
+            .map(|i| format!("actions/a{i}.yaml:1:7: unknown runner"))
+            .collect();
+        let error = pack_refused(v1::PackRefusal {
+            message: "the pack has 500 problems; nothing was installed".into(),
+            problems: problems.clone(),
+        });
+        let text = format!("{error:#}");
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("the pack has 500 problems; nothing was installed:")
+        );
+        assert_eq!(lines.collect::<Vec<_>>(), problems);
+    }
 
     #[test]
     fn parameters_are_key_value_words() {

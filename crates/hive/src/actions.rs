@@ -16,6 +16,7 @@ use ultron8_store::{
     DroneRecord, ExecutionResult, ExecutionUpdate, JobOrigin, NewExecution, NewJob, PendingDispatch,
 };
 
+use crate::actor::Actor;
 use crate::hive::Hive;
 
 /// Executions the hive runs itself carry this in place of a drone id; it
@@ -31,8 +32,13 @@ pub enum PlanError {
     Parameters(String),
     #[error("{0}")]
     Template(String),
+    /// The target does not parse; the message points at the column.
     #[error("{0}")]
-    Target(String),
+    InvalidTarget(String),
+    #[error("{action} runs on drones: give a target (-t)")]
+    MissingTarget { action: String },
+    #[error("target {target:?} matches no online drone")]
+    NoOnlineDrone { target: String },
     #[error("{0}")]
     Store(#[from] ultron8_store::StoreError),
 }
@@ -69,7 +75,7 @@ impl Fleet {
     /// The online drones `text` selects, and how many drones are online.
     pub fn matching(&self, text: &str) -> Result<(Vec<String>, u32), PlanError> {
         let expr = target::parse(text).map_err(|e| {
-            PlanError::Target(format!("invalid target {text:?}: {e}\n{}", e.render(text)))
+            PlanError::InvalidTarget(format!("invalid target {text:?}: {e}\n{}", e.render(text)))
         })?;
         let matched = self
             .online
@@ -181,7 +187,7 @@ impl Hive {
             .error
             .map(|e| ultron8_core::model::redact(&e, &secrets));
         let mut audit = self.audit(
-            "hive",
+            Actor::Hive,
             "execution.finished",
             json!({ "duration_ms": result.duration_ms, "error": result.error }),
         );
@@ -348,17 +354,14 @@ pub fn plan_action_job(
         Some(command) => {
             let text = target_text
                 .filter(|t| !t.trim().is_empty())
-                .ok_or_else(|| {
-                    PlanError::Target(format!(
-                        "{} runs on drones: give a target (-t)",
-                        action.reference()
-                    ))
+                .ok_or_else(|| PlanError::MissingTarget {
+                    action: action.reference(),
                 })?;
             let (matched, online) = fleet.matching(text)?;
             if matched.is_empty() {
-                return Err(PlanError::Target(format!(
-                    "target {text:?} matches no online drone"
-                )));
+                return Err(PlanError::NoOnlineDrone {
+                    target: text.to_string(),
+                });
             }
             (matched, online, command, text.to_string())
         }
@@ -438,7 +441,7 @@ fn runner_name(runner: &Runner) -> &'static str {
     }
 }
 
-fn matches(expr: &target::TargetExpr, drone: &DroneRecord) -> bool {
+pub(crate) fn matches(expr: &target::TargetExpr, drone: &DroneRecord) -> bool {
     let labels = drone.labels();
     expr.matches(&TargetSubject {
         id: &drone.id,

@@ -1,24 +1,18 @@
-//! The gRPC service ultronctl calls.
+//! The gRPC service ultronctl calls: an adapter that decodes each request,
+//! calls one hive operation ([`crate::ops`]) as the operator the caller
+//! layer admitted ([`crate::caller`]), and encodes the result.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use chrono::Utc;
-use futures::Stream;
-use serde_json::json;
+use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
-use tracing::info;
-use ultron8_core::ExecutionStatus;
-use ultron8_core::target::{self, TargetSubject};
-use ultron8_pki::JoinToken;
-use ultron8_proto::convert::command_from_wire;
 use ultron8_proto::v1::{self, control_service_server::ControlService};
-use ultron8_store::{DroneRecord, NewExecution, NewJob, NewJoinToken, PendingDispatch};
 
+use crate::caller::operator;
+use crate::error::ErrorDetail;
 use crate::hive::Hive;
-use crate::rpc::{drone_to_wire, execution_to_wire, job_to_wire, require_operator, store_status};
+use crate::rpc;
 
 pub struct ControlApi {
     pub hive: Arc<Hive>,
@@ -26,80 +20,27 @@ pub struct ControlApi {
 
 type ExecutionStream = Pin<Box<dyn Stream<Item = Result<v1::Execution, Status>> + Send>>;
 
-/// How often a job watcher re-reads the store when nothing on this replica
-/// signalled a change (changes made through another replica).
-const WATCH_POLL: Duration = Duration::from_millis(500);
-
-/// Longest time a request may wait for its drone. Well inside the drones'
-/// journal retention, so an id is never forgotten while its request lives.
-const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-
 #[tonic::async_trait]
 impl ControlService for ControlApi {
     async fn create_join_token(
         &self,
         request: Request<v1::CreateJoinTokenRequest>,
     ) -> Result<Response<v1::CreateJoinTokenResponse>, Status> {
-        let operator = require_operator(&request)?;
+        let actor = operator(&request)?;
         let request = request.into_inner();
-        let hive = &self.hive;
-        let token = JoinToken::generate(&hive.ca.fingerprint())
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let ttl = match request.ttl_ms {
-            0 => hive.config.join_token_ttl,
-            ms => Duration::from_millis(ms),
-        };
-        let now = Utc::now();
-        let expires_at = now
-            + chrono::Duration::from_std(ttl)
-                .map_err(|_| Status::invalid_argument("ttl too large"))?;
+        let ttl = rpc::join_token_ttl(&request);
         let labels = request.labels.into_iter().collect();
-        hive.store
-            .create_join_token(&NewJoinToken {
-                id: token.id.clone(),
-                secret_sha256: token.secret_sha256(),
-                labels,
-                created_by: operator.clone(),
-                created_at: now,
-                expires_at,
-            })
-            .await
-            .map_err(store_status)?;
-        let audit = hive.audit(
-            format!("operator:{operator}"),
-            "join_token.created",
-            json!({ "token_id": token.id, "expires_at": expires_at }),
-        );
-        hive.store
-            .append_audit(&audit)
-            .await
-            .map_err(store_status)?;
-        Ok(Response::new(v1::CreateJoinTokenResponse {
-            token: token.encode(),
-            token_id: token.id,
-            expires_at_ms: expires_at.timestamp_millis(),
-            ca_fingerprint: token.ca_fingerprint,
-        }))
+        let issued = self.hive.create_join_token(&actor, labels, ttl).await?;
+        Ok(Response::new(rpc::join_token_to_wire(issued)))
     }
 
     async fn list_drones(
         &self,
         request: Request<v1::ListDronesRequest>,
     ) -> Result<Response<v1::ListDronesResponse>, Status> {
-        require_operator(&request)?;
-        let filter = request.into_inner().target;
-        let drones = self.hive.store.list_drones().await.map_err(store_status)?;
-        let drones = if filter.trim().is_empty() {
-            drones
-        } else {
-            let expr = parse_target(&filter)?;
-            drones
-                .into_iter()
-                .filter(|d| matches_target(&expr, d))
-                .collect()
-        };
+        let drones = self.hive.list_drones(&request.into_inner().target).await?;
         Ok(Response::new(v1::ListDronesResponse {
-            drones: drones.iter().map(drone_to_wire).collect(),
+            drones: drones.iter().map(rpc::drone_to_wire).collect(),
         }))
     }
 
@@ -107,110 +48,18 @@ impl ControlService for ControlApi {
         &self,
         request: Request<v1::GetDroneRequest>,
     ) -> Result<Response<v1::Drone>, Status> {
-        require_operator(&request)?;
-        let id = request.into_inner().id;
-        match self.hive.store.get_drone(&id).await.map_err(store_status)? {
-            Some(drone) => Ok(Response::new(drone_to_wire(&drone))),
-            None => Err(Status::not_found(format!(
-                "no drone named {id:?}; see `ultronctl drone list`"
-            ))),
-        }
+        let drone = self.hive.get_drone(&request.into_inner().id).await?;
+        Ok(Response::new(rpc::drone_to_wire(&drone)))
     }
 
     async fn submit_job(
         &self,
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
-        let operator = require_operator(&request)?;
-        let request = request.into_inner();
-        let hive = &self.hive;
-        let expr = parse_target(&request.target)?;
-        let command = command_from_wire(request.command)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-
-        let drones = hive.store.list_drones().await.map_err(store_status)?;
-        let (online, offline): (Vec<&DroneRecord>, Vec<&DroneRecord>) = drones
-            .iter()
-            .filter(|d| matches_target(&expr, d))
-            .partition(|d| d.online);
-        if online.is_empty() {
-            let mut message = format!("target {:?} matches no online drone", request.target);
-            if !offline.is_empty() {
-                let names: Vec<&str> = offline.iter().map(|d| d.id.as_str()).collect();
-                message.push_str(&format!(" (offline: {})", names.join(", ")));
-            }
-            message.push_str("; see `ultronctl drone list`");
-            return Err(Status::failed_precondition(message));
-        }
-
-        let ttl = match request.ttl_ms {
-            0 => hive.config.default_ttl,
-            ms => Duration::from_millis(ms),
-        };
-        if ttl > MAX_TTL {
-            return Err(Status::invalid_argument(format!(
-                "a TTL of {} is too long; at most {} (drones forget executions after 30 days, so older requests could run twice)",
-                humantime::format_duration(ttl),
-                humantime::format_duration(MAX_TTL)
-            )));
-        }
-        let now = Utc::now();
-        let expires_at = now
-            + chrono::Duration::from_std(ttl)
-                .map_err(|_| Status::invalid_argument("ttl too large"))?;
-        let job = NewJob {
-            id: uuid::Uuid::now_v7().to_string(),
-            target: request.target.clone(),
-            requester: format!("operator:{operator}"),
-            command: command.clone(),
-            created_at: now,
-            origin: Default::default(),
-        };
-        let executions: Vec<NewExecution> = online
-            .iter()
-            .map(|drone| NewExecution {
-                id: uuid::Uuid::now_v7().to_string(),
-                job_id: job.id.clone(),
-                drone_id: drone.id.clone(),
-                created_at: now,
-                expires_at,
-            })
-            .collect();
-        let mut audit = hive.audit(
-            job.requester.clone(),
-            "job.submitted",
-            json!({
-                "target": request.target,
-                "command": command,
-                "drones": executions.iter().map(|e| &e.drone_id).collect::<Vec<_>>(),
-                "ttl_ms": ttl.as_millis() as u64,
-            }),
-        );
-        audit.job_id = Some(job.id.clone());
-        hive.store
-            .create_job(&job, &executions, &audit)
-            .await
-            .map_err(store_status)?;
-        info!(job_id = %job.id, target = %job.target, drones = executions.len(), requester = %job.requester, "job submitted");
-
-        let dispatches = executions.iter().map(|e| {
-            let item = PendingDispatch {
-                execution_id: e.id.clone(),
-                job_id: job.id.clone(),
-                drone_id: e.drone_id.clone(),
-                requester: job.requester.clone(),
-                command: command.clone(),
-                created_at: now,
-                expires_at,
-            };
-            async move { hive.dispatch(&item).await }
-        });
-        futures::future::join_all(dispatches).await;
-
-        let stored = hive.store.get_job(&job.id).await.map_err(store_status)?;
-        let stored =
-            stored.ok_or_else(|| Status::internal("job vanished right after it was recorded"))?;
-        Ok(Response::new(job_to_wire(&stored)))
+        let actor = operator(&request)?;
+        let spec = rpc::job_spec_from_submit(request.into_inner())?;
+        let job = self.hive.submit(&actor, spec).await?;
+        Ok(Response::new(rpc::job_to_wire(&job)))
     }
 
     type WatchJobStream = ExecutionStream;
@@ -219,203 +68,99 @@ impl ControlService for ControlApi {
         &self,
         request: Request<v1::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        require_operator(&request)?;
-        let job_id = request.into_inner().job_id;
-        let hive = self.hive.clone();
-        if hive
-            .store
-            .get_job(&job_id)
-            .await
-            .map_err(store_status)?
-            .is_none()
-        {
-            return Err(Status::not_found(format!(
-                "no job {job_id}; see `ultronctl job list`"
-            )));
-        }
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            let mut sent: HashMap<String, ExecutionStatus> = HashMap::new();
-            loop {
-                // Subscribe before reading, so a change between the read and
-                // the wait is not missed.
-                let changed = hive.executions_changed.notified();
-                let job = match hive.store.get_job(&job_id).await {
-                    Ok(Some(job)) => job,
-                    Ok(None) => return,
-                    Err(e) => {
-                        let _ = tx.send(Err(store_status(e))).await;
-                        return;
-                    }
-                };
-                for execution in &job.executions {
-                    if sent.get(&execution.id) != Some(&execution.status) {
-                        sent.insert(execution.id.clone(), execution.status);
-                        if tx.send(Ok(execution_to_wire(execution))).await.is_err() {
-                            return; // the watcher went away
-                        }
-                    }
-                }
-                if job.executions.iter().all(|e| e.status.is_terminal()) {
-                    return;
-                }
-                tokio::select! {
-                    _ = changed => {}
-                    _ = tokio::time::sleep(WATCH_POLL) => {}
-                    _ = tx.closed() => return,
-                }
-            }
+        let executions = self.hive.watch_job(&request.into_inner().job_id).await?;
+        let executions = executions.map(|item| {
+            item.map(|execution| rpc::execution_to_wire(&execution))
+                .map_err(Status::from)
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(executions)))
     }
 
     async fn get_job(
         &self,
         request: Request<v1::GetJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
-        require_operator(&request)?;
-        let id = request.into_inner().id;
-        match self.hive.store.get_job(&id).await.map_err(store_status)? {
-            Some(job) => Ok(Response::new(job_to_wire(&job))),
-            None => Err(Status::not_found(format!(
-                "no job {id}; see `ultronctl job list`"
-            ))),
-        }
+        let job = self.hive.get_job(&request.into_inner().id).await?;
+        Ok(Response::new(rpc::job_to_wire(&job)))
     }
 
     async fn list_jobs(
         &self,
         request: Request<v1::ListJobsRequest>,
     ) -> Result<Response<v1::ListJobsResponse>, Status> {
-        require_operator(&request)?;
-        let limit = match request.into_inner().limit {
-            0 => 50,
-            n => n.min(1000),
-        };
-        let jobs = self
-            .hive
-            .store
-            .list_jobs(limit)
-            .await
-            .map_err(store_status)?;
-        let jobs = jobs
-            .into_iter()
-            .map(|job| {
-                let count = |pred: fn(ExecutionStatus) -> bool| -> u32 {
-                    job.status_counts
-                        .iter()
-                        .filter(|(s, _)| pred(**s))
-                        .map(|(_, n)| *n)
-                        .sum()
-                };
-                v1::JobSummary {
-                    executions: count(|_| true),
-                    succeeded: count(|s| s == ExecutionStatus::Succeeded),
-                    failed: count(|s| s.is_terminal() && s != ExecutionStatus::Succeeded),
-                    pending: count(|s| !s.is_terminal()),
-                    id: job.id,
-                    target: job.target,
-                    requester: job.requester,
-                    command: job.command.display(),
-                    created_at_ms: job.created_at.timestamp_millis(),
-                }
-            })
-            .collect();
-        Ok(Response::new(v1::ListJobsResponse { jobs }))
+        let jobs = self.hive.list_jobs(request.into_inner().limit).await?;
+        Ok(Response::new(v1::ListJobsResponse {
+            jobs: jobs.into_iter().map(rpc::job_summary_to_wire).collect(),
+        }))
     }
 
     async fn get_execution(
         &self,
         request: Request<v1::GetExecutionRequest>,
     ) -> Result<Response<v1::Execution>, Status> {
-        require_operator(&request)?;
-        let id = request.into_inner().id;
-        let execution = self
-            .hive
-            .store
-            .get_execution(&id)
-            .await
-            .map_err(store_status)?;
-        let execution = execution.ok_or_else(|| Status::not_found(format!("no execution {id}")))?;
-        let mut wire = execution_to_wire(&execution);
-        // While it runs, show what has streamed in so far.
-        if !execution.status.is_terminal() {
-            let chunks = self
-                .hive
-                .store
-                .execution_output(&id)
-                .await
-                .map_err(store_status)?;
-            for chunk in chunks {
-                match chunk.stream {
-                    ultron8_store::OutputStreamKind::Stdout => wire.stdout.extend(chunk.data),
-                    ultron8_store::OutputStreamKind::Stderr => wire.stderr.extend(chunk.data),
-                }
-            }
-        }
-        Ok(Response::new(wire))
+        let execution = self.hive.get_execution(&request.into_inner().id).await?;
+        Ok(Response::new(rpc::execution_to_wire(&execution)))
     }
 
+    /// A pack refused for its content answers with its problems in the
+    /// response, when the client asks for that (see
+    /// `InstallPackRequest.problems_in_response`): the list can be far
+    /// longer than a status message may be.
     async fn install_pack(
         &self,
         request: Request<v1::InstallPackRequest>,
     ) -> Result<Response<v1::InstallPackResponse>, Status> {
-        let operator = require_operator(&request)?;
-        let tarball = request.into_inner().tarball;
-        let (record, previous) = self
-            .hive
-            .install_pack(&operator, &tarball)
-            .await
-            .map_err(pack_status)?;
-        let pack = self.pack_info(record).await?;
-        Ok(Response::new(v1::InstallPackResponse {
-            pack: Some(pack),
-            previous_version: previous.unwrap_or_default(),
-        }))
+        let actor = operator(&request)?;
+        let request = request.into_inner();
+        match self.hive.install_pack(&actor, &request.tarball).await {
+            Ok((view, previous)) => Ok(Response::new(v1::InstallPackResponse {
+                pack: Some(rpc::pack_info(view)),
+                previous_version: previous.unwrap_or_default(),
+                refusal: None,
+            })),
+            Err(error) if request.problems_in_response => match error.detail() {
+                Some(ErrorDetail::PackProblems { problems }) => {
+                    Ok(Response::new(v1::InstallPackResponse {
+                        pack: None,
+                        previous_version: String::new(),
+                        refusal: Some(v1::PackRefusal {
+                            message: error.message().to_string(),
+                            problems: problems.clone(),
+                        }),
+                    }))
+                }
+                _ => Err(error.into()),
+            },
+            Err(error) => Err(error.into()),
+        }
     }
 
     async fn list_packs(
         &self,
-        request: Request<v1::ListPacksRequest>,
+        _request: Request<v1::ListPacksRequest>,
     ) -> Result<Response<v1::ListPacksResponse>, Status> {
-        require_operator(&request)?;
-        let mut packs = Vec::new();
-        for record in self.hive.store.list_packs().await.map_err(store_status)? {
-            packs.push(self.pack_info(record).await?);
-        }
-        Ok(Response::new(v1::ListPacksResponse { packs }))
+        let packs = self.hive.list_packs().await?;
+        Ok(Response::new(v1::ListPacksResponse {
+            packs: packs.into_iter().map(rpc::pack_info).collect(),
+        }))
     }
 
     async fn get_pack(
         &self,
         request: Request<v1::GetPackRequest>,
     ) -> Result<Response<v1::PackInfo>, Status> {
-        require_operator(&request)?;
-        let name = request.into_inner().name;
-        let record = self
-            .hive
-            .store
-            .get_pack(&name)
-            .await
-            .map_err(store_status)?;
-        let record = record.ok_or_else(|| {
-            Status::not_found(format!("no pack named {name}; see `ultronctl pack list`"))
-        })?;
-        Ok(Response::new(self.pack_info(record).await?))
+        let pack = self.hive.get_pack(&request.into_inner().name).await?;
+        Ok(Response::new(rpc::pack_info(pack)))
     }
 
     async fn remove_pack(
         &self,
         request: Request<v1::RemovePackRequest>,
     ) -> Result<Response<v1::RemovePackResponse>, Status> {
-        let operator = require_operator(&request)?;
-        let name = request.into_inner().name;
+        let actor = operator(&request)?;
         self.hive
-            .remove_pack(&operator, &name)
-            .await
-            .map_err(pack_status)?;
+            .remove_pack(&actor, &request.into_inner().name)
+            .await?;
         Ok(Response::new(v1::RemovePackResponse {}))
     }
 
@@ -423,142 +168,34 @@ impl ControlService for ControlApi {
         &self,
         request: Request<v1::RunActionRequest>,
     ) -> Result<Response<v1::Job>, Status> {
-        let operator = require_operator(&request)?;
-        let request = request.into_inner();
-        let hive = &self.hive;
-        let record = hive
-            .store
-            .get_action(&request.action)
-            .await
-            .map_err(store_status)?;
-        let record = record.ok_or_else(|| {
-            Status::not_found(format!(
-                "no action named {:?}; actions are `pack.name`, see `ultronctl pack show PACK`",
-                request.action
-            ))
-        })?;
-        let action: ultron8_pack::Action = serde_json::from_value(record.definition)
-            .map_err(|e| Status::internal(format!("stored action is unreadable: {e}")))?;
-        let given = match request.parameters_json.trim() {
-            "" => serde_json::Map::new(),
-            text => match serde_json::from_str::<serde_json::Value>(text) {
-                Ok(serde_json::Value::Object(map)) => map,
-                _ => return Err(Status::invalid_argument("parameters must be a JSON object")),
-            },
-        };
-        // ultronctl sends every value as a string; convert to the declared types.
-        let given = ultron8_core::params::coerce_strings(&action.parameters, &given).map_err(
-            |problems| {
-                Status::invalid_argument(format!(
-                    "invalid parameters for {}: {}",
-                    action.reference(),
-                    problems.join("; ")
-                ))
-            },
-        )?;
-        let ttl = match request.ttl_ms {
-            0 => hive.config.default_ttl,
-            ms => Duration::from_millis(ms).min(MAX_TTL),
-        };
-        let requester = format!("operator:{operator}");
-        let target = Some(request.target.as_str()).filter(|t| !t.trim().is_empty());
-        let planned = hive
-            .plan_action_job(&action, &given, target, &requester, Default::default(), ttl)
-            .await
-            .map_err(|e| match e {
-                crate::actions::PlanError::Store(e) => store_status(e),
-                crate::actions::PlanError::Target(m) if m.contains("matches no online drone") => {
-                    Status::failed_precondition(m)
-                }
-                other => Status::invalid_argument(other.to_string()),
-            })?;
-        let mut audit = hive.audit(
-            requester.clone(),
-            "job.submitted",
-            json!({
-                "target": planned.job.target,
-                "command": planned.job.command.display(),
-                "parameters": planned.job.origin.parameters,
-                "drones": planned.drones,
-            }),
-        );
-        audit.job_id = Some(planned.job.id.clone());
-        audit.action_ref = Some(action.reference());
-        hive.store
-            .create_job(&planned.job, &planned.executions, &audit)
-            .await
-            .map_err(store_status)?;
-        info!(job_id = %planned.job.id, action = %action.reference(), %requester, "action run");
-        hive.start_action_job(
-            &planned.job,
-            &planned.executions,
-            &action,
-            planned.parameters.clone(),
-        )
-        .await;
-        let stored = hive
-            .store
-            .get_job(&planned.job.id)
-            .await
-            .map_err(store_status)?;
-        let stored =
-            stored.ok_or_else(|| Status::internal("job vanished right after it was recorded"))?;
-        Ok(Response::new(job_to_wire(&stored)))
+        let actor = operator(&request)?;
+        let spec = rpc::job_spec_from_run_action(request.into_inner())?;
+        let job = self.hive.submit(&actor, spec).await?;
+        Ok(Response::new(rpc::job_to_wire(&job)))
     }
 
     async fn fire_event(
         &self,
         request: Request<v1::FireEventRequest>,
     ) -> Result<Response<v1::EventInfo>, Status> {
-        let operator = require_operator(&request)?;
+        let actor = operator(&request)?;
         let request = request.into_inner();
-        if ultron8_core::triggers::built_in(&request.trigger).is_none() {
-            let known: Vec<&str> = ultron8_core::triggers::BUILT_IN
-                .iter()
-                .map(|t| t.name)
-                .collect();
-            return Err(Status::invalid_argument(format!(
-                "unknown trigger type {:?}; known: {}",
-                request.trigger,
-                known.join(", ")
-            )));
-        }
-        let payload: serde_json::Value = match request.payload_json.trim() {
-            "" => json!({}),
-            text => serde_json::from_str(text)
-                .map_err(|e| Status::invalid_argument(format!("payload is not valid JSON: {e}")))?,
-        };
-        let id = self
+        let payload = rpc::event_payload(&request.payload_json)?;
+        let event = self
             .hive
-            .ingest_event(&request.trigger, payload, &format!("operator:{operator}"))
-            .await
-            .map_err(store_status)?;
-        let event = self.hive.store.get_event(&id).await.map_err(store_status)?;
-        let event =
-            event.ok_or_else(|| Status::internal("event vanished right after it was stored"))?;
-        Ok(Response::new(event_info(&event)))
+            .fire_event(&actor, &request.trigger, payload)
+            .await?;
+        Ok(Response::new(rpc::event_info(&event)))
     }
 
     async fn list_events(
         &self,
         request: Request<v1::ListEventsRequest>,
     ) -> Result<Response<v1::ListEventsResponse>, Status> {
-        require_operator(&request)?;
-        let request = request.into_inner();
-        let filter = ultron8_store::EventFilter {
-            trigger: Some(request.trigger).filter(|t| !t.is_empty()),
-            limit: request.limit,
-            before_id: Some(request.before_id).filter(|t| !t.is_empty()),
-            ..Default::default()
-        };
-        let events = self
-            .hive
-            .store
-            .list_events(&filter)
-            .await
-            .map_err(store_status)?;
+        let filter = rpc::event_filter(request.into_inner());
+        let events = self.hive.list_events(&filter).await?;
         Ok(Response::new(v1::ListEventsResponse {
-            events: events.iter().map(event_info).collect(),
+            events: events.iter().map(rpc::event_info).collect(),
         }))
     }
 
@@ -566,30 +203,19 @@ impl ControlService for ControlApi {
         &self,
         request: Request<v1::GetEventRequest>,
     ) -> Result<Response<v1::EventInfo>, Status> {
-        require_operator(&request)?;
-        let id = request.into_inner().id;
-        let event = self.hive.store.get_event(&id).await.map_err(store_status)?;
-        let event = event.ok_or_else(|| {
-            Status::not_found(format!("no event {id}; see `ultronctl event list`"))
-        })?;
-        Ok(Response::new(event_info(&event)))
+        let event = self.hive.get_event(&request.into_inner().id).await?;
+        Ok(Response::new(rpc::event_info(&event)))
     }
 
     async fn list_rules(
         &self,
         request: Request<v1::ListRulesRequest>,
     ) -> Result<Response<v1::ListRulesResponse>, Status> {
-        require_operator(&request)?;
         let trigger = request.into_inner().trigger;
         let trigger = Some(trigger.as_str()).filter(|t| !t.is_empty());
-        let rules = self
-            .hive
-            .store
-            .list_rules(trigger)
-            .await
-            .map_err(store_status)?;
+        let rules = self.hive.list_rules(trigger).await?;
         Ok(Response::new(v1::ListRulesResponse {
-            rules: rules.iter().map(rule_info).collect(),
+            rules: rules.iter().map(rpc::rule_info).collect(),
         }))
     }
 
@@ -597,260 +223,47 @@ impl ControlService for ControlApi {
         &self,
         request: Request<v1::GetRuleRequest>,
     ) -> Result<Response<v1::RuleInfo>, Status> {
-        require_operator(&request)?;
-        let name = request.into_inner().name;
-        let rule = self
-            .hive
-            .store
-            .get_rule(&name)
-            .await
-            .map_err(store_status)?;
-        let rule = rule.ok_or_else(|| {
-            Status::not_found(format!(
-                "no rule named {name}; rules are `pack.name`, see `ultronctl rule list`"
-            ))
-        })?;
-        Ok(Response::new(rule_info(&rule)))
+        let rule = self.hive.get_rule(&request.into_inner().name).await?;
+        Ok(Response::new(rpc::rule_info(&rule)))
     }
 
     async fn set_rule_enabled(
         &self,
         request: Request<v1::SetRuleEnabledRequest>,
     ) -> Result<Response<v1::RuleInfo>, Status> {
-        let operator = require_operator(&request)?;
+        let actor = operator(&request)?;
         let request = request.into_inner();
-        let verb = if request.enabled {
-            "rule.enabled"
-        } else {
-            "rule.disabled"
-        };
-        let mut audit = self
-            .hive
-            .audit(format!("operator:{operator}"), verb, json!({}));
-        audit.rule = Some(request.name.clone());
-        let found = self
-            .hive
-            .store
-            .set_rule_enabled(&request.name, request.enabled, &audit)
-            .await
-            .map_err(store_status)?;
-        if !found {
-            return Err(Status::not_found(format!(
-                "no rule named {}; see `ultronctl rule list`",
-                request.name
-            )));
-        }
         let rule = self
             .hive
-            .store
-            .get_rule(&request.name)
-            .await
-            .map_err(store_status)?;
-        let rule =
-            rule.ok_or_else(|| Status::not_found(format!("rule {} vanished", request.name)))?;
-        Ok(Response::new(rule_info(&rule)))
+            .set_rule_enabled(&actor, &request.name, request.enabled)
+            .await?;
+        Ok(Response::new(rpc::rule_info(&rule)))
     }
 
     async fn test_rules(
         &self,
         request: Request<v1::TestRulesRequest>,
     ) -> Result<Response<v1::TestRulesResponse>, Status> {
-        require_operator(&request)?;
         let request = request.into_inner();
-        let payload: serde_json::Value = serde_json::from_str(&request.payload_json)
-            .map_err(|e| Status::invalid_argument(format!("the event is not valid JSON: {e}")))?;
-        let rules = if request.rule.is_empty() {
-            self.hive
-                .store
-                .list_rules(Some(&request.trigger))
-                .await
-                .map_err(store_status)?
-        } else {
-            let rule = self
-                .hive
-                .store
-                .get_rule(&request.rule)
-                .await
-                .map_err(store_status)?;
-            vec![rule.ok_or_else(|| Status::not_found(format!("no rule named {}", request.rule)))?]
-        };
-        let mut results = Vec::new();
-        for record in &rules {
-            let plan = self
-                .hive
-                .plan_rule(record, "test", &payload, Utc::now())
-                .await;
-            results.push(v1::RuleTest {
-                rule: plan.rule.clone(),
-                enabled: plan.enabled,
-                matched: plan.matched,
-                reasons: plan.reasons.clone(),
-                error: plan.error.clone().unwrap_or_default(),
-                action: plan.action.clone(),
-                parameters_json: plan
-                    .parameters
-                    .as_ref()
-                    .map(|p| p.to_string())
-                    .unwrap_or_default(),
-                target: plan.target.clone().unwrap_or_default(),
-                // Hive-side actions run on no drone.
-                drones: plan
-                    .drones
-                    .iter()
-                    .filter(|d| *d != crate::actions::HIVE_EXECUTOR)
-                    .cloned()
-                    .collect(),
-            });
-        }
-        Ok(Response::new(v1::TestRulesResponse { results }))
+        let payload = rpc::test_event(&request.payload_json)?;
+        let rule = Some(request.rule.as_str()).filter(|r| !r.is_empty());
+        let plans = self
+            .hive
+            .test_rules(&request.trigger, rule, &payload)
+            .await?;
+        Ok(Response::new(v1::TestRulesResponse {
+            results: plans.into_iter().map(rpc::rule_test).collect(),
+        }))
     }
 
     async fn list_audit(
         &self,
         request: Request<v1::ListAuditRequest>,
     ) -> Result<Response<v1::ListAuditResponse>, Status> {
-        require_operator(&request)?;
-        let r = request.into_inner();
-        let opt = |s: String| Some(s).filter(|s| !s.is_empty());
-        let time = |ms: i64| {
-            (ms > 0)
-                .then(|| chrono::TimeZone::timestamp_millis_opt(&Utc, ms).single())
-                .flatten()
-        };
-        let status = match opt(r.status) {
-            Some(text) => Some(
-                text.parse::<ExecutionStatus>()
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
-            ),
-            None => None,
-        };
-        let filter = ultron8_store::AuditFilter {
-            since: time(r.since_ms),
-            until: time(r.until_ms),
-            rule: opt(r.rule),
-            action_ref: opt(r.action),
-            drone_id: opt(r.drone),
-            status,
-            event_id: opt(r.event),
-            job_id: opt(r.job),
-            limit: r.limit,
-            before_id: opt(r.before_id),
-            ..Default::default()
-        };
-        let records = self
-            .hive
-            .store
-            .list_audit(&filter)
-            .await
-            .map_err(store_status)?;
-        let entries = records
-            .into_iter()
-            .map(|a| v1::AuditEntry {
-                id: a.id,
-                at_ms: a.at.timestamp_millis(),
-                actor: a.actor,
-                kind: a.action,
-                job_id: a.job_id.unwrap_or_default(),
-                execution_id: a.execution_id.unwrap_or_default(),
-                drone_id: a.drone_id.unwrap_or_default(),
-                status: a.status.map(|s| s.to_string()).unwrap_or_default(),
-                event_id: a.event_id.unwrap_or_default(),
-                rule: a.rule.unwrap_or_default(),
-                action: a.action_ref.unwrap_or_default(),
-                detail_json: a.detail.to_string(),
-            })
-            .collect();
-        Ok(Response::new(v1::ListAuditResponse { entries }))
-    }
-}
-
-fn parse_target(text: &str) -> Result<target::TargetExpr, Status> {
-    target::parse(text)
-        .map_err(|e| Status::invalid_argument(format!("invalid target: {}\n{}", e, e.render(text))))
-}
-
-fn matches_target(expr: &target::TargetExpr, drone: &DroneRecord) -> bool {
-    let labels = drone.labels();
-    expr.matches(&TargetSubject {
-        id: &drone.id,
-        hostname: &drone.facts.hostname,
-        labels: &labels,
-    })
-}
-
-impl ControlApi {
-    async fn pack_info(&self, record: ultron8_store::PackRecord) -> Result<v1::PackInfo, Status> {
-        // The stored content is the validated pack: its actions and rules
-        // are read from it rather than queried again for every pack listed.
-        let pack: ultron8_pack::Pack =
-            serde_json::from_value(record.content.clone()).map_err(|e| {
-                Status::internal(format!("stored pack {} is unreadable: {e}", record.name))
-            })?;
-        let history = self
-            .hive
-            .store
-            .pack_history(&record.name)
-            .await
-            .map_err(store_status)?;
-        Ok(v1::PackInfo {
-            actions: pack.actions.iter().map(|a| a.reference()).collect(),
-            rules: pack
-                .rules
-                .iter()
-                .map(|r| format!("{}.{}", r.pack, r.name))
-                .collect(),
-            previous_versions: history.into_iter().map(|p| p.version).collect(),
-            name: record.name,
-            version: record.version,
-            description: record.description,
-            installed_by: record.installed_by,
-            installed_at_ms: record.installed_at.timestamp_millis(),
-            content_json: record.content.to_string(),
-        })
-    }
-}
-
-fn pack_status(error: crate::packs::PackError) -> Status {
-    use crate::packs::PackError;
-    match error {
-        PackError::Invalid(m) => Status::invalid_argument(m),
-        PackError::Conflict(m) => Status::failed_precondition(m),
-        PackError::NotFound(m) => Status::not_found(m),
-        PackError::Store(e) => store_status(e),
-    }
-}
-
-fn event_info(event: &ultron8_store::EventRecord) -> v1::EventInfo {
-    v1::EventInfo {
-        id: event.id.clone(),
-        trigger: event.trigger.clone(),
-        payload_json: event.payload.to_string(),
-        source: event.source.clone(),
-        received_at_ms: event.received_at.timestamp_millis(),
-        state: match event.state {
-            ultron8_store::EventState::Pending => "pending",
-            ultron8_store::EventState::Processed => "processed",
-            ultron8_store::EventState::Failed => "failed",
-        }
-        .to_string(),
-        error: event.error.clone().unwrap_or_default(),
-        matched_rules: event.matched_rules.clone(),
-    }
-}
-
-fn rule_info(rule: &ultron8_store::RuleRecord) -> v1::RuleInfo {
-    let definition: Option<ultron8_pack::Rule> =
-        serde_json::from_value(rule.definition.clone()).ok();
-    v1::RuleInfo {
-        name: rule.reference.clone(),
-        pack: rule.pack.clone(),
-        trigger: rule.trigger.clone(),
-        enabled: rule.enabled,
-        action: definition
-            .as_ref()
-            .map(|d| d.action.reference.clone())
-            .unwrap_or_default(),
-        description: definition.map(|d| d.description).unwrap_or_default(),
-        definition_json: rule.definition.to_string(),
+        let filter = rpc::audit_filter(request.into_inner())?;
+        let records = self.hive.list_audit(&filter).await?;
+        Ok(Response::new(v1::ListAuditResponse {
+            entries: records.into_iter().map(rpc::audit_entry).collect(),
+        }))
     }
 }

@@ -39,6 +39,7 @@ use ultron8_store::{
 };
 
 use crate::actions::{ActionJob, Fleet, plan_action_job};
+use crate::actor::Actor;
 use crate::hive::Hive;
 
 /// Events whose rules fire through timers name their rule in the source.
@@ -119,7 +120,7 @@ impl CompiledRule {
             event_id: Some(event_id.to_string()),
             parameters: None,
         };
-        let requester = format!("rule:{}", self.reference);
+        let requester = Actor::Rule(self.reference.clone()).to_string();
         let ActionJob {
             job,
             executions,
@@ -334,38 +335,61 @@ impl Hive {
         Ok(book)
     }
 
-    /// What `record` would do with an event carrying `payload`: the same
-    /// evaluation the engine runs, writing nothing.
-    pub async fn plan_rule(
+    /// What each of `records` would do with an event carrying `payload`:
+    /// the same evaluation the engine runs, writing nothing. The rules and
+    /// the fleet are read once for all of them.
+    pub async fn plan_rules(
         &self,
-        record: &RuleRecord,
+        records: &[RuleRecord],
         event_id: &str,
         payload: &Value,
         now: DateTime<Utc>,
-    ) -> RulePlan {
-        let rule = match self.rule_book().await {
-            Ok(book) => book
-                .rules_for(&record.trigger)
-                .iter()
-                .find(|r| r.reference == record.reference)
-                .cloned(),
-            Err(e) => return failed_plan(record, format!("cannot read the rules: {e}")),
+    ) -> Vec<RulePlan> {
+        let book = match self.rule_book().await {
+            Ok(book) => book,
+            Err(e) => {
+                let error = format!("cannot read the rules: {e}");
+                return records
+                    .iter()
+                    .map(|r| failed_plan(r, error.clone()))
+                    .collect();
+            }
         };
-        let Some(rule) = rule else {
-            return failed_plan(
-                record,
-                format!("stored rule {} is unreadable", record.reference),
-            );
-        };
-        let fleet = if rule.needs_drones() {
+        let compiled: Vec<Option<Arc<CompiledRule>>> = records
+            .iter()
+            .map(|record| {
+                book.rules_for(&record.trigger)
+                    .iter()
+                    .find(|r| r.reference == record.reference)
+                    .cloned()
+            })
+            .collect();
+        let fleet = if compiled.iter().flatten().any(|r| r.needs_drones()) {
             match Fleet::load(&*self.store).await {
-                Ok(fleet) => fleet,
-                Err(e) => return failed_plan(record, e.to_string()),
+                Ok(fleet) => Some(fleet),
+                Err(e) => {
+                    let error = e.to_string();
+                    return records
+                        .iter()
+                        .map(|r| failed_plan(r, error.clone()))
+                        .collect();
+                }
             }
         } else {
-            Fleet::default()
+            None
         };
-        rule.plan(event_id, payload, &fleet, self.config.default_ttl, now)
+        let fleet = fleet.unwrap_or_default();
+        records
+            .iter()
+            .zip(compiled)
+            .map(|(record, rule)| match rule {
+                Some(rule) => rule.plan(event_id, payload, &fleet, self.config.default_ttl, now),
+                None => failed_plan(
+                    record,
+                    format!("stored rule {} is unreadable", record.reference),
+                ),
+            })
+            .collect()
     }
 
     /// Evaluates a claimed batch and fires what matched. Returns each
@@ -504,7 +528,7 @@ impl Hive {
     }
 
     async fn record_rule_failure(&self, event: &EventRecord, rule: &CompiledRule, error: &str) {
-        let mut audit = self.audit("hive", "rule.failed", json!({ "error": error }));
+        let mut audit = self.audit(Actor::Hive, "rule.failed", json!({ "error": error }));
         audit.event_id = Some(event.id.clone());
         audit.rule = Some(rule.reference.clone());
         audit.action_ref = Some(rule.rule.action.reference.clone());
@@ -524,7 +548,10 @@ impl Hive {
             "target": firing.job.target,
             "action": firing.job.origin.action_ref,
         });
-        if let Err(e) = self.ingest_event(ESCALATION, payload, "hive").await {
+        if let Err(e) = self
+            .ingest_event(ESCALATION, payload, &Actor::Hive.to_string())
+            .await
+        {
             warn!(error = %e, "cannot raise an escalation");
         }
     }

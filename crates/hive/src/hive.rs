@@ -1,5 +1,6 @@
-//! The hive's shared state and the operations both gRPC services and the
-//! background loops perform on it.
+//! The hive's shared state, and what its background loops do with it:
+//! dispatch and redispatch, expiry, marking silent drones offline. The
+//! operations callers ask for are in [`crate::ops`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -197,16 +198,18 @@ impl Hive {
         }
     }
 
+    /// An audit record by `actor` (an [`Actor`](crate::actor::Actor), or
+    /// its stored text), with the links left for the caller to fill.
     pub fn audit(
         &self,
-        actor: impl Into<String>,
+        actor: impl std::fmt::Display,
         action: &str,
         detail: serde_json::Value,
     ) -> NewAuditRecord {
         NewAuditRecord {
             id: uuid::Uuid::now_v7().to_string(),
             at: Utc::now(),
-            actor: actor.into(),
+            actor: actor.to_string(),
             action: action.to_string(),
             job_id: None,
             execution_id: None,
@@ -220,24 +223,12 @@ impl Hive {
     }
 }
 
-/// Runs `tick` every `period` until `shutdown` is cancelled.
-pub async fn every(period: Duration, shutdown: CancellationToken, mut tick: impl AsyncFnMut()) {
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => tick().await,
-            _ = shutdown.cancelled() => return,
-        }
-    }
-}
-
 /// The client `http` actions use: rustls with the ring provider (like every
 /// other TLS in Ultron8) and the Mozilla root store.
 fn http_client() -> anyhow::Result<reqwest::Client> {
     use anyhow::Context;
     let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
@@ -249,4 +240,16 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
         .user_agent(concat!("ultron8-hive/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("cannot build the HTTP client for http actions")
+}
+
+/// Runs `tick` every `period` until `shutdown` is cancelled.
+pub async fn every(period: Duration, shutdown: CancellationToken, mut tick: impl AsyncFnMut()) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => tick().await,
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }

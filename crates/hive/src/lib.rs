@@ -4,11 +4,15 @@
 //!
 //! - [`config`]: layered configuration.
 //! - [`identity`]: the CA, certificates and signing key on disk (`init`).
-//! - [`hive`]: shared state and the dispatch/expiry/offline operations.
-//! - [`drone_service`], [`control_service`]: the gRPC APIs.
-//! - [`http`]: health, readiness, metrics, and the event intake routes.
-//! - [`packs`]: validating and installing packs.
-//! - [`events`]: webhooks and the Alertmanager receiver.
+//! - [`hive`]: shared state and the dispatch/expiry/offline loops.
+//! - [`ops`]: the operations, by noun, with core types in and
+//!   [`error::HiveError`] out.
+//! - [`error`]: the one error type and its mapping to gRPC and HTTP.
+//! - [`actor`]: who did something, as records name them.
+//! - [`caller`]: who is calling a gRPC service, checked once per request.
+//! - [`drone_service`], [`control_service`]: the gRPC adapters over [`ops`].
+//! - [`http`]: health, readiness, metrics, and the event intake routes
+//!   ([`events`]).
 //! - [`engine`]: the rules engine and timers.
 //! - [`actions`]: pack actions as jobs; `http`/`noop` actions run here.
 //! - [`serve`]: wiring and lifetime.
@@ -16,16 +20,19 @@
 //!   broker.
 
 pub mod actions;
+pub mod actor;
+pub mod caller;
 pub mod config;
 pub mod control_service;
 pub mod dev;
 pub mod drone_service;
 pub mod engine;
+pub mod error;
 pub mod events;
 pub mod hive;
 pub mod http;
 pub mod identity;
 pub mod metrics;
-pub mod packs;
+pub mod ops;
 mod rpc;
 pub mod serve;

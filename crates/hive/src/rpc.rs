@@ -1,60 +1,196 @@
-//! What the gRPC services share: who is calling, one mapping from store
-//! errors to gRPC statuses, and record-to-wire conversions.
+//! The one place the hive's wire messages become operation inputs and
+//! records become wire messages. Core types go through
+//! `ultron8_proto::convert`; what is added here is about store records and
+//! operation inputs, which the proto crate does not know.
+//!
+//! Wire input is untrusted: decoding is fallible and refuses with
+//! `InvalidArgument`, naming the field.
 
-use tonic::{Request, Status};
-use ultron8_pki::PeerIdentity;
-use ultron8_proto::convert::{command_to_wire, facts_to_wire, stats_to_wire, status_to_wire};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{Map, Value};
+use ultron8_core::{DroneFacts, ExecutionStatus, HostStats};
+use ultron8_proto::convert::{
+    command_from_wire, command_to_wire, facts_from_wire, facts_to_wire, stats_from_wire,
+    stats_to_wire, status_from_wire, status_to_wire,
+};
 use ultron8_proto::v1;
-use ultron8_store::{DroneRecord, ExecutionRecord, JobRecord, StoreError};
+use ultron8_store::{
+    AuditFilter, AuditRecord, DroneRecord, EventFilter, EventRecord, EventState, ExecutionRecord,
+    ExecutionResult, JobRecord, JobSummary, OutputChunkRecord, OutputStreamKind, RuleRecord,
+};
 
-/// The drone id of a caller that must be a drone.
-pub fn require_drone<T>(request: &Request<T>) -> Result<String, Status> {
-    match ultron8_transport::caller_identity(request) {
-        Some(PeerIdentity::Drone { id }) => Ok(id),
-        Some(other) => Err(Status::permission_denied(format!(
-            "{other} may not call the drone service; only drone certificates may"
-        ))),
-        None => Err(Status::unauthenticated(
-            "this call needs a drone certificate; join the hive first",
-        )),
+use crate::actions::HIVE_EXECUTOR;
+use crate::engine::RulePlan;
+use crate::error::HiveError;
+use crate::ops::drones::{Enrollment, EnrollmentRequest, Registration};
+use crate::ops::executions::DroneReport;
+use crate::ops::jobs::{JobSpec, Work};
+use crate::ops::packs::PackView;
+use crate::ops::tokens::IssuedJoinToken;
+
+// --- decoding ---------------------------------------------------------------
+
+/// A duration in milliseconds where 0 means "the default".
+fn optional_ms(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+fn from_ms(ms: i64) -> Option<DateTime<Utc>> {
+    (ms > 0)
+        .then(|| Utc.timestamp_millis_opt(ms).single())
+        .flatten()
+}
+
+/// An empty string as "not given".
+fn given(text: String) -> Option<String> {
+    Some(text).filter(|t| !t.is_empty())
+}
+
+pub fn job_spec_from_submit(request: v1::SubmitJobRequest) -> Result<JobSpec, HiveError> {
+    let command = command_from_wire(request.command)
+        .map_err(|e| HiveError::invalid_argument(e.to_string()))?;
+    Ok(JobSpec {
+        work: Work::Command(command),
+        target: request.target,
+        ttl: optional_ms(request.ttl_ms),
+    })
+}
+
+pub fn job_spec_from_run_action(request: v1::RunActionRequest) -> Result<JobSpec, HiveError> {
+    let parameters = match request.parameters_json.trim() {
+        "" => Map::new(),
+        text => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => map,
+            _ => {
+                return Err(HiveError::invalid_argument(
+                    "parameters must be a JSON object",
+                ));
+            }
+        },
+    };
+    Ok(JobSpec {
+        work: Work::Action {
+            reference: request.action,
+            parameters,
+        },
+        target: request.target,
+        ttl: optional_ms(request.ttl_ms),
+    })
+}
+
+pub fn join_token_ttl(request: &v1::CreateJoinTokenRequest) -> Option<Duration> {
+    optional_ms(request.ttl_ms)
+}
+
+pub fn enrollment_request(request: v1::EnrollRequest) -> EnrollmentRequest {
+    EnrollmentRequest {
+        token: request.token,
+        drone_id: request.drone_id,
+        csr_der: request.csr_der,
     }
 }
 
-/// The operator name of a caller that must be an operator.
-pub fn require_operator<T>(request: &Request<T>) -> Result<String, Status> {
-    match ultron8_transport::caller_identity(request) {
-        Some(PeerIdentity::Operator { name, .. }) => Ok(name),
-        Some(other) => Err(Status::permission_denied(format!(
-            "{other} may not call the control service; only operator certificates may"
-        ))),
-        None => Err(Status::unauthenticated(
-            "this call needs an operator certificate; point ultronctl at the one `ultron8-hive init` wrote",
-        )),
+pub fn registration_facts(request: v1::RegisterRequest) -> Result<DroneFacts, HiveError> {
+    let facts = request
+        .facts
+        .ok_or_else(|| HiveError::invalid_argument("facts are missing"))?;
+    Ok(facts_from_wire(facts))
+}
+
+/// A heartbeat without stats counts as one with empty stats.
+pub fn heartbeat_stats(request: v1::HeartbeatRequest) -> HostStats {
+    request.stats.map(stats_from_wire).unwrap_or_default()
+}
+
+pub fn report_from_wire(report: v1::ExecutionReport) -> Result<DroneReport, HiveError> {
+    let status =
+        status_from_wire(report.status).map_err(|e| HiveError::invalid_argument(e.to_string()))?;
+    Ok(DroneReport {
+        execution_id: report.execution_id,
+        status,
+        started_at: from_ms(report.started_at_ms),
+        finished_at: from_ms(report.finished_at_ms),
+        result: ExecutionResult {
+            exit_code: report.exit_code,
+            stdout: report.stdout,
+            stderr: report.stderr,
+            stdout_truncated: report.stdout_truncated,
+            stderr_truncated: report.stderr_truncated,
+            duration_ms: report.duration_ms,
+            error: given(report.error),
+        },
+    })
+}
+
+pub fn chunk_from_wire(chunk: v1::OutputChunk) -> OutputChunkRecord {
+    let stream = match v1::OutputStream::try_from(chunk.stream) {
+        Ok(v1::OutputStream::Stderr) => OutputStreamKind::Stderr,
+        _ => OutputStreamKind::Stdout,
+    };
+    OutputChunkRecord {
+        execution_id: chunk.execution_id,
+        stream,
+        offset: chunk.offset,
+        data: chunk.data,
     }
 }
 
-pub fn store_status(error: StoreError) -> Status {
-    match error {
-        StoreError::NotFound { kind, id } => Status::not_found(format!("{kind} {id} not found")),
-        StoreError::JoinTokenInvalid => Status::permission_denied(
-            "join token is unknown, already used or expired; create a new one with `ultronctl drone token create`",
+/// An event payload an operator fires: empty means `{}`.
+pub fn event_payload(text: &str) -> Result<Value, HiveError> {
+    match text.trim() {
+        "" => Ok(serde_json::json!({})),
+        text => serde_json::from_str(text)
+            .map_err(|e| HiveError::invalid_argument(format!("payload is not valid JSON: {e}"))),
+    }
+}
+
+/// The event a rule test evaluates.
+pub fn test_event(text: &str) -> Result<Value, HiveError> {
+    serde_json::from_str(text)
+        .map_err(|e| HiveError::invalid_argument(format!("the event is not valid JSON: {e}")))
+}
+
+pub fn event_filter(request: v1::ListEventsRequest) -> EventFilter {
+    EventFilter {
+        trigger: given(request.trigger),
+        limit: request.limit,
+        before_id: given(request.before_id),
+        ..Default::default()
+    }
+}
+
+pub fn audit_filter(request: v1::ListAuditRequest) -> Result<AuditFilter, HiveError> {
+    let status = match given(request.status) {
+        Some(text) => Some(
+            text.parse::<ExecutionStatus>()
+                .map_err(|e| HiveError::invalid_argument(e.to_string()))?,
         ),
-        StoreError::Database(e) => {
-            tracing::error!(error = %e, "database error");
-            Status::unavailable("the hive cannot reach its database; try again shortly")
-        }
-        other => {
-            tracing::error!(error = %other, "store error");
-            Status::internal(format!("store error: {other}"))
-        }
-    }
+        None => None,
+    };
+    Ok(AuditFilter {
+        since: from_ms(request.since_ms),
+        until: from_ms(request.until_ms),
+        rule: given(request.rule),
+        action_ref: given(request.action),
+        drone_id: given(request.drone),
+        status,
+        event_id: given(request.event),
+        job_id: given(request.job),
+        limit: request.limit,
+        before_id: given(request.before_id),
+        ..Default::default()
+    })
 }
 
-pub fn ms(at: chrono::DateTime<chrono::Utc>) -> i64 {
+// --- encoding ---------------------------------------------------------------
+
+pub fn ms(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
 }
 
-fn opt_ms(at: Option<chrono::DateTime<chrono::Utc>>) -> i64 {
+fn opt_ms(at: Option<DateTime<Utc>>) -> i64 {
     at.map_or(0, ms)
 }
 
@@ -91,6 +227,27 @@ pub fn job_to_wire(job: &JobRecord) -> v1::Job {
     }
 }
 
+pub fn job_summary_to_wire(job: JobSummary) -> v1::JobSummary {
+    let count = |pred: fn(ExecutionStatus) -> bool| -> u32 {
+        job.status_counts
+            .iter()
+            .filter(|(s, _)| pred(**s))
+            .map(|(_, n)| *n)
+            .sum()
+    };
+    v1::JobSummary {
+        executions: count(|_| true),
+        succeeded: count(|s| s == ExecutionStatus::Succeeded),
+        failed: count(|s| s.is_terminal() && s != ExecutionStatus::Succeeded),
+        pending: count(|s| !s.is_terminal()),
+        id: job.id,
+        target: job.target,
+        requester: job.requester,
+        command: job.command.display(),
+        created_at_ms: job.created_at.timestamp_millis(),
+    }
+}
+
 pub fn drone_to_wire(drone: &DroneRecord) -> v1::Drone {
     let mut facts = facts_to_wire(&drone.facts);
     facts.labels = drone.labels().into_iter().collect();
@@ -102,5 +259,133 @@ pub fn drone_to_wire(drone: &DroneRecord) -> v1::Drone {
         stats: drone.stats.as_ref().map(stats_to_wire),
         registered_at_ms: opt_ms(drone.registered_at),
         enrolled_at_ms: ms(drone.enrolled_at),
+    }
+}
+
+pub fn join_token_to_wire(issued: IssuedJoinToken) -> v1::CreateJoinTokenResponse {
+    v1::CreateJoinTokenResponse {
+        token: issued.token.encode(),
+        token_id: issued.token.id,
+        expires_at_ms: ms(issued.expires_at),
+        ca_fingerprint: issued.token.ca_fingerprint,
+    }
+}
+
+pub fn enrollment_to_wire(enrollment: Enrollment) -> v1::EnrollResponse {
+    v1::EnrollResponse {
+        certificate_der: enrollment.certificate_der,
+        ca_certificate_der: enrollment.ca_certificate_der,
+        labels: enrollment.labels.into_iter().collect(),
+    }
+}
+
+pub fn registration_to_wire(registration: Registration) -> v1::RegisterResponse {
+    v1::RegisterResponse {
+        broker: Some(v1::BrokerEndpoint {
+            url: registration.broker_url,
+            auth: v1::BrokerAuth::Url as i32,
+        }),
+        queue: registration.queue,
+        heartbeat_interval_ms: interval_ms(registration.heartbeat_interval),
+        request_signing_public_key: registration.request_signing_public_key,
+        request_signing_key_id: registration.request_signing_key_id,
+    }
+}
+
+pub fn interval_ms(interval: Duration) -> u32 {
+    u32::try_from(interval.as_millis()).unwrap_or(u32::MAX)
+}
+
+pub fn pack_info(view: PackView) -> v1::PackInfo {
+    v1::PackInfo {
+        actions: view.pack.actions.iter().map(|a| a.reference()).collect(),
+        rules: view
+            .pack
+            .rules
+            .iter()
+            .map(|r| format!("{}.{}", r.pack, r.name))
+            .collect(),
+        previous_versions: view.history.into_iter().map(|p| p.version).collect(),
+        content_json: view.record.content.to_string(),
+        name: view.record.name,
+        version: view.record.version,
+        description: view.record.description,
+        installed_by: view.record.installed_by,
+        installed_at_ms: ms(view.record.installed_at),
+    }
+}
+
+pub fn event_info(event: &EventRecord) -> v1::EventInfo {
+    v1::EventInfo {
+        id: event.id.clone(),
+        trigger: event.trigger.clone(),
+        payload_json: event.payload.to_string(),
+        source: event.source.clone(),
+        received_at_ms: ms(event.received_at),
+        state: match event.state {
+            EventState::Pending => "pending",
+            EventState::Processed => "processed",
+            EventState::Failed => "failed",
+        }
+        .to_string(),
+        error: event.error.clone().unwrap_or_default(),
+        matched_rules: event.matched_rules.clone(),
+    }
+}
+
+pub fn rule_info(rule: &RuleRecord) -> v1::RuleInfo {
+    let definition: Option<ultron8_pack::Rule> =
+        serde_json::from_value(rule.definition.clone()).ok();
+    v1::RuleInfo {
+        name: rule.reference.clone(),
+        pack: rule.pack.clone(),
+        trigger: rule.trigger.clone(),
+        enabled: rule.enabled,
+        action: definition
+            .as_ref()
+            .map(|d| d.action.reference.clone())
+            .unwrap_or_default(),
+        description: definition.map(|d| d.description).unwrap_or_default(),
+        definition_json: rule.definition.to_string(),
+    }
+}
+
+pub fn rule_test(plan: RulePlan) -> v1::RuleTest {
+    v1::RuleTest {
+        rule: plan.rule,
+        enabled: plan.enabled,
+        matched: plan.matched,
+        reasons: plan.reasons,
+        error: plan.error.unwrap_or_default(),
+        action: plan.action,
+        parameters_json: plan
+            .parameters
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        target: plan.target.unwrap_or_default(),
+        // Hive-side actions run on no drone.
+        drones: plan
+            .drones
+            .into_iter()
+            .filter(|d| d != HIVE_EXECUTOR)
+            .collect(),
+    }
+}
+
+pub fn audit_entry(record: AuditRecord) -> v1::AuditEntry {
+    v1::AuditEntry {
+        id: record.id,
+        at_ms: ms(record.at),
+        actor: record.actor,
+        kind: record.action,
+        job_id: record.job_id.unwrap_or_default(),
+        execution_id: record.execution_id.unwrap_or_default(),
+        drone_id: record.drone_id.unwrap_or_default(),
+        status: record.status.map(|s| s.to_string()).unwrap_or_default(),
+        event_id: record.event_id.unwrap_or_default(),
+        rule: record.rule.unwrap_or_default(),
+        action: record.action_ref.unwrap_or_default(),
+        detail_json: record.detail.to_string(),
     }
 }

@@ -11,6 +11,7 @@ use ultron8_proto::v1::control_service_server::ControlServiceServer;
 use ultron8_proto::v1::drone_service_server::DroneServiceServer;
 use ultron8_store::Store;
 
+use crate::caller::Admit;
 use crate::config::HiveConfig;
 use crate::control_service::ControlApi;
 use crate::drone_service::DroneApi;
@@ -92,17 +93,27 @@ pub async fn run(
 
     let http = axum::serve(http_listener, crate::http::router(hive.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let grpc = tonic::transport::Server::builder()
-        .add_service(DroneServiceServer::new(DroneApi { hive: hive.clone() }))
-        .add_service(ControlServiceServer::new(ControlApi { hive: hive.clone() }))
-        .serve_with_incoming_shutdown(
-            ultron8_transport::tls_incoming(grpc_listener, tls),
-            shutdown.clone().cancelled_owned(),
-        );
+    let grpc = grpc_services(&hive).serve_with_incoming_shutdown(
+        ultron8_transport::tls_incoming(grpc_listener, tls),
+        shutdown.clone().cancelled_owned(),
+    );
     let (http, grpc) = tokio::join!(http, grpc);
     http.context("HTTP server failed")?;
     grpc.context("gRPC server failed")?;
     tasks.shutdown().await;
     info!("hive stopped");
     Ok(())
+}
+
+/// The drone and control services, each behind the caller check of
+/// [`crate::caller`]: what `run` serves over mutual TLS, and what tests
+/// serve over an in-memory connection.
+pub fn grpc_services(hive: &Arc<Hive>) -> tonic::transport::server::Router {
+    tonic::transport::Server::builder()
+        .add_service(Admit::drones(DroneServiceServer::new(DroneApi {
+            hive: hive.clone(),
+        })))
+        .add_service(Admit::operators(ControlServiceServer::new(ControlApi {
+            hive: hive.clone(),
+        })))
 }

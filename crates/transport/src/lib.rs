@@ -14,6 +14,7 @@ mod dial;
 mod incoming;
 
 use thiserror::Error;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use ultron8_pki::PeerIdentity;
 
 pub use config::{client_config, enrollment_client_config, server_config};
@@ -50,12 +51,16 @@ pub enum TransportError {
     Connect { address: String, reason: String },
 }
 
-/// The identity of the caller of a tonic request, read from the client
+/// The identity of the caller of a request, read from the client
 /// certificate TLS verified against the CA; `None` for an anonymous caller
-/// (no certificate, or one without an Ultron8 identity). Requires the server
-/// to be fed by [`tls_incoming`] (or another `TlsStream<TcpStream>` incoming).
-pub fn caller_identity<T>(request: &tonic::Request<T>) -> Option<PeerIdentity> {
-    let certs = request.peer_certs()?;
+/// (no certificate, or one without an Ultron8 identity). Takes the request's
+/// extensions, where tonic keeps the connection's TLS information, so that
+/// both a handler (`request.extensions()`) and a tower layer in front of the
+/// service (`http::Request::extensions`) can ask. Requires the server to be
+/// fed by [`tls_incoming`] (or another `TlsStream<TcpStream>` incoming).
+pub fn caller_identity(extensions: &tonic::codegen::http::Extensions) -> Option<PeerIdentity> {
+    let tls = extensions.get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    let certs = tls.peer_certs()?;
     let leaf = certs.first()?;
     match ultron8_pki::peer_identity(leaf) {
         Ok(identity) => Some(identity),

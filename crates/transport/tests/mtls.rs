@@ -60,7 +60,10 @@ async fn start_server() -> (String, Calls) {
     let recorded = calls.clone();
     let (_reporter, health) = tonic_health::server::health_reporter();
     let service = InterceptedService::new(health, move |request: tonic::Request<()>| {
-        recorded.lock().unwrap().push(caller_identity(&request));
+        recorded
+            .lock()
+            .unwrap()
+            .push(caller_identity(request.extensions()));
         Ok(request)
     });
     tokio::spawn(async move {

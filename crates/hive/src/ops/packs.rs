@@ -1,6 +1,7 @@
-//! Installing, listing and removing packs. Validation is all-or-nothing:
-//! `ultron8_pack::load` reports every problem, and only a pack without any
-//! is written, in one store transaction.
+//! Packs: installing, reading and removing them, and the scripts drones
+//! fetch from them. Validation is all-or-nothing: `ultron8_pack::load`
+//! reports every problem, and only a pack without any is written, in one
+//! store transaction.
 
 use std::collections::BTreeMap;
 
@@ -8,20 +9,17 @@ use serde_json::json;
 use ultron8_pack::{Action, Installed, Pack};
 use ultron8_store::{ActionRecord, PackRecord, RuleRecord, ScriptRecord};
 
+use crate::actor::Actor;
+use crate::error::HiveError;
 use crate::hive::Hive;
 
-#[derive(Debug, thiserror::Error)]
-pub enum PackError {
-    /// The pack is malformed: every problem, one per line, `file:line:column: message`.
-    #[error("{0}")]
-    Invalid(String),
-    /// The pack is fine but cannot be installed or removed now.
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Store(#[from] ultron8_store::StoreError),
+/// An installed pack: its record, the validated pack it holds, and the
+/// versions it replaced (newest first).
+#[derive(Debug, Clone)]
+pub struct PackView {
+    pub record: PackRecord,
+    pub pack: Pack,
+    pub history: Vec<PackRecord>,
 }
 
 /// What is installed, read once from the store for one validation.
@@ -41,7 +39,7 @@ impl Installed for InstalledSnapshot {
 }
 
 impl Hive {
-    async fn installed_snapshot(&self) -> Result<InstalledSnapshot, PackError> {
+    async fn installed_snapshot(&self) -> Result<InstalledSnapshot, HiveError> {
         let mut actions = BTreeMap::new();
         for record in self.store.list_actions(None).await? {
             if let Ok(action) = serde_json::from_value::<Action>(record.definition) {
@@ -57,36 +55,31 @@ impl Hive {
         Ok(InstalledSnapshot { actions, versions })
     }
 
-    /// Validates and installs a pack from a `.tar.gz`. Returns the record
-    /// and the version it replaced.
+    /// Validates and installs a pack from a `.tar.gz`. Returns it and the
+    /// version it replaced. A pack with problems is refused with all of
+    /// them in the error's detail, and nothing is written.
     pub async fn install_pack(
         &self,
-        operator: &str,
+        actor: &Actor,
         tarball: &[u8],
-    ) -> Result<(PackRecord, Option<String>), PackError> {
+    ) -> Result<(PackView, Option<String>), HiveError> {
         let files = ultron8_pack::read_tarball(tarball)
-            .map_err(|e| PackError::Invalid(format!("cannot read the pack: {e}")))?;
+            .map_err(|e| HiveError::invalid_argument(format!("cannot read the pack: {e}")))?;
         let installed = self.installed_snapshot().await?;
         let pack = ultron8_pack::load(&files, &installed).map_err(|problems| {
-            let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            PackError::Invalid(format!(
-                "the pack has {} problem{}; nothing was installed:\n{}",
-                lines.len(),
-                if lines.len() == 1 { "" } else { "s" },
-                lines.join("\n")
-            ))
+            HiveError::pack_refused(problems.iter().map(ToString::to_string).collect())
         })?;
         let name = pack.manifest.name.clone();
         if let Some(current) = installed.versions.get(&name)
             && *current > pack.manifest.version
         {
-            return Err(PackError::Conflict(format!(
+            return Err(HiveError::failed_precondition(format!(
                 "{name} {current} is installed; refusing to downgrade to {}. Remove it first (`ultronctl pack remove {name}`) if you mean it",
                 pack.manifest.version
             )));
         }
         self.check_dependents_keep_working(&pack).await?;
-        let (record, actions, mut rules, scripts) = records(&pack, operator)?;
+        let (record, actions, mut rules, scripts) = records(&pack, actor)?;
         // An upgrade keeps each rule enabled or disabled as an operator left
         // it; only new rules take the value from their file.
         for existing in self
@@ -101,7 +94,7 @@ impl Hive {
             }
         }
         let mut audit = self.audit(
-            format!("operator:{operator}"),
+            actor,
             "pack.installed",
             json!({
                 "pack": name,
@@ -116,13 +109,13 @@ impl Hive {
             .store
             .install_pack(&record, &actions, &rules, &scripts, &audit)
             .await?;
-        tracing::info!(pack = %name, version = %record.version, previous = ?previous, %operator, "pack installed");
-        Ok((record, previous))
+        tracing::info!(pack = %name, version = %record.version, previous = ?previous, %actor, "pack installed");
+        Ok((self.pack_view(record).await?, previous))
     }
 
     /// Refuses an upgrade that drops an action the rules of an installed
     /// pack depending on this one still use.
-    async fn check_dependents_keep_working(&self, pack: &Pack) -> Result<(), PackError> {
+    async fn check_dependents_keep_working(&self, pack: &Pack) -> Result<(), HiveError> {
         let name = &pack.manifest.name;
         let prefix = format!("{name}.");
         let mut broken = Vec::new();
@@ -147,7 +140,7 @@ impl Hive {
         if broken.is_empty() {
             Ok(())
         } else {
-            Err(PackError::Conflict(format!(
+            Err(HiveError::failed_precondition(format!(
                 "{name} {} drops actions that installed packs use: {}; upgrade or remove those first",
                 pack.manifest.version,
                 broken.join(", ")
@@ -155,10 +148,10 @@ impl Hive {
         }
     }
 
-    pub async fn remove_pack(&self, operator: &str, name: &str) -> Result<(), PackError> {
+    pub async fn remove_pack(&self, actor: &Actor, name: &str) -> Result<(), HiveError> {
         let packs = self.store.list_packs().await?;
         if !packs.iter().any(|p| p.name == name) {
-            return Err(PackError::NotFound(format!(
+            return Err(HiveError::not_found(format!(
                 "no pack named {name}; see `ultronctl pack list`"
             )));
         }
@@ -173,19 +166,54 @@ impl Hive {
             .map(|p| p.name.clone())
             .collect();
         if !dependents.is_empty() {
-            return Err(PackError::Conflict(format!(
+            return Err(HiveError::failed_precondition(format!(
                 "{name} is a dependency of {}; remove those first",
                 dependents.join(", ")
             )));
         }
-        let audit = self.audit(
-            format!("operator:{operator}"),
-            "pack.removed",
-            json!({ "pack": name }),
-        );
+        let audit = self.audit(actor, "pack.removed", json!({ "pack": name }));
         self.store.remove_pack(name, &audit).await?;
-        tracing::info!(pack = %name, %operator, "pack removed");
+        tracing::info!(pack = %name, %actor, "pack removed");
         Ok(())
+    }
+
+    pub async fn list_packs(&self) -> Result<Vec<PackView>, HiveError> {
+        let mut views = Vec::new();
+        for record in self.store.list_packs().await? {
+            views.push(self.pack_view(record).await?);
+        }
+        Ok(views)
+    }
+
+    pub async fn get_pack(&self, name: &str) -> Result<PackView, HiveError> {
+        let record = self.store.get_pack(name).await?.ok_or_else(|| {
+            HiveError::not_found(format!("no pack named {name}; see `ultronctl pack list`"))
+        })?;
+        self.pack_view(record).await
+    }
+
+    async fn pack_view(&self, record: PackRecord) -> Result<PackView, HiveError> {
+        // The stored content is the validated pack: its actions and rules
+        // are read from it rather than queried again for every pack listed.
+        let pack: Pack = serde_json::from_value(record.content.clone()).map_err(|e| {
+            HiveError::internal(format!("stored pack {} is unreadable: {e}", record.name))
+        })?;
+        let history = self.store.pack_history(&record.name).await?;
+        Ok(PackView {
+            record,
+            pack,
+            history,
+        })
+    }
+
+    /// A pack script by its SHA-256, for a drone about to run it.
+    pub async fn fetch_script(&self, sha256: &str) -> Result<Vec<u8>, HiveError> {
+        let sha256 = sha256.to_ascii_lowercase();
+        self.store.get_script(&sha256).await?.ok_or_else(|| {
+            HiveError::not_found(format!(
+                "no script with SHA-256 {sha256}; was its pack removed?"
+            ))
+        })
     }
 }
 
@@ -196,9 +224,9 @@ type Records = (
     Vec<ScriptRecord>,
 );
 
-fn records(pack: &Pack, operator: &str) -> Result<Records, PackError> {
+fn records(pack: &Pack, actor: &Actor) -> Result<Records, HiveError> {
     let to_json = |value: serde_json::Result<serde_json::Value>| {
-        value.map_err(|e| PackError::Invalid(format!("cannot serialize the pack: {e}")))
+        value.map_err(|e| HiveError::internal(format!("cannot serialize the pack: {e}")))
     };
     let record = PackRecord {
         name: pack.manifest.name.clone(),
@@ -206,7 +234,7 @@ fn records(pack: &Pack, operator: &str) -> Result<Records, PackError> {
         description: pack.manifest.description.clone(),
         content: to_json(serde_json::to_value(pack))?,
         installed_at: chrono::Utc::now(),
-        installed_by: format!("operator:{operator}"),
+        installed_by: actor.to_string(),
     };
     let actions = pack
         .actions
@@ -218,7 +246,7 @@ fn records(pack: &Pack, operator: &str) -> Result<Records, PackError> {
                 definition: to_json(serde_json::to_value(action))?,
             })
         })
-        .collect::<Result<Vec<_>, PackError>>()?;
+        .collect::<Result<Vec<_>, HiveError>>()?;
     let rules = pack
         .rules
         .iter()
@@ -231,7 +259,7 @@ fn records(pack: &Pack, operator: &str) -> Result<Records, PackError> {
                 definition: to_json(serde_json::to_value(rule))?,
             })
         })
-        .collect::<Result<Vec<_>, PackError>>()?;
+        .collect::<Result<Vec<_>, HiveError>>()?;
     let scripts = pack
         .scripts
         .iter()

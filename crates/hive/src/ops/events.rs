@@ -1,0 +1,343 @@
+//! Events: storing them (from webhooks, Alertmanager, timers and operators)
+//! and reading them back. An event is acknowledged only once it is stored;
+//! a refused one is counted under its reason and never stored.
+
+use axum::http::HeaderMap;
+use chrono::Utc;
+use ring::hmac;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use ultron8_store::{EventFilter, EventRecord, NewEvent};
+
+use crate::actor::Actor;
+use crate::error::HiveError;
+use crate::hive::Hive;
+use crate::metrics::{ReasonLabel, TriggerLabel};
+
+/// Why an event was refused: the `reason` label of
+/// `ultron8_events_refused_total`.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    UnknownWebhook,
+    TooLarge,
+    Unauthorized,
+    Malformed,
+}
+
+impl Refusal {
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::UnknownWebhook => "unknown_webhook",
+            Refusal::TooLarge => "too_large",
+            Refusal::Unauthorized => "unauthorized",
+            Refusal::Malformed => "malformed",
+        }
+    }
+}
+
+impl Hive {
+    /// Stores an event and wakes this replica's rules engine. Once this
+    /// returns Ok the event is durable and will be processed.
+    pub async fn ingest_event(
+        &self,
+        trigger: &str,
+        payload: Value,
+        source: &str,
+    ) -> Result<String, HiveError> {
+        let event = NewEvent {
+            id: uuid::Uuid::now_v7().to_string(),
+            trigger: trigger.to_string(),
+            payload,
+            source: source.to_string(),
+            received_at: Utc::now(),
+        };
+        self.store.record_event(&event).await?;
+        self.metrics
+            .events_received
+            .get_or_create(&TriggerLabel {
+                trigger: trigger.to_string(),
+            })
+            .inc();
+        tracing::info!(event_id = %event.id, %trigger, %source, "event stored");
+        self.events_arrived.notify_one();
+        Ok(event.id)
+    }
+
+    /// An event an operator fires by hand, of a built-in trigger type.
+    pub async fn fire_event(
+        &self,
+        actor: &Actor,
+        trigger: &str,
+        payload: Value,
+    ) -> Result<EventRecord, HiveError> {
+        if ultron8_core::triggers::built_in(trigger).is_none() {
+            let known: Vec<&str> = ultron8_core::triggers::BUILT_IN
+                .iter()
+                .map(|t| t.name)
+                .collect();
+            return Err(HiveError::invalid_argument(format!(
+                "unknown trigger type {trigger:?}; known: {}",
+                known.join(", ")
+            )));
+        }
+        let id = self
+            .ingest_event(trigger, payload, &actor.to_string())
+            .await?;
+        self.store
+            .get_event(&id)
+            .await?
+            .ok_or_else(|| HiveError::internal("event vanished right after it was stored"))
+    }
+
+    pub async fn list_events(&self, filter: &EventFilter) -> Result<Vec<EventRecord>, HiveError> {
+        Ok(self.store.list_events(filter).await?)
+    }
+
+    pub async fn get_event(&self, id: &str) -> Result<EventRecord, HiveError> {
+        self.store.get_event(id).await?.ok_or_else(|| {
+            HiveError::not_found(format!("no event {id}; see `ultronctl event list`"))
+        })
+    }
+
+    /// The largest event body accepted, in bytes.
+    pub fn max_event_bytes(&self) -> usize {
+        self.config.max_event_bytes
+    }
+
+    /// A body over [`Hive::max_event_bytes`], refused and counted.
+    pub fn event_too_large(&self) -> HiveError {
+        let limit = self.config.max_event_bytes;
+        self.refuse(
+            Refusal::TooLarge,
+            HiveError::too_large(format!("body exceeds the limit of {limit} bytes")),
+        )
+    }
+
+    /// Refuses a webhook that is not configured, before its body is read.
+    pub fn check_webhook_exists(&self, name: &str) -> Result<(), HiveError> {
+        match self.config.webhooks.contains_key(name) {
+            true => Ok(()),
+            false => Err(self.unknown_webhook(name)),
+        }
+    }
+
+    fn unknown_webhook(&self, name: &str) -> HiveError {
+        let known: Vec<&String> = self.config.webhooks.keys().collect();
+        self.refuse(
+            Refusal::UnknownWebhook,
+            HiveError::not_found(format!("no webhook named {name:?}; configured: {known:?}")),
+        )
+    }
+
+    /// A delivery to the generic webhook `name`, authenticated by bearer
+    /// token or by HMAC-SHA256 of the body, stored as one `core.webhook`
+    /// event `{webhook, body, headers}` carrying the headers the webhook is
+    /// configured to keep. Returns the event id.
+    pub async fn receive_webhook(
+        &self,
+        name: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<String, HiveError> {
+        let Some(config) = self.config.webhooks.get(name) else {
+            return Err(self.unknown_webhook(name));
+        };
+        let authorized = match (&config.token, &config.hmac_secret) {
+            (Some(token), _) if bearer(headers).is_some_and(|given| same_secret(given, token)) => {
+                true
+            }
+            (_, Some(secret)) => headers
+                .get("x-ultron8-signature")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("sha256="))
+                .and_then(|hex_sig| hex::decode(hex_sig).ok())
+                .is_some_and(|signature| {
+                    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+                    hmac::verify(&key, body, &signature).is_ok()
+                }),
+            _ => false,
+        };
+        if !authorized {
+            return Err(self.refuse(
+                Refusal::Unauthorized,
+                HiveError::unauthenticated(format!(
+                    "webhook {name:?} needs `Authorization: Bearer <token>` or `X-Ultron8-Signature: sha256=<HMAC-SHA256 of the body>`"
+                )),
+            ));
+        }
+        let parsed: Value = serde_json::from_slice(body).map_err(|e| {
+            self.refuse(
+                Refusal::Malformed,
+                HiveError::invalid_argument(format!("body is not valid JSON: {e}")),
+            )
+        })?;
+        let mut selected = Map::new();
+        for header in &config.headers {
+            if let Some(value) = headers.get(header.as_str()).and_then(|v| v.to_str().ok()) {
+                selected.insert(
+                    header.to_ascii_lowercase(),
+                    Value::String(value.to_string()),
+                );
+            }
+        }
+        let payload = json!({ "webhook": name, "body": parsed, "headers": selected });
+        self.ingest_event("core.webhook", payload, &format!("webhook:{name}"))
+            .await
+            .map_err(event_not_stored)
+    }
+
+    /// Refuses an Alertmanager notification without the configured bearer
+    /// token, before its body is read.
+    pub fn authorize_alertmanager(&self, headers: &HeaderMap) -> Result<(), HiveError> {
+        match &self.config.alertmanager_token {
+            Some(token) if !bearer(headers).is_some_and(|given| same_secret(given, token)) => {
+                Err(self.refuse(
+                    Refusal::Unauthorized,
+                    HiveError::unauthenticated(
+                        "the Alertmanager receiver needs `Authorization: Bearer <token>` (http_config.authorization in alertmanager.yml)",
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// An Alertmanager notification (webhook payload version 4), stored as
+    /// one `alertmanager.alert` event per alert, so a resolved alert is an
+    /// event of its own and can drive an undo. Returns the event ids.
+    pub async fn receive_alertmanager(&self, body: &[u8]) -> Result<Vec<String>, HiveError> {
+        let malformed =
+            |message: String| self.refuse(Refusal::Malformed, HiveError::invalid_argument(message));
+        let payload: AlertmanagerPayload = serde_json::from_slice(body)
+            .map_err(|e| malformed(format!("not an Alertmanager webhook payload: {e}")))?;
+        if payload.version != "4" {
+            return Err(malformed(format!(
+                "Alertmanager webhook payload version {:?} is not supported; expected \"4\"",
+                payload.version
+            )));
+        }
+        if let Some(bad) = payload
+            .alerts
+            .iter()
+            .find(|a| a.status != "firing" && a.status != "resolved")
+        {
+            return Err(malformed(format!(
+                "alert status {:?} is neither \"firing\" nor \"resolved\"",
+                bad.status
+            )));
+        }
+        let mut ids = Vec::new();
+        for alert in payload.alerts {
+            let event = json!({
+                "status": alert.status,
+                "labels": alert.labels,
+                "annotations": alert.annotations,
+                "starts_at": alert.starts_at,
+                "ends_at": alert.ends_at,
+                "fingerprint": alert.fingerprint,
+                "generator_url": alert.generator_url,
+                "receiver": payload.receiver,
+                "group_labels": payload.group_labels,
+                "common_labels": payload.common_labels,
+                "external_url": payload.external_url,
+            });
+            // Alerts already stored stay stored if a later one fails;
+            // Alertmanager retries the whole notification, so a retry may
+            // store an alert twice (a rule's cooldown absorbs that).
+            let id = self
+                .ingest_event("alertmanager.alert", event, "alertmanager")
+                .await
+                .map_err(event_not_stored)?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Counts and logs a refused event, and returns the error to answer with.
+    fn refuse(&self, reason: Refusal, error: HiveError) -> HiveError {
+        self.metrics
+            .events_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.label().to_string(),
+            })
+            .inc();
+        tracing::warn!(reason = reason.label(), message = %error, "refused an event");
+        error
+    }
+}
+
+/// An event that could not be stored: the sender should retry, since
+/// nothing was acknowledged. (The cause was logged where it was mapped.)
+fn event_not_stored(error: HiveError) -> HiveError {
+    tracing::error!(%error, "cannot store an event");
+    HiveError::unavailable("the hive cannot store events right now; retry")
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+/// Compares secrets in constant time.
+fn same_secret(given: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    given.as_bytes().ct_eq(expected.as_bytes()).into()
+}
+
+/// Alertmanager's webhook payload, version 4.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AlertmanagerPayload {
+    version: String,
+    #[serde(default)]
+    receiver: String,
+    #[serde(default)]
+    group_labels: Map<String, Value>,
+    #[serde(default)]
+    common_labels: Map<String, Value>,
+    #[serde(default, rename = "externalURL")]
+    external_url: String,
+    alerts: Vec<Alert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Alert {
+    status: String,
+    #[serde(default)]
+    labels: Map<String, Value>,
+    #[serde(default)]
+    annotations: Map<String, Value>,
+    #[serde(default)]
+    starts_at: String,
+    #[serde(default)]
+    ends_at: String,
+    #[serde(default, rename = "generatorURL")]
+    generator_url: String,
+    #[serde(default)]
+    fingerprint: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_exactly() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("ab", "abc"));
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_authorization_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "Bearer s3cret".parse().expect("header"));
+        assert_eq!(bearer(&headers), Some("s3cret"));
+        headers.insert("authorization", "Basic s3cret".parse().expect("header"));
+        assert_eq!(bearer(&headers), None);
+    }
+}

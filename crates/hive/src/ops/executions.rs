@@ -1,0 +1,167 @@
+//! What drones tell the hive about their executions: output as it is
+//! produced, and status reports.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tracing::{info, warn};
+use ultron8_core::ExecutionStatus;
+use ultron8_store::{ExecutionResult, ExecutionUpdate, OutputChunkRecord, TransitionOutcome};
+
+use crate::actor::Actor;
+use crate::error::HiveError;
+use crate::hive::Hive;
+
+/// A drone's report on one execution.
+#[derive(Debug, Clone)]
+pub struct DroneReport {
+    pub execution_id: String,
+    /// `running` or a terminal status.
+    pub status: ExecutionStatus,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Kept only with a terminal status.
+    pub result: ExecutionResult,
+}
+
+/// Output chunks arriving from one drone on one stream. Remembers which
+/// executions belong to the drone, so each is looked up once per stream.
+pub struct OutputIntake<'a> {
+    hive: &'a Hive,
+    drone_id: String,
+    owned: HashMap<String, bool>,
+}
+
+impl OutputIntake<'_> {
+    /// Stores a chunk of one of the drone's executions; a chunk for any
+    /// other execution is dropped (`false`).
+    pub async fn accept(&mut self, chunk: &OutputChunkRecord) -> Result<bool, HiveError> {
+        let belongs = match self.owned.get(&chunk.execution_id) {
+            Some(known) => *known,
+            None => {
+                let execution = self.hive.store.get_execution(&chunk.execution_id).await?;
+                let belongs = execution.is_some_and(|e| e.drone_id == self.drone_id);
+                self.owned.insert(chunk.execution_id.clone(), belongs);
+                belongs
+            }
+        };
+        if belongs {
+            self.hive.store.append_output(chunk).await?;
+        }
+        Ok(belongs)
+    }
+}
+
+impl Hive {
+    pub fn output_intake(&self, drone_id: &str) -> OutputIntake<'_> {
+        OutputIntake {
+            hive: self,
+            drone_id: drone_id.to_string(),
+            owned: HashMap::new(),
+        }
+    }
+
+    /// Applies a drone's report if the state machine allows it, with the
+    /// `execution.finished` audit record in the same transaction for a
+    /// terminal one. Returns whether it changed anything: a duplicate or
+    /// late report does not.
+    ///
+    /// A refusal (`rejected`, `expired`) of a request that names no
+    /// execution of this drone is most likely a message forged on the
+    /// broker: nothing to update, but it is audited.
+    pub async fn report_execution(
+        &self,
+        drone_id: &str,
+        report: DroneReport,
+    ) -> Result<bool, HiveError> {
+        let status = report.status;
+        let refusal = matches!(status, ExecutionStatus::Rejected | ExecutionStatus::Expired);
+        let execution = match self.store.get_execution(&report.execution_id).await? {
+            Some(e) if e.drone_id == drone_id => e,
+            _ if refusal => {
+                self.record_refusal_of_unknown_request(drone_id, &report)
+                    .await?;
+                return Ok(false);
+            }
+            _ => {
+                return Err(HiveError::not_found(format!(
+                    "execution {} is not one of yours",
+                    report.execution_id
+                )));
+            }
+        };
+        if refusal {
+            self.metrics.refused_drone_reports.inc();
+        }
+        let error_text = report.result.error.clone().unwrap_or_default();
+        let update = if status.is_terminal() {
+            ExecutionUpdate {
+                status,
+                at: report.finished_at.unwrap_or_else(Utc::now),
+                started_at: report.started_at,
+                result: Some(report.result.clone()),
+            }
+        } else if status == ExecutionStatus::Running {
+            ExecutionUpdate {
+                status,
+                at: report.started_at.unwrap_or_else(Utc::now),
+                started_at: report.started_at,
+                result: None,
+            }
+        } else {
+            return Err(HiveError::invalid_argument(format!(
+                "a drone cannot report an execution as {status}"
+            )));
+        };
+        let audit = status.is_terminal().then(|| {
+            let mut audit = self.audit(
+                Actor::Drone(drone_id.to_string()),
+                "execution.finished",
+                json!({
+                    "exit_code": report.result.exit_code,
+                    "duration_ms": report.result.duration_ms,
+                    "error": error_text,
+                    "stdout_truncated": report.result.stdout_truncated,
+                    "stderr_truncated": report.result.stderr_truncated,
+                }),
+            );
+            audit.job_id = Some(execution.job_id.clone());
+            audit.execution_id = Some(execution.id.clone());
+            audit.drone_id = Some(drone_id.to_string());
+            audit.status = Some(status);
+            audit
+        });
+        let outcome = self
+            .store
+            .transition_execution(&execution.id, &update, audit.as_ref())
+            .await?;
+        let applied = matches!(outcome, TransitionOutcome::Applied { .. });
+        if applied {
+            info!(job_id = %execution.job_id, execution_id = %execution.id, %drone_id, %status,
+                exit_code = ?report.result.exit_code, "execution {status}");
+            self.executions_changed.notify_waiters();
+        }
+        Ok(applied)
+    }
+
+    async fn record_refusal_of_unknown_request(
+        &self,
+        drone_id: &str,
+        report: &DroneReport,
+    ) -> Result<(), HiveError> {
+        self.metrics.refused_drone_reports.inc();
+        let reason = report.result.error.clone().unwrap_or_default();
+        let mut audit = self.audit(
+            Actor::Drone(drone_id.to_string()),
+            "drone.refused_request",
+            json!({ "claimed_execution_id": report.execution_id, "reason": reason }),
+        );
+        audit.drone_id = Some(drone_id.to_string());
+        audit.status = Some(report.status);
+        self.store.append_audit(&audit).await?;
+        warn!(%drone_id, claimed_execution_id = %report.execution_id, %reason,
+            "drone refused a request the hive never issued");
+        Ok(())
+    }
+}

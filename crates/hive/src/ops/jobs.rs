@@ -1,0 +1,354 @@
+//! Jobs: submitting one (an ad-hoc command or a pack action, one path for
+//! both), watching it, reading jobs and executions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::info;
+use ultron8_core::{CommandSpec, ExecutionStatus, params, target};
+use ultron8_pack::Action;
+use ultron8_store::{
+    ExecutionRecord, JobRecord, JobSummary, NewExecution, NewJob, OutputStreamKind, PendingDispatch,
+};
+
+use crate::actions::{Fleet, PlanError};
+use crate::actor::Actor;
+use crate::error::HiveError;
+use crate::hive::Hive;
+
+/// Longest time a request may wait for its drone. Well inside the drones'
+/// journal retention, so an id is never forgotten while its request lives.
+pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How often a job watcher re-reads the store when nothing on this replica
+/// signalled a change (changes made through another replica).
+const WATCH_POLL: Duration = Duration::from_millis(500);
+
+/// What a job runs.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// An ad-hoc command, run on every drone the target matches.
+    Command(CommandSpec),
+    /// A pack action by reference (`pack.name`), with its parameters as
+    /// given: strings (as typed on a command line) are converted to the
+    /// declared types, then everything is validated against the schema.
+    Action {
+        reference: String,
+        parameters: Map<String, Value>,
+    },
+}
+
+/// A job to submit.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub work: Work,
+    /// A target expression. Required for commands and for actions that run
+    /// on drones; empty for actions the hive runs itself (`http`, `noop`).
+    pub target: String,
+    /// How long each request may wait for its drone; `None` means the
+    /// configured default. At most [`MAX_TTL`].
+    pub ttl: Option<Duration>,
+}
+
+/// A job planned and not yet written.
+struct PlannedJob {
+    job: NewJob,
+    executions: Vec<NewExecution>,
+    /// What the `job.submitted` audit record says beyond the job id.
+    audit_detail: Value,
+    /// For an action job: the action and its validated parameters (secrets
+    /// in clear, for running it; never shown).
+    action: Option<(Action, Map<String, Value>)>,
+}
+
+impl Hive {
+    /// Plans a job, writes it with its executions and the `job.submitted`
+    /// audit record in one store call, dispatches it, and returns it as
+    /// stored. Nothing is written when planning fails: a malformed target,
+    /// command or parameters, or a target with no online drone (whose
+    /// error names the matching offline drones).
+    pub async fn submit(
+        self: &Arc<Self>,
+        actor: &Actor,
+        spec: JobSpec,
+    ) -> Result<JobRecord, HiveError> {
+        let ttl = self.job_ttl(spec.ttl)?;
+        let requester = actor.to_string();
+        let planned = match spec.work {
+            Work::Command(command) => {
+                self.plan_command(command, &spec.target, &requester, ttl)
+                    .await?
+            }
+            Work::Action {
+                reference,
+                parameters,
+            } => {
+                self.plan_action(&reference, &parameters, &spec.target, &requester, ttl)
+                    .await?
+            }
+        };
+
+        let mut detail = planned.audit_detail;
+        detail["target"] = json!(planned.job.target);
+        detail["drones"] = json!(
+            planned
+                .executions
+                .iter()
+                .map(|e| &e.drone_id)
+                .filter(|d| *d != crate::actions::HIVE_EXECUTOR)
+                .collect::<Vec<_>>()
+        );
+        detail["ttl_ms"] = json!(ttl.as_millis() as u64);
+        let mut audit = self.audit(actor, "job.submitted", detail);
+        audit.job_id = Some(planned.job.id.clone());
+        audit.action_ref = planned.job.origin.action_ref.clone();
+        self.store
+            .create_job(&planned.job, &planned.executions, &audit)
+            .await?;
+        info!(job_id = %planned.job.id, target = %planned.job.target, drones = planned.executions.len(),
+            action = ?planned.job.origin.action_ref, %requester, "job submitted");
+
+        match planned.action {
+            Some((action, parameters)) => {
+                self.start_action_job(&planned.job, &planned.executions, &action, parameters)
+                    .await
+            }
+            None => {
+                let dispatches = planned.executions.iter().map(|execution| {
+                    let item = PendingDispatch {
+                        execution_id: execution.id.clone(),
+                        job_id: planned.job.id.clone(),
+                        drone_id: execution.drone_id.clone(),
+                        requester: planned.job.requester.clone(),
+                        command: planned.job.command.clone(),
+                        created_at: planned.job.created_at,
+                        expires_at: execution.expires_at,
+                    };
+                    async move { self.dispatch(&item).await }
+                });
+                futures::future::join_all(dispatches).await;
+            }
+        }
+        self.store
+            .get_job(&planned.job.id)
+            .await?
+            .ok_or_else(|| HiveError::internal("job vanished right after it was recorded"))
+    }
+
+    fn job_ttl(&self, requested: Option<Duration>) -> Result<Duration, HiveError> {
+        let ttl = requested.unwrap_or(self.config.default_ttl);
+        if ttl > MAX_TTL {
+            return Err(HiveError::invalid_argument(format!(
+                "a TTL of {} is too long; at most {} (drones forget executions after 30 days, so older requests could run twice)",
+                humantime::format_duration(ttl),
+                humantime::format_duration(MAX_TTL)
+            )));
+        }
+        Ok(ttl)
+    }
+
+    async fn plan_command(
+        &self,
+        command: CommandSpec,
+        target: &str,
+        requester: &str,
+        ttl: Duration,
+    ) -> Result<PlannedJob, HiveError> {
+        let matched = match Fleet::load(&*self.store).await {
+            Ok(fleet) => fleet.matching(target),
+            Err(e) => Err(e),
+        };
+        let drones = match matched {
+            Ok((drones, _)) if !drones.is_empty() => drones,
+            Ok(_) => {
+                let unmatched = PlanError::NoOnlineDrone {
+                    target: target.to_string(),
+                };
+                return Err(self.plan_failed(unmatched).await);
+            }
+            Err(e) => return Err(self.plan_failed(e).await),
+        };
+        let now = Utc::now();
+        // At most MAX_TTL, so the conversion cannot overflow.
+        let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or_default();
+        let job = NewJob {
+            id: uuid::Uuid::now_v7().to_string(),
+            target: target.to_string(),
+            requester: requester.to_string(),
+            command,
+            created_at: now,
+            origin: Default::default(),
+        };
+        let executions = drones
+            .into_iter()
+            .map(|drone_id| NewExecution {
+                id: uuid::Uuid::now_v7().to_string(),
+                job_id: job.id.clone(),
+                drone_id,
+                created_at: now,
+                expires_at,
+            })
+            .collect();
+        Ok(PlannedJob {
+            audit_detail: json!({ "command": job.command }),
+            job,
+            executions,
+            action: None,
+        })
+    }
+
+    async fn plan_action(
+        &self,
+        reference: &str,
+        given: &Map<String, Value>,
+        target: &str,
+        requester: &str,
+        ttl: Duration,
+    ) -> Result<PlannedJob, HiveError> {
+        let record = self.store.get_action(reference).await?.ok_or_else(|| {
+            HiveError::not_found(format!(
+                "no action named {reference:?}; actions are `pack.name`, see `ultronctl pack show PACK`"
+            ))
+        })?;
+        let action: Action = serde_json::from_value(record.definition)
+            .map_err(|e| HiveError::internal(format!("stored action is unreadable: {e}")))?;
+        let given = params::coerce_strings(&action.parameters, given).map_err(|problems| {
+            HiveError::invalid_argument(format!(
+                "invalid parameters for {}: {}",
+                action.reference(),
+                problems.join("; ")
+            ))
+        })?;
+        let target = Some(target).filter(|t| !t.trim().is_empty());
+        let planned = match self
+            .plan_action_job(&action, &given, target, requester, Default::default(), ttl)
+            .await
+        {
+            Ok(planned) => planned,
+            Err(e) => return Err(self.plan_failed(e).await),
+        };
+        Ok(PlannedJob {
+            audit_detail: json!({
+                "command": planned.job.command.display(),
+                "parameters": planned.job.origin.parameters,
+            }),
+            job: planned.job,
+            executions: planned.executions,
+            action: Some((action, planned.parameters)),
+        })
+    }
+
+    /// A planning failure as the submitter sees it: a target without an
+    /// online drone names the matching drones that are offline.
+    async fn plan_failed(&self, error: PlanError) -> HiveError {
+        match error {
+            PlanError::NoOnlineDrone { target } => {
+                match self.offline_drones_matching(&target).await {
+                    Ok(offline) => HiveError::no_online_drone(&target, offline),
+                    Err(e) => e,
+                }
+            }
+            other => other.into(),
+        }
+    }
+
+    /// The offline drones `target` matches, to explain why it matches no
+    /// online one.
+    async fn offline_drones_matching(&self, target: &str) -> Result<Vec<String>, HiveError> {
+        let Ok(expr) = target::parse(target) else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .store
+            .list_drones()
+            .await?
+            .into_iter()
+            .filter(|d| !d.online && crate::actions::matches(&expr, d))
+            .map(|d| d.id)
+            .collect())
+    }
+
+    /// Every execution of the job now, then each again whenever its status
+    /// changes; the stream ends once all are terminal, or with an error.
+    pub async fn watch_job(
+        self: &Arc<Self>,
+        job_id: &str,
+    ) -> Result<ReceiverStream<Result<ExecutionRecord, HiveError>>, HiveError> {
+        // A job that does not exist is refused now rather than as an empty stream.
+        self.get_job(job_id).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let hive = self.clone();
+        let job_id = job_id.to_string();
+        tokio::spawn(async move {
+            let mut sent: HashMap<String, ExecutionStatus> = HashMap::new();
+            loop {
+                // Subscribe before reading, so a change between the read and
+                // the wait is not missed.
+                let changed = hive.executions_changed.notified();
+                let job = match hive.store.get_job(&job_id).await {
+                    Ok(Some(job)) => job,
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                for execution in job.executions.iter() {
+                    if sent.get(&execution.id) != Some(&execution.status) {
+                        sent.insert(execution.id.clone(), execution.status);
+                        if tx.send(Ok(execution.clone())).await.is_err() {
+                            return; // the watcher went away
+                        }
+                    }
+                }
+                if job.executions.iter().all(|e| e.status.is_terminal()) {
+                    return;
+                }
+                tokio::select! {
+                    _ = changed => {}
+                    _ = tokio::time::sleep(WATCH_POLL) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+
+    pub async fn get_job(&self, id: &str) -> Result<JobRecord, HiveError> {
+        self.store
+            .get_job(id)
+            .await?
+            .ok_or_else(|| HiveError::not_found(format!("no job {id}; see `ultronctl job list`")))
+    }
+
+    /// The newest jobs; `limit` 0 means 50, and at most 1000 are returned.
+    pub async fn list_jobs(&self, limit: u32) -> Result<Vec<JobSummary>, HiveError> {
+        let limit = match limit {
+            0 => 50,
+            n => n.min(1000),
+        };
+        Ok(self.store.list_jobs(limit).await?)
+    }
+
+    /// An execution; while it runs, with the output streamed in so far.
+    pub async fn get_execution(&self, id: &str) -> Result<ExecutionRecord, HiveError> {
+        let mut execution = self
+            .store
+            .get_execution(id)
+            .await?
+            .ok_or_else(|| HiveError::not_found(format!("no execution {id}")))?;
+        if !execution.status.is_terminal() {
+            for chunk in self.store.execution_output(id).await? {
+                match chunk.stream {
+                    OutputStreamKind::Stdout => execution.result.stdout.extend(chunk.data),
+                    OutputStreamKind::Stderr => execution.result.stderr.extend(chunk.data),
+                }
+            }
+        }
+        Ok(execution)
+    }
+}

@@ -1,0 +1,25 @@
+//! The hive's operations, one module per noun. Each is a method of
+//! [`Hive`](crate::hive::Hive) that takes core and store types and returns
+//! `Result<_, HiveError>`; the gRPC services and the HTTP event routes are
+//! adapters that decode a request, call one operation and encode its
+//! result, so every transport gets the same behaviour and errors.
+//!
+//! - [`jobs`]: submitting ([`jobs::JobSpec`], one path for ad-hoc commands
+//!   and pack actions), watching and reading jobs and executions.
+//! - [`drones`]: the fleet, enrollment, registration, heartbeats.
+//! - [`executions`]: output and status reports from drones.
+//! - [`tokens`]: join tokens.
+//! - [`packs`]: installing, reading and removing packs; their scripts.
+//! - [`events`]: storing events (webhooks, Alertmanager, operators) and
+//!   reading them.
+//! - [`rules`]: reading, enabling and testing rules.
+//! - [`audit`]: reading the audit trail.
+
+pub mod audit;
+pub mod drones;
+pub mod events;
+pub mod executions;
+pub mod jobs;
+pub mod packs;
+pub mod rules;
+pub mod tokens;

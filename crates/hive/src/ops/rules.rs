@@ -1,0 +1,71 @@
+//! Rules: reading them, switching them on and off, and testing an event
+//! against them without running anything.
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use ultron8_store::RuleRecord;
+
+use crate::actor::Actor;
+use crate::engine::RulePlan;
+use crate::error::HiveError;
+use crate::hive::Hive;
+
+impl Hive {
+    /// Every rule, or those on one trigger type.
+    pub async fn list_rules(&self, trigger: Option<&str>) -> Result<Vec<RuleRecord>, HiveError> {
+        Ok(self.store.list_rules(trigger).await?)
+    }
+
+    pub async fn get_rule(&self, name: &str) -> Result<RuleRecord, HiveError> {
+        self.store.get_rule(name).await?.ok_or_else(|| {
+            HiveError::not_found(format!(
+                "no rule named {name}; rules are `pack.name`, see `ultronctl rule list`"
+            ))
+        })
+    }
+
+    /// Enables or disables a rule (audited) and returns it as it is now.
+    pub async fn set_rule_enabled(
+        &self,
+        actor: &Actor,
+        name: &str,
+        enabled: bool,
+    ) -> Result<RuleRecord, HiveError> {
+        let verb = if enabled {
+            "rule.enabled"
+        } else {
+            "rule.disabled"
+        };
+        let mut audit = self.audit(actor, verb, json!({}));
+        audit.rule = Some(name.to_string());
+        let found = self.store.set_rule_enabled(name, enabled, &audit).await?;
+        if !found {
+            return Err(HiveError::not_found(format!(
+                "no rule named {name}; see `ultronctl rule list`"
+            )));
+        }
+        self.store
+            .get_rule(name)
+            .await?
+            .ok_or_else(|| HiveError::not_found(format!("rule {name} vanished")))
+    }
+
+    /// What the rules on `trigger` (or the one rule named) would do with
+    /// an event carrying `payload`: which match, why the others do not,
+    /// and what would run where. Nothing is written or run.
+    pub async fn test_rules(
+        &self,
+        trigger: &str,
+        rule: Option<&str>,
+        payload: &Value,
+    ) -> Result<Vec<RulePlan>, HiveError> {
+        let rules = match rule {
+            None => self.store.list_rules(Some(trigger)).await?,
+            Some(name) => {
+                let record = self.store.get_rule(name).await?;
+                vec![record.ok_or_else(|| HiveError::not_found(format!("no rule named {name}")))?]
+            }
+        };
+        Ok(self.plan_rules(&rules, "test", payload, Utc::now()).await)
+    }
+}

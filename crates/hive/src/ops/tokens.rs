@@ -1,0 +1,58 @@
+//! Join tokens: the one-time credential a drone enrolls with.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use ultron8_pki::JoinToken;
+use ultron8_store::NewJoinToken;
+
+use crate::actor::Actor;
+use crate::error::HiveError;
+use crate::hive::Hive;
+
+/// A token just created. Its secret exists only here: the store keeps its
+/// hash.
+#[derive(Debug)]
+pub struct IssuedJoinToken {
+    pub token: JoinToken,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Hive {
+    /// Creates a token whose drone gets `labels`; `ttl` `None` means the
+    /// configured default.
+    pub async fn create_join_token(
+        &self,
+        actor: &Actor,
+        labels: BTreeMap<String, String>,
+        ttl: Option<Duration>,
+    ) -> Result<IssuedJoinToken, HiveError> {
+        let token = JoinToken::generate(&self.ca.fingerprint())
+            .map_err(|e| HiveError::internal(e.to_string()))?;
+        let ttl = ttl.unwrap_or(self.config.join_token_ttl);
+        let now = Utc::now();
+        let expires_at = now
+            + chrono::Duration::from_std(ttl)
+                .map_err(|_| HiveError::invalid_argument("ttl too large"))?;
+        self.store
+            .create_join_token(&NewJoinToken {
+                id: token.id.clone(),
+                secret_sha256: token.secret_sha256(),
+                labels,
+                // The bare operator name, as tokens have always recorded it.
+                created_by: actor.name().to_string(),
+                created_at: now,
+                expires_at,
+            })
+            .await?;
+        let audit = self.audit(
+            actor,
+            "join_token.created",
+            json!({ "token_id": token.id, "expires_at": expires_at }),
+        );
+        self.store.append_audit(&audit).await?;
+        Ok(IssuedJoinToken { token, expires_at })
+    }
+}

@@ -1,0 +1,601 @@
+//! The hive's gRPC and HTTP APIs, served in-process (see `common`): jobs,
+//! watching, packs, who may call what, enrollment and event intake.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::{OPERATOR, TestHive};
+use futures::StreamExt;
+use tonic::Code;
+use tower::ServiceExt;
+use ultron8_core::ExecutionStatus;
+use ultron8_hive::actor::Actor;
+use ultron8_hive::caller::Caller;
+use ultron8_hive::config::{HiveConfig, WebhookConfig};
+use ultron8_hive::error::{ErrorCode, ErrorDetail};
+use ultron8_hive::ops::jobs::{JobSpec, Work};
+use ultron8_proto::convert::status_from_wire;
+use ultron8_proto::v1;
+
+/// No test waits longer than this for anything.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn echo(target: &str) -> v1::SubmitJobRequest {
+    v1::SubmitJobRequest {
+        target: target.into(),
+        command: Some(v1::Command {
+            program: Some(v1::command::Program::Argv(v1::Argv {
+                args: vec!["echo".into(), "hi".into()],
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn packs_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../packs"))
+}
+
+#[tokio::test]
+async fn a_target_matching_only_offline_drones_is_refused_naming_them() {
+    let test = TestHive::start().await;
+    test.add_offline_drone("web-1", &[("role", "web")]).await;
+    test.add_offline_drone("web-2", &[("role", "web")]).await;
+    test.add_online_drone("db-1", &[("role", "db")]).await;
+    let mut control = test.control().await;
+
+    let refused = control
+        .submit_job(echo("label:role=web"))
+        .await
+        .expect_err("no web drone is online");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(
+        refused.message(),
+        "target \"label:role=web\" matches no online drone (offline: web-1, web-2); see `ultronctl drone list`"
+    );
+
+    // The operation itself carries the offline drones as a typed detail.
+    let spec = JobSpec {
+        work: Work::Command(ultron8_core::CommandSpec {
+            program: ultron8_core::Program::Argv(vec!["true".into()]),
+            env: Default::default(),
+            working_dir: None,
+            timeout_ms: None,
+            output_limit_bytes: None,
+            redact: Vec::new(),
+        }),
+        target: "label:role=web".into(),
+        ttl: None,
+    };
+    let error = test
+        .hive
+        .submit(&Actor::Operator(OPERATOR.into()), spec)
+        .await
+        .expect_err("no web drone is online");
+    assert_eq!(error.code(), ErrorCode::FailedPrecondition);
+    assert_eq!(
+        error.detail(),
+        Some(&ErrorDetail::OfflineDrones {
+            target: "label:role=web".into(),
+            offline: vec!["web-1".into(), "web-2".into()],
+        })
+    );
+
+    // A pack action takes the same path and is refused the same way.
+    ultronctl::automation::pack(
+        &mut control,
+        ultronctl::automation::PackCommand::Install {
+            path: packs_dir().join("hello"),
+            output: ultronctl::output::Format::Json,
+        },
+    )
+    .await
+    .expect("install the hello pack");
+    let refused = control
+        .run_action(v1::RunActionRequest {
+            action: "hello.greet".into(),
+            parameters_json: r#"{"name": "Ada"}"#.into(),
+            target: "label:role=web".into(),
+            ttl_ms: 0,
+        })
+        .await
+        .expect_err("no web drone is online");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("(offline: web-1, web-2)"),
+        "{refused:?}"
+    );
+
+    // Nothing was written.
+    let jobs = control
+        .list_jobs(v1::ListJobsRequest { limit: 0 })
+        .await
+        .expect("list jobs")
+        .into_inner()
+        .jobs;
+    assert!(jobs.is_empty(), "{jobs:?}");
+}
+
+#[tokio::test]
+async fn a_malformed_target_or_an_overlong_ttl_is_an_invalid_argument() {
+    let test = TestHive::start().await;
+    test.add_online_drone("web-1", &[]).await;
+    let mut control = test.control().await;
+    let refused = control
+        .submit_job(echo("web-1 and (db-1"))
+        .await
+        .expect_err("unbalanced parenthesis");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("column"), "{refused:?}");
+
+    let mut request = echo("web-1");
+    request.ttl_ms = 8 * 24 * 3600 * 1000;
+    let refused = control.submit_job(request).await.expect_err("8 days");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("is too long"), "{refused:?}");
+}
+
+#[tokio::test]
+async fn a_job_is_watched_from_submission_to_its_end() {
+    let test = TestHive::start().await;
+    test.add_online_drone("web-1", &[("role", "web")]).await;
+    test.add_online_drone("web-2", &[("role", "web")]).await;
+    let mut control = test.control().await;
+
+    let job = control
+        .submit_job(echo("label:role=web"))
+        .await
+        .expect("submit")
+        .into_inner();
+    assert_eq!(job.requester, format!("operator:{OPERATOR}"));
+    assert_eq!(job.executions.len(), 2);
+    let mut watch = control
+        .watch_job(v1::WatchJobRequest {
+            job_id: job.id.clone(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+
+    // Each drone finds its signed request on its queue and reports on it,
+    // as a drone does.
+    for drone_id in ["web-1", "web-2"] {
+        let request = tokio::time::timeout(PATIENCE, test.next_request(drone_id))
+            .await
+            .expect("the hive publishes the request");
+        assert_eq!(request.drone_id, drone_id);
+        assert_eq!(request.job_id, job.id);
+        let mut drone = test.drone(drone_id).await;
+        let running = v1::ExecutionReport {
+            execution_id: request.execution_id.clone(),
+            status: v1::ExecutionStatus::Running as i32,
+            started_at_ms: chrono::Utc::now().timestamp_millis(),
+            ..Default::default()
+        };
+        let applied = drone.report_result(running).await.expect("report running");
+        assert!(applied.into_inner().applied);
+        let finished = v1::ExecutionReport {
+            execution_id: request.execution_id.clone(),
+            status: v1::ExecutionStatus::Succeeded as i32,
+            exit_code: Some(0),
+            stdout: b"hi\n".to_vec(),
+            finished_at_ms: chrono::Utc::now().timestamp_millis(),
+            ..Default::default()
+        };
+        drone.report_result(finished.clone()).await.expect("report");
+        // A duplicate report changes nothing.
+        let again = drone.report_result(finished).await.expect("report again");
+        assert!(!again.into_inner().applied);
+    }
+
+    let mut last = std::collections::BTreeMap::new();
+    let watched = async {
+        while let Some(execution) = watch.next().await {
+            let execution = execution.expect("an execution");
+            let status = status_from_wire(execution.status).expect("a status");
+            last.insert(execution.drone_id.clone(), (status, execution.stdout));
+        }
+    };
+    tokio::time::timeout(PATIENCE, watched)
+        .await
+        .expect("the watch ends once every execution is terminal");
+    for drone_id in ["web-1", "web-2"] {
+        assert_eq!(
+            last.get(drone_id),
+            Some(&(ExecutionStatus::Succeeded, b"hi\n".to_vec())),
+            "{last:?}"
+        );
+    }
+    let audit = control
+        .list_audit(v1::ListAuditRequest {
+            job: job.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("audit")
+        .into_inner()
+        .entries;
+    let kinds: Vec<&str> = audit.iter().map(|a| a.kind.as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "execution.finished").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"job.submitted"), "{kinds:?}");
+}
+
+#[tokio::test]
+async fn watching_an_unknown_job_is_not_found() {
+    let test = TestHive::start().await;
+    let refused = test
+        .control()
+        .await
+        .watch_job(v1::WatchJobRequest {
+            job_id: "nope".into(),
+        })
+        .await
+        .expect_err("no such job");
+    assert_eq!(refused.code(), Code::NotFound);
+    assert_eq!(refused.message(), "no job nope; see `ultronctl job list`");
+}
+
+/// A pack whose every action file is malformed: `count` problems.
+fn broken_pack(dir: &Path, count: usize) {
+    std::fs::create_dir_all(dir.join("actions")).expect("mkdir");
+    std::fs::write(
+        dir.join("pack.yaml"),
+        "name: broken\nversion: 1.0.0\ndescription: x\nauthor: x\n",
+    )
+    .expect("write pack.yaml");
+    for i in 0..count {
+        std::fs::write(
+            dir.join("actions").join(format!("a{i:03}.yaml")),
+            format!("name: a{i:03}\nrunner: [unclosed\n"),
+        )
+        .expect("write an action");
+    }
+}
+
+#[tokio::test]
+async fn a_pack_with_500_problems_reaches_ultronctl_whole() {
+    let test = TestHive::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pack = dir.path().join("broken");
+    broken_pack(&pack, 500);
+    let mut control = test.control().await;
+
+    let error = ultronctl::automation::pack(
+        &mut control,
+        ultronctl::automation::PackCommand::Install {
+            path: pack.clone(),
+            output: ultronctl::output::Format::Table,
+        },
+    )
+    .await
+    .expect_err("the pack is refused");
+    let text = format!("{error:#}");
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("the pack has 500 problems; nothing was installed:")
+    );
+    let problems: Vec<&str> = lines.collect();
+    assert_eq!(problems.len(), 500, "{text}");
+    for i in 0..500 {
+        let file = format!("actions/a{i:03}.yaml:");
+        assert!(
+            problems.iter().any(|p| p.starts_with(&file)),
+            "{file} missing"
+        );
+    }
+
+    // A client that does not ask for the list in the response (an older
+    // ultronctl) gets the status as before, cut to fit, not a broken call.
+    let tarball = ultronctl::automation::pack_tarball(&pack).expect("tarball");
+    let refused = control
+        .install_pack(v1::InstallPackRequest {
+            tarball,
+            problems_in_response: false,
+        })
+        .await
+        .expect_err("the pack is refused");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused
+            .message()
+            .starts_with("the pack has 500 problems; nothing was installed:\nactions/a000.yaml:"),
+        "{}",
+        refused.message()
+    );
+    assert!(
+        refused
+            .message()
+            .ends_with("more problems; an ultronctl as new as this hive lists them all"),
+        "{}",
+        refused.message()
+    );
+
+    let packs = control
+        .list_packs(v1::ListPacksRequest {})
+        .await
+        .expect("list packs")
+        .into_inner()
+        .packs;
+    assert!(packs.is_empty(), "nothing was installed: {packs:?}");
+}
+
+#[tokio::test]
+async fn a_pack_with_few_problems_is_refused_the_same_way_for_every_client() {
+    let test = TestHive::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pack = dir.path().join("broken");
+    broken_pack(&pack, 2);
+    let tarball = ultronctl::automation::pack_tarball(&pack).expect("tarball");
+    let mut control = test.control().await;
+    let refused = control
+        .install_pack(v1::InstallPackRequest {
+            tarball: tarball.clone(),
+            problems_in_response: false,
+        })
+        .await
+        .expect_err("refused");
+    let response = control
+        .install_pack(v1::InstallPackRequest {
+            tarball,
+            problems_in_response: true,
+        })
+        .await
+        .expect("refusal in the response")
+        .into_inner();
+    assert!(response.pack.is_none());
+    let refusal = response.refusal.expect("a refusal");
+    assert_eq!(refusal.problems.len(), 2);
+    assert_eq!(
+        refused.message(),
+        format!("{}:\n{}", refusal.message, refusal.problems.join("\n"))
+    );
+}
+
+#[tokio::test]
+async fn a_drone_identity_is_refused_on_the_control_service_and_an_operator_on_the_drone_service() {
+    let test = TestHive::start().await;
+    let refused = test
+        .control_as(Caller::Drone { id: "web-1".into() })
+        .await
+        .list_jobs(v1::ListJobsRequest { limit: 0 })
+        .await
+        .expect_err("a drone may not call the control service");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert_eq!(
+        refused.message(),
+        "drone:web-1 may not call the control service; only operator certificates may"
+    );
+
+    let refused = test
+        .drone_service_as(Caller::Operator {
+            name: "admin".into(),
+            role: "admin".into(),
+        })
+        .await
+        .heartbeat(v1::HeartbeatRequest::default())
+        .await
+        .expect_err("an operator may not act as a drone");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(refused.message().contains("operator:admin"), "{refused:?}");
+}
+
+#[tokio::test]
+async fn an_anonymous_caller_is_refused_everywhere_but_enroll() {
+    let test = TestHive::start().await;
+    let refused = test
+        .control_as(Caller::Anonymous)
+        .await
+        .list_drones(v1::ListDronesRequest::default())
+        .await
+        .expect_err("anonymous");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert_eq!(
+        refused.message(),
+        "this call needs an operator certificate; point ultronctl at the one `ultron8-hive init` wrote"
+    );
+
+    let mut drones = test.drone_service_as(Caller::Anonymous).await;
+    let refused = drones
+        .heartbeat(v1::HeartbeatRequest::default())
+        .await
+        .expect_err("anonymous");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert_eq!(
+        refused.message(),
+        "this call needs a drone certificate; join the hive first"
+    );
+
+    // Enroll is open: its credential is the token, judged by the handler.
+    let refused = drones
+        .enroll(v1::EnrollRequest {
+            token: "u8join1.nope".into(),
+            drone_id: "web-1".into(),
+            csr_der: Vec::new(),
+        })
+        .await
+        .expect_err("a malformed token");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().starts_with("malformed join token"),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_drone_joins_with_a_token_registers_and_comes_online() {
+    let test = TestHive::start().await;
+    let token = test
+        .control()
+        .await
+        .create_join_token(v1::CreateJoinTokenRequest {
+            labels: [("role".to_string(), "web".to_string())].into(),
+            ttl_ms: 0,
+        })
+        .await
+        .expect("token")
+        .into_inner();
+    let (_key, csr) = ultron8_pki::generate_key_and_csr("web-7").expect("csr");
+    let mut anonymous = test.drone_service_as(Caller::Anonymous).await;
+    let enroll = v1::EnrollRequest {
+        token: token.token.clone(),
+        drone_id: "web-7".into(),
+        csr_der: csr.clone(),
+    };
+    let enrolled = anonymous
+        .enroll(enroll.clone())
+        .await
+        .expect("enroll")
+        .into_inner();
+    assert_eq!(enrolled.labels.get("role").map(String::as_str), Some("web"));
+    let reused = anonymous.enroll(enroll).await.expect_err("one-time token");
+    assert_eq!(reused.code(), Code::PermissionDenied);
+    assert!(reused.message().contains("already used"), "{reused:?}");
+
+    let registered = test
+        .drone("web-7")
+        .await
+        .register(v1::RegisterRequest {
+            facts: Some(v1::DroneFacts {
+                hostname: "web-7.example".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("register")
+        .into_inner();
+    assert_eq!(registered.queue, "ultron8.drone.web-7");
+    let drone = test
+        .control()
+        .await
+        .get_drone(v1::GetDroneRequest { id: "web-7".into() })
+        .await
+        .expect("drone")
+        .into_inner();
+    assert!(drone.online);
+    let audit = test
+        .hive
+        .list_audit(&ultron8_store::AuditFilter {
+            drone_id: Some("web-7".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "drone.enrolled" && a.actor == "drone:web-7"),
+        "{audit:?}"
+    );
+}
+
+#[tokio::test]
+async fn webhooks_are_stored_or_refused_with_the_status_that_says_why() {
+    let config = HiveConfig {
+        webhooks: [(
+            "deploy".to_string(),
+            WebhookConfig {
+                token: Some("s3cret".into()),
+                hmac_secret: None,
+                headers: vec!["X-Source".into()],
+            },
+        )]
+        .into(),
+        max_event_bytes: 1024,
+        ..HiveConfig::default()
+    };
+    let test = TestHive::start_with(config).await;
+    let router = ultron8_hive::http::router(test.hive.clone());
+    let post = |path: &str, token: Option<&str>, body: String| {
+        let mut request = Request::post(path).header("x-source", "ci");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request.body(Body::from(body)).expect("request")
+    };
+    let call = |request: Request<Body>| async {
+        let response = router.clone().oneshot(request).await.expect("response");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON body");
+        (status, body)
+    };
+
+    let (status, body) = call(post(
+        "/v1/webhooks/deploy",
+        Some("s3cret"),
+        r#"{"v": 1}"#.into(),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["event_id"].as_str().expect("event id");
+    let event = test.hive.get_event(id).await.expect("stored");
+    assert_eq!(event.payload["body"]["v"], 1);
+    assert_eq!(event.payload["headers"]["x-source"], "ci");
+    assert_eq!(event.source, "webhook:deploy");
+
+    let refusals = [
+        (
+            post("/v1/webhooks/nope", Some("s3cret"), "{}".into()),
+            StatusCode::NOT_FOUND,
+            "no webhook named \"nope\"",
+        ),
+        (
+            post("/v1/webhooks/deploy", Some("wrong"), "{}".into()),
+            StatusCode::UNAUTHORIZED,
+            "needs `Authorization: Bearer <token>`",
+        ),
+        (
+            post("/v1/webhooks/deploy", Some("s3cret"), "{".into()),
+            StatusCode::BAD_REQUEST,
+            "body is not valid JSON",
+        ),
+        (
+            post(
+                "/v1/webhooks/deploy",
+                Some("s3cret"),
+                format!("\"{}\"", "x".repeat(2048)),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "exceeds the limit of 1024 bytes",
+        ),
+        (
+            post(
+                "/v1/alertmanager",
+                None,
+                r#"{"version": "3", "alerts": []}"#.into(),
+            ),
+            StatusCode::BAD_REQUEST,
+            "version \"3\" is not supported",
+        ),
+    ];
+    for (request, expected, message) in refusals {
+        let (status, body) = call(request).await;
+        assert_eq!(status, expected, "{body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains(message)),
+            "{body}"
+        );
+    }
+    let events = test
+        .hive
+        .list_events(&Default::default())
+        .await
+        .expect("events");
+    assert_eq!(
+        events.len(),
+        1,
+        "refused events are never stored: {events:?}"
+    );
+}
