@@ -1,6 +1,9 @@
 //! One test (at least) per check `load` makes, each asserting the problem's
 //! position and words.
 
+// Test code: a failed setup step should panic where it happened.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{Fake, MANIFEST, STOP_SERVICE, assert_problem, files, problems};

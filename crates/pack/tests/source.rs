@@ -1,5 +1,8 @@
 //! Reading packs from directories and `.tar.gz` archives.
 
+// Test code: a failed setup step should panic where it happened.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::symlink;

@@ -1,5 +1,8 @@
 //! Valid packs load into exactly the model they describe.
 
+// Test code: a failed setup step should panic where it happened.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

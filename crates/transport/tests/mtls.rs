@@ -1,6 +1,9 @@
 //! Mutual TLS over real TCP on 127.0.0.1, serving `tonic_health` behind an
 //! interceptor that records `caller_identity` of every call.
 
+// Test code: a failed setup step should panic where it happened.
+#![allow(clippy::unwrap_used)]
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
