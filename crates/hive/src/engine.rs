@@ -556,6 +556,65 @@ impl Hive {
         }
     }
 
+    /// One step of the engine: claims a batch of pending events as
+    /// `claimer`, evaluates it, fires what matched and records each event's
+    /// outcome. Returns how many events it claimed (0: none were pending)
+    /// and the dispatch of the fired jobs, still running.
+    async fn step(
+        self: &Arc<Self>,
+        claimer: &str,
+    ) -> Result<(usize, Option<Dispatching>), StoreError> {
+        let book = self.rule_book().await?;
+        let events = self
+            .store
+            .claim_pending_events(claimer, BATCH, EVENT_LEASE, Utc::now())
+            .await?;
+        if events.is_empty() {
+            return Ok((0, None));
+        }
+        let (outcomes, dispatching) = self.process_batch(&events, &book).await;
+        match self.store.finish_events(&outcomes, Utc::now()).await {
+            Ok(finished) => self.metrics.events_processed.inc_by(finished),
+            // The claims run out and the events are processed again; rules
+            // already decided are not fired twice.
+            Err(e) => {
+                warn!(error = %e, events = outcomes.len(), "cannot mark events processed");
+                0
+            }
+        };
+        Ok((events.len(), Some(dispatching)))
+    }
+
+    /// Processes every event pending now, batch after batch, each batch's
+    /// jobs dispatched before the next: what the engine loop does, in the
+    /// caller's task. Returns how many events it claimed.
+    pub async fn process_pending_events(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let claimer = format!("hive-{}", uuid::Uuid::now_v7());
+        let mut claimed = 0;
+        loop {
+            match self.step(&claimer).await? {
+                (0, _) => return Ok(claimed),
+                (count, dispatching) => {
+                    claimed += count;
+                    if let Some(dispatching) = dispatching {
+                        let _ = dispatching.await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Evaluates `events` and fires what matched, as a step does, but
+    /// records no outcome: the events stay claimed, as when a replica dies
+    /// after firing and before finishing them. For crash tests.
+    #[doc(hidden)]
+    pub async fn fire_without_finishing(self: &Arc<Self>, events: &[EventRecord]) {
+        if let Ok(book) = self.rule_book().await {
+            let (_, dispatching) = self.process_batch(events, &book).await;
+            let _ = dispatching.await;
+        }
+    }
+
     /// Claims and processes pending events until `shutdown`.
     pub async fn run_rules_engine(self: Arc<Self>, shutdown: CancellationToken) {
         let claimer = format!("hive-{}", uuid::Uuid::now_v7());
@@ -564,43 +623,17 @@ impl Hive {
         // keep the engine from stopping.
         while !shutdown.is_cancelled() {
             let wake = self.events_arrived.notified();
-            let claimed = match self.rule_book().await {
-                Ok(book) => match self
-                    .store
-                    .claim_pending_events(&claimer, BATCH, EVENT_LEASE, Utc::now())
-                    .await
-                {
-                    Ok(events) => Some((book, events)),
-                    Err(e) => {
-                        warn!(error = %e, "cannot claim events");
-                        None
+            match self.step(&claimer).await {
+                Ok((0, _)) => {}
+                Ok((_, dispatch)) => {
+                    // One batch dispatches while the next is evaluated,
+                    // never more: the broker sets the pace.
+                    if let Some(previous) = std::mem::replace(&mut dispatching, dispatch) {
+                        let _ = previous.await;
                     }
-                },
-                Err(e) => {
-                    warn!(error = %e, "cannot read the rules; events wait");
-                    None
+                    continue;
                 }
-            };
-            if let Some((book, events)) = claimed
-                && !events.is_empty()
-            {
-                let (outcomes, dispatch) = self.process_batch(&events, &book).await;
-                // One batch dispatches while the next is evaluated, never
-                // more: the broker sets the pace.
-                if let Some(previous) = dispatching.replace(dispatch) {
-                    let _ = previous.await;
-                }
-                match self.store.finish_events(&outcomes, Utc::now()).await {
-                    Ok(finished) => {
-                        self.metrics.events_processed.inc_by(finished);
-                    }
-                    // The claims run out and the events are processed
-                    // again; rules already decided are not fired twice.
-                    Err(e) => {
-                        warn!(error = %e, events = outcomes.len(), "cannot mark events processed")
-                    }
-                }
-                continue;
+                Err(e) => warn!(error = %e, "cannot claim events or read the rules; events wait"),
             }
             tokio::select! {
                 _ = wake => {}
