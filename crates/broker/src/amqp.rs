@@ -31,6 +31,10 @@ use crate::{
 /// them on the next publish after any failure, so a broker restart costs
 /// the publishes made while it was down (which the hive retries), not the
 /// publisher.
+///
+/// Publishes share the channel concurrently: the lock is held only to pick
+/// up (or re-open) the channel, not across the broker's confirm, so many
+/// dispatches in flight cost about one round trip, not one each.
 pub struct AmqpPublisher {
     url: String,
     link: Mutex<Option<Link>>,
@@ -40,17 +44,37 @@ struct Link {
     // Kept so the connection lives as long as the channel.
     _connection: Connection,
     channel: Channel,
+    /// Which link this is, so that a publish failing on an old link does
+    /// not throw away the one opened after it.
+    generation: u64,
 }
 
 impl AmqpPublisher {
     /// Connects eagerly so a wrong URL fails at start-up, not at the first
     /// dispatch.
     pub async fn connect(url: &str) -> Result<Self> {
-        let link = open_link(url, "ultron8-hive").await?;
+        let link = open_link(url, "ultron8-hive", 0).await?;
         Ok(AmqpPublisher {
             url: url.to_string(),
             link: Mutex::new(Some(link)),
         })
+    }
+
+    /// The current channel and its link's generation, re-opening the link
+    /// if it is gone or broken.
+    async fn channel(&self) -> Result<(Channel, u64)> {
+        let mut guard = self.link.lock().await;
+        if let Some(link) = guard.as_ref()
+            && link.channel.status().connected()
+        {
+            return Ok((link.channel.clone(), link.generation));
+        }
+        let next = guard.as_ref().map_or(0, |link| link.generation + 1);
+        *guard = None;
+        let link = open_link(&self.url, "ultron8-hive", next).await?;
+        let channel = link.channel.clone();
+        *guard = Some(link);
+        Ok((channel, next))
     }
 
     async fn with_channel<T, F, Fut>(&self, f: F) -> Result<T>
@@ -58,31 +82,25 @@ impl AmqpPublisher {
         F: FnOnce(Channel) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let mut guard = self.link.lock().await;
-        let usable = guard
-            .as_ref()
-            .is_some_and(|link| link.channel.status().connected());
-        if !usable {
-            *guard = None;
-            *guard = Some(open_link(&self.url, "ultron8-hive").await?);
-        }
-        let channel = guard
-            .as_ref()
-            .map(|link| link.channel.clone())
-            .ok_or_else(|| {
-                BrokerError::Protocol("no broker channel after reconnect".to_string())
-            })?;
+        let (channel, generation) = self.channel().await?;
         let result = f(channel).await;
         if result.is_err() {
             // Whatever failed, start from a fresh connection next time rather
-            // than guessing whether this one is still sound.
-            *guard = None;
+            // than guessing whether this one is still sound; unless another
+            // publish already did.
+            let mut guard = self.link.lock().await;
+            if guard
+                .as_ref()
+                .is_some_and(|link| link.generation == generation)
+            {
+                *guard = None;
+            }
         }
         result
     }
 }
 
-async fn open_link(url: &str, name: &str) -> Result<Link> {
+async fn open_link(url: &str, name: &str, generation: u64) -> Result<Link> {
     let connection = connect(url, name).await?;
     let channel = connection.create_channel().await.map_err(protocol)?;
     channel
@@ -92,6 +110,7 @@ async fn open_link(url: &str, name: &str) -> Result<Link> {
     Ok(Link {
         _connection: connection,
         channel,
+        generation,
     })
 }
 

@@ -39,6 +39,7 @@ macro_rules! conformance_tests {
             an_expired_message_is_never_delivered,
             prefetch_limits_unsettled_deliveries,
             queues_of_different_drones_are_isolated,
+            concurrent_publishes_each_get_their_own_confirm,
         );
     };
     (@each $run:path; $($name:ident),* $(,)?) => {
@@ -369,4 +370,48 @@ pub async fn queues_of_different_drones_are_isolated(broker: BrokerUnderTest) {
     expect_and_ack(&mut beta_deliveries, "for beta").await;
     broker.publish(&beta, b"beta sentinel").await;
     expect_and_ack(&mut beta_deliveries, "beta sentinel").await;
+}
+
+pub async fn concurrent_publishes_each_get_their_own_confirm(broker: BrokerUnderTest) {
+    // Dispatch publishes many requests at once; each must learn its own
+    // fate, the one to a missing queue included, and the others must land.
+    let drones: Vec<String> =
+        futures::future::join_all((0..3).map(|_| broker.declared_drone())).await;
+    let undeclared = broker.fresh_drone();
+    let publishes = (0..60).map(|i| {
+        let target = if i == 30 {
+            undeclared.clone()
+        } else {
+            drones[i % drones.len()].clone()
+        };
+        let publisher = broker.publisher.clone();
+        async move {
+            let body = format!("{i:02}").into_bytes();
+            let result = publisher.publish(&target, body, LONG_TTL).await;
+            (i, target, result)
+        }
+    });
+    let mut expected: Vec<Vec<String>> = vec![Vec::new(); drones.len()];
+    for (i, target, result) in futures::future::join_all(publishes).await {
+        if i == 30 {
+            assert!(
+                matches!(result, Err(BrokerError::Publish { .. })),
+                "publish {i} to a missing queue: {result:?}"
+            );
+        } else {
+            result.unwrap_or_else(|e| panic!("publish {i} to {target}: {e}"));
+            expected[i % drones.len()].push(format!("{i:02}"));
+        }
+    }
+    for (drone, bodies) in drones.iter().zip(expected) {
+        let mut deliveries = broker.consume(drone, 100).await;
+        let mut received = Vec::new();
+        while received.len() < bodies.len() {
+            let delivery = next(&mut deliveries).await;
+            received.push(text(&delivery));
+            delivery.ack().await.expect("ack");
+        }
+        received.sort();
+        assert_eq!(received, bodies, "what {drone} received");
+    }
 }
