@@ -66,6 +66,13 @@ pub struct EngineArgs {
     /// the first round
     #[arg(long, default_value_t = 0)]
     history: u64,
+    /// Publish to RabbitMQ at this URL instead of the in-process broker.
+    /// Give it a vhost of its own (`rabbitmqctl add_vhost ultron8-bench`,
+    /// `set_permissions -p ultron8-bench guest '.*' '.*' '.*'`): the
+    /// drones' queues are declared there and keep the requests until they
+    /// expire
+    #[arg(long, value_name = "URL")]
+    amqp_url: Option<String>,
     /// Keep the database afterwards (to look at it)
     #[arg(long)]
     keep: bool,
@@ -162,7 +169,10 @@ async fn bench(args: &EngineArgs, admin: &PgPool, database: &str, url: &str) -> 
     let store = PgStore::connect(url).await?;
     let pool = store.pool().clone();
     let store: Arc<dyn Store> = Arc::new(store);
-    let publisher = Arc::new(ultron8_broker::inproc::InProcessBroker::new());
+    let publisher: Arc<dyn ActionPublisher> = match &args.amqp_url {
+        Some(url) => Arc::new(ultron8_broker::amqp::AmqpPublisher::connect(url).await?),
+        None => Arc::new(ultron8_broker::inproc::InProcessBroker::new()),
+    };
     let ca = ultron8_pki::CertificateAuthority::generate("ultron8 bench")?;
     let signing_key = ultron8_pki::RequestSigningKey::from_pkcs8(
         &ultron8_pki::RequestSigningKey::generate_pkcs8()?,
@@ -214,7 +224,8 @@ async fn bench(args: &EngineArgs, admin: &PgPool, database: &str, url: &str) -> 
     }
 
     println!(
-        "rules engine on Postgres: {} rules on the trigger (1 matches), {} events a round, {} drones, {} history",
+        "rules engine on Postgres, {} broker: {} rules on the trigger (1 matches), {} events a round, {} drones, {} history",
+        if args.amqp_url.is_some() { "RabbitMQ" } else { "in-process" },
         args.rules, args.events, args.drones, args.history
     );
     let mut rates = Vec::new();
