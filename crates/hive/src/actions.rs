@@ -17,11 +17,7 @@ use ultron8_store::{
 };
 
 use crate::actor::Actor;
-use crate::hive::Hive;
-
-/// Executions the hive runs itself carry this in place of a drone id; it
-/// can never be a drone's id (drone ids start with a letter or digit).
-pub const HIVE_EXECUTOR: &str = "@hive";
+use crate::hive::{HIVE_EXECUTOR, Hive};
 
 /// Cap on the response body an `http` action keeps, like a drone's output cap.
 const HTTP_BODY_LIMIT: usize = 1024 * 1024;

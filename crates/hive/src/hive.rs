@@ -44,6 +44,11 @@ pub struct Hive {
 /// accepted the request just before the deadline and is reporting it.
 pub const EXPIRY_GRACE: Duration = Duration::from_secs(5);
 
+/// Executions the hive runs itself (`http` and `noop` actions) carry this
+/// in place of a drone id; it can never be a drone's id (drone ids start
+/// with a letter or digit).
+pub const HIVE_EXECUTOR: &str = "@hive";
+
 impl Hive {
     /// A hive over `store` and `publisher` with its identity. Nothing runs
     /// yet: `serve::run` starts the services and loops, tests and
@@ -157,7 +162,7 @@ impl Hive {
                     // A hive-side action interrupted by a crash is not
                     // repeated blindly (it may have reached its URL); it
                     // expires like a request no drone picked up.
-                    if item.drone_id == crate::actions::HIVE_EXECUTOR {
+                    if item.drone_id == HIVE_EXECUTOR {
                         continue;
                     }
                     if self.dispatch(&item).await {

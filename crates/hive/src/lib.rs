@@ -15,16 +15,18 @@
 //!   ([`events`]).
 //! - [`engine`]: the rules engine and timers.
 //! - [`actions`]: pack actions as jobs; `http`/`noop` actions run here.
-//! - [`serve`]: wiring and lifetime.
-//! - [`dev`]: the all-in-one hive + local drone on SQLite and an in-process
-//!   broker.
+//! - [`serve`]: wiring and lifetime, over a store and a broker the caller
+//!   chose.
+//!
+//! The `ultron8-hive` binary (`crates/hive-server`) composes this library
+//! with the store, the broker and, for `dev`, a drone; this library knows
+//! nothing of the drone.
 
 pub mod actions;
 pub mod actor;
 pub mod caller;
 pub mod config;
 pub mod control_service;
-pub mod dev;
 pub mod drone_service;
 pub mod engine;
 pub mod error;

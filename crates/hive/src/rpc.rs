@@ -21,9 +21,9 @@ use ultron8_store::{
     ExecutionResult, JobRecord, JobSummary, OutputChunkRecord, OutputStreamKind, RuleRecord,
 };
 
-use crate::actions::HIVE_EXECUTOR;
 use crate::engine::RulePlan;
 use crate::error::HiveError;
+use crate::hive::HIVE_EXECUTOR;
 use crate::ops::drones::{Enrollment, EnrollmentRequest, Registration};
 use crate::ops::executions::DroneReport;
 use crate::ops::jobs::{JobSpec, Work};

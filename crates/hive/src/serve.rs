@@ -1,4 +1,6 @@
-//! Wires a hive together and runs it until shutdown.
+//! Wires a hive together and runs it until shutdown, on the store and
+//! broker its caller chose: Postgres and RabbitMQ for `ultron8-hive serve`,
+//! SQLite and the in-process broker for `dev`.
 
 use std::sync::Arc;
 
@@ -17,28 +19,6 @@ use crate::control_service::ControlApi;
 use crate::drone_service::DroneApi;
 use crate::hive::{Hive, every};
 use crate::identity::{DataDir, HiveIdentity};
-
-/// Connects to Postgres and RabbitMQ as configured and serves until
-/// `shutdown` is cancelled.
-pub async fn serve(config: HiveConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let database_url = config.database_url.clone().context(
-        "no database configured: pass --database-url, set ULTRON8_DATABASE_URL, or put database_url in the config file",
-    )?;
-    let amqp_url = config
-        .amqp_url
-        .clone()
-        .context("no broker configured: pass --amqp-url, set ULTRON8_AMQP_URL, or put amqp_url in the config file")?;
-    let store = ultron8_store::postgres::PgStore::connect(&database_url)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the database at {}",
-                ultron8_broker::amqp::redact(&database_url)
-            )
-        })?;
-    let publisher = ultron8_broker::amqp::AmqpPublisher::connect(&amqp_url).await?;
-    run(config, Arc::new(store), Arc::new(publisher), shutdown).await
-}
 
 /// Serves with the given store and broker until `shutdown` is cancelled.
 pub async fn run(

@@ -99,7 +99,7 @@ impl Hive {
                 .executions
                 .iter()
                 .map(|e| &e.drone_id)
-                .filter(|d| *d != crate::actions::HIVE_EXECUTOR)
+                .filter(|d| *d != crate::hive::HIVE_EXECUTOR)
                 .collect::<Vec<_>>()
         );
         detail["ttl_ms"] = json!(ttl.as_millis() as u64);

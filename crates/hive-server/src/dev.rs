@@ -19,11 +19,10 @@ use ultron8_broker::inproc::InProcessBroker;
 use ultron8_broker::{ActionConsumer, ActionPublisher};
 use ultron8_drone::config::DroneDir;
 use ultron8_drone::join::JoinOptions;
+use ultron8_hive::config::{HiveConfig, WebhookConfig};
+use ultron8_hive::identity::{self, CtlConfigFile, DataDir, InitOptions, write_secret};
 use ultron8_pki::JoinToken;
 use ultron8_store::{NewJoinToken, Store};
-
-use crate::config::HiveConfig;
-use crate::identity::{CtlConfigFile, DataDir, InitOptions, write_secret};
 
 /// The broker URL drones of a dev hive are given. A remote drone receiving
 /// it says clearly that it needs a production hive.
@@ -82,7 +81,7 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         if !grpc_listen.ip().is_loopback() && !grpc_listen.ip().is_unspecified() {
             ips.push(grpc_listen.ip());
         }
-        crate::identity::init(
+        identity::init(
             &dir,
             &InitOptions {
                 names: vec!["localhost".into()],
@@ -118,7 +117,7 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
     let config = HiveConfig {
         webhooks: [(
             "demo".to_string(),
-            crate::config::WebhookConfig {
+            WebhookConfig {
                 token: Some(webhook_token.clone()),
                 hmac_secret: None,
                 headers: Vec::new(),
@@ -134,7 +133,7 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         ..HiveConfig::default()
     };
 
-    let mut hive = tokio::spawn(crate::serve::run(
+    let mut hive = tokio::spawn(ultron8_hive::serve::run(
         config,
         store.clone() as Arc<dyn Store>,
         Arc::new(broker.clone()) as Arc<dyn ActionPublisher>,

@@ -11,7 +11,9 @@ use ultron8_hive::identity::{DataDir, InitOptions};
 /// The Ultron8 hive: the master that stores the fleet, jobs and audit trail
 /// and dispatches actions to drones.
 #[derive(Parser)]
-#[command(version, propagate_version = true)]
+// clap names a program after its package unless told; this package is
+// ultron8-hive-server, the program users run is ultron8-hive.
+#[command(name = "ultron8-hive", version, propagate_version = true)]
 struct Cli {
     /// Log format
     #[arg(long, global = true, env = "ULTRON8_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
@@ -154,14 +156,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             no_user_config,
         } => {
             let shutdown = ultron8_host::shutdown_on_signal();
-            let options = ultron8_hive::dev::DevOptions {
+            let options = ultron8_hive_server::dev::DevOptions {
                 data_dir,
                 fresh,
                 listen,
                 http_listen,
                 write_user_config: !no_user_config,
             };
-            ultron8_hive::dev::run(options, shutdown).await
+            ultron8_hive_server::dev::run(options, shutdown).await
         }
         Command::Serve {
             overrides,
@@ -173,7 +175,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 return Ok(());
             }
             let shutdown = ultron8_host::shutdown_on_signal();
-            ultron8_hive::serve::serve(config, shutdown).await
+            ultron8_hive_server::serve::run(config, shutdown).await
         }
     }
 }

@@ -1,0 +1,12 @@
+//! The `ultron8-hive` binary's two ways of running a hive, each composing
+//! the hive library with a store and a broker:
+//!
+//! - [`serve`]: production, on Postgres and RabbitMQ.
+//! - [`dev`]: the all-in-one hive + local drone on SQLite and an in-process
+//!   broker.
+//!
+//! Composition lives here, above the libraries, so that the hive library
+//! never depends on the drone: `dev` is the one place that needs both.
+
+pub mod dev;
+pub mod serve;

@@ -1,0 +1,26 @@
+//! `ultron8-hive serve`: the production hive, on Postgres and RabbitMQ.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use ultron8_broker::amqp::{AmqpPublisher, redact};
+use ultron8_hive::config::HiveConfig;
+use ultron8_store::postgres::PgStore;
+
+/// Connects to Postgres and RabbitMQ as configured and serves until
+/// `shutdown` is cancelled.
+pub async fn run(config: HiveConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let database_url = config.database_url.clone().context(
+        "no database configured: pass --database-url, set ULTRON8_DATABASE_URL, or put database_url in the config file",
+    )?;
+    let amqp_url = config
+        .amqp_url
+        .clone()
+        .context("no broker configured: pass --amqp-url, set ULTRON8_AMQP_URL, or put amqp_url in the config file")?;
+    let store = PgStore::connect(&database_url)
+        .await
+        .with_context(|| format!("cannot open the database at {}", redact(&database_url)))?;
+    let publisher = AmqpPublisher::connect(&amqp_url).await?;
+    ultron8_hive::serve::run(config, Arc::new(store), Arc::new(publisher), shutdown).await
+}
