@@ -225,8 +225,15 @@ async fn bench(args: &EngineArgs, admin: &PgPool, database: &str, url: &str) -> 
 
     println!(
         "rules engine on Postgres, {} broker: {} rules on the trigger (1 matches), {} events a round, {} drones, {} history",
-        if args.amqp_url.is_some() { "RabbitMQ" } else { "in-process" },
-        args.rules, args.events, args.drones, args.history
+        if args.amqp_url.is_some() {
+            "RabbitMQ"
+        } else {
+            "in-process"
+        },
+        args.rules,
+        args.events,
+        args.drones,
+        args.history
     );
     let mut rates = Vec::new();
     let mut processed_target = 0;

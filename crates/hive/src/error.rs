@@ -271,9 +271,9 @@ impl From<StoreError> for HiveError {
 }
 
 /// What a rule or an action job could not be planned for, by kind.
-impl From<crate::actions::PlanError> for HiveError {
-    fn from(error: crate::actions::PlanError) -> Self {
-        use crate::actions::PlanError;
+impl From<crate::planning::PlanError> for HiveError {
+    fn from(error: crate::planning::PlanError) -> Self {
+        use crate::planning::PlanError;
         match error {
             PlanError::Store(e) => e.into(),
             // Without the fleet at hand the offline drones are unknown here;

@@ -19,6 +19,7 @@ use ultron8_store::{ExecutionUpdate, NewAuditRecord, PendingDispatch, Store, Tra
 
 use crate::config::HiveConfig;
 use crate::metrics::Metrics;
+use crate::planning::HIVE_EXECUTOR;
 
 pub struct Hive {
     pub config: HiveConfig,
@@ -34,7 +35,7 @@ pub struct Hive {
     /// Wakes this replica's rules engine when it stored an event.
     pub events_arrived: Notify,
     /// The rules engine's compiled rules, reloaded when the catalog changes.
-    pub rules: crate::engine::RuleCache,
+    pub rules: crate::rulebook::RuleCache,
     /// For `http` actions.
     pub http: reqwest::Client,
 }
@@ -43,11 +44,6 @@ pub struct Hive {
 /// expired: covers clock skew between hive and drone and a drone that
 /// accepted the request just before the deadline and is reporting it.
 pub const EXPIRY_GRACE: Duration = Duration::from_secs(5);
-
-/// Executions the hive runs itself (`http` and `noop` actions) carry this
-/// in place of a drone id; it can never be a drone's id (drone ids start
-/// with a letter or digit).
-pub const HIVE_EXECUTOR: &str = "@hive";
 
 impl Hive {
     /// A hive over `store` and `publisher` with its identity. Nothing runs

@@ -14,7 +14,12 @@
 //! - [`http`]: health, readiness, metrics, and the event intake routes
 //!   ([`events`]).
 //! - [`engine`]: the rules engine and timers.
-//! - [`actions`]: pack actions as jobs; `http`/`noop` actions run here.
+//! - [`rulebook`]: rules compiled once per catalog version and planned
+//!   against an event.
+//! - [`planning`]: an action planned as a job against a fleet snapshot,
+//!   writing nothing; knows nothing of [`hive::Hive`], so every module can
+//!   use it.
+//! - [`actions`]: recorded jobs started; `http`/`noop` actions run here.
 //! - [`serve`]: wiring and lifetime, over a store and a broker the caller
 //!   chose.
 //!
@@ -36,5 +41,7 @@ pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod ops;
+pub mod planning;
 mod rpc;
+pub mod rulebook;
 pub mod serve;

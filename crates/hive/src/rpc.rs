@@ -21,14 +21,14 @@ use ultron8_store::{
     ExecutionResult, JobRecord, JobSummary, OutputChunkRecord, OutputStreamKind, RuleRecord,
 };
 
-use crate::engine::RulePlan;
 use crate::error::HiveError;
-use crate::hive::HIVE_EXECUTOR;
 use crate::ops::drones::{Enrollment, EnrollmentRequest, Registration};
 use crate::ops::executions::DroneReport;
 use crate::ops::jobs::{JobSpec, Work};
 use crate::ops::packs::PackView;
 use crate::ops::tokens::IssuedJoinToken;
+use crate::planning::HIVE_EXECUTOR;
+use crate::rulebook::RulePlan;
 
 // --- decoding ---------------------------------------------------------------
 

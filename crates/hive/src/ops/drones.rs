@@ -55,7 +55,7 @@ impl Hive {
         })?;
         Ok(drones
             .into_iter()
-            .filter(|d| crate::actions::matches(&expr, d))
+            .filter(|d| crate::planning::matches(&expr, d))
             .collect())
     }
 

@@ -15,10 +15,10 @@ use ultron8_store::{
     ExecutionRecord, JobRecord, JobSummary, NewExecution, NewJob, OutputStreamKind, PendingDispatch,
 };
 
-use crate::actions::{Fleet, PlanError};
 use crate::actor::Actor;
 use crate::error::HiveError;
 use crate::hive::Hive;
+use crate::planning::{Fleet, PlanError};
 
 /// Longest time a request may wait for its drone. Well inside the drones'
 /// journal retention, so an id is never forgotten while its request lives.
@@ -99,7 +99,7 @@ impl Hive {
                 .executions
                 .iter()
                 .map(|e| &e.drone_id)
-                .filter(|d| *d != crate::hive::HIVE_EXECUTOR)
+                .filter(|d| *d != crate::planning::HIVE_EXECUTOR)
                 .collect::<Vec<_>>()
         );
         detail["ttl_ms"] = json!(ttl.as_millis() as u64);
@@ -267,7 +267,7 @@ impl Hive {
             .list_drones()
             .await?
             .into_iter()
-            .filter(|d| !d.online && crate::actions::matches(&expr, d))
+            .filter(|d| !d.online && crate::planning::matches(&expr, d))
             .map(|d| d.id)
             .collect())
     }

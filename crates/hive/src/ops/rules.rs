@@ -6,9 +6,9 @@ use serde_json::{Value, json};
 use ultron8_store::RuleRecord;
 
 use crate::actor::Actor;
-use crate::engine::RulePlan;
 use crate::error::HiveError;
 use crate::hive::Hive;
+use crate::rulebook::RulePlan;
 
 impl Hive {
     /// Every rule, or those on one trigger type.
