@@ -4,6 +4,8 @@
 //!
 //! - [`model`]: drones, facts, stats, commands: the data every other crate
 //!   passes around.
+//! - [`ids`]: job, execution, drone and event ids as types of their own.
+//! - [`audit`]: who did something and what, as the audit trail names them.
 //! - [`status`]: the execution state machine.
 //! - [`target`]: target expressions (`label:role=web and not web-3`), their
 //!   parser and matcher.
@@ -14,8 +16,10 @@
 //! - [`triggers`]: built-in trigger types and their payload shapes.
 //! - [`schedule`]: interval and cron timers.
 
+pub mod audit;
 pub mod criteria;
 mod glob;
+pub mod ids;
 pub mod model;
 pub mod params;
 pub mod policy;
