@@ -1,6 +1,6 @@
-//! Pure helpers shared by the backends: the SQL each one runs differs, but
-//! how rows become records, and what a transition or an expiry writes, must
-//! not, or the conformance suite would be testing two different products.
+//! The pure half of [`crate::sql::SqlStore`]: column lists and statements
+//! named once, rows as decoded and how they become records, and what a
+//! transition, an expiry or a rule firing writes. No I/O.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +12,7 @@ use ultron8_core::{DroneFacts, ExecutionStatus};
 
 use ultron8_core::policy::Observation;
 
+use crate::dialect::SqlTime;
 use crate::{
     ActionRecord, AuditRecord, DroneRecord, EventOutcome, EventRecord, EventState, ExecutionRecord,
     ExecutionResult, ExecutionUpdate, JobOrigin, JobRecord, JobSummary, NewAuditRecord, NewJob,
@@ -395,9 +396,9 @@ fn firing_detail(detail: &JsonValue, observation: &Observation, reason: Option<&
 
 // --- rows ----------------------------------------------------------------------
 //
-// Columns as decoded from the database, before validation. Postgres reads
-// them with `FromRow`; SQLite, whose times and JSON need decoding by hand,
-// builds them itself.
+// Columns as decoded from the database, before validation. Times are
+// `SqlTime`, which each backend decodes its own way, so one `FromRow` serves
+// both.
 
 #[derive(FromRow)]
 pub(crate) struct DroneRow {
@@ -406,9 +407,9 @@ pub(crate) struct DroneRow {
     pub token_labels: JsonValue,
     pub stats: Option<JsonValue>,
     pub online: bool,
-    pub enrolled_at: DateTime<Utc>,
-    pub registered_at: Option<DateTime<Utc>>,
-    pub last_seen_at: Option<DateTime<Utc>>,
+    pub enrolled_at: SqlTime,
+    pub registered_at: Option<SqlTime>,
+    pub last_seen_at: Option<SqlTime>,
     pub certificate_fingerprint: String,
 }
 
@@ -427,9 +428,9 @@ impl TryFrom<DroneRow> for DroneRecord {
                 .map(|stats| from_json(stats, "drones.stats", &row.id))
                 .transpose()?,
             online: row.online,
-            enrolled_at: row.enrolled_at,
-            registered_at: row.registered_at,
-            last_seen_at: row.last_seen_at,
+            enrolled_at: row.enrolled_at.into(),
+            registered_at: row.registered_at.map(Into::into),
+            last_seen_at: row.last_seen_at.map(Into::into),
             certificate_fingerprint: row.certificate_fingerprint,
             id: row.id,
         })
@@ -442,7 +443,7 @@ pub(crate) struct JobRow {
     pub target: String,
     pub requester: String,
     pub command: JsonValue,
-    pub created_at: DateTime<Utc>,
+    pub created_at: SqlTime,
     pub action_ref: Option<String>,
     pub rule: Option<String>,
     pub event_id: Option<String>,
@@ -466,7 +467,7 @@ impl JobRow {
             id: self.id,
             target: self.target,
             requester: self.requester,
-            created_at: self.created_at,
+            created_at: self.created_at.into(),
             executions,
         })
     }
@@ -482,7 +483,7 @@ impl JobRow {
             id: self.id,
             target: self.target,
             requester: self.requester,
-            created_at: self.created_at,
+            created_at: self.created_at.into(),
         })
     }
 }
@@ -500,11 +501,11 @@ pub(crate) struct ExecutionRow {
     pub stderr_truncated: bool,
     pub duration_ms: i64,
     pub error: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    pub dispatched_at: Option<DateTime<Utc>>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
+    pub created_at: SqlTime,
+    pub expires_at: SqlTime,
+    pub dispatched_at: Option<SqlTime>,
+    pub started_at: Option<SqlTime>,
+    pub finished_at: Option<SqlTime>,
 }
 
 impl TryFrom<ExecutionRow> for ExecutionRecord {
@@ -531,11 +532,11 @@ impl TryFrom<ExecutionRow> for ExecutionRecord {
             id: row.id,
             job_id: row.job_id,
             drone_id: row.drone_id,
-            created_at: row.created_at,
-            expires_at: row.expires_at,
-            dispatched_at: row.dispatched_at,
-            started_at: row.started_at,
-            finished_at: row.finished_at,
+            created_at: row.created_at.into(),
+            expires_at: row.expires_at.into(),
+            dispatched_at: row.dispatched_at.map(Into::into),
+            started_at: row.started_at.map(Into::into),
+            finished_at: row.finished_at.map(Into::into),
         })
     }
 }
@@ -547,8 +548,8 @@ pub(crate) struct PendingRow {
     pub drone_id: String,
     pub requester: String,
     pub command: JsonValue,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
+    pub created_at: SqlTime,
+    pub expires_at: SqlTime,
 }
 
 impl TryFrom<PendingRow> for PendingDispatch {
@@ -561,8 +562,8 @@ impl TryFrom<PendingRow> for PendingDispatch {
             job_id: row.job_id,
             drone_id: row.drone_id,
             requester: row.requester,
-            created_at: row.created_at,
-            expires_at: row.expires_at,
+            created_at: row.created_at.into(),
+            expires_at: row.expires_at.into(),
         })
     }
 }
@@ -570,7 +571,7 @@ impl TryFrom<PendingRow> for PendingDispatch {
 #[derive(FromRow)]
 pub(crate) struct AuditRow {
     pub id: String,
-    pub at: DateTime<Utc>,
+    pub at: SqlTime,
     pub actor: String,
     pub action: String,
     pub job_id: Option<String>,
@@ -594,7 +595,7 @@ impl TryFrom<AuditRow> for AuditRecord {
                 .map(|status| parse_status(status, &row.id))
                 .transpose()?,
             id: row.id,
-            at: row.at,
+            at: row.at.into(),
             actor: row.actor,
             action: row.action,
             job_id: row.job_id,
@@ -614,7 +615,7 @@ pub(crate) struct PackRow {
     pub version: String,
     pub description: String,
     pub content: JsonValue,
-    pub installed_at: DateTime<Utc>,
+    pub installed_at: SqlTime,
     pub installed_by: String,
 }
 
@@ -625,7 +626,7 @@ impl From<PackRow> for PackRecord {
             version: row.version,
             description: row.description,
             content: row.content,
-            installed_at: row.installed_at,
+            installed_at: row.installed_at.into(),
             installed_by: row.installed_by,
         }
     }
@@ -675,9 +676,9 @@ pub(crate) struct EventRow {
     pub trigger: String,
     pub payload: JsonValue,
     pub source: String,
-    pub received_at: DateTime<Utc>,
+    pub received_at: SqlTime,
     pub state: String,
-    pub processed_at: Option<DateTime<Utc>>,
+    pub processed_at: Option<SqlTime>,
     pub error: Option<String>,
     pub matched_rules: Option<JsonValue>,
 }
@@ -691,13 +692,13 @@ impl TryFrom<EventRow> for EventRecord {
             trigger: row.trigger,
             payload: row.payload,
             source: row.source,
-            received_at: row.received_at,
+            received_at: row.received_at.into(),
             matched_rules: row
                 .matched_rules
                 .map(|rules| from_json(rules, "events.matched_rules", &row.id))
                 .transpose()?
                 .unwrap_or_default(),
-            processed_at: row.processed_at,
+            processed_at: row.processed_at.map(Into::into),
             error: row.error,
             id: row.id,
         })

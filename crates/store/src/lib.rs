@@ -1,19 +1,54 @@
 //! Ultron8's persistent state.
 //!
-//! [`Store`] is the one interface the hive uses; [`postgres::PgStore`] is the
-//! production implementation, and [`sqlite::SqliteStore`] keeps the same
-//! state in one local file for the single-host embedded default
-//! (`ultron8-hive dev`). Every implementation must pass the shared
-//! conformance suite in `tests/conformance.rs`, so behaviour cannot drift
-//! between them.
+//! [`Store`] is the one interface the hive uses. It has one implementation,
+//! [`sql::SqlStore`], whose queries are written once and run on two
+//! databases: [`postgres::PgStore`] in production, and
+//! [`sqlite::SqliteStore`], which keeps the same state in one local file for
+//! the single-host embedded default (`ultron8-hive dev`). Both must pass
+//! the shared conformance suite in `tests/conformance.rs`, so behaviour
+//! cannot drift between them.
 //!
 //! The store enforces two invariants itself rather than trusting callers:
 //! execution status only moves forward (see
 //! [`ultron8_core::ExecutionStatus::can_transition_to`]), and audit records
 //! are append-only (there is no method that updates or deletes one).
+//!
+//! # What differs between the databases
+//!
+//! Everything that can be written once is, in [`sql`]; what cannot is an
+//! item of [`sql::Dialect`], implemented in [`postgres`] and [`sqlite`]:
+//!
+//! - **Concurrency.** Postgres serves several hive replicas and lets writes
+//!   run in parallel, so a read that decides a write locks its rows
+//!   (`FOR UPDATE`, `FOR SHARE`, `FOR UPDATE SKIP LOCKED` to claim events),
+//!   and what has no row to lock (a pack being installed, a rule's policy
+//!   decisions) takes an advisory lock on its name. SQLite lets one
+//!   connection write at a time: the store writes through a single
+//!   connection, every write transaction starts with `BEGIN IMMEDIATE`, and
+//!   the locks are empty. Outcomes are the same; SQLite does not write in
+//!   parallel, which a single host does not need.
+//! - **Pools.** One pool for reads and writes with Postgres; with SQLite the
+//!   one writer and a pool of query-only readers (WAL mode).
+//! - **Types.** Times are `TIMESTAMPTZ` in Postgres and INTEGER microseconds
+//!   since the unix epoch in SQLite ([`sql::SqlTime`] encodes both, keeping
+//!   the same instant); JSON is `JSONB` in Postgres and `TEXT` checked with
+//!   `json_valid` in SQLite; booleans are INTEGER 0/1 in SQLite.
+//! - **Spelling.** A JSON array read as rows (`jsonb_array_elements_text`,
+//!   `json_each`), and how many parameters one statement may bind (65,535,
+//!   32,766), which batches are split by.
+//! - **Schema.** Two migration directories, `migrations/postgres` and
+//!   `migrations/sqlite`: the same tables, columns, constraints and indexes
+//!   with the types translated, except that SQLite cannot check a script's
+//!   SHA-256.
+//!
+//! What a caller can still observe (text collation, NUL characters, times
+//! before 4714 BC, error codes, waiting for the writer) is listed in
+//! [`sqlite`]'s "Differences from Postgres".
 
 mod common;
+mod dialect;
 pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 mod types;
 
@@ -32,9 +67,29 @@ pub enum StoreError {
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            // A value the store's own decoding refused (a stored time out of
+            // range) is corrupt data, not a failing database: it stays
+            // `Corrupt`, with the column it was read from.
+            sqlx::Error::ColumnDecode { index, source } => match source.downcast::<StoreError>() {
+                Ok(refused) => match *refused {
+                    StoreError::Corrupt(message) => {
+                        StoreError::Corrupt(format!("column {index}: {message}"))
+                    }
+                    other => other,
+                },
+                Err(source) => StoreError::Database(sqlx::Error::ColumnDecode { index, source }),
+            },
+            error => StoreError::Database(error),
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -208,7 +263,7 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
     /// Marks claimed events processed or failed, with the rules that
-    /// matched each, in one statement. Only pending events change: if a
+    /// matched each, in one transaction. Only pending events change: if a
     /// lease ran out and a second processor finished an event too, the
     /// first outcome stays. Unknown ids are skipped. Returns how many
     /// events changed.

@@ -18,6 +18,7 @@ use ultron8_core::{CommandSpec, Program};
 use ultron8_store::sqlite::SqliteStore;
 use ultron8_store::{
     AuditFilter, DroneEnrollment, NewAuditRecord, NewExecution, NewJob, NewJoinToken, Store,
+    StoreError,
 };
 use uuid::Uuid;
 
@@ -334,6 +335,37 @@ async fn times_keep_microsecond_precision() {
             .expect("get drone")
             .expect("drone exists");
         assert_eq!(drone.enrolled_at, t(0) + Duration::microseconds(123_456));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_time_out_of_range_reads_as_corrupt_data() {
+    with_store(|store, path| async move {
+        // Microseconds beyond what a chrono time can hold: only a writer
+        // other than the store can have put them there.
+        let mut conn = raw_connection(&path).await;
+        sqlx::query(
+            "INSERT INTO drones (id, token_labels, enrolled_at, certificate_fingerprint, \
+                                 certificate_not_after, token_id) \
+             VALUES ('drone-a', '{}', 9223372036854775807, 'fp', 0, 'tok')",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("insert drone");
+        conn.close().await.ok();
+
+        let err = store
+            .get_drone("drone-a")
+            .await
+            .expect_err("a time out of range");
+        match err {
+            StoreError::Corrupt(message) => assert!(
+                message.contains("enrolled_at"),
+                "the message names the column: {message:?}"
+            ),
+            other => panic!("expected corrupt data, got {other:?}"),
+        }
     })
     .await;
 }

@@ -45,6 +45,7 @@ macro_rules! conformance_tests {
             drones_are_listed_by_id,
             job_is_stored_with_executions_and_audit,
             failed_job_creation_leaves_nothing_behind,
+            batches_beyond_one_statement_are_written_whole_or_not_at_all,
             jobs_are_listed_newest_first_with_status_counts,
             transitions_only_move_forward,
             transition_records_timestamps,
@@ -859,6 +860,85 @@ pub async fn failed_job_creation_leaves_nothing_behind(store: Arc<dyn Store>) {
         .expect("get execution")
         .expect("execution exists");
     assert_eq!(original.job_id, first.job_id);
+}
+
+/// More rows than one statement may bind (Postgres takes 65,535 parameters,
+/// SQLite 32,766): a job on 14,000 drones, and the expiry records of all
+/// its executions. The batch is split across statements but stays one
+/// transaction, so it is written whole or not at all.
+pub async fn batches_beyond_one_statement_are_written_whole_or_not_at_all(store: Arc<dyn Store>) {
+    const DRONES: usize = 14_000;
+    let drones: Vec<String> = (0..DRONES).map(|i| format!("drone-{i:05}")).collect();
+
+    // The last execution repeats the first one's drone, which the schema
+    // refuses: the statements before it must not stay.
+    let job = NewJob {
+        id: new_id(),
+        target: "all".to_string(),
+        requester: "operator:alice".to_string(),
+        command: command("uptime"),
+        created_at: t(0),
+        origin: Default::default(),
+    };
+    let mut executions: Vec<NewExecution> = drones
+        .iter()
+        .map(|drone| NewExecution {
+            id: new_id(),
+            job_id: job.id.clone(),
+            drone_id: drone.clone(),
+            created_at: t(0),
+            expires_at: t(60),
+        })
+        .collect();
+    if let Some(last) = executions.last_mut() {
+        last.drone_id = drones[0].clone();
+    }
+    let mut submitted = audit("job.submitted", t(0));
+    submitted.job_id = Some(job.id.clone());
+    store
+        .create_job(&job, &executions, &submitted)
+        .await
+        .expect_err("two executions of the job on one drone");
+    assert_eq!(store.count_jobs().await.expect("count jobs"), 0);
+    let requested = |counts: Vec<(ExecutionStatus, i64)>| {
+        counts
+            .into_iter()
+            .find(|(status, _)| *status == ExecutionStatus::Requested)
+            .map_or(0, |(_, count)| count)
+    };
+    assert_eq!(
+        requested(store.count_executions_by_status().await.expect("count")),
+        0,
+        "no execution of the refused job stays"
+    );
+
+    let names: Vec<&str> = drones.iter().map(String::as_str).collect();
+    let created = create_job(&*store, &names, t(0), t(60)).await;
+    let stored = store
+        .get_job(&created.job_id)
+        .await
+        .expect("get job")
+        .expect("job exists");
+    assert_eq!(stored.executions.len(), DRONES);
+    assert_eq!(
+        requested(store.count_executions_by_status().await.expect("count")),
+        i64::try_from(DRONES).expect("small")
+    );
+
+    let expired = store
+        .expire_overdue_executions(t(61))
+        .await
+        .expect("expire");
+    assert_eq!(expired.len(), DRONES);
+    let records = store
+        .list_audit(&AuditFilter {
+            action: Some("execution.expired".to_string()),
+            limit: u32::try_from(DRONES + 1).expect("small"),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("list audit");
+    assert_eq!(records.len(), DRONES, "one record per expired execution");
 }
 
 pub async fn jobs_are_listed_newest_first_with_status_counts(store: Arc<dyn Store>) {
