@@ -10,7 +10,7 @@
 //!   the catalog's version to know whether to reload.
 //! - Criteria are evaluated in memory. A miss writes nothing; its reasons
 //!   are recomputed on demand by `ultronctl rule test` and
-//!   `ultronctl event get --explain`, which call [`Hive::plan_rule`], the
+//!   `ultronctl event get --explain`, which call [`Hive::plan_rules`], the
 //!   same evaluation the engine runs.
 //! - The fleet is read once per batch, and only if a matching rule's action
 //!   runs on drones.
@@ -19,7 +19,8 @@
 //!   at most once per event" with a primary key, so a reclaimed event never
 //!   fires a rule twice.
 //! - The batch's outcomes (state, error, the rules that matched) are
-//!   written in one statement: the one record of each event's evaluation.
+//!   written together, in one transaction: the one record of each event's
+//!   evaluation.
 //! - Dispatch of the fired jobs runs while the next batch is evaluated.
 
 use std::collections::HashMap;

@@ -389,18 +389,6 @@ where
         firing: &RuleFiring,
         now: DateTime<Utc>,
     ) -> Result<FiringOutcome> {
-        // Under the rule's lock no other firing of this rule runs, so this
-        // read cannot race; the primary key is the backstop.
-        let decided: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM rule_decisions WHERE event_id = $1 AND rule = $2)",
-        )
-        .bind(firing.event_id.as_str())
-        .bind(firing.rule.as_str())
-        .fetch_one(&mut *conn)
-        .await?;
-        if decided {
-            return Ok(FiringOutcome::AlreadyDecided);
-        }
         let last_fired_for_key: Option<SqlTime> = match &firing.cooldown_key {
             Some(key) => {
                 sqlx::query_scalar(
@@ -441,9 +429,35 @@ where
             running_jobs,
             &hosts_in_window,
         );
-        let (outcome, job_id) = match policy::decide(&firing.policy, &observation, now) {
+        let decision = policy::decide(&firing.policy, &observation, now);
+        // What an allowed firing writes; its id goes into the decision row.
+        let job = fired_job(firing);
+        let job_id = matches!(decision, Decision::Allow).then_some(job.id.as_str());
+        // The decision row first, before anything else is written: its
+        // primary key (event, rule) is what keeps a rule from firing twice
+        // for one event (a replica that died after firing leaves the event
+        // to be claimed again). Under the rule's lock no other firing of
+        // this rule runs, so a conflict means an earlier claim decided.
+        // `ON CONFLICT` arbitrates on the unique index itself; a separate
+        // lookup would leave the choice of plan to the planner, which, on a
+        // young table not yet analyzed, can scan it whole on every firing.
+        let inserted = sqlx::query(
+            "INSERT INTO rule_decisions (event_id, rule, outcome, job_id, decided_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id, rule) DO NOTHING",
+        )
+        .bind(firing.event_id.as_str())
+        .bind(firing.rule.as_str())
+        .bind(decision_outcome(job_id))
+        .bind(job_id)
+        .bind(SqlTime(now))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(FiringOutcome::AlreadyDecided);
+        }
+        let outcome = match decision {
             Decision::Allow => {
-                let job = fired_job(firing);
                 Self::insert_job(&mut *conn, &job, &firing.executions).await?;
                 if let Some(key) = &firing.cooldown_key {
                     // Only forward: a replica whose clock lags must not move
@@ -462,25 +476,14 @@ where
                 }
                 let audit = fired_audit(firing, &job, &observation, now);
                 Self::insert_audit(&mut *conn, &audit).await?;
-                (FiringOutcome::Fired, Some(job.id))
+                FiringOutcome::Fired
             }
             Decision::Hold { reason } => {
                 let audit = held_audit(firing, &observation, &reason, now);
                 Self::insert_audit(&mut *conn, &audit).await?;
-                (FiringOutcome::Held { reason }, None)
+                FiringOutcome::Held { reason }
             }
         };
-        sqlx::query(
-            "INSERT INTO rule_decisions (event_id, rule, outcome, job_id, decided_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(firing.event_id.as_str())
-        .bind(firing.rule.as_str())
-        .bind(decision_outcome(job_id.as_deref()))
-        .bind(job_id.as_deref())
-        .bind(SqlTime(now))
-        .execute(&mut *conn)
-        .await?;
         Ok(outcome)
     }
 }
