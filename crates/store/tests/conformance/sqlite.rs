@@ -14,6 +14,8 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteQueryResult};
 use sqlx::{Connection, SqliteConnection};
 use tempfile::TempDir;
+use ultron8_core::audit::{Actor, AuditVerb};
+use ultron8_core::ids::{DroneId, ExecutionId, JobId};
 use ultron8_core::{CommandSpec, Program};
 use ultron8_store::sqlite::SqliteStore;
 use ultron8_store::{
@@ -109,8 +111,8 @@ fn some_audit() -> NewAuditRecord {
     NewAuditRecord {
         id: Uuid::now_v7().to_string(),
         at: t(0),
-        actor: "hive".to_string(),
-        action: "test.appended".to_string(),
+        actor: Actor::Hive,
+        action: AuditVerb::ExecutionExpired,
         job_id: None,
         execution_id: None,
         drone_id: None,
@@ -275,7 +277,7 @@ async fn file_is_in_wal_mode_and_foreign_keys_are_enforced() {
         // so this checks the store's own: an execution of a job that does
         // not exist is refused, and the job written before it goes too.
         let job = NewJob {
-            id: Uuid::now_v7().to_string(),
+            id: JobId::new(Uuid::now_v7().to_string()),
             target: "drone-a".to_string(),
             requester: "operator:alice".to_string(),
             command: CommandSpec {
@@ -290,9 +292,9 @@ async fn file_is_in_wal_mode_and_foreign_keys_are_enforced() {
             origin: Default::default(),
         };
         let orphan = NewExecution {
-            id: Uuid::now_v7().to_string(),
-            job_id: "no-such-job".to_string(),
-            drone_id: "drone-a".to_string(),
+            id: ExecutionId::new(Uuid::now_v7().to_string()),
+            job_id: JobId::new("no-such-job"),
+            drone_id: DroneId::new("drone-a"),
             created_at: t(0),
             expires_at: t(60),
         };
@@ -320,7 +322,7 @@ async fn times_keep_microsecond_precision() {
         let enrolled_at = t(0) + Duration::nanoseconds(123_456_789);
         store
             .record_enrollment(&DroneEnrollment {
-                drone_id: "drone-a".to_string(),
+                drone_id: DroneId::new("drone-a"),
                 certificate_fingerprint: "fp".to_string(),
                 certificate_not_after: t(90 * 86_400),
                 labels: Default::default(),
@@ -330,7 +332,7 @@ async fn times_keep_microsecond_precision() {
             .await
             .expect("enroll");
         let drone = store
-            .get_drone("drone-a")
+            .get_drone(&DroneId::new("drone-a"))
             .await
             .expect("get drone")
             .expect("drone exists");
@@ -356,7 +358,7 @@ async fn a_stored_time_out_of_range_reads_as_corrupt_data() {
         conn.close().await.ok();
 
         let err = store
-            .get_drone("drone-a")
+            .get_drone(&DroneId::new("drone-a"))
             .await
             .expect_err("a time out of range");
         match err {
@@ -388,7 +390,12 @@ async fn reopening_the_file_keeps_the_state() {
 
     let store = SqliteStore::open(&file.path).await.expect("reopen");
     store
-        .consume_join_token(&token.id, &token.secret_sha256, "drone-a", t(10))
+        .consume_join_token(
+            &token.id,
+            &token.secret_sha256,
+            &DroneId::new("drone-a"),
+            t(10),
+        )
         .await
         .expect("the token survived the restart");
     store.close().await;
