@@ -99,9 +99,9 @@ fn to_json(value: &impl Serialize) -> Result<JsonValue> {
 
 /// NotFound when an update of `drone_id` changed nothing: the drone never
 /// enrolled.
-fn drone_updated(updated: u64, drone_id: &str) -> Result<()> {
+fn drone_updated(updated: u64, drone_id: &DroneId) -> Result<()> {
     if updated == 0 {
-        return Err(not_found("drone", drone_id));
+        return Err(not_found("drone", drone_id.as_str()));
     }
     Ok(())
 }
@@ -612,7 +612,7 @@ where
         .execute(&self.writer)
         .await?
         .rows_affected();
-        drone_updated(updated, drone_id.as_str())
+        drone_updated(updated, drone_id)
     }
 
     async fn record_heartbeat(
@@ -630,7 +630,7 @@ where
         .execute(&self.writer)
         .await?
         .rows_affected();
-        drone_updated(updated, drone_id.as_str())
+        drone_updated(updated, drone_id)
     }
 
     async fn mark_silent_drones_offline(&self, cutoff: DateTime<Utc>) -> Result<Vec<DroneId>> {

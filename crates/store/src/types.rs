@@ -1,4 +1,12 @@
 //! Records as the store reads and writes them.
+//!
+//! They hold the domain's types, not their stored text: the core's ids
+//! ([`JobId`], [`ExecutionId`], [`DroneId`], [`EventId`]), its audit
+//! vocabulary ([`AuditVerb`], [`Actor`]) and the validated pack model
+//! ([`Pack`], [`Action`], [`Rule`]). The store writes each as the text or
+//! JSON stored before these types existed, and parses it once, when a row
+//! is read; what does not parse is [`crate::StoreError::Corrupt`], naming
+//! the row.
 
 use std::collections::BTreeMap;
 
