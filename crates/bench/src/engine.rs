@@ -30,8 +30,10 @@ use serde_json::json;
 use sqlx::postgres::PgPool;
 use tokio_util::sync::CancellationToken;
 use ultron8_broker::ActionPublisher;
+use ultron8_core::ids::DroneId;
 use ultron8_hive::config::HiveConfig;
 use ultron8_hive::hive::Hive;
+use ultron8_hive::ids::new_event_id;
 use ultron8_store::postgres::PgStore;
 use ultron8_store::{DroneEnrollment, NewEvent, Store};
 
@@ -194,7 +196,7 @@ async fn bench(args: &EngineArgs, admin: &PgPool, database: &str, url: &str) -> 
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let now = Utc::now();
     for i in 0..args.drones {
-        let id = drone_id(i);
+        let id = DroneId::new(drone_id(i));
         store
             .record_enrollment(&DroneEnrollment {
                 drone_id: id.clone(),
@@ -205,8 +207,10 @@ async fn bench(args: &EngineArgs, admin: &PgPool, database: &str, url: &str) -> 
                 enrolled_at: now,
             })
             .await?;
-        store.record_registration(&id, &facts(&id), now).await?;
-        publisher.ensure_drone_queue(&id).await?;
+        store
+            .record_registration(&id, &facts(id.as_str()), now)
+            .await?;
+        publisher.ensure_drone_queue(id.as_str()).await?;
     }
     if args.history > 0 {
         let started = Instant::now();
@@ -315,7 +319,7 @@ fn facts(id: &str) -> ultron8_core::DroneFacts {
 /// An alert the one matching rule fires on, for a host of the fleet.
 fn event() -> NewEvent {
     NewEvent {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: new_event_id(),
         trigger: "alertmanager.alert".to_string(),
         payload: json!({
             "status": "firing",

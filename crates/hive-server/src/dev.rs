@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use ultron8_broker::inproc::InProcessBroker;
 use ultron8_broker::{ActionConsumer, ActionPublisher};
+use ultron8_core::ids::DroneId;
 use ultron8_drone::config::DroneDir;
 use ultron8_drone::join::JoinOptions;
 use ultron8_hive::config::{HiveConfig, WebhookConfig};
@@ -161,7 +162,7 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         consumers,
         shutdown.clone(),
     ));
-    wait_until_online(store.as_ref(), LOCAL_DRONE).await;
+    wait_until_online(store.as_ref(), &DroneId::new(LOCAL_DRONE)).await;
 
     print_banner(
         &root,
@@ -243,7 +244,7 @@ async fn wait_until_listening(port: u16) -> anyhow::Result<()> {
 }
 
 /// So that the first `ultronctl drone list` after the banner shows it.
-async fn wait_until_online(store: &dyn Store, drone_id: &str) {
+async fn wait_until_online(store: &dyn Store, drone_id: &DroneId) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while tokio::time::Instant::now() < deadline {
         if let Ok(Some(drone)) = store.get_drone(drone_id).await
@@ -264,7 +265,7 @@ async fn join_local_drone(
     dir: &DataDir,
     hive_address: &str,
 ) -> anyhow::Result<()> {
-    let known = store.get_drone(LOCAL_DRONE).await?.is_some();
+    let known = store.get_drone(&DroneId::new(LOCAL_DRONE)).await?.is_some();
     let joined = drone_dir.config().exists();
     if known && joined {
         // Keep the drone pointed at this run's port.

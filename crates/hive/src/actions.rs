@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 use tracing::{info, warn};
+use ultron8_core::audit::AuditVerb;
+use ultron8_core::ids::{ExecutionId, JobId};
 use ultron8_core::{ExecutionStatus, template};
 use ultron8_pack::{Action, Runner};
 use ultron8_store::{
@@ -87,8 +89,8 @@ impl Hive {
     /// Runs an `http` or `noop` action here and records its result.
     async fn run_in_hive(
         &self,
-        job_id: &str,
-        execution_id: &str,
+        job_id: &JobId,
+        execution_id: &ExecutionId,
         action: &Action,
         parameters: &Map<String, Value>,
     ) {
@@ -119,11 +121,11 @@ impl Hive {
             .map(|e| ultron8_core::model::redact(&e, &secrets));
         let mut audit = self.audit(
             Actor::Hive,
-            "execution.finished",
+            AuditVerb::ExecutionFinished,
             json!({ "duration_ms": result.duration_ms, "error": result.error }),
         );
-        audit.job_id = Some(job_id.to_string());
-        audit.execution_id = Some(execution_id.to_string());
+        audit.job_id = Some(job_id.clone());
+        audit.execution_id = Some(execution_id.clone());
         audit.action_ref = Some(action.reference());
         audit.status = Some(status);
         let update = ExecutionUpdate {

@@ -24,6 +24,7 @@ use futures::future::{Either, Ready, ready};
 use tonic::codegen::Service;
 use tonic::codegen::http;
 use tonic::server::NamedService;
+use ultron8_core::ids::DroneId;
 use ultron8_pki::PeerIdentity;
 
 use crate::actor::Actor;
@@ -37,7 +38,7 @@ pub enum Caller {
         role: String,
     },
     Drone {
-        id: String,
+        id: DroneId,
     },
     /// No client certificate, or one without an Ultron8 identity.
     Anonymous,
@@ -47,7 +48,7 @@ impl From<Option<PeerIdentity>> for Caller {
     fn from(identity: Option<PeerIdentity>) -> Self {
         match identity {
             Some(PeerIdentity::Operator { name, role }) => Caller::Operator { name, role },
-            Some(PeerIdentity::Drone { id }) => Caller::Drone { id },
+            Some(PeerIdentity::Drone { id }) => Caller::Drone { id: id.into() },
             None => Caller::Anonymous,
         }
     }
@@ -166,7 +167,7 @@ pub fn operator<T>(request: &tonic::Request<T>) -> Result<Actor, tonic::Status> 
 }
 
 /// The id of the drone behind a request the drone service admitted.
-pub fn drone<T>(request: &tonic::Request<T>) -> Result<String, tonic::Status> {
+pub fn drone<T>(request: &tonic::Request<T>) -> Result<DroneId, tonic::Status> {
     match request.extensions().get::<Caller>() {
         Some(Caller::Drone { id }) => Ok(id.clone()),
         _ => Err(not_admitted()),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
+use ultron8_core::ids::{DroneId, EventId, ExecutionId, JobId};
 use ultron8_proto::v1::{self, control_service_server::ControlService};
 
 use crate::caller::operator;
@@ -48,7 +49,8 @@ impl ControlService for ControlApi {
         &self,
         request: Request<v1::GetDroneRequest>,
     ) -> Result<Response<v1::Drone>, Status> {
-        let drone = self.hive.get_drone(&request.into_inner().id).await?;
+        let id = DroneId::from(request.into_inner().id);
+        let drone = self.hive.get_drone(&id).await?;
         Ok(Response::new(rpc::drone_to_wire(&drone)))
     }
 
@@ -68,7 +70,8 @@ impl ControlService for ControlApi {
         &self,
         request: Request<v1::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        let executions = self.hive.watch_job(&request.into_inner().job_id).await?;
+        let job_id = JobId::from(request.into_inner().job_id);
+        let executions = self.hive.watch_job(&job_id).await?;
         let executions = executions.map(|item| {
             item.map(|execution| rpc::execution_to_wire(&execution))
                 .map_err(Status::from)
@@ -80,7 +83,8 @@ impl ControlService for ControlApi {
         &self,
         request: Request<v1::GetJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
-        let job = self.hive.get_job(&request.into_inner().id).await?;
+        let id = JobId::from(request.into_inner().id);
+        let job = self.hive.get_job(&id).await?;
         Ok(Response::new(rpc::job_to_wire(&job)))
     }
 
@@ -98,7 +102,8 @@ impl ControlService for ControlApi {
         &self,
         request: Request<v1::GetExecutionRequest>,
     ) -> Result<Response<v1::Execution>, Status> {
-        let execution = self.hive.get_execution(&request.into_inner().id).await?;
+        let id = ExecutionId::from(request.into_inner().id);
+        let execution = self.hive.get_execution(&id).await?;
         Ok(Response::new(rpc::execution_to_wire(&execution)))
     }
 
@@ -114,7 +119,7 @@ impl ControlService for ControlApi {
         let request = request.into_inner();
         match self.hive.install_pack(&actor, &request.tarball).await {
             Ok((view, previous)) => Ok(Response::new(v1::InstallPackResponse {
-                pack: Some(rpc::pack_info(view)),
+                pack: Some(rpc::pack_info(view)?),
                 previous_version: previous.unwrap_or_default(),
                 refusal: None,
             })),
@@ -141,7 +146,10 @@ impl ControlService for ControlApi {
     ) -> Result<Response<v1::ListPacksResponse>, Status> {
         let packs = self.hive.list_packs().await?;
         Ok(Response::new(v1::ListPacksResponse {
-            packs: packs.into_iter().map(rpc::pack_info).collect(),
+            packs: packs
+                .into_iter()
+                .map(rpc::pack_info)
+                .collect::<Result<_, _>>()?,
         }))
     }
 
@@ -150,7 +158,7 @@ impl ControlService for ControlApi {
         request: Request<v1::GetPackRequest>,
     ) -> Result<Response<v1::PackInfo>, Status> {
         let pack = self.hive.get_pack(&request.into_inner().name).await?;
-        Ok(Response::new(rpc::pack_info(pack)))
+        Ok(Response::new(rpc::pack_info(pack)?))
     }
 
     async fn remove_pack(
@@ -203,7 +211,8 @@ impl ControlService for ControlApi {
         &self,
         request: Request<v1::GetEventRequest>,
     ) -> Result<Response<v1::EventInfo>, Status> {
-        let event = self.hive.get_event(&request.into_inner().id).await?;
+        let id = EventId::from(request.into_inner().id);
+        let event = self.hive.get_event(&id).await?;
         Ok(Response::new(rpc::event_info(&event)))
     }
 
@@ -215,7 +224,7 @@ impl ControlService for ControlApi {
         let trigger = Some(trigger.as_str()).filter(|t| !t.is_empty());
         let rules = self.hive.list_rules(trigger).await?;
         Ok(Response::new(v1::ListRulesResponse {
-            rules: rules.iter().map(rpc::rule_info).collect(),
+            rules: rules.iter().map(rpc::rule_info).collect::<Result<_, _>>()?,
         }))
     }
 
@@ -224,7 +233,7 @@ impl ControlService for ControlApi {
         request: Request<v1::GetRuleRequest>,
     ) -> Result<Response<v1::RuleInfo>, Status> {
         let rule = self.hive.get_rule(&request.into_inner().name).await?;
-        Ok(Response::new(rpc::rule_info(&rule)))
+        Ok(Response::new(rpc::rule_info(&rule)?))
     }
 
     async fn set_rule_enabled(
@@ -237,7 +246,7 @@ impl ControlService for ControlApi {
             .hive
             .set_rule_enabled(&actor, &request.name, request.enabled)
             .await?;
-        Ok(Response::new(rpc::rule_info(&rule)))
+        Ok(Response::new(rpc::rule_info(&rule)?))
     }
 
     async fn test_rules(

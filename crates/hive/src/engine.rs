@@ -5,7 +5,7 @@
 //! What an event costs does not grow with the rules that do not match it
 //! nor with the history stored:
 //!
-//! - Rules are compiled once per catalog version ([`RuleBook`]): decoded,
+//! - Rules are compiled once per catalog version ([`RuleBook`]): read,
 //!   their actions resolved, grouped by trigger. A batch costs one read of
 //!   the catalog's version to know whether to reload.
 //! - Criteria are evaluated in memory. A miss writes nothing; its reasons
@@ -31,7 +31,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+use ultron8_core::audit::AuditVerb;
 use ultron8_core::criteria;
+use ultron8_core::ids::EventId;
 use ultron8_pack::Action;
 use ultron8_store::{EventOutcome, EventRecord, FiringOutcome, RuleFiring, RuleRecord, StoreError};
 
@@ -93,7 +95,7 @@ impl Hive {
     pub async fn plan_rules(
         &self,
         records: &[RuleRecord],
-        event_id: &str,
+        event_id: &EventId,
         payload: &Value,
         now: DateTime<Utc>,
     ) -> Vec<RulePlan> {
@@ -136,9 +138,15 @@ impl Hive {
             .zip(compiled)
             .map(|(record, rule)| match rule {
                 Some(rule) => rule.plan(event_id, payload, &fleet, self.config.default_ttl, now),
+                // The book is read after the records: a pack installed or
+                // removed in between took this rule away (or moved it to
+                // another trigger).
                 None => failed_plan(
                     record,
-                    format!("stored rule {} is unreadable", record.reference),
+                    format!(
+                        "rule {} was changed or removed meanwhile; try again",
+                        record.reference
+                    ),
                 ),
             })
             .collect()
@@ -280,7 +288,11 @@ impl Hive {
     }
 
     async fn record_rule_failure(&self, event: &EventRecord, rule: &CompiledRule, error: &str) {
-        let mut audit = self.audit(Actor::Hive, "rule.failed", json!({ "error": error }));
+        let mut audit = self.audit(
+            Actor::Hive,
+            AuditVerb::RuleFailed,
+            json!({ "error": error }),
+        );
         audit.event_id = Some(event.id.clone());
         audit.rule = Some(rule.reference.clone());
         audit.action_ref = Some(rule.rule.action.reference.clone());

@@ -12,6 +12,7 @@ use std::fmt;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use ultron8_core::ids::DroneId;
 use ultron8_store::StoreError;
 
 /// What kind of failure an error is: decides the gRPC code and the HTTP
@@ -73,7 +74,7 @@ pub enum ErrorDetail {
     /// The target matched drones, but none of them is online.
     OfflineDrones {
         target: String,
-        offline: Vec<String>,
+        offline: Vec<DroneId>,
     },
     /// A pack was refused for its content; nothing was installed. Every
     /// problem, `file:line:column: message`.
@@ -142,13 +143,13 @@ impl HiveError {
 
     /// A target that matches no online drone, naming the matching drones
     /// that are offline.
-    pub fn no_online_drone(target: &str, offline: Vec<String>) -> Self {
+    pub fn no_online_drone(target: &str, offline: Vec<DroneId>) -> Self {
         let mut message = format!("target {target:?} matches no online drone");
         if !offline.is_empty() {
             let named: Vec<&str> = offline
                 .iter()
                 .take(OFFLINE_NAMED_IN_MESSAGE)
-                .map(String::as_str)
+                .map(DroneId::as_str)
                 .collect();
             message.push_str(&format!(" (offline: {}", named.join(", ")));
             if offline.len() > named.len() {
@@ -331,7 +332,7 @@ mod tests {
             error.message(),
             "target \"web-*\" matches no online drone (offline: web-1, web-2); see `ultronctl drone list`"
         );
-        let many: Vec<String> = (0..25).map(|i| format!("web-{i}")).collect();
+        let many: Vec<DroneId> = (0..25).map(|i| DroneId::new(format!("web-{i}"))).collect();
         let error = HiveError::no_online_drone("web-*", many.clone());
         assert!(
             error.message().contains("web-19 and 5 more)"),

@@ -12,11 +12,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use ultron8_broker::ActionPublisher;
 use ultron8_core::ExecutionStatus;
+use ultron8_core::audit::AuditVerb;
 use ultron8_pki::{CertificateAuthority, RequestSigningKey};
 use ultron8_proto::convert::command_to_wire;
 use ultron8_proto::v1;
 use ultron8_store::{ExecutionUpdate, NewAuditRecord, PendingDispatch, Store, TransitionOutcome};
 
+use crate::actor::Actor;
 use crate::config::HiveConfig;
 use crate::metrics::Metrics;
 use crate::planning::HIVE_EXECUTOR;
@@ -85,7 +87,7 @@ impl Hive {
         let body = self.signed_request(item, now);
         match self
             .publisher
-            .publish(&item.drone_id, body, remaining)
+            .publish(item.drone_id.as_str(), body, remaining)
             .await
         {
             Ok(()) => {
@@ -126,9 +128,9 @@ impl Hive {
 
     pub fn signed_request(&self, item: &PendingDispatch, now: DateTime<Utc>) -> Vec<u8> {
         let request = v1::ActionRequest {
-            job_id: item.job_id.clone(),
-            execution_id: item.execution_id.clone(),
-            drone_id: item.drone_id.clone(),
+            job_id: item.job_id.to_string(),
+            execution_id: item.execution_id.to_string(),
+            drone_id: item.drone_id.to_string(),
             issued_at_ms: now.timestamp_millis(),
             expires_at_ms: item.expires_at.timestamp_millis(),
             command: Some(command_to_wire(&item.command)),
@@ -199,19 +201,19 @@ impl Hive {
         }
     }
 
-    /// An audit record by `actor` (an [`Actor`](crate::actor::Actor), or
-    /// its stored text), with the links left for the caller to fill.
+    /// An audit record of `action` by `actor`, with the links left for the
+    /// caller to fill.
     pub fn audit(
         &self,
-        actor: impl std::fmt::Display,
-        action: &str,
+        actor: Actor,
+        action: AuditVerb,
         detail: serde_json::Value,
     ) -> NewAuditRecord {
         NewAuditRecord {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: crate::ids::new_audit_id(),
             at: Utc::now(),
-            actor: actor.to_string(),
-            action: action.to_string(),
+            actor,
+            action,
             job_id: None,
             execution_id: None,
             drone_id: None,

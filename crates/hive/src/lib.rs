@@ -9,6 +9,7 @@
 //!   [`error::HiveError`] out.
 //! - [`error`]: the one error type and its mapping to gRPC and HTTP.
 //! - [`actor`]: who did something, as records name them.
+//! - [`ids`]: the job, execution and event ids the hive mints.
 //! - [`caller`]: who is calling a gRPC service, checked once per request.
 //! - [`drone_service`], [`control_service`]: the gRPC adapters over [`ops`].
 //! - [`http`]: health, readiness, metrics, and the event intake routes
@@ -39,6 +40,7 @@ pub mod events;
 pub mod hive;
 pub mod http;
 pub mod identity;
+pub mod ids;
 pub mod metrics;
 pub mod ops;
 pub mod planning;

@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+use ultron8_core::ids::DroneId;
 use ultron8_core::params;
 use ultron8_core::target::{self, TargetSubject};
 use ultron8_core::{CommandSpec, Program, template};
 use ultron8_pack::{Action, Runner, ShellProgram};
 use ultron8_store::{DroneRecord, JobOrigin, NewExecution, NewJob};
+
+use crate::ids::{new_execution_id, new_job_id};
 
 /// Executions the hive runs itself (`http` and `noop` actions) carry this
 /// in place of a drone id; it can never be a drone's id (drone ids start
@@ -42,7 +45,7 @@ pub struct ActionJob {
     pub job: NewJob,
     pub executions: Vec<NewExecution>,
     /// Drones the target matched (empty for hive-side actions).
-    pub drones: Vec<String>,
+    pub drones: Vec<DroneId>,
     /// Online drones in the whole fleet: what a blast-radius percentage is
     /// a percentage of (the matched hosts alone would always be 100%).
     pub matching_fleet: u32,
@@ -67,7 +70,7 @@ impl Fleet {
     }
 
     /// The online drones `text` selects, and how many drones are online.
-    pub fn matching(&self, text: &str) -> Result<(Vec<String>, u32), PlanError> {
+    pub fn matching(&self, text: &str) -> Result<(Vec<DroneId>, u32), PlanError> {
         let expr = target::parse(text).map_err(|e| {
             PlanError::InvalidTarget(format!("invalid target {text:?}: {e}\n{}", e.render(text)))
         })?;
@@ -144,7 +147,7 @@ pub fn plan_action_job(
                 redact: secret_values(action, &parameters),
             };
             (
-                vec![HIVE_EXECUTOR.to_string()],
+                vec![DroneId::new(HIVE_EXECUTOR)],
                 0,
                 described,
                 HIVE_EXECUTOR.to_string(),
@@ -152,7 +155,7 @@ pub fn plan_action_job(
         }
     };
     let job = NewJob {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: new_job_id(),
         target,
         requester: requester.to_string(),
         command,
@@ -162,7 +165,7 @@ pub fn plan_action_job(
     let executions = drones
         .iter()
         .map(|drone| NewExecution {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: new_execution_id(),
             job_id: job.id.clone(),
             drone_id: drone.clone(),
             created_at: now,
@@ -195,7 +198,7 @@ fn runner_name(runner: &Runner) -> &'static str {
 pub(crate) fn matches(expr: &target::TargetExpr, drone: &DroneRecord) -> bool {
     let labels = drone.labels();
     expr.matches(&TargetSubject {
-        id: &drone.id,
+        id: drone.id.as_str(),
         hostname: &drone.facts.hostname,
         labels: &labels,
     })

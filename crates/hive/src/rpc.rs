@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use serde::Serialize;
 use serde_json::{Map, Value};
+use ultron8_core::ids::{DroneId, EventId, ExecutionId, JobId};
 use ultron8_core::{DroneFacts, ExecutionStatus, HostStats};
 use ultron8_proto::convert::{
     command_from_wire, command_to_wire, facts_from_wire, facts_to_wire, stats_from_wire,
@@ -87,7 +89,7 @@ pub fn join_token_ttl(request: &v1::CreateJoinTokenRequest) -> Option<Duration> 
 pub fn enrollment_request(request: v1::EnrollRequest) -> EnrollmentRequest {
     EnrollmentRequest {
         token: request.token,
-        drone_id: request.drone_id,
+        drone_id: DroneId::from(request.drone_id),
         csr_der: request.csr_der,
     }
 }
@@ -108,7 +110,7 @@ pub fn report_from_wire(report: v1::ExecutionReport) -> Result<DroneReport, Hive
     let status =
         status_from_wire(report.status).map_err(|e| HiveError::invalid_argument(e.to_string()))?;
     Ok(DroneReport {
-        execution_id: report.execution_id,
+        execution_id: ExecutionId::from(report.execution_id),
         status,
         started_at: from_ms(report.started_at_ms),
         finished_at: from_ms(report.finished_at_ms),
@@ -130,7 +132,7 @@ pub fn chunk_from_wire(chunk: v1::OutputChunk) -> OutputChunkRecord {
         _ => OutputStreamKind::Stdout,
     };
     OutputChunkRecord {
-        execution_id: chunk.execution_id,
+        execution_id: ExecutionId::from(chunk.execution_id),
         stream,
         offset: chunk.offset,
         data: chunk.data,
@@ -156,7 +158,7 @@ pub fn event_filter(request: v1::ListEventsRequest) -> EventFilter {
     EventFilter {
         trigger: given(request.trigger),
         limit: request.limit,
-        before_id: given(request.before_id),
+        before_id: given(request.before_id).map(EventId::from),
         ..Default::default()
     }
 }
@@ -174,10 +176,10 @@ pub fn audit_filter(request: v1::ListAuditRequest) -> Result<AuditFilter, HiveEr
         until: from_ms(request.until_ms),
         rule: given(request.rule),
         action_ref: given(request.action),
-        drone_id: given(request.drone),
+        drone_id: given(request.drone).map(DroneId::from),
         status,
-        event_id: given(request.event),
-        job_id: given(request.job),
+        event_id: given(request.event).map(EventId::from),
+        job_id: given(request.job).map(JobId::from),
         limit: request.limit,
         before_id: given(request.before_id),
         ..Default::default()
@@ -196,9 +198,9 @@ fn opt_ms(at: Option<DateTime<Utc>>) -> i64 {
 
 pub fn execution_to_wire(e: &ExecutionRecord) -> v1::Execution {
     v1::Execution {
-        id: e.id.clone(),
-        job_id: e.job_id.clone(),
-        drone_id: e.drone_id.clone(),
+        id: e.id.to_string(),
+        job_id: e.job_id.to_string(),
+        drone_id: e.drone_id.to_string(),
         status: status_to_wire(e.status) as i32,
         exit_code: e.result.exit_code,
         stdout: e.result.stdout.clone(),
@@ -217,7 +219,7 @@ pub fn execution_to_wire(e: &ExecutionRecord) -> v1::Execution {
 
 pub fn job_to_wire(job: &JobRecord) -> v1::Job {
     v1::Job {
-        id: job.id.clone(),
+        id: job.id.to_string(),
         target: job.target.clone(),
         requester: job.requester.clone(),
         // Operators see the command with its secrets masked.
@@ -240,7 +242,7 @@ pub fn job_summary_to_wire(job: JobSummary) -> v1::JobSummary {
         succeeded: count(|s| s == ExecutionStatus::Succeeded),
         failed: count(|s| s.is_terminal() && s != ExecutionStatus::Succeeded),
         pending: count(|s| !s.is_terminal()),
-        id: job.id,
+        id: job.id.into_string(),
         target: job.target,
         requester: job.requester,
         command: job.command.display(),
@@ -252,7 +254,7 @@ pub fn drone_to_wire(drone: &DroneRecord) -> v1::Drone {
     let mut facts = facts_to_wire(&drone.facts);
     facts.labels = drone.labels().into_iter().collect();
     v1::Drone {
-        id: drone.id.clone(),
+        id: drone.id.to_string(),
         facts: Some(facts),
         online: drone.online,
         last_seen_ms: opt_ms(drone.last_seen_at),
@@ -296,28 +298,33 @@ pub fn interval_ms(interval: Duration) -> u32 {
     u32::try_from(interval.as_millis()).unwrap_or(u32::MAX)
 }
 
-pub fn pack_info(view: PackView) -> v1::PackInfo {
-    v1::PackInfo {
-        actions: view.pack.actions.iter().map(|a| a.reference()).collect(),
-        rules: view
-            .pack
-            .rules
-            .iter()
-            .map(|r| format!("{}.{}", r.pack, r.name))
-            .collect(),
+/// The JSON text of a pack, action or rule as the hive stores it. Through
+/// a `Value`, whose object keys are sorted: the same text a stored
+/// definition read back as JSON always gave.
+fn json_text(value: &impl Serialize) -> Result<String, HiveError> {
+    serde_json::to_value(value)
+        .map(|json| json.to_string())
+        .map_err(|e| HiveError::internal(format!("cannot encode a stored definition: {e}")))
+}
+
+pub fn pack_info(view: PackView) -> Result<v1::PackInfo, HiveError> {
+    let pack = &view.record.content;
+    Ok(v1::PackInfo {
+        actions: pack.actions.iter().map(|a| a.reference()).collect(),
+        rules: pack.rules.iter().map(|r| r.reference()).collect(),
         previous_versions: view.history.into_iter().map(|p| p.version).collect(),
-        content_json: view.record.content.to_string(),
+        content_json: json_text(pack)?,
         name: view.record.name,
         version: view.record.version,
         description: view.record.description,
         installed_by: view.record.installed_by,
         installed_at_ms: ms(view.record.installed_at),
-    }
+    })
 }
 
 pub fn event_info(event: &EventRecord) -> v1::EventInfo {
     v1::EventInfo {
-        id: event.id.clone(),
+        id: event.id.to_string(),
         trigger: event.trigger.clone(),
         payload_json: event.payload.to_string(),
         source: event.source.clone(),
@@ -333,21 +340,16 @@ pub fn event_info(event: &EventRecord) -> v1::EventInfo {
     }
 }
 
-pub fn rule_info(rule: &RuleRecord) -> v1::RuleInfo {
-    let definition: Option<ultron8_pack::Rule> =
-        serde_json::from_value(rule.definition.clone()).ok();
-    v1::RuleInfo {
+pub fn rule_info(rule: &RuleRecord) -> Result<v1::RuleInfo, HiveError> {
+    Ok(v1::RuleInfo {
         name: rule.reference.clone(),
         pack: rule.pack.clone(),
         trigger: rule.trigger.clone(),
         enabled: rule.enabled,
-        action: definition
-            .as_ref()
-            .map(|d| d.action.reference.clone())
-            .unwrap_or_default(),
-        description: definition.map(|d| d.description).unwrap_or_default(),
-        definition_json: rule.definition.to_string(),
-    }
+        action: rule.definition.action.reference.clone(),
+        description: rule.definition.description.clone(),
+        definition_json: json_text(&rule.definition)?,
+    })
 }
 
 pub fn rule_test(plan: RulePlan) -> v1::RuleTest {
@@ -368,7 +370,8 @@ pub fn rule_test(plan: RulePlan) -> v1::RuleTest {
         drones: plan
             .drones
             .into_iter()
-            .filter(|d| d != HIVE_EXECUTOR)
+            .filter(|d| *d != HIVE_EXECUTOR)
+            .map(DroneId::into_string)
             .collect(),
     }
 }
@@ -377,13 +380,22 @@ pub fn audit_entry(record: AuditRecord) -> v1::AuditEntry {
     v1::AuditEntry {
         id: record.id,
         at_ms: ms(record.at),
-        actor: record.actor,
-        kind: record.action,
-        job_id: record.job_id.unwrap_or_default(),
-        execution_id: record.execution_id.unwrap_or_default(),
-        drone_id: record.drone_id.unwrap_or_default(),
+        actor: record.actor.to_string(),
+        kind: record.action.as_str().to_string(),
+        job_id: record.job_id.map(JobId::into_string).unwrap_or_default(),
+        execution_id: record
+            .execution_id
+            .map(ExecutionId::into_string)
+            .unwrap_or_default(),
+        drone_id: record
+            .drone_id
+            .map(DroneId::into_string)
+            .unwrap_or_default(),
         status: record.status.map(|s| s.to_string()).unwrap_or_default(),
-        event_id: record.event_id.unwrap_or_default(),
+        event_id: record
+            .event_id
+            .map(EventId::into_string)
+            .unwrap_or_default(),
         rule: record.rule.unwrap_or_default(),
         action: record.action_ref.unwrap_or_default(),
         detail_json: record.detail.to_string(),

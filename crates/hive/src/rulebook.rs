@@ -1,4 +1,4 @@
-//! Rules as the engine runs them: decoded once per catalog version, their
+//! Rules as the engine runs them: read once per catalog version, their
 //! actions resolved, grouped by trigger ([`RuleBook`]), and planned against
 //! an event and a fleet ([`CompiledRule`]), writing nothing. The engine
 //! (`engine.rs`), `rule test` and `event get --explain` all plan through
@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tracing::warn;
+use ultron8_core::ids::{DroneId, EventId};
 use ultron8_core::{criteria, template};
 use ultron8_pack::{Action, Rule};
 use ultron8_store::{ActionRecord, JobOrigin, NewExecution, NewJob, RuleRecord};
@@ -19,8 +19,8 @@ use ultron8_store::{ActionRecord, JobOrigin, NewExecution, NewJob, RuleRecord};
 use crate::actor::Actor;
 use crate::planning::{ActionJob, Fleet, plan_action_job};
 
-/// A rule as the engine runs it: decoded once per catalog version, its
-/// action resolved.
+/// A rule as the engine runs it: read once per catalog version, its action
+/// resolved.
 #[derive(Debug)]
 pub struct CompiledRule {
     pub reference: String,
@@ -35,17 +35,15 @@ impl CompiledRule {
     pub fn compile(
         record: &RuleRecord,
         action: impl FnOnce(&str) -> Option<Action>,
-    ) -> Result<CompiledRule, String> {
-        let rule: Rule = serde_json::from_value(record.definition.clone())
-            .map_err(|e| format!("stored rule {} is unreadable: {e}", record.reference))?;
-        let reference = rule.action.reference.clone();
-        Ok(CompiledRule {
+    ) -> CompiledRule {
+        let rule = record.definition.clone();
+        let reference = &rule.action.reference;
+        CompiledRule {
             reference: record.reference.clone(),
             enabled: record.enabled,
-            action: action(&reference)
-                .ok_or_else(|| format!("action {reference} is not installed")),
+            action: action(reference).ok_or_else(|| format!("action {reference} is not installed")),
             rule,
-        })
+        }
     }
 
     pub(crate) fn needs_drones(&self) -> bool {
@@ -56,7 +54,7 @@ impl CompiledRule {
     /// event and plans the job against `fleet`. Nothing is written.
     pub(crate) fn prepare(
         &self,
-        event_id: &str,
+        event_id: &EventId,
         payload: &Value,
         fleet: &Fleet,
         ttl: Duration,
@@ -83,7 +81,7 @@ impl CompiledRule {
         let origin = JobOrigin {
             action_ref: Some(action.reference()),
             rule: Some(self.reference.clone()),
-            event_id: Some(event_id.to_string()),
+            event_id: Some(event_id.clone()),
             parameters: None,
         };
         let requester = Actor::Rule(self.reference.clone()).to_string();
@@ -120,7 +118,7 @@ impl CompiledRule {
     /// the engine all come through here.
     pub(crate) fn plan(
         &self,
-        event_id: &str,
+        event_id: &EventId,
         payload: &Value,
         fleet: &Fleet,
         ttl: Duration,
@@ -170,32 +168,22 @@ pub struct RuleBook {
 }
 
 impl RuleBook {
-    /// Compiles the catalog. A rule that cannot be decoded is left out and
-    /// logged: the store holds only what a validated install wrote, so this
-    /// means a hive older than the data, and the other rules still run.
+    /// Compiles the catalog. The store decoded every rule and action when
+    /// it read them (a stored one that does not decode fails the read), so
+    /// every rule is in the book; one whose action is not installed is
+    /// kept, and says so when it matches.
     pub fn compile(version: i64, rules: &[RuleRecord], actions: Vec<ActionRecord>) -> RuleBook {
-        let mut decoded: HashMap<String, Action> = HashMap::new();
-        for record in actions {
-            match serde_json::from_value::<Action>(record.definition) {
-                Ok(action) => {
-                    decoded.insert(record.reference, action);
-                }
-                Err(e) => {
-                    warn!(action = %record.reference, error = %e, "stored action is unreadable; rules using it cannot run")
-                }
-            }
-        }
+        let actions: HashMap<String, Action> = actions
+            .into_iter()
+            .map(|record| (record.reference, record.definition))
+            .collect();
         let mut by_trigger: HashMap<String, Vec<Arc<CompiledRule>>> = HashMap::new();
         for record in rules {
-            match CompiledRule::compile(record, |reference| decoded.get(reference).cloned()) {
-                Ok(rule) => by_trigger
-                    .entry(record.trigger.clone())
-                    .or_default()
-                    .push(Arc::new(rule)),
-                Err(e) => {
-                    warn!(rule = %record.reference, error = %e, "rule left out of the rules engine")
-                }
-            }
+            let rule = CompiledRule::compile(record, |reference| actions.get(reference).cloned());
+            by_trigger
+                .entry(record.trigger.clone())
+                .or_default()
+                .push(Arc::new(rule));
         }
         RuleBook {
             version,
@@ -247,7 +235,7 @@ pub struct RulePlan {
     /// Rendered and validated; secrets masked.
     pub parameters: Option<Value>,
     pub target: Option<String>,
-    pub drones: Vec<String>,
+    pub drones: Vec<DroneId>,
     /// Set when the rule matched but its action cannot be prepared.
     pub error: Option<String>,
     #[serde(skip)]

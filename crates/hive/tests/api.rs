@@ -493,7 +493,7 @@ async fn a_drone_joins_with_a_token_registers_and_comes_online() {
     assert!(
         audit
             .iter()
-            .any(|a| a.action == "drone.enrolled" && a.actor == "drone:web-7"),
+            .any(|a| a.action.as_str() == "drone.enrolled" && a.actor.to_string() == "drone:web-7"),
         "{audit:?}"
     );
 }
@@ -540,7 +540,7 @@ async fn webhooks_are_stored_or_refused_with_the_status_that_says_why() {
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let id = body["event_id"].as_str().expect("event id");
-    let event = test.hive.get_event(id).await.expect("stored");
+    let event = test.hive.get_event(&id.into()).await.expect("stored");
     assert_eq!(event.payload["body"]["v"], 1);
     assert_eq!(event.payload["headers"]["x-source"], "ci");
     assert_eq!(event.source, "webhook:deploy");

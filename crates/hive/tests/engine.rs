@@ -13,6 +13,7 @@ use chrono::Utc;
 use common::TestHive;
 use serde_json::{Value, json};
 use ultron8_core::ExecutionStatus;
+use ultron8_core::ids::EventId;
 use ultron8_hive::actor::Actor;
 use ultron8_hive::hive::Hive;
 use ultron8_store::{AuditFilter, EventFilter, EventRecord, EventState, ExecutionUpdate};
@@ -88,21 +89,21 @@ async fn process(hive: &Arc<Hive>) -> usize {
         .expect("the engine processes the pending events")
 }
 
-async fn event(hive: &Hive, id: &str) -> EventRecord {
+async fn event(hive: &Hive, id: &EventId) -> EventRecord {
     hive.get_event(id).await.expect("the event exists")
 }
 
-/// The audit kinds recorded for an event, oldest first.
-async fn audit_kinds(hive: &Hive, event_id: &str) -> Vec<String> {
+/// The audit kinds recorded for an event, oldest first, as stored.
+async fn audit_kinds(hive: &Hive, event_id: &EventId) -> Vec<String> {
     let mut records = hive
         .list_audit(&AuditFilter {
-            event_id: Some(event_id.into()),
+            event_id: Some(event_id.clone()),
             ..AuditFilter::default()
         })
         .await
         .expect("list audit");
     records.reverse();
-    records.into_iter().map(|r| r.action).collect()
+    records.into_iter().map(|r| r.action.to_string()).collect()
 }
 
 async fn job_count(hive: &Hive) -> i64 {
@@ -259,7 +260,7 @@ async fn max_concurrent_holds_until_the_running_job_finishes() {
         result: Some(Default::default()),
     };
     hive.store
-        .transition_execution(&request.execution_id, &finished, None)
+        .transition_execution(&request.execution_id.into(), &finished, None)
         .await
         .expect("record the result");
     let third = fire(hive, alert("ServiceDown", "web-1")).await;

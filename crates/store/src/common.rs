@@ -8,9 +8,10 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use sqlx::FromRow;
 use sqlx::types::JsonValue;
-use ultron8_core::{DroneFacts, ExecutionStatus};
-
+use ultron8_core::audit::{Actor, AuditVerb};
+use ultron8_core::ids::{DroneId, EventId, ExecutionId, JobId};
 use ultron8_core::policy::Observation;
+use ultron8_core::{DroneFacts, ExecutionStatus};
 
 use crate::dialect::SqlTime;
 use crate::{
@@ -62,7 +63,7 @@ pub(crate) const HOSTS_OF_RULE_SINCE: &str = "SELECT DISTINCT e.drone_id \
 
 /// The `rule_decisions.outcome` of a decision: a firing made a job, a
 /// hold did not (as the table's CHECK requires).
-pub(crate) fn decision_outcome(job_id: Option<&str>) -> &'static str {
+pub(crate) fn decision_outcome(job_id: Option<&JobId>) -> &'static str {
     if job_id.is_some() { "fired" } else { "held" }
 }
 
@@ -127,14 +128,14 @@ pub(crate) fn output_offset(chunk: &OutputChunkRecord) -> Result<i64> {
 
 /// One `(stream, byte_offset, data)` row of `execution_output`.
 pub(crate) fn output_chunk(
-    execution_id: &str,
+    execution_id: &ExecutionId,
     stream: &str,
     offset: i64,
     data: Vec<u8>,
 ) -> Result<OutputChunkRecord> {
     Ok(OutputChunkRecord {
-        execution_id: execution_id.to_string(),
-        stream: parse_stream(stream, execution_id)?,
+        execution_id: execution_id.clone(),
+        stream: parse_stream(stream, execution_id.as_str())?,
         offset: u64::try_from(offset).map_err(|_| {
             StoreError::Corrupt(format!(
                 "negative output offset {offset} for execution {execution_id}"
@@ -218,13 +219,19 @@ impl<'a> TransitionWrite<'a> {
     }
 }
 
+/// An id for an audit record the store writes itself: uuid v7, as the
+/// hive's, so the trail sorts by time.
+fn new_audit_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 /// The audit record of an execution the expiry sweep moved to `expired`.
 pub(crate) fn expiry_audit(execution: &ExecutionRecord, cutoff: DateTime<Utc>) -> NewAuditRecord {
     NewAuditRecord {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: new_audit_id(),
         at: cutoff,
-        actor: "hive".to_string(),
-        action: "execution.expired".to_string(),
+        actor: Actor::Hive,
+        action: AuditVerb::ExecutionExpired,
         job_id: Some(execution.job_id.clone()),
         execution_id: Some(execution.id.clone()),
         drone_id: Some(execution.drone_id.clone()),
@@ -257,6 +264,12 @@ pub(crate) fn finished_state(outcome: &EventOutcome) -> EventState {
 /// stores nothing.
 pub(crate) fn matched_rules_json(outcome: &EventOutcome) -> Option<JsonValue> {
     (!outcome.matched_rules.is_empty()).then(|| serde_json::json!(outcome.matched_rules))
+}
+
+/// A stored actor or verb of audit record `id` that the trail's vocabulary
+/// does not know: written by something other than this store.
+fn corrupt_audit(id: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("audit record {id}: {error}"))
 }
 
 fn parse_event_state(text: &str, event_id: &str) -> Result<EventState> {
@@ -311,7 +324,12 @@ pub(crate) fn observation(
     // A host this firing asks for again is counted once, with the request.
     let again = hosts_in_window
         .iter()
-        .filter(|host| !firing.executions.iter().any(|e| &e.drone_id == *host))
+        .filter(|host| {
+            !firing
+                .executions
+                .iter()
+                .any(|e| e.drone_id == host.as_str())
+        })
         .count();
     Observation {
         last_fired_for_key,
@@ -343,7 +361,7 @@ pub(crate) fn fired_audit(
         job_id: Some(job.id.clone()),
         action_ref: job.origin.action_ref.clone(),
         detail: firing_detail(&firing.detail, observation, None),
-        ..firing_audit(firing, "rule.fired", now)
+        ..firing_audit(firing, AuditVerb::RuleFired, now)
     }
 }
 
@@ -357,16 +375,16 @@ pub(crate) fn held_audit(
     NewAuditRecord {
         action_ref: firing.job.origin.action_ref.clone(),
         detail: firing_detail(&firing.detail, observation, Some(reason)),
-        ..firing_audit(firing, "rule.held", now)
+        ..firing_audit(firing, AuditVerb::RuleHeld, now)
     }
 }
 
-fn firing_audit(firing: &RuleFiring, action: &str, now: DateTime<Utc>) -> NewAuditRecord {
+fn firing_audit(firing: &RuleFiring, action: AuditVerb, now: DateTime<Utc>) -> NewAuditRecord {
     NewAuditRecord {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: new_audit_id(),
         at: now,
-        actor: "hive".to_string(),
-        action: action.to_string(),
+        actor: Actor::Hive,
+        action,
         job_id: None,
         execution_id: None,
         drone_id: None,
@@ -432,7 +450,7 @@ impl TryFrom<DroneRow> for DroneRecord {
             registered_at: row.registered_at.map(Into::into),
             last_seen_at: row.last_seen_at.map(Into::into),
             certificate_fingerprint: row.certificate_fingerprint,
-            id: row.id,
+            id: DroneId::from(row.id),
         })
     }
 }
@@ -455,7 +473,7 @@ impl JobRow {
         JobOrigin {
             action_ref: self.action_ref.take(),
             rule: self.rule.take(),
-            event_id: self.event_id.take(),
+            event_id: self.event_id.take().map(EventId::from),
             parameters: self.parameters.take(),
         }
     }
@@ -464,7 +482,7 @@ impl JobRow {
         Ok(JobRecord {
             origin: self.origin(),
             command: from_json(self.command, "jobs.command", &self.id)?,
-            id: self.id,
+            id: JobId::from(self.id),
             target: self.target,
             requester: self.requester,
             created_at: self.created_at.into(),
@@ -480,7 +498,7 @@ impl JobRow {
             origin: self.origin(),
             command: from_json(self.command, "jobs.command", &self.id)?,
             status_counts,
-            id: self.id,
+            id: JobId::from(self.id),
             target: self.target,
             requester: self.requester,
             created_at: self.created_at.into(),
@@ -529,9 +547,9 @@ impl TryFrom<ExecutionRow> for ExecutionRecord {
                 duration_ms,
                 error: row.error,
             },
-            id: row.id,
-            job_id: row.job_id,
-            drone_id: row.drone_id,
+            id: ExecutionId::from(row.id),
+            job_id: JobId::from(row.job_id),
+            drone_id: DroneId::from(row.drone_id),
             created_at: row.created_at.into(),
             expires_at: row.expires_at.into(),
             dispatched_at: row.dispatched_at.map(Into::into),
@@ -558,9 +576,9 @@ impl TryFrom<PendingRow> for PendingDispatch {
     fn try_from(row: PendingRow) -> Result<Self> {
         Ok(PendingDispatch {
             command: from_json(row.command, "jobs.command", &row.job_id)?,
-            execution_id: row.execution_id,
-            job_id: row.job_id,
-            drone_id: row.drone_id,
+            execution_id: ExecutionId::from(row.execution_id),
+            job_id: JobId::from(row.job_id),
+            drone_id: DroneId::from(row.drone_id),
             requester: row.requester,
             created_at: row.created_at.into(),
             expires_at: row.expires_at.into(),
@@ -594,14 +612,14 @@ impl TryFrom<AuditRow> for AuditRecord {
                 .as_deref()
                 .map(|status| parse_status(status, &row.id))
                 .transpose()?,
+            actor: row.actor.parse().map_err(|e| corrupt_audit(&row.id, e))?,
+            action: row.action.parse().map_err(|e| corrupt_audit(&row.id, e))?,
             id: row.id,
             at: row.at.into(),
-            actor: row.actor,
-            action: row.action,
-            job_id: row.job_id,
-            execution_id: row.execution_id,
-            drone_id: row.drone_id,
-            event_id: row.event_id,
+            job_id: row.job_id.map(JobId::from),
+            execution_id: row.execution_id.map(ExecutionId::from),
+            drone_id: row.drone_id.map(DroneId::from),
+            event_id: row.event_id.map(EventId::from),
             rule: row.rule,
             action_ref: row.action_ref,
             detail: row.detail,
@@ -619,16 +637,18 @@ pub(crate) struct PackRow {
     pub installed_by: String,
 }
 
-impl From<PackRow> for PackRecord {
-    fn from(row: PackRow) -> Self {
-        PackRecord {
-            name: row.name,
-            version: row.version,
-            description: row.description,
-            content: row.content,
-            installed_at: row.installed_at.into(),
-            installed_by: row.installed_by,
-        }
+impl PackRow {
+    /// The record, its content decoded; `column` names where it was read
+    /// (`packs.content` or `pack_history.content`) for the error.
+    pub(crate) fn into_record(self, column: &str) -> Result<PackRecord> {
+        Ok(PackRecord {
+            content: from_json(self.content, column, &self.name)?,
+            name: self.name,
+            version: self.version,
+            description: self.description,
+            installed_at: self.installed_at.into(),
+            installed_by: self.installed_by,
+        })
     }
 }
 
@@ -639,13 +659,15 @@ pub(crate) struct ActionRow {
     pub definition: JsonValue,
 }
 
-impl From<ActionRow> for ActionRecord {
-    fn from(row: ActionRow) -> Self {
-        ActionRecord {
+impl TryFrom<ActionRow> for ActionRecord {
+    type Error = StoreError;
+
+    fn try_from(row: ActionRow) -> Result<Self> {
+        Ok(ActionRecord {
+            definition: from_json(row.definition, "actions.definition", &row.reference)?,
             reference: row.reference,
             pack: row.pack,
-            definition: row.definition,
-        }
+        })
     }
 }
 
@@ -658,15 +680,17 @@ pub(crate) struct RuleRow {
     pub definition: JsonValue,
 }
 
-impl From<RuleRow> for RuleRecord {
-    fn from(row: RuleRow) -> Self {
-        RuleRecord {
+impl TryFrom<RuleRow> for RuleRecord {
+    type Error = StoreError;
+
+    fn try_from(row: RuleRow) -> Result<Self> {
+        Ok(RuleRecord {
+            definition: from_json(row.definition, "rules.definition", &row.reference)?,
             reference: row.reference,
             pack: row.pack,
             trigger: row.trigger,
             enabled: row.enabled,
-            definition: row.definition,
-        }
+        })
     }
 }
 
@@ -700,7 +724,7 @@ impl TryFrom<EventRow> for EventRecord {
                 .unwrap_or_default(),
             processed_at: row.processed_at.map(Into::into),
             error: row.error,
-            id: row.id,
+            id: EventId::from(row.id),
         })
     }
 }

@@ -56,6 +56,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use types::*;
+use ultron8_core::ids::{DroneId, EventId, ExecutionId, JobId};
 use ultron8_core::{DroneFacts, HostStats};
 
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +110,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         token_id: &str,
         secret_sha256: &[u8],
-        drone_id: &str,
+        drone_id: &DroneId,
         now: DateTime<Utc>,
     ) -> Result<JoinTokenGrant>;
 
@@ -120,22 +121,22 @@ pub trait Store: Send + Sync + 'static {
     /// with NotFound for a drone that never enrolled.
     async fn record_registration(
         &self,
-        drone_id: &str,
+        drone_id: &DroneId,
         facts: &DroneFacts,
         now: DateTime<Utc>,
     ) -> Result<()>;
     /// Stores the stats, marks the drone online and seen at `now`.
     async fn record_heartbeat(
         &self,
-        drone_id: &str,
+        drone_id: &DroneId,
         stats: &HostStats,
         now: DateTime<Utc>,
     ) -> Result<()>;
     /// Marks online drones last seen before `cutoff` offline; returns their ids.
-    async fn mark_silent_drones_offline(&self, cutoff: DateTime<Utc>) -> Result<Vec<String>>;
+    async fn mark_silent_drones_offline(&self, cutoff: DateTime<Utc>) -> Result<Vec<DroneId>>;
     /// Ordered by id.
     async fn list_drones(&self) -> Result<Vec<DroneRecord>>;
-    async fn get_drone(&self, drone_id: &str) -> Result<Option<DroneRecord>>;
+    async fn get_drone(&self, drone_id: &DroneId) -> Result<Option<DroneRecord>>;
 
     // --- jobs and executions --------------------------------------------
     /// Writes the job, all its executions (status `requested`) and the audit
@@ -147,23 +148,23 @@ pub trait Store: Send + Sync + 'static {
         audit: &NewAuditRecord,
     ) -> Result<()>;
     /// The job with its executions ordered by drone id.
-    async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>>;
+    async fn get_job(&self, job_id: &JobId) -> Result<Option<JobRecord>>;
     /// Most recent first.
     async fn list_jobs(&self, limit: u32) -> Result<Vec<JobSummary>>;
-    async fn get_execution(&self, execution_id: &str) -> Result<Option<ExecutionRecord>>;
+    async fn get_execution(&self, execution_id: &ExecutionId) -> Result<Option<ExecutionRecord>>;
     /// Applies `update` if the state machine allows the move from the
     /// current status, and appends `audit` in the same transaction only when
     /// it applied. Never overwrites a terminal state.
     async fn transition_execution(
         &self,
-        execution_id: &str,
+        execution_id: &ExecutionId,
         update: &ExecutionUpdate,
         audit: Option<&NewAuditRecord>,
     ) -> Result<TransitionOutcome>;
     /// Appends streamed output. Chunks for a terminal execution are ignored.
     async fn append_output(&self, chunk: &OutputChunkRecord) -> Result<()>;
     /// Streamed output recorded so far, ordered by stream then offset.
-    async fn execution_output(&self, execution_id: &str) -> Result<Vec<OutputChunkRecord>>;
+    async fn execution_output(&self, execution_id: &ExecutionId) -> Result<Vec<OutputChunkRecord>>;
     /// Executions still `requested` that were created before `created_before`
     /// and have not expired at `now`: the hive crashed between commit and
     /// publish, or the publish failed. Oldest first.
@@ -243,9 +244,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<EventRecord>>;
     /// Marks a claimed event processed (`error` None) or failed. NotFound
     /// for an unknown id.
-    async fn finish_event(&self, id: &str, error: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+    async fn finish_event(
+        &self,
+        id: &EventId,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let outcome = EventOutcome {
-            id: id.to_string(),
+            id: id.clone(),
             error: error.map(str::to_string),
             matched_rules: Vec::new(),
         };
@@ -268,7 +274,7 @@ pub trait Store: Send + Sync + 'static {
     /// first outcome stays. Unknown ids are skipped. Returns how many
     /// events changed.
     async fn finish_events(&self, outcomes: &[EventOutcome], now: DateTime<Utc>) -> Result<u64>;
-    async fn get_event(&self, id: &str) -> Result<Option<EventRecord>>;
+    async fn get_event(&self, id: &EventId) -> Result<Option<EventRecord>>;
     /// Newest first.
     async fn list_events(&self, filter: &EventFilter) -> Result<Vec<EventRecord>>;
 

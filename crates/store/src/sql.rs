@@ -48,6 +48,8 @@ use sqlx::{
     Arguments, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction,
     Type,
 };
+use ultron8_core::audit::AuditVerb;
+use ultron8_core::ids::{DroneId, EventId, ExecutionId, JobId};
 use ultron8_core::policy::{self, Decision};
 use ultron8_core::{DroneFacts, ExecutionStatus, HostStats};
 
@@ -97,9 +99,9 @@ fn to_json(value: &impl Serialize) -> Result<JsonValue> {
 
 /// NotFound when an update of `drone_id` changed nothing: the drone never
 /// enrolled.
-fn drone_updated(updated: u64, drone_id: &str) -> Result<()> {
+fn drone_updated(updated: u64, drone_id: &DroneId) -> Result<()> {
     if updated == 0 {
-        return Err(not_found("drone", drone_id));
+        return Err(not_found("drone", drone_id.as_str()));
     }
     Ok(())
 }
@@ -285,7 +287,7 @@ where
         .bind(SqlTime(job.created_at))
         .bind(job.origin.action_ref.as_deref())
         .bind(job.origin.rule.as_deref())
-        .bind(job.origin.event_id.as_deref())
+        .bind(job.origin.event_id.as_ref().map(EventId::as_str))
         .bind(job.origin.parameters.as_ref())
         .execute(&mut *conn)
         .await?;
@@ -321,14 +323,14 @@ where
             |row, record| {
                 row.bind(record.id.as_str())
                     .bind(SqlTime(record.at))
-                    .bind(record.actor.as_str())
+                    .bind(record.actor.to_string())
                     .bind(record.action.as_str())
-                    .bind(record.job_id.as_deref())
-                    .bind(record.execution_id.as_deref())
-                    .bind(record.drone_id.as_deref())
+                    .bind(record.job_id.as_ref().map(JobId::as_str))
+                    .bind(record.execution_id.as_ref().map(ExecutionId::as_str))
+                    .bind(record.drone_id.as_ref().map(DroneId::as_str))
                     .bind(record.status.map(ExecutionStatus::as_str))
                     .bind(&record.detail)
-                    .bind(record.event_id.as_deref())
+                    .bind(record.event_id.as_ref().map(EventId::as_str))
                     .bind(record.rule.as_deref())
                     .bind(record.action_ref.as_deref());
             },
@@ -432,7 +434,7 @@ where
         let decision = policy::decide(&firing.policy, &observation, now);
         // What an allowed firing writes; its id goes into the decision row.
         let job = fired_job(firing);
-        let job_id = matches!(decision, Decision::Allow).then_some(job.id.as_str());
+        let job_id = matches!(decision, Decision::Allow).then_some(&job.id);
         // The decision row first, before anything else is written: its
         // primary key (event, rule) is what keeps a rule from firing twice
         // for one event (a replica that died after firing leaves the event
@@ -448,7 +450,7 @@ where
         .bind(firing.event_id.as_str())
         .bind(firing.rule.as_str())
         .bind(decision_outcome(job_id))
-        .bind(job_id)
+        .bind(job_id.map(JobId::as_str))
         .bind(SqlTime(now))
         .execute(&mut *conn)
         .await?
@@ -541,7 +543,7 @@ where
         &self,
         token_id: &str,
         secret_sha256: &[u8],
-        drone_id: &str,
+        drone_id: &DroneId,
         now: DateTime<Utc>,
     ) -> Result<JoinTokenGrant> {
         // One conditional UPDATE: of two concurrent consumers the second
@@ -556,7 +558,7 @@ where
         )
         .bind(token_id)
         .bind(secret_sha256)
-        .bind(drone_id)
+        .bind(drone_id.as_str())
         .bind(SqlTime(now))
         .fetch_all(&self.writer)
         .await?;
@@ -598,7 +600,7 @@ where
 
     async fn record_registration(
         &self,
-        drone_id: &str,
+        drone_id: &DroneId,
         facts: &DroneFacts,
         now: DateTime<Utc>,
     ) -> Result<()> {
@@ -606,7 +608,7 @@ where
             "UPDATE drones SET facts = $2, online = true, registered_at = $3, last_seen_at = $3 \
              WHERE id = $1",
         )
-        .bind(drone_id)
+        .bind(drone_id.as_str())
         .bind(to_json(facts)?)
         .bind(SqlTime(now))
         .execute(&self.writer)
@@ -617,14 +619,14 @@ where
 
     async fn record_heartbeat(
         &self,
-        drone_id: &str,
+        drone_id: &DroneId,
         stats: &HostStats,
         now: DateTime<Utc>,
     ) -> Result<()> {
         let updated = sqlx::query(
             "UPDATE drones SET stats = $2, online = true, last_seen_at = $3 WHERE id = $1",
         )
-        .bind(drone_id)
+        .bind(drone_id.as_str())
         .bind(to_json(stats)?)
         .bind(SqlTime(now))
         .execute(&self.writer)
@@ -633,7 +635,7 @@ where
         drone_updated(updated, drone_id)
     }
 
-    async fn mark_silent_drones_offline(&self, cutoff: DateTime<Utc>) -> Result<Vec<String>> {
+    async fn mark_silent_drones_offline(&self, cutoff: DateTime<Utc>) -> Result<Vec<DroneId>> {
         let mut ids: Vec<String> = sqlx::query_scalar(
             "UPDATE drones SET online = false WHERE online AND last_seen_at < $1 RETURNING id",
         )
@@ -642,7 +644,7 @@ where
         .await?;
         // RETURNING has no ORDER BY; sort so callers log a stable list.
         ids.sort_unstable();
-        Ok(ids)
+        Ok(ids.into_iter().map(DroneId::from).collect())
     }
 
     async fn list_drones(&self) -> Result<Vec<DroneRecord>> {
@@ -654,9 +656,9 @@ where
             .collect()
     }
 
-    async fn get_drone(&self, drone_id: &str) -> Result<Option<DroneRecord>> {
+    async fn get_drone(&self, drone_id: &DroneId) -> Result<Option<DroneRecord>> {
         sqlx::query_as::<_, DroneRow>(&format!("SELECT {DRONE_COLUMNS} FROM drones WHERE id = $1"))
-            .bind(drone_id)
+            .bind(drone_id.as_str())
             .fetch_optional(&self.readers)
             .await?
             .map(DroneRecord::try_from)
@@ -676,10 +678,10 @@ where
         Ok(())
     }
 
-    async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>> {
+    async fn get_job(&self, job_id: &JobId) -> Result<Option<JobRecord>> {
         let Some(job) =
             sqlx::query_as::<_, JobRow>(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
-                .bind(job_id)
+                .bind(job_id.as_str())
                 .fetch_optional(&self.readers)
                 .await?
         else {
@@ -690,7 +692,7 @@ where
         let executions = sqlx::query_as::<_, ExecutionRow>(&format!(
             "SELECT {EXECUTION_COLUMNS} FROM executions WHERE job_id = $1 ORDER BY drone_id, id"
         ))
-        .bind(job_id)
+        .bind(job_id.as_str())
         .fetch_all(&self.readers)
         .await?
         .into_iter()
@@ -727,11 +729,11 @@ where
             .collect()
     }
 
-    async fn get_execution(&self, execution_id: &str) -> Result<Option<ExecutionRecord>> {
+    async fn get_execution(&self, execution_id: &ExecutionId) -> Result<Option<ExecutionRecord>> {
         sqlx::query_as::<_, ExecutionRow>(&format!(
             "SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = $1"
         ))
-        .bind(execution_id)
+        .bind(execution_id.as_str())
         .fetch_optional(&self.readers)
         .await?
         .map(ExecutionRecord::try_from)
@@ -740,7 +742,7 @@ where
 
     async fn transition_execution(
         &self,
-        execution_id: &str,
+        execution_id: &ExecutionId,
         update: &ExecutionUpdate,
         audit: Option<&NewAuditRecord>,
     ) -> Result<TransitionOutcome> {
@@ -753,14 +755,14 @@ where
             "SELECT status FROM executions WHERE id = $1{}",
             D::FOR_UPDATE
         ))
-        .bind(execution_id)
+        .bind(execution_id.as_str())
         .fetch_optional(&mut *tx)
         .await?;
         let Some(current) = current else {
             tx.rollback().await?;
             return Ok(TransitionOutcome::NotFound);
         };
-        let current = parse_status(&current, execution_id)?;
+        let current = parse_status(&current, execution_id.as_str())?;
         if !current.can_transition_to(update.status) {
             // Explicitly, rather than on drop: the lock must not linger
             // until the pooled connection happens to be used again, and a
@@ -787,7 +789,7 @@ where
                  error = CASE WHEN $6 THEN $13 ELSE error END \
              WHERE id = $1",
         )
-        .bind(execution_id)
+        .bind(execution_id.as_str())
         .bind(write.status.as_str())
         .bind(write.dispatched_at.map(SqlTime))
         .bind(write.started_at.map(SqlTime))
@@ -842,20 +844,20 @@ where
                     .fetch_one(&self.readers)
                     .await?;
             if !exists {
-                return Err(not_found("execution", &chunk.execution_id));
+                return Err(not_found("execution", chunk.execution_id.as_str()));
             }
         }
         Ok(())
     }
 
-    async fn execution_output(&self, execution_id: &str) -> Result<Vec<OutputChunkRecord>> {
+    async fn execution_output(&self, execution_id: &ExecutionId) -> Result<Vec<OutputChunkRecord>> {
         // Streams in declaration (fd) order, stdout first, not by name.
         let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
             "SELECT stream, byte_offset, data FROM execution_output \
              WHERE execution_id = $1 \
              ORDER BY CASE stream WHEN 'stdout' THEN 1 ELSE 2 END, byte_offset",
         )
-        .bind(execution_id)
+        .bind(execution_id.as_str())
         .fetch_all(&self.readers)
         .await?;
         rows.into_iter()
@@ -951,13 +953,16 @@ where
         statement
             .and_where("at >= ", filter.since.map(SqlTime))
             .and_where("at < ", filter.until.map(SqlTime))
-            .and_where("actor = ", filter.actor.as_deref())
-            .and_where("action = ", filter.action.as_deref())
-            .and_where("job_id = ", filter.job_id.as_deref())
-            .and_where("execution_id = ", filter.execution_id.as_deref())
-            .and_where("drone_id = ", filter.drone_id.as_deref())
+            .and_where("actor = ", filter.actor.as_ref().map(ToString::to_string))
+            .and_where("action = ", filter.action.map(AuditVerb::as_str))
+            .and_where("job_id = ", filter.job_id.as_ref().map(JobId::as_str))
+            .and_where(
+                "execution_id = ",
+                filter.execution_id.as_ref().map(ExecutionId::as_str),
+            )
+            .and_where("drone_id = ", filter.drone_id.as_ref().map(DroneId::as_str))
             .and_where("status = ", filter.status.map(ExecutionStatus::as_str))
-            .and_where("event_id = ", filter.event_id.as_deref())
+            .and_where("event_id = ", filter.event_id.as_ref().map(EventId::as_str))
             .and_where("rule = ", filter.rule.as_deref())
             .and_where("action_ref = ", filter.action_ref.as_deref())
             .and_where("id < ", filter.before_id.as_deref())
@@ -980,6 +985,17 @@ where
     ) -> Result<Option<String>> {
         // Two installs of one pack run one after the other, and no one sees
         // the pack half replaced.
+        // The JSON of the pack's content and its members' definitions, made
+        // before the statements borrow it.
+        let content = to_json(&pack.content)?;
+        let actions = actions
+            .iter()
+            .map(|action| Ok((action, to_json(&action.definition)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let rules = rules
+            .iter()
+            .map(|rule| Ok((rule, to_json(&rule.definition)?)))
+            .collect::<Result<Vec<_>>>()?;
         let mut tx = self.begin_write().await?;
         D::lock_names(&mut tx, NamedLock::Pack, &[pack.name.as_str()]).await?;
         let previous = Self::retire_pack(&mut tx, &pack.name, pack.installed_at).await?;
@@ -995,7 +1011,7 @@ where
         .bind(pack.name.as_str())
         .bind(pack.version.as_str())
         .bind(pack.description.as_str())
-        .bind(&pack.content)
+        .bind(content)
         .bind(SqlTime(pack.installed_at))
         .bind(pack.installed_by.as_str())
         .execute(&mut *tx)
@@ -1011,12 +1027,12 @@ where
             &mut tx,
             "INSERT INTO actions (reference, pack, definition) ",
             "",
-            actions,
+            &actions,
             3,
-            |row, action| {
+            |row, (action, definition)| {
                 row.bind(action.reference.as_str())
                     .bind(pack.name.clone())
-                    .bind(&action.definition);
+                    .bind(definition);
             },
         )
         .await?;
@@ -1024,14 +1040,14 @@ where
             &mut tx,
             "INSERT INTO rules (reference, pack, trigger, enabled, definition) ",
             "",
-            rules,
+            &rules,
             5,
-            |row, rule| {
+            |row, (rule, definition)| {
                 row.bind(rule.reference.as_str())
                     .bind(pack.name.clone())
                     .bind(rule.trigger.as_str())
                     .bind(rule.enabled)
-                    .bind(&rule.definition);
+                    .bind(definition);
             },
         )
         .await?;
@@ -1071,48 +1087,44 @@ where
     }
 
     async fn get_pack(&self, name: &str) -> Result<Option<PackRecord>> {
-        Ok(sqlx::query_as::<_, PackRow>(&format!(
-            "SELECT {PACK_COLUMNS} FROM packs WHERE name = $1"
-        ))
-        .bind(name)
-        .fetch_optional(&self.readers)
-        .await?
-        .map(PackRecord::from))
+        sqlx::query_as::<_, PackRow>(&format!("SELECT {PACK_COLUMNS} FROM packs WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.readers)
+            .await?
+            .map(|row| row.into_record("packs.content"))
+            .transpose()
     }
 
     async fn list_packs(&self) -> Result<Vec<PackRecord>> {
-        Ok(
-            sqlx::query_as::<_, PackRow>(&format!(
-                "SELECT {PACK_COLUMNS} FROM packs ORDER BY name"
-            ))
+        sqlx::query_as::<_, PackRow>(&format!("SELECT {PACK_COLUMNS} FROM packs ORDER BY name"))
             .fetch_all(&self.readers)
             .await?
             .into_iter()
-            .map(PackRecord::from)
-            .collect(),
-        )
+            .map(|row| row.into_record("packs.content"))
+            .collect()
     }
 
     async fn pack_history(&self, name: &str) -> Result<Vec<PackRecord>> {
-        Ok(sqlx::query_as::<_, PackRow>(&format!(
+        sqlx::query_as::<_, PackRow>(&format!(
             "SELECT {PACK_COLUMNS} FROM pack_history WHERE name = $1 ORDER BY seq DESC"
         ))
         .bind(name)
         .fetch_all(&self.readers)
         .await?
         .into_iter()
-        .map(PackRecord::from)
-        .collect())
+        .map(|row| row.into_record("pack_history.content"))
+        .collect()
     }
 
     async fn get_action(&self, reference: &str) -> Result<Option<ActionRecord>> {
-        Ok(sqlx::query_as::<_, ActionRow>(&format!(
+        sqlx::query_as::<_, ActionRow>(&format!(
             "SELECT {ACTION_COLUMNS} FROM actions WHERE reference = $1"
         ))
         .bind(reference)
         .fetch_optional(&self.readers)
         .await?
-        .map(ActionRecord::from))
+        .map(ActionRecord::try_from)
+        .transpose()
     }
 
     async fn list_actions(&self, pack: Option<&str>) -> Result<Vec<ActionRecord>> {
@@ -1125,17 +1137,18 @@ where
         let rows: Vec<ActionRow> = sqlx::query_as_with(&sql, arguments)
             .fetch_all(&self.readers)
             .await?;
-        Ok(rows.into_iter().map(ActionRecord::from).collect())
+        rows.into_iter().map(ActionRecord::try_from).collect()
     }
 
     async fn get_rule(&self, reference: &str) -> Result<Option<RuleRecord>> {
-        Ok(sqlx::query_as::<_, RuleRow>(&format!(
+        sqlx::query_as::<_, RuleRow>(&format!(
             "SELECT {RULE_COLUMNS} FROM rules WHERE reference = $1"
         ))
         .bind(reference)
         .fetch_optional(&self.readers)
         .await?
-        .map(RuleRecord::from))
+        .map(RuleRecord::try_from)
+        .transpose()
     }
 
     async fn list_rules(&self, trigger: Option<&str>) -> Result<Vec<RuleRecord>> {
@@ -1147,7 +1160,7 @@ where
         let rows: Vec<RuleRow> = sqlx::query_as_with(&sql, arguments)
             .fetch_all(&self.readers)
             .await?;
-        Ok(rows.into_iter().map(RuleRecord::from).collect())
+        rows.into_iter().map(RuleRecord::try_from).collect()
     }
 
     async fn set_rule_enabled(
@@ -1270,9 +1283,9 @@ where
         Ok(finished)
     }
 
-    async fn get_event(&self, id: &str) -> Result<Option<EventRecord>> {
+    async fn get_event(&self, id: &EventId) -> Result<Option<EventRecord>> {
         sqlx::query_as::<_, EventRow>(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"))
-            .bind(id)
+            .bind(id.as_str())
             .fetch_optional(&self.readers)
             .await?
             .map(EventRecord::try_from)
@@ -1286,7 +1299,7 @@ where
             .and_where("trigger = ", filter.trigger.as_deref())
             .and_where("received_at >= ", filter.since.map(SqlTime))
             .and_where("state = ", filter.state.map(event_state_name))
-            .and_where("id < ", filter.before_id.as_deref())
+            .and_where("id < ", filter.before_id.as_ref().map(EventId::as_str))
             .push(" ORDER BY id DESC LIMIT ")
             .push_bind(effective_limit(filter.limit));
         let (sql, arguments) = statement.into_parts()?;

@@ -1,10 +1,21 @@
 //! Records as the store reads and writes them.
+//!
+//! They hold the domain's types, not their stored text: the core's ids
+//! ([`JobId`], [`ExecutionId`], [`DroneId`], [`EventId`]), its audit
+//! vocabulary ([`AuditVerb`], [`Actor`]) and the validated pack model
+//! ([`Pack`], [`Action`], [`Rule`]). The store writes each as the text or
+//! JSON stored before these types existed, and parses it once, when a row
+//! is read; what does not parse is [`crate::StoreError::Corrupt`], naming
+//! the row.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use ultron8_core::audit::{Actor, AuditVerb};
+use ultron8_core::ids::{DroneId, EventId, ExecutionId, JobId};
 use ultron8_core::{CommandSpec, DroneFacts, ExecutionStatus, HostStats};
+use ultron8_pack::{Action, Pack, Rule};
 
 #[derive(Debug, Clone)]
 pub struct NewJoinToken {
@@ -24,7 +35,7 @@ pub struct JoinTokenGrant {
 
 #[derive(Debug, Clone)]
 pub struct DroneEnrollment {
-    pub drone_id: String,
+    pub drone_id: DroneId,
     /// SHA-256 (hex) of the issued certificate.
     pub certificate_fingerprint: String,
     pub certificate_not_after: DateTime<Utc>,
@@ -36,7 +47,7 @@ pub struct DroneEnrollment {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DroneRecord {
-    pub id: String,
+    pub id: DroneId,
     /// Empty until the drone first registers.
     pub facts: DroneFacts,
     /// Labels granted by the join token (the drone's own are in `facts`).
@@ -60,8 +71,12 @@ impl DroneRecord {
 
 #[derive(Debug, Clone)]
 pub struct NewJob {
-    pub id: String,
+    pub id: JobId,
     pub target: String,
+    /// Who asked: an [`Actor`]'s text (`operator:alice`, `rule:web.restart`).
+    /// Kept as text, not parsed: it is signed into the drone's request and
+    /// shown as it was written, and a job must stay readable (and
+    /// re-dispatchable) whatever wrote this field, which only describes.
     pub requester: String,
     pub command: CommandSpec,
     pub created_at: DateTime<Utc>,
@@ -77,24 +92,25 @@ pub struct JobOrigin {
     pub action_ref: Option<String>,
     /// `pack.rule`, for rule firings.
     pub rule: Option<String>,
-    pub event_id: Option<String>,
+    pub event_id: Option<EventId>,
     /// The rendered parameters, secrets already masked.
     pub parameters: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
 pub struct NewExecution {
-    pub id: String,
-    pub job_id: String,
-    pub drone_id: String,
+    pub id: ExecutionId,
+    pub job_id: JobId,
+    pub drone_id: DroneId,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
-    pub id: String,
+    pub id: JobId,
     pub target: String,
+    /// As [`NewJob::requester`].
     pub requester: String,
     pub command: CommandSpec,
     pub created_at: DateTime<Utc>,
@@ -104,7 +120,7 @@ pub struct JobRecord {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobSummary {
-    pub id: String,
+    pub id: JobId,
     pub target: String,
     pub requester: String,
     pub command: CommandSpec,
@@ -126,9 +142,9 @@ pub struct ExecutionResult {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionRecord {
-    pub id: String,
-    pub job_id: String,
-    pub drone_id: String,
+    pub id: ExecutionId,
+    pub job_id: JobId,
+    pub drone_id: DroneId,
     pub status: ExecutionStatus,
     pub result: ExecutionResult,
     pub created_at: DateTime<Utc>,
@@ -171,7 +187,7 @@ pub enum OutputStreamKind {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputChunkRecord {
-    pub execution_id: String,
+    pub execution_id: ExecutionId,
     pub stream: OutputStreamKind,
     pub offset: u64,
     pub data: Vec<u8>,
@@ -180,9 +196,9 @@ pub struct OutputChunkRecord {
 /// What the hive needs to (re-)publish an execution.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingDispatch {
-    pub execution_id: String,
-    pub job_id: String,
-    pub drone_id: String,
+    pub execution_id: ExecutionId,
+    pub job_id: JobId,
+    pub drone_id: DroneId,
     pub requester: String,
     pub command: CommandSpec,
     pub created_at: DateTime<Utc>,
@@ -191,19 +207,21 @@ pub struct PendingDispatch {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewAuditRecord {
+    /// uuid v7, so records sort by time.
     pub id: String,
     pub at: DateTime<Utc>,
-    /// Who caused it: `operator:<name>`, `drone:<id>`, `hive`.
-    pub actor: String,
-    /// Dotted verb: `job.submitted`, `execution.finished`, `drone.enrolled`, ...
-    pub action: String,
-    pub job_id: Option<String>,
-    pub execution_id: Option<String>,
-    pub drone_id: Option<String>,
+    /// Who caused it, stored as its text (`operator:<name>`, `drone:<id>`,
+    /// `rule:<pack.name>`, `hive`).
+    pub actor: Actor,
+    /// What happened, stored as its dotted text (`job.submitted`, ...).
+    pub action: AuditVerb,
+    pub job_id: Option<JobId>,
+    pub execution_id: Option<ExecutionId>,
+    pub drone_id: Option<DroneId>,
     /// Execution status at the time, where one applies.
     pub status: Option<ExecutionStatus>,
     /// The event this record belongs to, so `audit show EVENT` finds the chain.
-    pub event_id: Option<String>,
+    pub event_id: Option<EventId>,
     /// `pack.rule`, for rule evaluations and firings.
     pub rule: Option<String>,
     /// `pack.action` run, where one applies.
@@ -217,13 +235,13 @@ pub type AuditRecord = NewAuditRecord;
 pub struct AuditFilter {
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
-    pub actor: Option<String>,
-    pub action: Option<String>,
-    pub job_id: Option<String>,
-    pub execution_id: Option<String>,
-    pub drone_id: Option<String>,
+    pub actor: Option<Actor>,
+    pub action: Option<AuditVerb>,
+    pub job_id: Option<JobId>,
+    pub execution_id: Option<ExecutionId>,
+    pub drone_id: Option<DroneId>,
     pub status: Option<ExecutionStatus>,
-    pub event_id: Option<String>,
+    pub event_id: Option<EventId>,
     pub rule: Option<String>,
     pub action_ref: Option<String>,
     /// Zero means 100.
@@ -233,8 +251,9 @@ pub struct AuditFilter {
 }
 
 // --- packs -----------------------------------------------------------------
-// Pack content is stored as JSON written and read by the hive (the
-// `ultron8-pack` model); the store only keeps it consistent.
+// Packs, actions and rules carry the validated `ultron8-pack` model. The
+// store writes it as JSON and decodes it once, when a row is read: a row
+// that does not decode is `StoreError::Corrupt`, naming it.
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackRecord {
@@ -242,8 +261,8 @@ pub struct PackRecord {
     /// Semver text.
     pub version: String,
     pub description: String,
-    /// The whole validated pack, as the hive serialized it.
-    pub content: serde_json::Value,
+    /// The whole validated pack.
+    pub content: Pack,
     pub installed_at: DateTime<Utc>,
     /// `operator:<name>`.
     pub installed_by: String,
@@ -254,7 +273,7 @@ pub struct ActionRecord {
     /// `pack.name`.
     pub reference: String,
     pub pack: String,
-    pub definition: serde_json::Value,
+    pub definition: Action,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -264,7 +283,7 @@ pub struct RuleRecord {
     pub pack: String,
     pub trigger: String,
     pub enabled: bool,
-    pub definition: serde_json::Value,
+    pub definition: Rule,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -278,11 +297,12 @@ pub struct ScriptRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
     /// uuid v7.
-    pub id: String,
+    pub id: EventId,
     pub trigger: String,
     pub payload: serde_json::Value,
     /// Where it came from: `webhook:<name>`, `alertmanager`, `timer:<rule>`,
-    /// `operator:<name>`, `hive` (escalations).
+    /// `operator:<name>`, `hive` (escalations). Text, not an [`Actor`]:
+    /// webhooks, Alertmanager and timers are sources but not actors.
     pub source: String,
     pub received_at: DateTime<Utc>,
 }
@@ -300,7 +320,7 @@ pub enum EventState {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord {
-    pub id: String,
+    pub id: EventId,
     pub trigger: String,
     pub payload: serde_json::Value,
     pub source: String,
@@ -316,7 +336,7 @@ pub struct EventRecord {
 /// How processing a claimed event ended, for [`crate::Store::finish_events`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventOutcome {
-    pub id: String,
+    pub id: EventId,
     /// None: processed; Some: failed, and why.
     pub error: Option<String>,
     /// The rules whose criteria matched (fired, held or failed).
@@ -331,7 +351,7 @@ pub struct EventFilter {
     /// Zero means 100.
     pub limit: u32,
     /// Events strictly older than this id, for paging.
-    pub before_id: Option<String>,
+    pub before_id: Option<EventId>,
 }
 
 // --- rule firings ------------------------------------------------------------
@@ -341,7 +361,7 @@ pub struct EventFilter {
 #[derive(Debug, Clone)]
 pub struct RuleFiring {
     pub rule: String,
-    pub event_id: String,
+    pub event_id: EventId,
     pub policy: ultron8_core::policy::Policy,
     /// The rendered cooldown key, when the policy has a cooldown.
     pub cooldown_key: Option<String>,

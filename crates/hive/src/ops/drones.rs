@@ -7,6 +7,8 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::json;
 use tracing::{info, warn};
+use ultron8_core::audit::AuditVerb;
+use ultron8_core::ids::DroneId;
 use ultron8_core::target;
 use ultron8_core::{DroneFacts, HostStats};
 use ultron8_pki::JoinToken;
@@ -20,7 +22,8 @@ use crate::hive::Hive;
 #[derive(Debug, Clone)]
 pub struct EnrollmentRequest {
     pub token: String,
-    pub drone_id: String,
+    /// As the drone asked; checked by [`Hive::enroll`].
+    pub drone_id: DroneId,
     pub csr_der: Vec<u8>,
 }
 
@@ -59,7 +62,7 @@ impl Hive {
             .collect())
     }
 
-    pub async fn get_drone(&self, id: &str) -> Result<DroneRecord, HiveError> {
+    pub async fn get_drone(&self, id: &DroneId) -> Result<DroneRecord, HiveError> {
         self.store.get_drone(id).await?.ok_or_else(|| {
             HiveError::not_found(format!("no drone named {id:?}; see `ultronctl drone list`"))
         })
@@ -70,7 +73,7 @@ impl Hive {
     pub async fn enroll(&self, request: EnrollmentRequest) -> Result<Enrollment, HiveError> {
         let token = JoinToken::parse(&request.token)
             .map_err(|e| HiveError::invalid_argument(format!("malformed join token: {e}")))?;
-        ultron8_core::target::validate_drone_id(&request.drone_id).map_err(|e| {
+        ultron8_core::target::validate_drone_id(request.drone_id.as_str()).map_err(|e| {
             HiveError::invalid_argument(format!("invalid drone name {:?}: {e}", request.drone_id))
         })?;
         if token.ca_fingerprint != self.ca.fingerprint() {
@@ -82,7 +85,7 @@ impl Hive {
             .ca
             .sign_drone_csr(
                 &request.csr_der,
-                &request.drone_id,
+                request.drone_id.as_str(),
                 self.config.drone_certificate_validity,
             )
             .map_err(|e| {
@@ -104,8 +107,8 @@ impl Hive {
             })
             .await?;
         let mut audit = self.audit(
-            Actor::Drone(request.drone_id.clone()),
-            "drone.enrolled",
+            Actor::Drone(request.drone_id.to_string()),
+            AuditVerb::DroneEnrolled,
             json!({ "token_id": token.id, "certificate_fingerprint": signed.fingerprint, "labels": grant.labels }),
         );
         audit.drone_id = Some(request.drone_id.clone());
@@ -122,7 +125,7 @@ impl Hive {
     /// consume and how to verify what it receives.
     pub async fn register_drone(
         &self,
-        drone_id: &str,
+        drone_id: &DroneId,
         facts: &DroneFacts,
     ) -> Result<Registration, HiveError> {
         let broker_url = self
@@ -133,7 +136,7 @@ impl Hive {
             })?
             .to_string();
         self.publisher
-            .ensure_drone_queue(drone_id)
+            .ensure_drone_queue(drone_id.as_str())
             .await
             .map_err(|e| {
                 warn!(%drone_id, error = %e, "cannot declare the drone's queue");
@@ -145,7 +148,7 @@ impl Hive {
         info!(%drone_id, "drone registered");
         Ok(Registration {
             broker_url,
-            queue: ultron8_broker::drone_queue_name(drone_id),
+            queue: ultron8_broker::drone_queue_name(drone_id.as_str()),
             heartbeat_interval: self.config.heartbeat_interval,
             request_signing_public_key: self.signing_key.public_key(),
             request_signing_key_id: self.signing_key.key_id(),
@@ -156,7 +159,7 @@ impl Hive {
     /// which the hive expects the next heartbeat.
     pub async fn heartbeat(
         &self,
-        drone_id: &str,
+        drone_id: &DroneId,
         stats: &HostStats,
     ) -> Result<Duration, HiveError> {
         self.store

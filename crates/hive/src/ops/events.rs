@@ -7,11 +7,13 @@ use chrono::Utc;
 use ring::hmac;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use ultron8_core::ids::EventId;
 use ultron8_store::{EventFilter, EventRecord, NewEvent};
 
 use crate::actor::Actor;
 use crate::error::HiveError;
 use crate::hive::Hive;
+use crate::ids::new_event_id;
 use crate::metrics::{ReasonLabel, TriggerLabel};
 
 /// Why an event was refused: the `reason` label of
@@ -37,15 +39,16 @@ impl Refusal {
 
 impl Hive {
     /// Stores an event and wakes this replica's rules engine. Once this
-    /// returns Ok the event is durable and will be processed.
+    /// returns Ok the event is durable and will be processed. `source` says
+    /// where it came from (see [`NewEvent::source`]).
     pub async fn ingest_event(
         &self,
         trigger: &str,
         payload: Value,
         source: &str,
-    ) -> Result<String, HiveError> {
+    ) -> Result<EventId, HiveError> {
         let event = NewEvent {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: new_event_id(),
             trigger: trigger.to_string(),
             payload,
             source: source.to_string(),
@@ -93,7 +96,7 @@ impl Hive {
         Ok(self.store.list_events(filter).await?)
     }
 
-    pub async fn get_event(&self, id: &str) -> Result<EventRecord, HiveError> {
+    pub async fn get_event(&self, id: &EventId) -> Result<EventRecord, HiveError> {
         self.store.get_event(id).await?.ok_or_else(|| {
             HiveError::not_found(format!("no event {id}; see `ultronctl event list`"))
         })
@@ -138,7 +141,7 @@ impl Hive {
         name: &str,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Result<String, HiveError> {
+    ) -> Result<EventId, HiveError> {
         let Some(config) = self.config.webhooks.get(name) else {
             return Err(self.unknown_webhook(name));
         };
@@ -205,7 +208,7 @@ impl Hive {
     /// An Alertmanager notification (webhook payload version 4), stored as
     /// one `alertmanager.alert` event per alert, so a resolved alert is an
     /// event of its own and can drive an undo. Returns the event ids.
-    pub async fn receive_alertmanager(&self, body: &[u8]) -> Result<Vec<String>, HiveError> {
+    pub async fn receive_alertmanager(&self, body: &[u8]) -> Result<Vec<EventId>, HiveError> {
         let malformed =
             |message: String| self.refuse(Refusal::Malformed, HiveError::invalid_argument(message));
         let payload: AlertmanagerPayload = serde_json::from_slice(body)

@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use tracing::{info, warn};
 use ultron8_core::ExecutionStatus;
+use ultron8_core::audit::AuditVerb;
+use ultron8_core::ids::{DroneId, ExecutionId};
 use ultron8_store::{ExecutionResult, ExecutionUpdate, OutputChunkRecord, TransitionOutcome};
 
 use crate::actor::Actor;
@@ -16,7 +18,7 @@ use crate::hive::Hive;
 /// A drone's report on one execution.
 #[derive(Debug, Clone)]
 pub struct DroneReport {
-    pub execution_id: String,
+    pub execution_id: ExecutionId,
     /// `running` or a terminal status.
     pub status: ExecutionStatus,
     pub started_at: Option<DateTime<Utc>>,
@@ -29,8 +31,8 @@ pub struct DroneReport {
 /// executions belong to the drone, so each is looked up once per stream.
 pub struct OutputIntake<'a> {
     hive: &'a Hive,
-    drone_id: String,
-    owned: HashMap<String, bool>,
+    drone_id: DroneId,
+    owned: HashMap<ExecutionId, bool>,
 }
 
 impl OutputIntake<'_> {
@@ -54,10 +56,10 @@ impl OutputIntake<'_> {
 }
 
 impl Hive {
-    pub fn output_intake(&self, drone_id: &str) -> OutputIntake<'_> {
+    pub fn output_intake(&self, drone_id: &DroneId) -> OutputIntake<'_> {
         OutputIntake {
             hive: self,
-            drone_id: drone_id.to_string(),
+            drone_id: drone_id.clone(),
             owned: HashMap::new(),
         }
     }
@@ -72,13 +74,13 @@ impl Hive {
     /// broker: nothing to update, but it is audited.
     pub async fn report_execution(
         &self,
-        drone_id: &str,
+        drone_id: &DroneId,
         report: DroneReport,
     ) -> Result<bool, HiveError> {
         let status = report.status;
         let refusal = matches!(status, ExecutionStatus::Rejected | ExecutionStatus::Expired);
         let execution = match self.store.get_execution(&report.execution_id).await? {
-            Some(e) if e.drone_id == drone_id => e,
+            Some(e) if e.drone_id == *drone_id => e,
             _ if refusal => {
                 self.record_refusal_of_unknown_request(drone_id, &report)
                     .await?;
@@ -117,7 +119,7 @@ impl Hive {
         let audit = status.is_terminal().then(|| {
             let mut audit = self.audit(
                 Actor::Drone(drone_id.to_string()),
-                "execution.finished",
+                AuditVerb::ExecutionFinished,
                 json!({
                     "exit_code": report.result.exit_code,
                     "duration_ms": report.result.duration_ms,
@@ -128,7 +130,7 @@ impl Hive {
             );
             audit.job_id = Some(execution.job_id.clone());
             audit.execution_id = Some(execution.id.clone());
-            audit.drone_id = Some(drone_id.to_string());
+            audit.drone_id = Some(drone_id.clone());
             audit.status = Some(status);
             audit
         });
@@ -147,17 +149,17 @@ impl Hive {
 
     async fn record_refusal_of_unknown_request(
         &self,
-        drone_id: &str,
+        drone_id: &DroneId,
         report: &DroneReport,
     ) -> Result<(), HiveError> {
         self.metrics.refused_drone_reports.inc();
         let reason = report.result.error.clone().unwrap_or_default();
         let mut audit = self.audit(
             Actor::Drone(drone_id.to_string()),
-            "drone.refused_request",
+            AuditVerb::DroneRefusedRequest,
             json!({ "claimed_execution_id": report.execution_id, "reason": reason }),
         );
-        audit.drone_id = Some(drone_id.to_string());
+        audit.drone_id = Some(drone_id.clone());
         audit.status = Some(report.status);
         self.store.append_audit(&audit).await?;
         warn!(%drone_id, claimed_execution_id = %report.execution_id, %reason,

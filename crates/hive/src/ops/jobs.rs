@@ -9,6 +9,8 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::info;
+use ultron8_core::audit::AuditVerb;
+use ultron8_core::ids::{DroneId, ExecutionId, JobId};
 use ultron8_core::{CommandSpec, ExecutionStatus, params, target};
 use ultron8_pack::Action;
 use ultron8_store::{
@@ -18,6 +20,7 @@ use ultron8_store::{
 use crate::actor::Actor;
 use crate::error::HiveError;
 use crate::hive::Hive;
+use crate::ids::{new_execution_id, new_job_id};
 use crate::planning::{Fleet, PlanError};
 
 /// Longest time a request may wait for its drone. Well inside the drones'
@@ -103,7 +106,7 @@ impl Hive {
                 .collect::<Vec<_>>()
         );
         detail["ttl_ms"] = json!(ttl.as_millis() as u64);
-        let mut audit = self.audit(actor, "job.submitted", detail);
+        let mut audit = self.audit(actor.clone(), AuditVerb::JobSubmitted, detail);
         audit.job_id = Some(planned.job.id.clone());
         audit.action_ref = planned.job.origin.action_ref.clone();
         self.store
@@ -176,7 +179,7 @@ impl Hive {
         // At most MAX_TTL, so the conversion cannot overflow.
         let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or_default();
         let job = NewJob {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: new_job_id(),
             target: target.to_string(),
             requester: requester.to_string(),
             command,
@@ -186,7 +189,7 @@ impl Hive {
         let executions = drones
             .into_iter()
             .map(|drone_id| NewExecution {
-                id: uuid::Uuid::now_v7().to_string(),
+                id: new_execution_id(),
                 job_id: job.id.clone(),
                 drone_id,
                 created_at: now,
@@ -214,8 +217,7 @@ impl Hive {
                 "no action named {reference:?}; actions are `pack.name`, see `ultronctl pack show PACK`"
             ))
         })?;
-        let action: Action = serde_json::from_value(record.definition)
-            .map_err(|e| HiveError::internal(format!("stored action is unreadable: {e}")))?;
+        let action = record.definition;
         let given = params::coerce_strings(&action.parameters, given).map_err(|problems| {
             HiveError::invalid_argument(format!(
                 "invalid parameters for {}: {}",
@@ -258,7 +260,7 @@ impl Hive {
 
     /// The offline drones `target` matches, to explain why it matches no
     /// online one.
-    async fn offline_drones_matching(&self, target: &str) -> Result<Vec<String>, HiveError> {
+    async fn offline_drones_matching(&self, target: &str) -> Result<Vec<DroneId>, HiveError> {
         let Ok(expr) = target::parse(target) else {
             return Ok(Vec::new());
         };
@@ -276,15 +278,15 @@ impl Hive {
     /// changes; the stream ends once all are terminal, or with an error.
     pub async fn watch_job(
         self: &Arc<Self>,
-        job_id: &str,
+        job_id: &JobId,
     ) -> Result<ReceiverStream<Result<ExecutionRecord, HiveError>>, HiveError> {
         // A job that does not exist is refused now rather than as an empty stream.
         self.get_job(job_id).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let hive = self.clone();
-        let job_id = job_id.to_string();
+        let job_id = job_id.clone();
         tokio::spawn(async move {
-            let mut sent: HashMap<String, ExecutionStatus> = HashMap::new();
+            let mut sent: HashMap<ExecutionId, ExecutionStatus> = HashMap::new();
             loop {
                 // Subscribe before reading, so a change between the read and
                 // the wait is not missed.
@@ -318,7 +320,7 @@ impl Hive {
         Ok(ReceiverStream::new(rx))
     }
 
-    pub async fn get_job(&self, id: &str) -> Result<JobRecord, HiveError> {
+    pub async fn get_job(&self, id: &JobId) -> Result<JobRecord, HiveError> {
         self.store
             .get_job(id)
             .await?
@@ -335,7 +337,7 @@ impl Hive {
     }
 
     /// An execution; while it runs, with the output streamed in so far.
-    pub async fn get_execution(&self, id: &str) -> Result<ExecutionRecord, HiveError> {
+    pub async fn get_execution(&self, id: &ExecutionId) -> Result<ExecutionRecord, HiveError> {
         let mut execution = self
             .store
             .get_execution(id)

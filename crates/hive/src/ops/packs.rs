@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::json;
+use ultron8_core::audit::AuditVerb;
 use ultron8_pack::{Action, Installed, Pack};
 use ultron8_store::{ActionRecord, PackRecord, RuleRecord, ScriptRecord};
 
@@ -13,12 +14,11 @@ use crate::actor::Actor;
 use crate::error::HiveError;
 use crate::hive::Hive;
 
-/// An installed pack: its record, the validated pack it holds, and the
+/// An installed pack: its record (which holds the validated pack) and the
 /// versions it replaced (newest first).
 #[derive(Debug, Clone)]
 pub struct PackView {
     pub record: PackRecord,
-    pub pack: Pack,
     pub history: Vec<PackRecord>,
 }
 
@@ -40,18 +40,20 @@ impl Installed for InstalledSnapshot {
 
 impl Hive {
     async fn installed_snapshot(&self) -> Result<InstalledSnapshot, HiveError> {
-        let mut actions = BTreeMap::new();
-        for record in self.store.list_actions(None).await? {
-            if let Ok(action) = serde_json::from_value::<Action>(record.definition) {
-                actions.insert(record.reference, action);
-            }
-        }
-        let mut versions = BTreeMap::new();
-        for pack in self.store.list_packs().await? {
-            if let Ok(version) = semver::Version::parse(&pack.version) {
-                versions.insert(pack.name, version);
-            }
-        }
+        let actions = self
+            .store
+            .list_actions(None)
+            .await?
+            .into_iter()
+            .map(|record| (record.reference, record.definition))
+            .collect();
+        let versions = self
+            .store
+            .list_packs()
+            .await?
+            .into_iter()
+            .map(|pack| (pack.name, pack.content.manifest.version))
+            .collect();
         Ok(InstalledSnapshot { actions, versions })
     }
 
@@ -79,7 +81,7 @@ impl Hive {
             )));
         }
         self.check_dependents_keep_working(&pack).await?;
-        let (record, actions, mut rules, scripts) = records(&pack, actor)?;
+        let (record, actions, mut rules, scripts) = records(pack, actor);
         // An upgrade keeps each rule enabled or disabled as an operator left
         // it; only new rules take the value from their file.
         for existing in self
@@ -94,8 +96,8 @@ impl Hive {
             }
         }
         let mut audit = self.audit(
-            actor,
-            "pack.installed",
+            actor.clone(),
+            AuditVerb::PackInstalled,
             json!({
                 "pack": name,
                 "version": record.version,
@@ -120,9 +122,7 @@ impl Hive {
         let prefix = format!("{name}.");
         let mut broken = Vec::new();
         for other in self.store.list_packs().await? {
-            let Ok(other) = serde_json::from_value::<Pack>(other.content) else {
-                continue;
-            };
+            let other = other.content;
             if other.manifest.name == *name || !other.manifest.dependencies.contains(name) {
                 continue;
             }
@@ -158,11 +158,7 @@ impl Hive {
         let dependents: Vec<String> = packs
             .iter()
             .filter(|p| p.name != name)
-            .filter(|p| {
-                serde_json::from_value::<Pack>(p.content.clone())
-                    .map(|pack| pack.manifest.dependencies.iter().any(|d| d == name))
-                    .unwrap_or(false)
-            })
+            .filter(|p| p.content.manifest.dependencies.iter().any(|d| d == name))
             .map(|p| p.name.clone())
             .collect();
         if !dependents.is_empty() {
@@ -171,7 +167,11 @@ impl Hive {
                 dependents.join(", ")
             )));
         }
-        let audit = self.audit(actor, "pack.removed", json!({ "pack": name }));
+        let audit = self.audit(
+            actor.clone(),
+            AuditVerb::PackRemoved,
+            json!({ "pack": name }),
+        );
         self.store.remove_pack(name, &audit).await?;
         tracing::info!(pack = %name, %actor, "pack removed");
         Ok(())
@@ -193,17 +193,8 @@ impl Hive {
     }
 
     async fn pack_view(&self, record: PackRecord) -> Result<PackView, HiveError> {
-        // The stored content is the validated pack: its actions and rules
-        // are read from it rather than queried again for every pack listed.
-        let pack: Pack = serde_json::from_value(record.content.clone()).map_err(|e| {
-            HiveError::internal(format!("stored pack {} is unreadable: {e}", record.name))
-        })?;
         let history = self.store.pack_history(&record.name).await?;
-        Ok(PackView {
-            record,
-            pack,
-            history,
-        })
+        Ok(PackView { record, history })
     }
 
     /// A pack script by its SHA-256, for a drone about to run it.
@@ -224,42 +215,29 @@ type Records = (
     Vec<ScriptRecord>,
 );
 
-fn records(pack: &Pack, actor: &Actor) -> Result<Records, HiveError> {
-    let to_json = |value: serde_json::Result<serde_json::Value>| {
-        value.map_err(|e| HiveError::internal(format!("cannot serialize the pack: {e}")))
-    };
-    let record = PackRecord {
-        name: pack.manifest.name.clone(),
-        version: pack.manifest.version.to_string(),
-        description: pack.manifest.description.clone(),
-        content: to_json(serde_json::to_value(pack))?,
-        installed_at: chrono::Utc::now(),
-        installed_by: actor.to_string(),
-    };
+/// What installing `pack` writes: the pack (whose record keeps it whole),
+/// its actions and rules, and its scripts.
+fn records(pack: Pack, actor: &Actor) -> Records {
     let actions = pack
         .actions
         .iter()
-        .map(|action| {
-            Ok(ActionRecord {
-                reference: action.reference(),
-                pack: action.pack.clone(),
-                definition: to_json(serde_json::to_value(action))?,
-            })
+        .map(|action| ActionRecord {
+            reference: action.reference(),
+            pack: action.pack.clone(),
+            definition: action.clone(),
         })
-        .collect::<Result<Vec<_>, HiveError>>()?;
+        .collect();
     let rules = pack
         .rules
         .iter()
-        .map(|rule| {
-            Ok(RuleRecord {
-                reference: format!("{}.{}", rule.pack, rule.name),
-                pack: rule.pack.clone(),
-                trigger: rule.trigger.clone(),
-                enabled: rule.enabled,
-                definition: to_json(serde_json::to_value(rule))?,
-            })
+        .map(|rule| RuleRecord {
+            reference: rule.reference(),
+            pack: rule.pack.clone(),
+            trigger: rule.trigger.clone(),
+            enabled: rule.enabled,
+            definition: rule.clone(),
         })
-        .collect::<Result<Vec<_>, HiveError>>()?;
+        .collect();
     let scripts = pack
         .scripts
         .iter()
@@ -268,5 +246,13 @@ fn records(pack: &Pack, actor: &Actor) -> Result<Records, HiveError> {
             content: script.content.clone(),
         })
         .collect();
-    Ok((record, actions, rules, scripts))
+    let record = PackRecord {
+        name: pack.manifest.name.clone(),
+        version: pack.manifest.version.to_string(),
+        description: pack.manifest.description.clone(),
+        installed_at: chrono::Utc::now(),
+        installed_by: actor.to_string(),
+        content: pack,
+    };
+    (record, actions, rules, scripts)
 }

@@ -3,6 +3,8 @@
 
 use chrono::Utc;
 use serde_json::{Value, json};
+use ultron8_core::audit::AuditVerb;
+use ultron8_core::ids::EventId;
 use ultron8_store::RuleRecord;
 
 use crate::actor::Actor;
@@ -32,11 +34,11 @@ impl Hive {
         enabled: bool,
     ) -> Result<RuleRecord, HiveError> {
         let verb = if enabled {
-            "rule.enabled"
+            AuditVerb::RuleEnabled
         } else {
-            "rule.disabled"
+            AuditVerb::RuleDisabled
         };
-        let mut audit = self.audit(actor, verb, json!({}));
+        let mut audit = self.audit(actor.clone(), verb, json!({}));
         audit.rule = Some(name.to_string());
         let found = self.store.set_rule_enabled(name, enabled, &audit).await?;
         if !found {
@@ -66,6 +68,10 @@ impl Hive {
                 vec![record.ok_or_else(|| HiveError::not_found(format!("no rule named {name}")))?]
             }
         };
-        Ok(self.plan_rules(&rules, "test", payload, Utc::now()).await)
+        // The event is not stored: it has no id of its own.
+        let event_id = EventId::new("test");
+        Ok(self
+            .plan_rules(&rules, &event_id, payload, Utc::now())
+            .await)
     }
 }

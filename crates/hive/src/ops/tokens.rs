@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
+use ultron8_core::audit::AuditVerb;
 use ultron8_pki::JoinToken;
 use ultron8_store::NewJoinToken;
 
@@ -48,8 +49,8 @@ impl Hive {
             })
             .await?;
         let audit = self.audit(
-            actor,
-            "join_token.created",
+            actor.clone(),
+            AuditVerb::JoinTokenCreated,
             json!({ "token_id": token.id, "expires_at": expires_at }),
         );
         self.store.append_audit(&audit).await?;

@@ -184,7 +184,7 @@ impl TestHive {
             ..DroneFacts::default()
         };
         store
-            .record_registration(id, &facts, seen_at)
+            .record_registration(&id.into(), &facts, seen_at)
             .await
             .expect("record registration");
     }

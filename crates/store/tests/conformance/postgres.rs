@@ -9,8 +9,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use sqlx::{Connection, Executor, PgConnection};
+use ultron8_core::audit::{Actor, AuditVerb};
 use ultron8_store::postgres::PgStore;
-use ultron8_store::{AuditFilter, NewAuditRecord, PackRecord, ScriptRecord, Store, StoreError};
+use ultron8_store::{AuditFilter, NewAuditRecord, ScriptRecord, Store, StoreError};
 use uuid::Uuid;
 
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -111,8 +112,8 @@ fn some_audit() -> NewAuditRecord {
     NewAuditRecord {
         id: Uuid::now_v7().to_string(),
         at: chrono::DateTime::from_timestamp(1_893_456_000, 0).expect("valid time"),
-        actor: "hive".to_string(),
-        action: "test.appended".to_string(),
+        actor: Actor::Hive,
+        action: AuditVerb::ExecutionExpired,
         job_id: None,
         execution_id: None,
         drone_id: None,
@@ -204,14 +205,11 @@ async fn schema_rejects_unknown_execution_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_must_be_stored_under_the_hash_of_their_content() {
     with_store(|store| async move {
-        let pack = PackRecord {
-            name: "web".to_string(),
-            version: "1.0.0".to_string(),
-            description: String::new(),
-            content: serde_json::json!({}),
-            installed_at: chrono::DateTime::from_timestamp(1_893_456_000, 0).expect("valid time"),
-            installed_by: "operator:alice".to_string(),
-        };
+        let pack = crate::suite::pack(
+            "web",
+            "1.0.0",
+            chrono::DateTime::from_timestamp(1_893_456_000, 0).expect("valid time"),
+        );
         // The SHA-256 of "#!/bin/sh\ndf -h\n", with other bytes.
         let forged = ScriptRecord {
             sha256: "9b5b6dd6b560779926f3521c722bcbe7124dc0fd3988e3604c838db40c87be65".to_string(),

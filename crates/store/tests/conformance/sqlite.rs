@@ -14,6 +14,8 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteQueryResult};
 use sqlx::{Connection, SqliteConnection};
 use tempfile::TempDir;
+use ultron8_core::audit::{Actor, AuditVerb};
+use ultron8_core::ids::{DroneId, ExecutionId, JobId};
 use ultron8_core::{CommandSpec, Program};
 use ultron8_store::sqlite::SqliteStore;
 use ultron8_store::{
@@ -109,8 +111,8 @@ fn some_audit() -> NewAuditRecord {
     NewAuditRecord {
         id: Uuid::now_v7().to_string(),
         at: t(0),
-        actor: "hive".to_string(),
-        action: "test.appended".to_string(),
+        actor: Actor::Hive,
+        action: AuditVerb::ExecutionExpired,
         job_id: None,
         execution_id: None,
         drone_id: None,
@@ -275,7 +277,7 @@ async fn file_is_in_wal_mode_and_foreign_keys_are_enforced() {
         // so this checks the store's own: an execution of a job that does
         // not exist is refused, and the job written before it goes too.
         let job = NewJob {
-            id: Uuid::now_v7().to_string(),
+            id: JobId::new(Uuid::now_v7().to_string()),
             target: "drone-a".to_string(),
             requester: "operator:alice".to_string(),
             command: CommandSpec {
@@ -290,9 +292,9 @@ async fn file_is_in_wal_mode_and_foreign_keys_are_enforced() {
             origin: Default::default(),
         };
         let orphan = NewExecution {
-            id: Uuid::now_v7().to_string(),
-            job_id: "no-such-job".to_string(),
-            drone_id: "drone-a".to_string(),
+            id: ExecutionId::new(Uuid::now_v7().to_string()),
+            job_id: JobId::new("no-such-job"),
+            drone_id: DroneId::new("drone-a"),
             created_at: t(0),
             expires_at: t(60),
         };
@@ -320,7 +322,7 @@ async fn times_keep_microsecond_precision() {
         let enrolled_at = t(0) + Duration::nanoseconds(123_456_789);
         store
             .record_enrollment(&DroneEnrollment {
-                drone_id: "drone-a".to_string(),
+                drone_id: DroneId::new("drone-a"),
                 certificate_fingerprint: "fp".to_string(),
                 certificate_not_after: t(90 * 86_400),
                 labels: Default::default(),
@@ -330,7 +332,7 @@ async fn times_keep_microsecond_precision() {
             .await
             .expect("enroll");
         let drone = store
-            .get_drone("drone-a")
+            .get_drone(&DroneId::new("drone-a"))
             .await
             .expect("get drone")
             .expect("drone exists");
@@ -356,7 +358,7 @@ async fn a_stored_time_out_of_range_reads_as_corrupt_data() {
         conn.close().await.ok();
 
         let err = store
-            .get_drone("drone-a")
+            .get_drone(&DroneId::new("drone-a"))
             .await
             .expect_err("a time out of range");
         match err {
@@ -366,6 +368,149 @@ async fn a_stored_time_out_of_range_reads_as_corrupt_data() {
             ),
             other => panic!("expected corrupt data, got {other:?}"),
         }
+    })
+    .await;
+}
+
+/// The message of a [`StoreError::Corrupt`], or a panic saying what came.
+fn corrupt_message(err: StoreError) -> String {
+    match err {
+        StoreError::Corrupt(message) => message,
+        other => panic!("expected corrupt data, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_stored_verb_or_actor_reads_as_corrupt_data() {
+    with_store(|store, path| async move {
+        // Text the trail's vocabulary does not know: only a writer other
+        // than the store can have put it there. The two records are a
+        // second apart (times are microseconds), so each can be listed
+        // alone.
+        let mut conn = raw_connection(&path).await;
+        sqlx::query(
+            "INSERT INTO audit_log (id, at, actor, action, detail) VALUES \
+                 ('bad-verb', 0, 'hive', 'rule.exploded', '{}'), \
+                 ('bad-actor', 1000000, 'robot:r2', 'job.submitted', '{}')",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("insert audit records");
+        conn.close().await.ok();
+
+        let second = DateTime::UNIX_EPOCH + Duration::seconds(1);
+        let err = store
+            .list_audit(&AuditFilter {
+                until: Some(second),
+                ..AuditFilter::default()
+            })
+            .await
+            .expect_err("an unknown verb");
+        let message = corrupt_message(err);
+        assert!(
+            message.contains("audit record bad-verb") && message.contains("rule.exploded"),
+            "the message names the record and the verb: {message:?}"
+        );
+
+        let err = store
+            .list_audit(&AuditFilter {
+                since: Some(second),
+                ..AuditFilter::default()
+            })
+            .await
+            .expect_err("an unknown actor");
+        let message = corrupt_message(err);
+        assert!(
+            message.contains("audit record bad-actor") && message.contains("robot:r2"),
+            "the message names the record and the actor: {message:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_definition_that_does_not_decode_reads_as_corrupt_data() {
+    with_store(|store, path| async move {
+        let installed = crate::suite::pack("web", "1.0.0", t(0));
+        store
+            .install_pack(
+                &installed,
+                &[crate::suite::action("web", "restart", "1")],
+                &[crate::suite::rule(
+                    "web",
+                    "restart_on_down",
+                    "alertmanager",
+                    true,
+                )],
+                &[],
+                &some_audit(),
+            )
+            .await
+            .expect("install pack");
+
+        // Valid JSON, as the schema requires, but not a pack, an action or
+        // a rule: written by something other than the store.
+        let mut conn = raw_connection(&path).await;
+        for statement in [
+            "UPDATE actions SET definition = '{\"runner\": \"teleport\"}'",
+            "UPDATE rules SET definition = '{}'",
+            "UPDATE packs SET content = '{\"manifest\": 1}'",
+        ] {
+            sqlx::query(statement)
+                .execute(&mut conn)
+                .await
+                .expect(statement);
+        }
+        conn.close().await.ok();
+
+        let names = |err: StoreError, what: &str| {
+            let message = corrupt_message(err);
+            assert!(message.contains(what), "{what:?} in {message:?}");
+        };
+        names(
+            store.get_action("web.restart").await.expect_err("action"),
+            "actions.definition of web.restart",
+        );
+        names(
+            store.list_actions(None).await.expect_err("actions"),
+            "actions.definition of web.restart",
+        );
+        names(
+            store
+                .get_rule("web.restart_on_down")
+                .await
+                .expect_err("rule"),
+            "rules.definition of web.restart_on_down",
+        );
+        names(
+            store.list_rules(None).await.expect_err("rules"),
+            "rules.definition of web.restart_on_down",
+        );
+        names(
+            store.get_pack("web").await.expect_err("pack"),
+            "packs.content of web",
+        );
+        names(
+            store.list_packs().await.expect_err("packs"),
+            "packs.content of web",
+        );
+
+        // An upgrade moves the stored content to the history as it is.
+        store
+            .install_pack(
+                &crate::suite::pack("web", "2.0.0", t(10)),
+                &[],
+                &[],
+                &[],
+                &some_audit(),
+            )
+            .await
+            .expect("upgrade pack");
+        assert!(store.get_pack("web").await.expect("get pack").is_some());
+        names(
+            store.pack_history("web").await.expect_err("history"),
+            "pack_history.content of web",
+        );
     })
     .await;
 }
@@ -388,7 +533,12 @@ async fn reopening_the_file_keeps_the_state() {
 
     let store = SqliteStore::open(&file.path).await.expect("reopen");
     store
-        .consume_join_token(&token.id, &token.secret_sha256, "drone-a", t(10))
+        .consume_join_token(
+            &token.id,
+            &token.secret_sha256,
+            &DroneId::new("drone-a"),
+            t(10),
+        )
         .await
         .expect("the token survived the restart");
     store.close().await;

@@ -14,8 +14,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
+use ultron8_core::audit::{Actor, AuditVerb};
+use ultron8_core::criteria::{Criterion, Operator};
+use ultron8_core::ids::{DroneId, EventId, ExecutionId, JobId};
 use ultron8_core::policy::{BlastRadius, Cooldown, Observation, Policy};
 use ultron8_core::{CommandSpec, DroneFacts, ExecutionStatus, HostStats, Program};
+use ultron8_pack::{Action, Manifest, Pack, Rule, RuleAction, Runner, ShellProgram};
 use ultron8_store::{
     ActionRecord, AuditFilter, DroneEnrollment, EventFilter, EventOutcome, EventRecord, EventState,
     ExecutionResult, ExecutionUpdate, FiringOutcome, JobOrigin, NewAuditRecord, NewEvent,
@@ -110,8 +114,9 @@ fn t(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_893_456_000, 0).expect("valid epoch") + Duration::seconds(secs)
 }
 
-fn new_id() -> String {
-    Uuid::now_v7().to_string()
+/// A fresh uuid v7, as a job, execution, event or audit record id.
+fn new_id<Id: From<String>>() -> Id {
+    Uuid::now_v7().to_string().into()
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -142,7 +147,7 @@ fn enrollment(
     at: DateTime<Utc>,
 ) -> DroneEnrollment {
     DroneEnrollment {
-        drone_id: drone_id.to_string(),
+        drone_id: drone_id.into(),
         certificate_fingerprint: format!("fp-{drone_id}-{}", at.timestamp()),
         certificate_not_after: at + Duration::days(90),
         labels: token_labels,
@@ -196,12 +201,16 @@ fn command(script: &str) -> CommandSpec {
     }
 }
 
-fn audit(action: &str, at: DateTime<Utc>) -> NewAuditRecord {
+fn alice() -> Actor {
+    Actor::Operator("alice".to_string())
+}
+
+fn audit(action: AuditVerb, at: DateTime<Utc>) -> NewAuditRecord {
     NewAuditRecord {
         id: new_id(),
         at,
-        actor: "operator:alice".to_string(),
-        action: action.to_string(),
+        actor: alice(),
+        action,
         job_id: None,
         execution_id: None,
         drone_id: None,
@@ -214,9 +223,9 @@ fn audit(action: &str, at: DateTime<Utc>) -> NewAuditRecord {
 }
 
 struct CreatedJob {
-    job_id: String,
+    job_id: JobId,
     /// In the order of the drones passed to [`create_job`].
-    execution_ids: Vec<String>,
+    execution_ids: Vec<ExecutionId>,
 }
 
 /// A job for `drones`, created at `created_at`, whose executions expire at
@@ -240,12 +249,12 @@ async fn create_job(
         .map(|drone| NewExecution {
             id: new_id(),
             job_id: job.id.clone(),
-            drone_id: drone.to_string(),
+            drone_id: DroneId::from(*drone),
             created_at,
             expires_at,
         })
         .collect();
-    let mut submitted = audit("job.submitted", created_at);
+    let mut submitted = audit(AuditVerb::JobSubmitted, created_at);
     submitted.job_id = Some(job.id.clone());
     store
         .create_job(&job, &executions, &submitted)
@@ -294,7 +303,7 @@ fn result(exit_code: i32, stdout: &str) -> ExecutionResult {
     }
 }
 
-async fn status_of(store: &dyn Store, execution_id: &str) -> ExecutionStatus {
+async fn status_of(store: &dyn Store, execution_id: &ExecutionId) -> ExecutionStatus {
     store
         .get_execution(execution_id)
         .await
@@ -303,10 +312,10 @@ async fn status_of(store: &dyn Store, execution_id: &str) -> ExecutionStatus {
         .status
 }
 
-async fn audit_for_execution(store: &dyn Store, execution_id: &str) -> Vec<NewAuditRecord> {
+async fn audit_for_execution(store: &dyn Store, execution_id: &ExecutionId) -> Vec<NewAuditRecord> {
     store
         .list_audit(&AuditFilter {
-            execution_id: Some(execution_id.to_string()),
+            execution_id: Some(execution_id.clone()),
             ..AuditFilter::default()
         })
         .await
@@ -314,13 +323,13 @@ async fn audit_for_execution(store: &dyn Store, execution_id: &str) -> Vec<NewAu
 }
 
 fn chunk(
-    execution_id: &str,
+    execution_id: &ExecutionId,
     stream: OutputStreamKind,
     offset: u64,
     data: &str,
 ) -> OutputChunkRecord {
     OutputChunkRecord {
-        execution_id: execution_id.to_string(),
+        execution_id: execution_id.clone(),
         stream,
         offset,
         data: data.as_bytes().to_vec(),
@@ -352,13 +361,13 @@ pub async fn join_token_is_consumed_once(store: Arc<dyn Store>) {
         .expect("create token");
 
     let grant = store
-        .consume_join_token("tok-1", &secret_hash(1), "drone-a", t(10))
+        .consume_join_token("tok-1", &secret_hash(1), &"drone-a".into(), t(10))
         .await
         .expect("first use succeeds");
     assert_eq!(grant.labels, labels(&[("env", "prod"), ("role", "web")]));
 
     let second = store
-        .consume_join_token("tok-1", &secret_hash(1), "drone-b", t(11))
+        .consume_join_token("tok-1", &secret_hash(1), &"drone-b".into(), t(11))
         .await;
     assert!(
         matches!(second, Err(StoreError::JoinTokenInvalid)),
@@ -389,7 +398,7 @@ pub async fn concurrent_join_token_consumption_has_one_winner(store: Arc<dyn Sto
                     .consume_join_token(
                         &format!("tok-{seed}"),
                         &secret_hash(seed),
-                        &format!("drone-{seed}-{racer}"),
+                        &DroneId::from(format!("drone-{seed}-{racer}")),
                         t(10),
                     )
                     .await;
@@ -425,7 +434,7 @@ pub async fn expired_join_token_is_refused(store: Arc<dyn Store>) {
         .await
         .expect("create token");
     let outcome = store
-        .consume_join_token("tok-old", &secret_hash(7), "drone-a", t(61))
+        .consume_join_token("tok-old", &secret_hash(7), &"drone-a".into(), t(61))
         .await;
     assert!(
         matches!(outcome, Err(StoreError::JoinTokenInvalid)),
@@ -435,7 +444,7 @@ pub async fn expired_join_token_is_refused(store: Arc<dyn Store>) {
     // The refusal did not burn it for a caller whose clock says it is valid,
     // which shows the refusal was about time, not a side effect.
     store
-        .consume_join_token("tok-old", &secret_hash(7), "drone-a", t(59))
+        .consume_join_token("tok-old", &secret_hash(7), &"drone-a".into(), t(59))
         .await
         .expect("token still valid before its expiry");
 }
@@ -447,14 +456,14 @@ pub async fn join_token_with_wrong_secret_or_unknown_id_is_refused(store: Arc<dy
         .expect("create token");
 
     let wrong_secret = store
-        .consume_join_token("tok-1", &secret_hash(2), "drone-a", t(10))
+        .consume_join_token("tok-1", &secret_hash(2), &"drone-a".into(), t(10))
         .await;
     assert!(
         matches!(wrong_secret, Err(StoreError::JoinTokenInvalid)),
         "got {wrong_secret:?}"
     );
     let unknown = store
-        .consume_join_token("tok-404", &secret_hash(1), "drone-a", t(10))
+        .consume_join_token("tok-404", &secret_hash(1), &"drone-a".into(), t(10))
         .await;
     assert!(
         matches!(unknown, Err(StoreError::JoinTokenInvalid)),
@@ -463,7 +472,7 @@ pub async fn join_token_with_wrong_secret_or_unknown_id_is_refused(store: Arc<dy
 
     // A wrong guess must not consume the token.
     store
-        .consume_join_token("tok-1", &secret_hash(1), "drone-a", t(10))
+        .consume_join_token("tok-1", &secret_hash(1), &"drone-a".into(), t(10))
         .await
         .expect("the right secret still works");
 }
@@ -471,13 +480,16 @@ pub async fn join_token_with_wrong_secret_or_unknown_id_is_refused(store: Arc<dy
 // --- drones -----------------------------------------------------------------
 
 pub async fn enrollment_creates_an_offline_drone(store: Arc<dyn Store>) {
-    assert_eq!(store.get_drone("drone-a").await.expect("get drone"), None);
+    assert_eq!(
+        store.get_drone(&"drone-a".into()).await.expect("get drone"),
+        None
+    );
 
     let enrolled = enrollment("drone-a", labels(&[("env", "prod")]), t(5));
     store.record_enrollment(&enrolled).await.expect("enroll");
 
     let drone = store
-        .get_drone("drone-a")
+        .get_drone(&"drone-a".into())
         .await
         .expect("get drone")
         .expect("drone exists");
@@ -509,7 +521,7 @@ pub async fn re_enrollment_replaces_credentials_and_keeps_one_record(store: Arc<
         .await
         .expect("enroll");
     store
-        .record_registration("drone-a", &facts("host-a", BTreeMap::new()), t(6))
+        .record_registration(&"drone-a".into(), &facts("host-a", BTreeMap::new()), t(6))
         .await
         .expect("register");
 
@@ -541,12 +553,12 @@ pub async fn registration_stores_facts_and_marks_online(store: Arc<dyn Store>) {
     enroll(&*store, "drone-a", t(0)).await;
     let reported = facts("host-a", labels(&[("role", "db")]));
     store
-        .record_registration("drone-a", &reported, t(10))
+        .record_registration(&"drone-a".into(), &reported, t(10))
         .await
         .expect("register");
 
     let drone = store
-        .get_drone("drone-a")
+        .get_drone(&"drone-a".into())
         .await
         .expect("get drone")
         .expect("drone exists");
@@ -559,11 +571,11 @@ pub async fn registration_stores_facts_and_marks_online(store: Arc<dyn Store>) {
     let mut upgraded = reported.clone();
     upgraded.agent_version = "0.2.0".to_string();
     store
-        .record_registration("drone-a", &upgraded, t(20))
+        .record_registration(&"drone-a".into(), &upgraded, t(20))
         .await
         .expect("register again");
     let drone = store
-        .get_drone("drone-a")
+        .get_drone(&"drone-a".into())
         .await
         .expect("get drone")
         .expect("drone exists");
@@ -573,12 +585,12 @@ pub async fn registration_stores_facts_and_marks_online(store: Arc<dyn Store>) {
 
 pub async fn registration_of_unknown_drone_is_not_found(store: Arc<dyn Store>) {
     let err = store
-        .record_registration("ghost", &facts("ghost", BTreeMap::new()), t(1))
+        .record_registration(&"ghost".into(), &facts("ghost", BTreeMap::new()), t(1))
         .await
         .expect_err("unknown drone");
     assert_not_found(err, "drone", "ghost");
     assert_eq!(
-        store.get_drone("ghost").await.expect("get drone"),
+        store.get_drone(&"ghost".into()).await.expect("get drone"),
         None,
         "no drone appears"
     );
@@ -587,16 +599,16 @@ pub async fn registration_of_unknown_drone_is_not_found(store: Arc<dyn Store>) {
 pub async fn heartbeat_stores_stats_and_marks_online(store: Arc<dyn Store>) {
     enroll(&*store, "drone-a", t(0)).await;
     store
-        .record_registration("drone-a", &facts("host-a", BTreeMap::new()), t(10))
+        .record_registration(&"drone-a".into(), &facts("host-a", BTreeMap::new()), t(10))
         .await
         .expect("register");
     store
-        .record_heartbeat("drone-a", &stats(12.5), t(40))
+        .record_heartbeat(&"drone-a".into(), &stats(12.5), t(40))
         .await
         .expect("heartbeat");
 
     let drone = store
-        .get_drone("drone-a")
+        .get_drone(&"drone-a".into())
         .await
         .expect("get drone")
         .expect("drone exists");
@@ -610,11 +622,11 @@ pub async fn heartbeat_stores_stats_and_marks_online(store: Arc<dyn Store>) {
     );
 
     store
-        .record_heartbeat("drone-a", &stats(99.0), t(70))
+        .record_heartbeat(&"drone-a".into(), &stats(99.0), t(70))
         .await
         .expect("heartbeat");
     let drone = store
-        .get_drone("drone-a")
+        .get_drone(&"drone-a".into())
         .await
         .expect("get drone")
         .expect("drone exists");
@@ -623,7 +635,7 @@ pub async fn heartbeat_stores_stats_and_marks_online(store: Arc<dyn Store>) {
 
 pub async fn heartbeat_of_unknown_drone_is_not_found(store: Arc<dyn Store>) {
     let err = store
-        .record_heartbeat("ghost", &stats(1.0), t(1))
+        .record_heartbeat(&"ghost".into(), &stats(1.0), t(1))
         .await
         .expect_err("unknown drone");
     assert_not_found(err, "drone", "ghost");
@@ -640,7 +652,7 @@ pub async fn drone_labels_merge_token_and_own_labels(store: Arc<dyn Store>) {
         .expect("enroll");
     store
         .record_registration(
-            "drone-a",
+            &"drone-a".into(),
             &facts("host-a", labels(&[("role", "db"), ("zone", "eu-1")])),
             t(1),
         )
@@ -648,7 +660,7 @@ pub async fn drone_labels_merge_token_and_own_labels(store: Arc<dyn Store>) {
         .expect("register");
 
     let drone = store
-        .get_drone("drone-a")
+        .get_drone(&"drone-a".into())
         .await
         .expect("get drone")
         .expect("drone exists");
@@ -673,19 +685,19 @@ pub async fn silent_drones_are_marked_offline(store: Arc<dyn Store>) {
     }
     // drone-d never registers: enrolled, offline, never seen.
     store
-        .record_registration("drone-a", &facts("a", BTreeMap::new()), t(10))
+        .record_registration(&"drone-a".into(), &facts("a", BTreeMap::new()), t(10))
         .await
         .expect("register a");
     store
-        .record_registration("drone-b", &facts("b", BTreeMap::new()), t(10))
+        .record_registration(&"drone-b".into(), &facts("b", BTreeMap::new()), t(10))
         .await
         .expect("register b");
     store
-        .record_registration("drone-c", &facts("c", BTreeMap::new()), t(10))
+        .record_registration(&"drone-c".into(), &facts("c", BTreeMap::new()), t(10))
         .await
         .expect("register c");
     store
-        .record_heartbeat("drone-b", &stats(1.0), t(100))
+        .record_heartbeat(&"drone-b".into(), &stats(1.0), t(100))
         .await
         .expect("heartbeat b");
 
@@ -693,14 +705,14 @@ pub async fn silent_drones_are_marked_offline(store: Arc<dyn Store>) {
         .mark_silent_drones_offline(t(50))
         .await
         .expect("mark offline");
-    assert_eq!(offline, vec!["drone-a".to_string(), "drone-c".to_string()]);
+    assert_eq!(offline, ["drone-a", "drone-c"]);
 
     let online: BTreeMap<String, bool> = store
         .list_drones()
         .await
         .expect("list drones")
         .into_iter()
-        .map(|drone| (drone.id, drone.online))
+        .map(|drone| (drone.id.into_string(), drone.online))
         .collect();
     assert_eq!(
         online,
@@ -721,11 +733,11 @@ pub async fn silent_drones_are_marked_offline(store: Arc<dyn Store>) {
 
     // A heartbeat brings a drone back.
     store
-        .record_heartbeat("drone-a", &stats(2.0), t(200))
+        .record_heartbeat(&"drone-a".into(), &stats(2.0), t(200))
         .await
         .expect("heartbeat a");
     let drone = store
-        .get_drone("drone-a")
+        .get_drone(&"drone-a".into())
         .await
         .expect("get drone")
         .expect("drone exists");
@@ -737,7 +749,7 @@ pub async fn drones_are_listed_by_id(store: Arc<dyn Store>) {
     for drone in ["drone-c", "drone-a", "drone-b"] {
         enroll(&*store, drone, t(0)).await;
     }
-    let ids: Vec<String> = store
+    let ids: Vec<DroneId> = store
         .list_drones()
         .await
         .expect("list drones")
@@ -750,9 +762,12 @@ pub async fn drones_are_listed_by_id(store: Arc<dyn Store>) {
 // --- jobs -------------------------------------------------------------------
 
 pub async fn job_is_stored_with_executions_and_audit(store: Arc<dyn Store>) {
-    assert_eq!(store.get_job("nope").await.expect("get job"), None);
+    assert_eq!(store.get_job(&"nope".into()).await.expect("get job"), None);
     assert_eq!(
-        store.get_execution("nope").await.expect("get execution"),
+        store
+            .get_execution(&"nope".into())
+            .await
+            .expect("get execution"),
         None
     );
 
@@ -810,7 +825,7 @@ pub async fn job_is_stored_with_executions_and_audit(store: Arc<dyn Store>) {
         .await
         .expect("list audit");
     assert_eq!(audit.len(), 1);
-    assert_eq!(audit[0].action, "job.submitted");
+    assert_eq!(audit[0].action.as_str(), "job.submitted");
     assert_eq!(store.count_jobs().await.expect("count jobs"), 1);
 }
 
@@ -830,11 +845,11 @@ pub async fn failed_job_creation_leaves_nothing_behind(store: Arc<dyn Store>) {
     let executions = [NewExecution {
         id: first.execution_ids[0].clone(),
         job_id: job.id.clone(),
-        drone_id: "drone-b".to_string(),
+        drone_id: "drone-b".into(),
         created_at: t(1),
         expires_at: t(61),
     }];
-    let mut submitted = audit("job.submitted", t(1));
+    let mut submitted = audit(AuditVerb::JobSubmitted, t(1));
     submitted.job_id = Some(job.id.clone());
     store
         .create_job(&job, &executions, &submitted)
@@ -868,7 +883,9 @@ pub async fn failed_job_creation_leaves_nothing_behind(store: Arc<dyn Store>) {
 /// transaction, so it is written whole or not at all.
 pub async fn batches_beyond_one_statement_are_written_whole_or_not_at_all(store: Arc<dyn Store>) {
     const DRONES: usize = 14_000;
-    let drones: Vec<String> = (0..DRONES).map(|i| format!("drone-{i:05}")).collect();
+    let drones: Vec<DroneId> = (0..DRONES)
+        .map(|i| DroneId::new(format!("drone-{i:05}")))
+        .collect();
 
     // The last execution repeats the first one's drone, which the schema
     // refuses: the statements before it must not stay.
@@ -893,7 +910,7 @@ pub async fn batches_beyond_one_statement_are_written_whole_or_not_at_all(store:
     if let Some(last) = executions.last_mut() {
         last.drone_id = drones[0].clone();
     }
-    let mut submitted = audit("job.submitted", t(0));
+    let mut submitted = audit(AuditVerb::JobSubmitted, t(0));
     submitted.job_id = Some(job.id.clone());
     store
         .create_job(&job, &executions, &submitted)
@@ -912,7 +929,7 @@ pub async fn batches_beyond_one_statement_are_written_whole_or_not_at_all(store:
         "no execution of the refused job stays"
     );
 
-    let names: Vec<&str> = drones.iter().map(String::as_str).collect();
+    let names: Vec<&str> = drones.iter().map(DroneId::as_str).collect();
     let created = create_job(&*store, &names, t(0), t(60)).await;
     let stored = store
         .get_job(&created.job_id)
@@ -932,7 +949,7 @@ pub async fn batches_beyond_one_statement_are_written_whole_or_not_at_all(store:
     assert_eq!(expired.len(), DRONES);
     let records = store
         .list_audit(&AuditFilter {
-            action: Some("execution.expired".to_string()),
+            action: Some(AuditVerb::ExecutionExpired),
             limit: u32::try_from(DRONES + 1).expect("small"),
             ..AuditFilter::default()
         })
@@ -973,7 +990,7 @@ pub async fn jobs_are_listed_newest_first_with_status_counts(store: Arc<dyn Stor
     );
 
     let jobs = store.list_jobs(10).await.expect("list jobs");
-    let ids: Vec<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
+    let ids: Vec<&JobId> = jobs.iter().map(|job| &job.id).collect();
     assert_eq!(ids, [&newest.job_id, &middle.job_id, &oldest.job_id]);
     assert_eq!(
         jobs[0].status_counts,
@@ -996,7 +1013,7 @@ pub async fn jobs_are_listed_newest_first_with_status_counts(store: Arc<dyn Stor
     assert_eq!(jobs[2].created_at, t(10));
 
     let limited = store.list_jobs(2).await.expect("list jobs");
-    let ids: Vec<&str> = limited.iter().map(|job| job.id.as_str()).collect();
+    let ids: Vec<&JobId> = limited.iter().map(|job| &job.id).collect();
     assert_eq!(ids, [&newest.job_id, &middle.job_id]);
     assert_eq!(store.count_jobs().await.expect("count jobs"), 3);
 }
@@ -1007,7 +1024,9 @@ pub async fn transitions_only_move_forward(store: Arc<dyn Store>) {
     let job = create_job(&*store, &["drone-a"], t(0), t(600)).await;
     let id = &job.execution_ids[0];
 
-    let mut dispatched = audit("execution.dispatched", t(1));
+    // The hive records no dispatch: any verb shows that the record goes with
+    // the transition that applied and only with it.
+    let mut dispatched = audit(AuditVerb::ExecutionFinished, t(1));
     dispatched.execution_id = Some(id.clone());
     let outcome = store
         .transition_execution(
@@ -1040,7 +1059,7 @@ pub async fn transitions_only_move_forward(store: Arc<dyn Store>) {
         ExecutionStatus::Dispatched,
         ExecutionStatus::Running,
     ] {
-        let mut refused_audit = audit("execution.bogus", t(3));
+        let mut refused_audit = audit(AuditVerb::DroneRefusedRequest, t(3));
         refused_audit.execution_id = Some(id.clone());
         let outcome = store
             .transition_execution(id, &update(backwards, t(3)), Some(&refused_audit))
@@ -1121,7 +1140,7 @@ pub async fn terminal_state_is_never_overwritten(store: Arc<dyn Store>) {
         .expect("transition");
 
     let first = result(0, "first\n");
-    let mut first_audit = audit("execution.finished", t(2));
+    let mut first_audit = audit(AuditVerb::ExecutionFinished, t(2));
     first_audit.execution_id = Some(id.clone());
     let outcome = store
         .transition_execution(
@@ -1140,7 +1159,7 @@ pub async fn terminal_state_is_never_overwritten(store: Arc<dyn Store>) {
 
     let mut second = result(2, "second\n");
     second.error = Some("late duplicate".to_string());
-    let mut second_audit = audit("execution.finished", t(3));
+    let mut second_audit = audit(AuditVerb::ExecutionFinished, t(3));
     second_audit.execution_id = Some(id.clone());
     let outcome = store
         .transition_execution(
@@ -1202,7 +1221,7 @@ pub async fn concurrent_terminal_reports_apply_once(store: Arc<dyn Store>) {
             let barrier = Arc::clone(&barrier);
             let id = id.clone();
             tasks.push(tokio::spawn(async move {
-                let mut record = audit("execution.finished", t(10));
+                let mut record = audit(AuditVerb::ExecutionFinished, t(10));
                 record.execution_id = Some(id.clone());
                 record.status = Some(status);
                 let exit_code = i32::try_from(i).expect("small index");
@@ -1220,7 +1239,7 @@ pub async fn concurrent_terminal_reports_apply_once(store: Arc<dyn Store>) {
         }
     }
 
-    let mut applied = BTreeMap::<String, Vec<(ExecutionStatus, i32)>>::new();
+    let mut applied = BTreeMap::<ExecutionId, Vec<(ExecutionStatus, i32)>>::new();
     for task in tasks {
         let (id, status, exit_code, outcome) = task.await.expect("reporter task");
         match outcome {
@@ -1320,18 +1339,19 @@ pub async fn result_is_only_stored_with_terminal_status(store: Arc<dyn Store>) {
 }
 
 pub async fn transition_of_unknown_execution_is_not_found(store: Arc<dyn Store>) {
-    let mut record = audit("execution.finished", t(1));
-    record.execution_id = Some("ghost".to_string());
+    let ghost = ExecutionId::new("ghost");
+    let mut record = audit(AuditVerb::ExecutionFinished, t(1));
+    record.execution_id = Some(ghost.clone());
     let outcome = store
         .transition_execution(
-            "ghost",
+            &ghost,
             &update(ExecutionStatus::Running, t(1)),
             Some(&record),
         )
         .await
         .expect("transition");
     assert_eq!(outcome, TransitionOutcome::NotFound);
-    assert!(audit_for_execution(&*store, "ghost").await.is_empty());
+    assert!(audit_for_execution(&*store, &ghost).await.is_empty());
 }
 
 pub async fn running_execution_never_expires(store: Arc<dyn Store>) {
@@ -1447,15 +1467,12 @@ pub async fn expiry_moves_overdue_executions_and_writes_audit(store: Arc<dyn Sto
             "audit id {} is a uuid",
             record.id
         );
-        assert_eq!(record.actor, "hive");
-        assert_eq!(record.action, "execution.expired");
+        assert_eq!(record.actor.to_string(), "hive");
+        assert_eq!(record.action.as_str(), "execution.expired");
         assert_eq!(record.status, Some(ExecutionStatus::Expired));
-        assert_eq!(record.job_id.as_deref(), Some(overdue.job_id.as_str()));
-        assert_eq!(record.execution_id.as_deref(), Some(execution.id.as_str()));
-        assert_eq!(
-            record.drone_id.as_deref(),
-            Some(execution.drone_id.as_str())
-        );
+        assert_eq!(record.job_id.as_ref(), Some(&overdue.job_id));
+        assert_eq!(record.execution_id.as_ref(), Some(&execution.id));
+        assert_eq!(record.drone_id.as_ref(), Some(&execution.drone_id));
         assert_eq!(record.detail["expires_at"], json!(t(60)));
     }
 
@@ -1484,7 +1501,7 @@ pub async fn expiry_moves_overdue_executions_and_writes_audit(store: Arc<dyn Sto
     );
     let all_expiry_audit = store
         .list_audit(&AuditFilter {
-            action: Some("execution.expired".to_string()),
+            action: Some(AuditVerb::ExecutionExpired),
             ..AuditFilter::default()
         })
         .await
@@ -1612,14 +1629,15 @@ pub async fn output_of_terminal_execution_is_ignored(store: Arc<dyn Store>) {
 }
 
 pub async fn output_of_unknown_execution_is_not_found(store: Arc<dyn Store>) {
+    let ghost = ExecutionId::new("ghost");
     let err = store
-        .append_output(&chunk("ghost", OutputStreamKind::Stdout, 0, "boo"))
+        .append_output(&chunk(&ghost, OutputStreamKind::Stdout, 0, "boo"))
         .await
         .expect_err("unknown execution");
     assert_not_found(err, "execution", "ghost");
     assert!(
         store
-            .execution_output("ghost")
+            .execution_output(&ghost)
             .await
             .expect("output")
             .is_empty()
@@ -1682,18 +1700,18 @@ pub async fn audit_round_trips_every_field(store: Arc<dyn Store>) {
     let full = NewAuditRecord {
         id: new_id(),
         at: t(42),
-        actor: "drone:drone-a".to_string(),
-        action: "execution.finished".to_string(),
-        job_id: Some("job-1".to_string()),
-        execution_id: Some("exec-1".to_string()),
-        drone_id: Some("drone-a".to_string()),
+        actor: Actor::Drone("drone-a".to_string()),
+        action: AuditVerb::ExecutionFinished,
+        job_id: Some("job-1".into()),
+        execution_id: Some("exec-1".into()),
+        drone_id: Some("drone-a".into()),
         status: Some(ExecutionStatus::TimedOut),
-        event_id: Some("event-1".to_string()),
+        event_id: Some("event-1".into()),
         rule: Some("web.restart_nginx".to_string()),
         action_ref: Some("web.restart".to_string()),
         detail: json!({ "exit_code": null, "note": "killed after 30s", "nested": { "list": [1, 2.5, "x"] } }),
     };
-    let bare = audit("token.created", t(43));
+    let bare = audit(AuditVerb::JoinTokenCreated, t(43));
     store.append_audit(&full).await.expect("append");
     store.append_audit(&bare).await.expect("append");
 
@@ -1706,8 +1724,8 @@ pub async fn audit_round_trips_every_field(store: Arc<dyn Store>) {
 
 pub async fn audit_is_listed_newest_first_and_pages(store: Arc<dyn Store>) {
     let mut records = Vec::new();
-    for i in 0..7 {
-        let record = audit(&format!("test.step{i}"), t(i));
+    for (i, verb) in (0..7).zip(AuditVerb::ALL.iter().cycle()) {
+        let record = audit(*verb, t(i));
         store.append_audit(&record).await.expect("append");
         records.push(record);
     }
@@ -1750,12 +1768,12 @@ pub async fn audit_filters_combine(store: Arc<dyn Store>) {
                   drone: Option<&str>,
                   status: Option<ExecutionStatus>| {
         NewAuditRecord {
-            actor: actor.to_string(),
-            job_id: job.map(str::to_string),
-            execution_id: job.map(|job| format!("{job}-exec")),
-            drone_id: drone.map(str::to_string),
+            actor: actor.parse().expect("an actor"),
+            job_id: job.map(JobId::from),
+            execution_id: job.map(|job| ExecutionId::new(format!("{job}-exec"))),
+            drone_id: drone.map(DroneId::from),
             status,
-            ..audit(action, t(at))
+            ..audit(action.parse().expect("a verb"), t(at))
         }
     };
     let records = [
@@ -1784,7 +1802,7 @@ pub async fn audit_filters_combine(store: Arc<dyn Store>) {
             Some(ExecutionStatus::Failed),
         ),
         record("drone.enrolled", 40, "hive", None, Some("a"), None),
-        record("token.created", 50, "operator:bob", None, None, None),
+        record("join_token.created", 50, "operator:bob", None, None, None),
     ];
     for record in &records {
         store.append_audit(record).await.expect("append");
@@ -1792,7 +1810,7 @@ pub async fn audit_filters_combine(store: Arc<dyn Store>) {
     let actions = |listed: Vec<NewAuditRecord>| -> Vec<(String, i64)> {
         listed
             .into_iter()
-            .map(|record| (record.action, (record.at - t(0)).num_seconds()))
+            .map(|record| (record.action.to_string(), (record.at - t(0)).num_seconds()))
             .collect()
     };
     let list = |filter: AuditFilter| {
@@ -1818,7 +1836,7 @@ pub async fn audit_filters_combine(store: Arc<dyn Store>) {
     );
     assert_eq!(
         list(AuditFilter {
-            actor: Some("hive".into()),
+            actor: Some(Actor::Hive),
             ..AuditFilter::default()
         })
         .await,
@@ -1826,7 +1844,7 @@ pub async fn audit_filters_combine(store: Arc<dyn Store>) {
     );
     assert_eq!(
         list(AuditFilter {
-            action: Some("execution.finished".into()),
+            action: Some(AuditVerb::ExecutionFinished),
             ..AuditFilter::default()
         })
         .await,
@@ -1867,7 +1885,7 @@ pub async fn audit_filters_combine(store: Arc<dyn Store>) {
     assert_eq!(
         list(AuditFilter {
             drone_id: Some("a".into()),
-            action: Some("execution.finished".into()),
+            action: Some(AuditVerb::ExecutionFinished),
             since: Some(t(15)),
             ..AuditFilter::default()
         })
@@ -1888,7 +1906,7 @@ pub async fn audit_filters_combine(store: Arc<dyn Store>) {
 pub async fn audit_limit_zero_means_one_hundred(store: Arc<dyn Store>) {
     for i in 0..105 {
         store
-            .append_audit(&audit("test.bulk", t(i)))
+            .append_audit(&audit(AuditVerb::JobSubmitted, t(i)))
             .await
             .expect("append");
     }
@@ -1926,7 +1944,7 @@ pub async fn job_origin_round_trips(store: Arc<dyn Store>) {
     };
     let executions = [execution(&job.id, "drone-a", t(5))];
     store
-        .create_job(&job, &executions, &audit("job.submitted", t(5)))
+        .create_job(&job, &executions, &audit(AuditVerb::JobSubmitted, t(5)))
         .await
         .expect("create job");
     let ad_hoc = create_job(&*store, &["drone-b"], t(6), t(600)).await;
@@ -1966,36 +1984,81 @@ fn script((sha256, content): (&str, &str)) -> ScriptRecord {
     }
 }
 
-fn pack(name: &str, version: &str, installed_at: DateTime<Utc>) -> PackRecord {
+/// A pack record; its content is the manifest alone (the store keeps a
+/// pack's actions and rules as given to `install_pack`, not from it).
+pub(crate) fn pack(name: &str, version: &str, installed_at: DateTime<Utc>) -> PackRecord {
+    let description = format!("{name} remediations");
     PackRecord {
         name: name.to_string(),
         version: version.to_string(),
-        description: format!("{name} remediations"),
-        content: json!({ "name": name, "version": version, "actions": [] }),
+        content: Pack {
+            manifest: Manifest {
+                name: name.to_string(),
+                version: version.parse().expect("a semver version"),
+                description: description.clone(),
+                author: "tests".to_string(),
+                dependencies: Vec::new(),
+            },
+            actions: Vec::new(),
+            rules: Vec::new(),
+            scripts: Vec::new(),
+        },
+        description,
         installed_at,
         installed_by: "operator:alice".to_string(),
     }
 }
 
-fn action(pack: &str, name: &str, version: &str) -> ActionRecord {
+/// An action whose definition names the pack `version` it came with, so
+/// two versions' definitions differ.
+pub(crate) fn action(pack: &str, name: &str, version: &str) -> ActionRecord {
     ActionRecord {
         reference: format!("{pack}.{name}"),
         pack: pack.to_string(),
-        definition: json!({ "name": name, "runner": "shell", "since": version }),
+        definition: Action {
+            pack: pack.to_string(),
+            name: name.to_string(),
+            description: format!("since {version}"),
+            runner: Runner::Shell {
+                program: ShellProgram::Argv(vec!["systemctl".to_string(), "restart".to_string()]),
+                env: BTreeMap::new(),
+            },
+            parameters: Default::default(),
+            timeout: Some(std::time::Duration::from_secs(30)),
+        },
     }
 }
 
-fn rule(pack: &str, name: &str, trigger: &str, enabled: bool) -> RuleRecord {
+pub(crate) fn rule(pack: &str, name: &str, trigger: &str, enabled: bool) -> RuleRecord {
     RuleRecord {
         reference: format!("{pack}.{name}"),
         pack: pack.to_string(),
         trigger: trigger.to_string(),
         enabled,
-        definition: json!({ "name": name, "criteria": { "labels.alertname": "NginxDown" } }),
+        definition: Rule {
+            pack: pack.to_string(),
+            name: name.to_string(),
+            description: "restart nginx when it is down".to_string(),
+            enabled,
+            trigger: trigger.to_string(),
+            trigger_parameters: Default::default(),
+            schedule: None,
+            criteria: vec![Criterion::Match {
+                path: "labels.alertname".to_string(),
+                op: Operator::Equals,
+                value: Some(json!("NginxDown")),
+            }],
+            action: RuleAction {
+                reference: format!("{pack}.restart"),
+                target: Some("{{ labels.instance }}".to_string()),
+                parameters: Default::default(),
+            },
+            policy: Policy::default(),
+        },
     }
 }
 
-fn pack_audit(action: &str, pack: &str, at: DateTime<Utc>) -> NewAuditRecord {
+fn pack_audit(action: AuditVerb, pack: &str, at: DateTime<Utc>) -> NewAuditRecord {
     NewAuditRecord {
         detail: json!({ "pack": pack }),
         ..audit(action, at)
@@ -2015,7 +2078,11 @@ async fn install(
             actions,
             rules,
             scripts,
-            &pack_audit("pack.installed", &installed.name, installed.installed_at),
+            &pack_audit(
+                AuditVerb::PackInstalled,
+                &installed.name,
+                installed.installed_at,
+            ),
         )
         .await
         .expect("install pack")
@@ -2033,7 +2100,10 @@ async fn pack_audit_actions(store: &dyn Store) -> Vec<String> {
     records.reverse();
     records
         .into_iter()
-        .filter(|record| record.action.starts_with("pack.") || record.action.starts_with("rule."))
+        .filter(|record| {
+            let verb = record.action.as_str();
+            verb.starts_with("pack.") || verb.starts_with("rule.")
+        })
         .map(|record| {
             format!(
                 "{} {}",
@@ -2290,7 +2360,7 @@ pub async fn pack_removal_keeps_history_and_scripts(store: Arc<dyn Store>) {
     .await;
 
     let removed = store
-        .remove_pack("web", &pack_audit("pack.removed", "web", t(30)))
+        .remove_pack("web", &pack_audit(AuditVerb::PackRemoved, "web", t(30)))
         .await
         .expect("remove pack");
     assert!(removed);
@@ -2318,7 +2388,7 @@ pub async fn pack_removal_keeps_history_and_scripts(store: Arc<dyn Store>) {
     );
 
     let again = store
-        .remove_pack("web", &pack_audit("pack.removed", "web", t(31)))
+        .remove_pack("web", &pack_audit(AuditVerb::PackRemoved, "web", t(31)))
         .await
         .expect("remove pack");
     assert!(!again, "not installed");
@@ -2401,7 +2471,7 @@ pub async fn failed_pack_install_changes_nothing(store: Arc<dyn Store>) {
             &[action("web", "restart", "2"), intruder],
             &[rule("web", "restart_on_down", "alertmanager", true)],
             &[script(DISK_SCRIPT)],
-            &pack_audit("pack.installed", "web", t(20)),
+            &pack_audit(AuditVerb::PackInstalled, "web", t(20)),
         )
         .await
         .expect_err("an action outside the pack's namespace");
@@ -2484,7 +2554,7 @@ pub async fn rule_enabled_flag_is_set_with_audit_only_when_the_rule_exists(store
         .set_rule_enabled(
             "web.restart_on_down",
             false,
-            &pack_audit("rule.disabled", "web", t(2)),
+            &pack_audit(AuditVerb::RuleDisabled, "web", t(2)),
         )
         .await
         .expect("disable rule");
@@ -2497,7 +2567,11 @@ pub async fn rule_enabled_flag_is_set_with_audit_only_when_the_rule_exists(store
     assert!(!stored.enabled);
 
     let unknown = store
-        .set_rule_enabled("web.nope", true, &pack_audit("rule.enabled", "web", t(3)))
+        .set_rule_enabled(
+            "web.nope",
+            true,
+            &pack_audit(AuditVerb::RuleEnabled, "web", t(3)),
+        )
         .await
         .expect("enable unknown rule");
     assert!(!unknown, "no such rule");
@@ -2511,7 +2585,7 @@ pub async fn rule_enabled_flag_is_set_with_audit_only_when_the_rule_exists(store
         .set_rule_enabled(
             "web.restart_on_down",
             true,
-            &pack_audit("rule.enabled", "web", t(4)),
+            &pack_audit(AuditVerb::RuleEnabled, "web", t(4)),
         )
         .await
         .expect("enable rule");
@@ -2539,7 +2613,7 @@ fn event(trigger: &str, received_at: DateTime<Utc>) -> NewEvent {
 
 /// Records `count` events of `trigger`, in order, one second apart from
 /// `first`; returns their ids.
-async fn record_events(store: &dyn Store, trigger: &str, count: i64, first: i64) -> Vec<String> {
+async fn record_events(store: &dyn Store, trigger: &str, count: i64, first: i64) -> Vec<EventId> {
     let mut ids = Vec::new();
     for i in 0..count {
         let recorded = event(trigger, t(first + i));
@@ -2549,14 +2623,17 @@ async fn record_events(store: &dyn Store, trigger: &str, count: i64, first: i64)
     ids
 }
 
-fn event_ids(events: &[EventRecord]) -> Vec<String> {
+fn event_ids(events: &[EventRecord]) -> Vec<EventId> {
     events.iter().map(|event| event.id.clone()).collect()
 }
 
 const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub async fn events_are_recorded_pending_and_finished(store: Arc<dyn Store>) {
-    assert_eq!(store.get_event("nope").await.expect("get event"), None);
+    assert_eq!(
+        store.get_event(&"nope".into()).await.expect("get event"),
+        None
+    );
     let processed = event("alertmanager", t(1));
     let failed = event("webhook.deploy", t(2));
     store.record_event(&processed).await.expect("record event");
@@ -2626,7 +2703,7 @@ pub async fn events_are_recorded_pending_and_finished(store: Arc<dyn Store>) {
     );
 
     let err = store
-        .finish_event("ghost", None, t(9))
+        .finish_event(&"ghost".into(), None, t(9))
         .await
         .expect_err("unknown event");
     assert_not_found(err, "event", "ghost");
@@ -2749,7 +2826,7 @@ pub async fn events_are_listed_newest_first_with_filters_and_pages(store: Arc<dy
         .await
         .expect("finish");
 
-    let newest_first = |ids: &[String]| ids.iter().rev().cloned().collect::<Vec<_>>();
+    let newest_first = |ids: &[EventId]| ids.iter().rev().cloned().collect::<Vec<_>>();
     let list = |filter: EventFilter| {
         let store = Arc::clone(&store);
         async move { event_ids(&store.list_events(&filter).await.expect("list events")) }
@@ -2829,11 +2906,11 @@ pub async fn events_are_listed_newest_first_with_filters_and_pages(store: Arc<dy
 
 const RULE: &str = "web.restart_on_down";
 
-fn execution(job_id: &str, drone: &str, created_at: DateTime<Utc>) -> NewExecution {
+fn execution(job_id: &JobId, drone: &str, created_at: DateTime<Utc>) -> NewExecution {
     NewExecution {
         id: new_id(),
-        job_id: job_id.to_string(),
-        drone_id: drone.to_string(),
+        job_id: job_id.clone(),
+        drone_id: drone.into(),
         created_at,
         expires_at: created_at + Duration::minutes(10),
     }
@@ -2854,7 +2931,7 @@ fn firing(
     drones: &[&str],
     now: DateTime<Utc>,
 ) -> RuleFiring {
-    let event_id = new_id();
+    let event_id: EventId = new_id();
     let job = NewJob {
         id: new_id(),
         target: drones.join(","),
@@ -2969,10 +3046,10 @@ pub async fn allowed_firing_writes_job_executions_cooldown_and_linked_audit(stor
         record.id
     );
     assert_eq!(record.at, t(100));
-    assert_eq!(record.actor, "hive");
-    assert_eq!(record.action, "rule.fired");
-    assert_eq!(record.job_id.as_deref(), Some(first.job.id.as_str()));
-    assert_eq!(record.event_id.as_deref(), Some(first.event_id.as_str()));
+    assert_eq!(record.actor.to_string(), "hive");
+    assert_eq!(record.action.as_str(), "rule.fired");
+    assert_eq!(record.job_id.as_ref(), Some(&first.job.id));
+    assert_eq!(record.event_id.as_ref(), Some(&first.event_id));
     assert_eq!(record.rule.as_deref(), Some(RULE));
     assert_eq!(record.action_ref.as_deref(), Some("web.restart"));
     assert_eq!(
@@ -3042,7 +3119,7 @@ pub async fn fired_job_names_the_firing_rule_and_event(store: Arc<dyn Store>) {
     };
     let mut careless = firing(RULE, policy.clone(), None, &["drone-a"], t(0));
     careless.job.origin.rule = None;
-    careless.job.origin.event_id = Some("some-other-event".to_string());
+    careless.job.origin.event_id = Some("some-other-event".into());
     assert_eq!(
         store.fire_rule(&careless, t(0)).await.expect("fire rule"),
         FiringOutcome::Fired
@@ -3053,10 +3130,7 @@ pub async fn fired_job_names_the_firing_rule_and_event(store: Arc<dyn Store>) {
         .expect("get job")
         .expect("job exists");
     assert_eq!(job.origin.rule.as_deref(), Some(RULE));
-    assert_eq!(
-        job.origin.event_id.as_deref(),
-        Some(careless.event_id.as_str())
-    );
+    assert_eq!(job.origin.event_id.as_ref(), Some(&careless.event_id));
     assert_eq!(job.origin.action_ref.as_deref(), Some("web.restart"));
 
     let (_, observation) = fire(
@@ -3098,8 +3172,8 @@ pub async fn held_firing_writes_no_job(store: Arc<dyn Store>) {
     assert_eq!(store.count_jobs().await.expect("count jobs"), 1);
 
     let record = firing_audit(&*store, &second).await;
-    assert_eq!(record.action, "rule.held");
-    assert_eq!(record.actor, "hive");
+    assert_eq!(record.action.as_str(), "rule.held");
+    assert_eq!(record.actor.to_string(), "hive");
     assert_eq!(record.at, t(60));
     assert_eq!(record.job_id, None, "there is no job");
     assert_eq!(record.rule.as_deref(), Some(RULE));
@@ -3366,7 +3440,7 @@ pub async fn concurrent_firings_of_one_rule_fire_once(store: Arc<dyn Store>) {
         let record = firing_audit(&*store, firing).await;
         let fired = *outcome == FiringOutcome::Fired;
         assert_eq!(
-            record.action,
+            record.action.as_str(),
             if fired { "rule.fired" } else { "rule.held" }
         );
         if fired {
@@ -3464,16 +3538,17 @@ pub async fn audit_filters_by_event_rule_and_action_ref(store: Arc<dyn Store>) {
                   rule: Option<&str>,
                   action_ref: Option<&str>| {
         NewAuditRecord {
-            event_id: event.map(str::to_string),
+            event_id: event.map(EventId::from),
             rule: rule.map(str::to_string),
             action_ref: action_ref.map(str::to_string),
-            ..audit(action, t(at))
+            ..audit(action.parse().expect("a verb"), t(at))
         }
     };
+    // The store checks no link against the verb: any verbs make the chain.
     let records = [
-        record("event.received", 10, Some("ev-1"), None, None),
+        record("rule.evaluated", 10, Some("ev-1"), None, None),
         record(
-            "rule.matched",
+            "rule.failed",
             11,
             Some("ev-1"),
             Some("web.restart_on_down"),
@@ -3493,7 +3568,7 @@ pub async fn audit_filters_by_event_rule_and_action_ref(store: Arc<dyn Store>) {
             Some("web.restart_on_down"),
             Some("web.restart"),
         ),
-        record("action.run", 30, None, None, Some("web.restart")),
+        record("job.submitted", 30, None, None, Some("web.restart")),
         record(
             "rule.fired",
             40,
@@ -3513,7 +3588,7 @@ pub async fn audit_filters_by_event_rule_and_action_ref(store: Arc<dyn Store>) {
                 .await
                 .expect("list audit")
                 .into_iter()
-                .map(|record| (record.action, (record.at - t(0)).num_seconds()))
+                .map(|record| (record.action.to_string(), (record.at - t(0)).num_seconds()))
                 .collect::<Vec<_>>()
         }
     };
@@ -3532,8 +3607,8 @@ pub async fn audit_filters_by_event_rule_and_action_ref(store: Arc<dyn Store>) {
         .await,
         pairs(&[
             ("rule.fired", 12),
-            ("rule.matched", 11),
-            ("event.received", 10)
+            ("rule.failed", 11),
+            ("rule.evaluated", 10)
         ]),
         "the whole chain of an event"
     );
@@ -3543,7 +3618,7 @@ pub async fn audit_filters_by_event_rule_and_action_ref(store: Arc<dyn Store>) {
             ..AuditFilter::default()
         })
         .await,
-        pairs(&[("rule.held", 20), ("rule.fired", 12), ("rule.matched", 11)])
+        pairs(&[("rule.held", 20), ("rule.fired", 12), ("rule.failed", 11)])
     );
     assert_eq!(
         list(AuditFilter {
@@ -3551,12 +3626,12 @@ pub async fn audit_filters_by_event_rule_and_action_ref(store: Arc<dyn Store>) {
             ..AuditFilter::default()
         })
         .await,
-        pairs(&[("action.run", 30), ("rule.held", 20), ("rule.fired", 12)])
+        pairs(&[("job.submitted", 30), ("rule.held", 20), ("rule.fired", 12)])
     );
     assert_eq!(
         list(AuditFilter {
             rule: Some("web.restart_on_down".into()),
-            action: Some("rule.fired".into()),
+            action: Some(AuditVerb::RuleFired),
             action_ref: Some("web.restart".into()),
             ..AuditFilter::default()
         })
@@ -3694,7 +3769,7 @@ pub async fn finished_events_keep_the_rules_that_matched(store: Arc<dyn Store>) 
             matched_rules: vec!["web.restart".to_string()],
         },
         EventOutcome {
-            id: "ghost".to_string(),
+            id: "ghost".into(),
             error: None,
             matched_rules: Vec::new(),
         },
@@ -3766,14 +3841,18 @@ pub async fn catalog_version_moves_with_every_catalog_change(store: Arc<dyn Stor
         .set_rule_enabled(
             "web.restart_on_down",
             false,
-            &pack_audit("rule.disabled", "web", t(2)),
+            &pack_audit(AuditVerb::RuleDisabled, "web", t(2)),
         )
         .await
         .expect("disable rule");
     let disabled = version().await;
     assert!(disabled > installed, "disabling a rule moves it");
     store
-        .set_rule_enabled("web.nope", true, &pack_audit("rule.enabled", "web", t(3)))
+        .set_rule_enabled(
+            "web.nope",
+            true,
+            &pack_audit(AuditVerb::RuleEnabled, "web", t(3)),
+        )
         .await
         .expect("enable unknown rule");
     assert_eq!(version().await, disabled, "nothing changed, nothing moves");
@@ -3791,7 +3870,7 @@ pub async fn catalog_version_moves_with_every_catalog_change(store: Arc<dyn Stor
 
     assert!(
         store
-            .remove_pack("web", &pack_audit("pack.removed", "web", t(6)))
+            .remove_pack("web", &pack_audit(AuditVerb::PackRemoved, "web", t(6)))
             .await
             .expect("remove pack")
     );
