@@ -113,9 +113,11 @@ impl CompiledRule {
         })
     }
 
-    /// What the rule would do with an event: the evaluation and, if it
-    /// matches, the prepared job. `rule test`, `event get --explain` and
-    /// the engine all come through here.
+    /// What the rule would do with an event: the evaluation with its
+    /// reasons and, if it matches, the prepared job. `rule test` and
+    /// `event get --explain` come through here; the engine takes the same
+    /// two steps without the reasons (`criteria::matches`, then
+    /// [`CompiledRule::prepare`]).
     pub(crate) fn plan(
         &self,
         event_id: &EventId,

@@ -121,6 +121,23 @@ async fn escalations(hive: &Hive) -> Vec<EventRecord> {
         .expect("list events")
 }
 
+/// A hive with online `drones` and the `web` pack whose one rule,
+/// `web.restart_on_down`, restarts the service of a firing `ServiceDown`
+/// alert's instance, under `policy`.
+async fn hive_with_restart_rule(drones: &[&str], policy: &str) -> TestHive {
+    let test = TestHive::start().await;
+    for id in drones {
+        test.add_online_drone(id, &[]).await;
+    }
+    install_web_pack(
+        &test.hive,
+        "1.0.0",
+        &[("restart_on_down", &restart_rule("ServiceDown", policy))],
+    )
+    .await;
+    test
+}
+
 #[tokio::test]
 async fn a_matching_rule_fires_and_the_rules_that_miss_write_nothing() {
     let test = TestHive::start().await;
@@ -178,22 +195,12 @@ async fn a_matching_rule_fires_and_the_rules_that_miss_write_nothing() {
 
 #[tokio::test]
 async fn a_cooldown_holds_the_same_key_and_raises_an_escalation() {
-    let test = TestHive::start().await;
-    let hive = &test.hive;
-    test.add_online_drone("web-1", &[]).await;
-    test.add_online_drone("web-2", &[]).await;
-    install_web_pack(
-        hive,
-        "1.0.0",
-        &[(
-            "restart_on_down",
-            &restart_rule(
-                "ServiceDown",
-                "policy:\n  cooldown: {key: \"{{ labels.instance }}\", period: 10m}\n",
-            ),
-        )],
+    let test = hive_with_restart_rule(
+        &["web-1", "web-2"],
+        "policy:\n  cooldown: {key: \"{{ labels.instance }}\", period: 10m}\n",
     )
     .await;
+    let hive = &test.hive;
 
     let first = fire(hive, alert("ServiceDown", "web-1")).await;
     let again = fire(hive, alert("ServiceDown", "web-1")).await;
@@ -227,18 +234,8 @@ async fn a_cooldown_holds_the_same_key_and_raises_an_escalation() {
 
 #[tokio::test]
 async fn max_concurrent_holds_until_the_running_job_finishes() {
-    let test = TestHive::start().await;
+    let test = hive_with_restart_rule(&["web-1"], "policy:\n  max_concurrent: 1\n").await;
     let hive = &test.hive;
-    test.add_online_drone("web-1", &[]).await;
-    install_web_pack(
-        hive,
-        "1.0.0",
-        &[(
-            "restart_on_down",
-            &restart_rule("ServiceDown", "policy:\n  max_concurrent: 1\n"),
-        )],
-    )
-    .await;
 
     let first = fire(hive, alert("ServiceDown", "web-1")).await;
     assert_eq!(process(hive).await, 1);
@@ -271,23 +268,12 @@ async fn max_concurrent_holds_until_the_running_job_finishes() {
 
 #[tokio::test]
 async fn a_blast_radius_holds_hosts_past_its_limit() {
-    let test = TestHive::start().await;
-    let hive = &test.hive;
-    for id in ["web-1", "web-2", "web-3"] {
-        test.add_online_drone(id, &[]).await;
-    }
-    install_web_pack(
-        hive,
-        "1.0.0",
-        &[(
-            "restart_on_down",
-            &restart_rule(
-                "ServiceDown",
-                "policy:\n  blast_radius: {max_hosts: 2, window: 1h}\n",
-            ),
-        )],
+    let test = hive_with_restart_rule(
+        &["web-1", "web-2", "web-3"],
+        "policy:\n  blast_radius: {max_hosts: 2, window: 1h}\n",
     )
     .await;
+    let hive = &test.hive;
 
     let events = [
         fire(hive, alert("ServiceDown", "web-1")).await,
@@ -316,15 +302,8 @@ async fn a_blast_radius_holds_hosts_past_its_limit() {
 
 #[tokio::test]
 async fn a_reclaimed_event_never_fires_a_rule_twice() {
-    let test = TestHive::start().await;
+    let test = hive_with_restart_rule(&["web-1"], "").await;
     let hive = &test.hive;
-    test.add_online_drone("web-1", &[]).await;
-    install_web_pack(
-        hive,
-        "1.0.0",
-        &[("restart_on_down", &restart_rule("ServiceDown", ""))],
-    )
-    .await;
     let stored = fire(hive, alert("ServiceDown", "web-1")).await;
 
     // A replica claims the event with a lease that runs out at once, fires
@@ -396,14 +375,8 @@ async fn a_catalog_change_reaches_the_engine_without_a_restart() {
 
 #[tokio::test]
 async fn a_rule_that_cannot_run_fails_its_event_with_the_reason() {
-    let test = TestHive::start().await;
+    let test = hive_with_restart_rule(&[], "").await;
     let hive = &test.hive;
-    install_web_pack(
-        hive,
-        "1.0.0",
-        &[("restart_on_down", &restart_rule("ServiceDown", ""))],
-    )
-    .await;
 
     // No drone is called web-9: the target matches no online drone.
     let stored = fire(hive, alert("ServiceDown", "web-9")).await;
