@@ -599,3 +599,90 @@ async fn webhooks_are_stored_or_refused_with_the_status_that_says_why() {
         "refused events are never stored: {events:?}"
     );
 }
+
+#[tokio::test]
+async fn a_rejection_never_changes_an_execution_it_names() {
+    // Anyone who can publish to a drone's queue can put a message there
+    // that names a real execution's id. The drone refuses it (the signature
+    // does not verify) and reports the refusal with the id it claimed; the
+    // real request goes on running. The hive must only audit that refusal.
+    let test = TestHive::start().await;
+    test.add_online_drone("web-1", &[]).await;
+    let mut control = test.control().await;
+    let job = control
+        .submit_job(echo("web-1"))
+        .await
+        .expect("submit")
+        .into_inner();
+    let request = tokio::time::timeout(PATIENCE, test.next_request("web-1"))
+        .await
+        .expect("the hive publishes the request");
+    let mut drone = test.drone("web-1").await;
+    let running = v1::ExecutionReport {
+        execution_id: request.execution_id.clone(),
+        status: v1::ExecutionStatus::Running as i32,
+        started_at_ms: chrono::Utc::now().timestamp_millis(),
+        ..Default::default()
+    };
+    drone.report_result(running).await.expect("report running");
+
+    let refusal = v1::ExecutionReport {
+        execution_id: request.execution_id.clone(),
+        status: v1::ExecutionStatus::Rejected as i32,
+        error: "signature does not verify: forged or corrupted".into(),
+        finished_at_ms: chrono::Utc::now().timestamp_millis(),
+        ..Default::default()
+    };
+    let answer = drone.report_result(refusal).await.expect("report refusal");
+    assert!(!answer.into_inner().applied, "the refusal changed nothing");
+    let execution = control
+        .get_execution(v1::GetExecutionRequest {
+            id: request.execution_id.clone(),
+        })
+        .await
+        .expect("get execution")
+        .into_inner();
+    assert_eq!(
+        status_from_wire(execution.status).expect("a status"),
+        ExecutionStatus::Running
+    );
+    let refused = control
+        .list_audit(v1::ListAuditRequest {
+            drone: "web-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("audit")
+        .into_inner()
+        .entries;
+    let refusal = refused
+        .iter()
+        .find(|a| a.kind == "drone.refused_request")
+        .expect("the refusal is audited");
+    assert!(
+        refusal.detail_json.contains(&request.execution_id)
+            && refusal.detail_json.contains("signature does not verify"),
+        "{}",
+        refusal.detail_json
+    );
+
+    // The real result still lands.
+    let finished = v1::ExecutionReport {
+        execution_id: request.execution_id.clone(),
+        status: v1::ExecutionStatus::Succeeded as i32,
+        exit_code: Some(0),
+        finished_at_ms: chrono::Utc::now().timestamp_millis(),
+        ..Default::default()
+    };
+    let answer = drone.report_result(finished).await.expect("report result");
+    assert!(answer.into_inner().applied);
+    let job = control
+        .get_job(v1::GetJobRequest { id: job.id })
+        .await
+        .expect("get job")
+        .into_inner();
+    assert_eq!(
+        status_from_wire(job.executions[0].status).expect("a status"),
+        ExecutionStatus::Succeeded
+    );
+}

@@ -69,21 +69,29 @@ impl Hive {
     /// terminal one. Returns whether it changed anything: a duplicate or
     /// late report does not.
     ///
-    /// A refusal (`rejected`, `expired`) of a request that names no
-    /// execution of this drone is most likely a message forged on the
-    /// broker: nothing to update, but it is audited.
+    /// A drone rejects only messages it could not trust: one that does not
+    /// decode or verify, or one the hive addressed to another drone. The
+    /// execution id such a message names is only a claim (anyone who can
+    /// publish to the drone's queue can name a real execution), so a
+    /// rejection never changes an execution, whoever owns the id: it is
+    /// audited, and the request it names goes on. An expiry is reported
+    /// only for a request that verified, so it applies to this drone's own
+    /// executions; one naming no execution of this drone is audited too.
     pub async fn report_execution(
         &self,
         drone_id: &DroneId,
         report: DroneReport,
     ) -> Result<bool, HiveError> {
         let status = report.status;
-        let refusal = matches!(status, ExecutionStatus::Rejected | ExecutionStatus::Expired);
+        if status == ExecutionStatus::Rejected {
+            self.record_refused_request(drone_id, &report).await?;
+            return Ok(false);
+        }
+        let refusal = status == ExecutionStatus::Expired;
         let execution = match self.store.get_execution(&report.execution_id).await? {
             Some(e) if e.drone_id == *drone_id => e,
             _ if refusal => {
-                self.record_refusal_of_unknown_request(drone_id, &report)
-                    .await?;
+                self.record_refused_request(drone_id, &report).await?;
                 return Ok(false);
             }
             _ => {
@@ -147,7 +155,8 @@ impl Hive {
         Ok(applied)
     }
 
-    async fn record_refusal_of_unknown_request(
+    /// Audits a refusal that changes no execution.
+    async fn record_refused_request(
         &self,
         drone_id: &DroneId,
         report: &DroneReport,
@@ -163,7 +172,7 @@ impl Hive {
         audit.status = Some(report.status);
         self.store.append_audit(&audit).await?;
         warn!(%drone_id, claimed_execution_id = %report.execution_id, %reason,
-            "drone refused a request the hive never issued");
+            "drone refused a request it could not trust");
         Ok(())
     }
 }
