@@ -109,11 +109,67 @@ pub fn built_in(name: &str) -> Option<&'static TriggerType> {
     BUILT_IN.iter().find(|t| t.name == name)
 }
 
+/// Where `value` holds a NUL character (U+0000), in a string or a key, as
+/// a dotted path (`body.labels.instance`, `alerts.1.labels.alertname`;
+/// `$` for the value itself); `None` when it holds none. Postgres refuses
+/// NUL in JSON, so an event carrying one could never be stored: intake
+/// refuses it as the sender's mistake instead of failing as if the
+/// database were down, which a sender would retry for ever.
+pub fn nul_character_at(value: &serde_json::Value) -> Option<String> {
+    fn walk(value: &serde_json::Value, path: &mut Vec<String>) -> bool {
+        match value {
+            serde_json::Value::String(text) => text.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().enumerate().any(|(index, item)| {
+                path.push(index.to_string());
+                let found = walk(item, path);
+                if !found {
+                    path.pop();
+                }
+                found
+            }),
+            serde_json::Value::Object(fields) => fields.iter().any(|(key, item)| {
+                // Shown escaped: the path goes into a message.
+                path.push(key.escape_debug().to_string());
+                let found = key.contains('\0') || walk(item, path);
+                if !found {
+                    path.pop();
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut path = Vec::new();
+    walk(value, &mut path).then(|| {
+        if path.is_empty() {
+            "$".to_string()
+        } else {
+            path.join(".")
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+
+    #[test]
+    fn a_nul_character_is_found_where_it_is() {
+        use serde_json::json;
+        assert_eq!(nul_character_at(&json!({"a": ["x", {"b": "ok"}]})), None);
+        assert_eq!(
+            nul_character_at(&json!({"a": ["x", {"b": "o\u{0}k"}]})),
+            Some("a.1.b".to_string())
+        );
+        assert_eq!(
+            nul_character_at(&json!({"labels": {"bad\u{0}key": 1}})),
+            Some("labels.bad\\0key".to_string())
+        );
+        assert_eq!(nul_character_at(&json!("\u{0}")), Some("$".to_string()));
+        assert_eq!(nul_character_at(&json!([1, 2, null, true])), None);
+    }
 
     type Row = (
         &'static str,

@@ -579,6 +579,31 @@ async fn webhooks_are_stored_or_refused_with_the_status_that_says_why() {
             StatusCode::BAD_REQUEST,
             "version \"3\" is not supported",
         ),
+        // Postgres cannot store a NUL character in JSON: a body holding one
+        // is refused as the sender's mistake (a 4xx it will not retry), on
+        // every store, before anything of it is stored.
+        (
+            post(
+                "/v1/webhooks/deploy",
+                Some("s3cret"),
+                r#"{"path": "/tmp/x\u0000y"}"#.into(),
+            ),
+            StatusCode::BAD_REQUEST,
+            "body.path holds a NUL character",
+        ),
+        (
+            post(
+                "/v1/alertmanager",
+                None,
+                r#"{"version": "4", "alerts": [
+                    {"status": "firing", "labels": {"alertname": "A"}},
+                    {"status": "firing", "labels": {"alertname": "B\u0000"}}
+                ]}"#
+                .into(),
+            ),
+            StatusCode::BAD_REQUEST,
+            "alerts.1.labels.alertname holds a NUL character",
+        ),
     ];
     for (request, expected, message) in refusals {
         let (status, body) = call(request).await;
@@ -597,6 +622,14 @@ async fn webhooks_are_stored_or_refused_with_the_status_that_says_why() {
         events.len(),
         1,
         "refused events are never stored: {events:?}"
+    );
+
+    // An unauthenticated caller learns nothing of the webhooks configured.
+    let (status, body) = call(post("/v1/webhooks/nope", None, "{}".into())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        !body.to_string().contains("deploy"),
+        "the refusal names a configured webhook: {body}"
     );
 }
 

@@ -83,6 +83,9 @@ impl Hive {
                 known.join(", ")
             )));
         }
+        if let Some(error) = nul_character_error(&payload, "payload") {
+            return Err(error);
+        }
         let id = self
             .ingest_event(trigger, payload, &actor.to_string())
             .await?;
@@ -124,12 +127,24 @@ impl Hive {
         }
     }
 
+    /// The names configured are not listed: the caller is not
+    /// authenticated yet, and the list would tell a stranger where to aim.
     fn unknown_webhook(&self, name: &str) -> HiveError {
-        let known: Vec<&String> = self.config.webhooks.keys().collect();
         self.refuse(
             Refusal::UnknownWebhook,
-            HiveError::not_found(format!("no webhook named {name:?}; configured: {known:?}")),
+            HiveError::not_found(format!(
+                "no webhook named {name:?}; webhooks are configured in the hive's [webhooks] settings"
+            )),
         )
+    }
+
+    /// Refuses a body holding a NUL character anywhere, counted as
+    /// malformed.
+    fn refuse_nul_characters(&self, body: &Value, root: &str) -> Result<(), HiveError> {
+        match nul_character_error(body, root) {
+            None => Ok(()),
+            Some(error) => Err(self.refuse(Refusal::Malformed, error)),
+        }
     }
 
     /// A delivery to the generic webhook `name`, authenticated by bearer
@@ -174,6 +189,7 @@ impl Hive {
                 HiveError::invalid_argument(format!("body is not valid JSON: {e}")),
             )
         })?;
+        self.refuse_nul_characters(&parsed, "body")?;
         let mut selected = Map::new();
         for header in &config.headers {
             if let Some(value) = headers.get(header.as_str()).and_then(|v| v.to_str().ok()) {
@@ -211,7 +227,12 @@ impl Hive {
     pub async fn receive_alertmanager(&self, body: &[u8]) -> Result<Vec<EventId>, HiveError> {
         let malformed =
             |message: String| self.refuse(Refusal::Malformed, HiveError::invalid_argument(message));
-        let payload: AlertmanagerPayload = serde_json::from_slice(body)
+        let document: Value = serde_json::from_slice(body)
+            .map_err(|e| malformed(format!("not an Alertmanager webhook payload: {e}")))?;
+        // Checked on the whole notification first, so that no alert of it
+        // is stored when one cannot be.
+        self.refuse_nul_characters(&document, "")?;
+        let payload: AlertmanagerPayload = serde_json::from_value(document)
             .map_err(|e| malformed(format!("not an Alertmanager webhook payload: {e}")))?;
         if payload.version != "4" {
             return Err(malformed(format!(
@@ -322,6 +343,22 @@ struct Alert {
     generator_url: String,
     #[serde(default)]
     fingerprint: String,
+}
+
+/// The error for a body holding a NUL character (see
+/// [`ultron8_core::triggers::nul_character_at`]), naming where, under
+/// `root` (empty: the body is the root). Postgres cannot store one, and
+/// failing at the database would answer "unavailable, retry" for ever.
+fn nul_character_error(body: &Value, root: &str) -> Option<HiveError> {
+    let path = ultron8_core::triggers::nul_character_at(body)?;
+    let path = match (root, path.as_str()) {
+        ("", _) => path,
+        (root, "$") => root.to_string(),
+        (root, path) => format!("{root}.{path}"),
+    };
+    Some(HiveError::invalid_argument(format!(
+        "{path} holds a NUL character (\\u0000), which the hive cannot store; nothing was stored"
+    )))
 }
 
 #[cfg(test)]
