@@ -411,3 +411,53 @@ async fn a_rule_that_cannot_run_fails_its_event_with_the_reason() {
         failed.error
     );
 }
+
+#[tokio::test]
+async fn a_catalog_change_on_one_replica_reaches_the_engine_of_another() {
+    // Two replicas share one store; each holds its own compiled rules.
+    let test = TestHive::start().await;
+    let first = &test.hive;
+    test.add_online_drone("web-1", &[]).await;
+    let ca = ultron8_pki::CertificateAuthority::from_pem(&first.ca.cert_pem(), &first.ca.key_pem())
+        .expect("the same CA");
+    let key = ultron8_pki::RequestSigningKey::from_pkcs8(
+        &ultron8_pki::RequestSigningKey::generate_pkcs8().expect("key"),
+    )
+    .expect("signing key");
+    let second = Arc::new(
+        Hive::new(
+            first.config.clone(),
+            first.store.clone(),
+            first.publisher.clone(),
+            ca,
+            key,
+        )
+        .expect("a second replica"),
+    );
+
+    // The second replica compiles its rules while there are none.
+    let before = fire(first, alert("ServiceDown", "web-1")).await;
+    assert_eq!(process(&second).await, 1);
+    assert!(event(first, &before.id).await.matched_rules.is_empty());
+
+    // A pack installed through the first reaches the second's next batch.
+    install_web_pack(
+        first,
+        "1.0.0",
+        &[("restart_on_down", &restart_rule("ServiceDown", ""))],
+    )
+    .await;
+    let after = fire(first, alert("ServiceDown", "web-1")).await;
+    assert_eq!(process(&second).await, 1);
+    assert_eq!(audit_kinds(first, &after.id).await, ["rule.fired"]);
+
+    // So does a rule disabled through the first.
+    first
+        .set_rule_enabled(&operator(), "web.restart_on_down", false)
+        .await
+        .expect("disable");
+    let disabled = fire(first, alert("ServiceDown", "web-1")).await;
+    assert_eq!(process(&second).await, 1);
+    assert!(audit_kinds(first, &disabled.id).await.is_empty());
+    assert_eq!(job_count(first).await, 1);
+}
