@@ -291,7 +291,7 @@ async fn bench(args: &EngineArgs, admin: &PgPool, database: &str, url: &str) -> 
 async fn wait_until_processed(hive: &Hive, target: u64, deadline: Duration) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
-        let processed = hive.metrics.events_processed.get();
+        let processed = hive.metrics.events_processed_total();
         if processed >= target {
             return Ok(());
         }

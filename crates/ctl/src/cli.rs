@@ -20,7 +20,7 @@ use crate::output::{
 /// ultronctl talks to the hive over mutual TLS with the operator certificate
 /// named in its config file (see --config).
 #[derive(Parser)]
-#[command(name = "ultronctl", version, propagate_version = true)]
+#[command(name = "ultronctl", version = crate::status::VERSION, propagate_version = true)]
 pub struct Cli {
     /// Config file [default: $ULTRONCTL_CONFIG, else ~/.config/ultron8/ultronctl.toml]
     #[arg(long, global = true, value_name = "FILE")]
@@ -68,6 +68,25 @@ pub enum Command {
     /// Executions: one job on one drone.
     #[command(subcommand)]
     Exec(ExecCommand),
+    /// The hive's health on one screen: whether it reaches its store and
+    /// broker, the rules engine's backlog, drones online and offline,
+    /// executions running, and what failed in the last hour.
+    ///
+    /// Exits 0 when the hive is ready (store and broker answer), 1 when not
+    /// or when it cannot be reached.
+    ///   ultronctl status
+    ///   ultronctl status -o json | jq .figures.pending_events
+    #[command(verbatim_doc_comment)]
+    Status {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// This ultronctl's version and the hive's, with the commits they were
+    /// built from. Still prints the client's when the hive cannot be reached.
+    Version {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
 }
 
 #[derive(Args)]
@@ -180,9 +199,32 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 pub const EXIT_SOME_FAILED: u8 = 3;
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
-    let (config, _) = crate::config::resolve(cli.config.as_deref(), |key| std::env::var(key).ok())?;
+    let config = crate::config::resolve(cli.config.as_deref(), |key| std::env::var(key).ok())
+        .map(|(config, _)| config);
+    let command = match cli.command {
+        // Answers with the client's version even without a hive.
+        Command::Version { output } => {
+            let hive = match config {
+                Ok(config) => match connect(&config).await {
+                    Ok(mut client) => crate::status::status(&mut client).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            return crate::status::print_version(hive, output);
+        }
+        command => command,
+    };
+    let config = config?;
     let mut client = connect(&config).await?;
-    match cli.command {
+    match command {
+        Command::Version { output } => {
+            crate::status::print_version(crate::status::status(&mut client).await, output)
+        }
+        Command::Status { output } => {
+            let status = crate::status::status(&mut client).await?;
+            crate::status::print_status(&status, output)
+        }
         Command::Run(args) => run_command(&mut client, args).await,
         Command::Pack(command) => crate::automation::pack(&mut client, command).await,
         Command::Event(command) => crate::automation::event(&mut client, command).await,

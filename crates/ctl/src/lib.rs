@@ -6,9 +6,11 @@
 //! - [`cli`]: the commands.
 //! - [`automation`]: packs, events, rules and the audit trail.
 //! - [`output`]: tables and JSON.
+//! - [`status`]: `version` and `status`.
 
 pub mod automation;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod output;
+pub mod status;

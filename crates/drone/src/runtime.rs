@@ -247,9 +247,14 @@ impl Drone {
                 .lock()
                 .map(|r| r.iter().cloned().collect())
                 .unwrap_or_default();
+            let spooled = self.spool.count().unwrap_or_else(|e| {
+                warn!(error = %e, "cannot count the spool");
+                0
+            });
             let request = v1::HeartbeatRequest {
                 stats: Some(stats_to_wire(&sampler.sample())),
                 running_execution_ids: running,
+                spooled_results: u32::try_from(spooled).unwrap_or(u32::MAX),
             };
             match self.client.clone().heartbeat(request).await {
                 Ok(response) => {

@@ -78,6 +78,22 @@ impl Spool {
         sync_dir(&self.dir)
     }
 
+    /// How many reports wait for delivery, without reading them: what the
+    /// heartbeat reports.
+    pub fn count(&self) -> io::Result<usize> {
+        let mut count = 0;
+        for dirent in fs::read_dir(&self.dir)? {
+            if dirent?
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.ends_with(REPORT_SUFFIX))
+            {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
     /// Every report waiting for delivery, oldest (by `finished_at_ms`) first.
     ///
     /// A file that is not a valid report, or whose name does not match the

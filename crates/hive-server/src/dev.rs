@@ -136,6 +136,7 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
 
     let mut hive = tokio::spawn(ultron8_hive::serve::run(
         config,
+        crate::build_info(),
         store.clone() as Arc<dyn Store>,
         Arc::new(broker.clone()) as Arc<dyn ActionPublisher>,
         shutdown.clone(),

@@ -10,3 +10,11 @@
 
 pub mod dev;
 pub mod serve;
+
+/// This binary's version and the commit it was built from.
+pub fn build_info() -> ultron8_hive::hive::BuildInfo {
+    ultron8_hive::hive::BuildInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        commit: env!("ULTRON8_COMMIT").to_string(),
+    }
+}

@@ -8,12 +8,15 @@ use clap::{Parser, Subcommand};
 use ultron8_hive::config::{ConfigOverrides, HiveConfig};
 use ultron8_hive::identity::{DataDir, InitOptions};
 
+/// `--version`: the version and the commit built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ULTRON8_COMMIT"), ")");
+
 /// The Ultron8 hive: the master that stores the fleet, jobs and audit trail
 /// and dispatches actions to drones.
 #[derive(Parser)]
 // clap names a program after its package unless told; this package is
 // ultron8-hive-server, the program users run is ultron8-hive.
-#[command(name = "ultron8-hive", version, propagate_version = true)]
+#[command(name = "ultron8-hive", version = VERSION, propagate_version = true)]
 struct Cli {
     /// Log format
     #[arg(long, global = true, env = "ULTRON8_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]

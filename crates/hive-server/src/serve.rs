@@ -22,5 +22,12 @@ pub async fn run(config: HiveConfig, shutdown: CancellationToken) -> anyhow::Res
         .await
         .with_context(|| format!("cannot open the database at {}", redact(&database_url)))?;
     let publisher = AmqpPublisher::connect(&amqp_url).await?;
-    ultron8_hive::serve::run(config, Arc::new(store), Arc::new(publisher), shutdown).await
+    ultron8_hive::serve::run(
+        config,
+        crate::build_info(),
+        Arc::new(store),
+        Arc::new(publisher),
+        shutdown,
+    )
+    .await
 }

@@ -275,4 +275,12 @@ impl ControlService for ControlApi {
             entries: records.into_iter().map(rpc::audit_entry).collect(),
         }))
     }
+
+    async fn get_status(
+        &self,
+        _request: Request<v1::GetStatusRequest>,
+    ) -> Result<Response<v1::HiveStatus>, Status> {
+        let status = self.hive.status(chrono::Utc::now()).await;
+        Ok(Response::new(rpc::hive_status_to_wire(status)))
+    }
 }

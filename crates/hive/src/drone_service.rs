@@ -46,8 +46,10 @@ impl DroneService for DroneApi {
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
         let drone_id = drone(&request)?;
-        let stats = rpc::heartbeat_stats(request.into_inner());
-        let interval = self.hive.heartbeat(&drone_id, &stats).await?;
+        let request = request.into_inner();
+        let spooled = u64::from(request.spooled_results);
+        let stats = rpc::heartbeat_stats(request);
+        let interval = self.hive.heartbeat(&drone_id, &stats, spooled).await?;
         Ok(Response::new(v1::HeartbeatResponse {
             heartbeat_interval_ms: rpc::interval_ms(interval),
         }))

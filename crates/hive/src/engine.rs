@@ -39,6 +39,7 @@ use ultron8_store::{EventOutcome, EventRecord, FiringOutcome, RuleFiring, RuleRe
 
 use crate::actor::Actor;
 use crate::hive::Hive;
+use crate::metrics::{EscalationCause, RuleCounts, StoreCall};
 use crate::planning::Fleet;
 use crate::rulebook::{CompiledRule, Prepared, RuleBook, RulePlan, failed_plan};
 
@@ -52,6 +53,8 @@ const BATCH: u32 = 200;
 /// The escalation trigger; an escalation that is itself held must not
 /// escalate again.
 const ESCALATION: &str = "core.escalation";
+/// How often a failing rule without a cooldown may escalate.
+pub const FAILURE_ESCALATION_WINDOW: Duration = Duration::from_secs(300);
 
 /// A matched rule's firing on its way to the store.
 struct Pending {
@@ -80,6 +83,8 @@ impl Hive {
         let rules = self.store.list_rules(None).await?;
         let actions = self.store.list_actions(None).await?;
         let book = Arc::new(RuleBook::compile(version, &rules, actions));
+        self.metrics
+            .declare_rules(rules.iter().map(|r| r.reference.as_str()));
         info!(
             catalog_version = version,
             rules = rules.len(),
@@ -171,6 +176,7 @@ impl Hive {
         let mut errors: Vec<Vec<String>> = vec![Vec::new(); events.len()];
         let mut fleet: Option<Fleet> = None;
         let mut pending: Vec<Pending> = Vec::new();
+        let mut counts = RuleCounts::default();
 
         for (index, event) in events.iter().enumerate() {
             // A timer event is for the one rule whose timer fired.
@@ -180,6 +186,7 @@ impl Hive {
                 .iter()
                 .filter(|r| r.enabled && only.is_none_or(|name| name == r.reference))
             {
+                RuleCounts::add(&mut counts.evaluations, &rule.reference);
                 if !criteria::matches(&rule.rule.criteria, &event.payload, now) {
                     continue;
                 }
@@ -188,6 +195,7 @@ impl Hive {
                     match Fleet::load(&*self.store).await {
                         Ok(loaded) => fleet = Some(loaded),
                         Err(e) => {
+                            RuleCounts::add(&mut counts.failures, &rule.reference);
                             errors[index].push(format!("{}: {e}", rule.reference));
                             continue;
                         }
@@ -208,8 +216,9 @@ impl Hive {
                         parameters: prepared.parameters,
                     }),
                     Err(error) => {
+                        RuleCounts::add(&mut counts.failures, &rule.reference);
                         let error = format!("{}: {error}", rule.reference);
-                        self.record_rule_failure(event, rule, &error).await;
+                        self.record_rule_failure(event, rule, &error, now).await;
                         errors[index].push(error);
                     }
                 }
@@ -223,22 +232,37 @@ impl Hive {
             let rule = &item.firing.rule;
             match result {
                 Ok(FiringOutcome::Fired) => {
-                    self.metrics.rules_fired.inc();
+                    RuleCounts::add(&mut counts.firings, rule);
                     info!(event_id = %event.id, %rule, job_id = %item.firing.job.id, "rule fired");
                     fired.push(item);
                 }
                 Ok(FiringOutcome::Held { reason }) => {
+                    RuleCounts::add(&mut counts.holds, rule);
                     warn!(event_id = %event.id, %rule, %reason, "rule held by its policy");
                     if event.trigger != ESCALATION {
-                        self.escalate(event, &item.firing, &reason).await;
+                        self.escalate(
+                            EscalationCause::Held,
+                            json!({
+                                "rule": item.firing.rule,
+                                "reason": reason,
+                                "event_id": event.id,
+                                "target": item.firing.job.target,
+                                "action": item.firing.job.origin.action_ref,
+                            }),
+                        )
+                        .await;
                     }
                 }
                 Ok(FiringOutcome::AlreadyDecided) => {
                     debug!(event_id = %event.id, %rule, "already decided before this claim");
                 }
-                Err(e) => errors[item.event].push(format!("{rule}: cannot record the firing: {e}")),
+                Err(e) => {
+                    RuleCounts::add(&mut counts.failures, rule);
+                    errors[item.event].push(format!("{rule}: cannot record the firing: {e}"))
+                }
             }
         }
+        self.metrics.count_rules(&counts);
         for (outcome, errors) in outcomes.iter_mut().zip(errors) {
             outcome.error = (!errors.is_empty()).then(|| errors.join("; "));
         }
@@ -274,7 +298,11 @@ impl Hive {
             return Vec::new();
         }
         let firings: Vec<RuleFiring> = pending.iter().map(|p| p.firing.clone()).collect();
-        match self.store.fire_rules(&firings, now).await {
+        let decided = self
+            .metrics
+            .time_store(StoreCall::FireRules, self.store.fire_rules(&firings, now))
+            .await;
+        match decided {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(e) => {
                 warn!(error = %e, firings = firings.len(), "a batch of firings failed; deciding them one by one");
@@ -287,7 +315,17 @@ impl Hive {
         }
     }
 
-    async fn record_rule_failure(&self, event: &EventRecord, rule: &CompiledRule, error: &str) {
+    /// A rule that matched and cannot run is audited, and raises
+    /// `core.escalation` at most once per rule per window (the rule's
+    /// cooldown, or [`FAILURE_ESCALATION_WINDOW`]), so a storm of alerts
+    /// that all fail the same way pages once, not five hundred times.
+    async fn record_rule_failure(
+        &self,
+        event: &EventRecord,
+        rule: &CompiledRule,
+        error: &str,
+        now: DateTime<Utc>,
+    ) {
         let mut audit = self.audit(
             Actor::Hive,
             AuditVerb::RuleFailed,
@@ -300,23 +338,40 @@ impl Hive {
             warn!(error = %e, "cannot record a rule failure");
         }
         warn!(event_id = %event.id, rule = %rule.reference, %error, "rule matched but cannot run");
+        if event.trigger == ESCALATION {
+            return;
+        }
+        let window = rule
+            .rule
+            .policy
+            .cooldown
+            .as_ref()
+            .map_or(FAILURE_ESCALATION_WINDOW, |c| c.period);
+        if !self.failure_escalations.due(&rule.reference, window, now) {
+            debug!(rule = %rule.reference, "failure already escalated within the window");
+            return;
+        }
+        self.escalate(
+            EscalationCause::Failed,
+            json!({
+                "rule": rule.reference,
+                "reason": error,
+                "event_id": event.id,
+                "action": rule.rule.action.reference,
+            }),
+        )
+        .await;
     }
 
-    /// A held firing raises `core.escalation`, so other rules can route it
-    /// to a human.
-    async fn escalate(&self, event: &EventRecord, firing: &RuleFiring, reason: &str) {
-        let payload = json!({
-            "rule": firing.rule,
-            "reason": reason,
-            "event_id": event.id,
-            "target": firing.job.target,
-            "action": firing.job.origin.action_ref,
-        });
-        if let Err(e) = self
+    /// Raises `core.escalation`, so other rules can route it to a human.
+    async fn escalate(&self, cause: EscalationCause, mut payload: Value) {
+        payload["cause"] = json!(cause.as_str());
+        match self
             .ingest_event(ESCALATION, payload, &Actor::Hive.to_string())
             .await
         {
-            warn!(error = %e, "cannot raise an escalation");
+            Ok(_) => self.metrics.escalated(cause),
+            Err(e) => warn!(error = %e, "cannot raise an escalation"),
         }
     }
 
@@ -330,22 +385,36 @@ impl Hive {
     ) -> Result<(usize, Option<Dispatching>), StoreError> {
         let book = self.rule_book().await?;
         let events = self
-            .store
-            .claim_pending_events(claimer, BATCH, EVENT_LEASE, Utc::now())
+            .metrics
+            .time_store(
+                StoreCall::ClaimEvents,
+                self.store
+                    .claim_pending_events(claimer, BATCH, EVENT_LEASE, Utc::now()),
+            )
             .await?;
         if events.is_empty() {
             return Ok((0, None));
         }
         let (outcomes, dispatching) = self.process_batch(&events, &book).await;
-        match self.store.finish_events(&outcomes, Utc::now()).await {
-            Ok(finished) => self.metrics.events_processed.inc_by(finished),
+        let finished = self
+            .metrics
+            .time_store(
+                StoreCall::FinishEvents,
+                self.store.finish_events(&outcomes, Utc::now()),
+            )
+            .await;
+        match finished {
+            Ok(_) => {
+                for event in &events {
+                    self.metrics.event_processed(&event.trigger);
+                }
+            }
             // The claims run out and the events are processed again; rules
             // already decided are not fired twice.
             Err(e) => {
-                warn!(error = %e, events = outcomes.len(), "cannot mark events processed");
-                0
+                warn!(error = %e, events = outcomes.len(), "cannot mark events processed")
             }
-        };
+        }
         Ok((events.len(), Some(dispatching)))
     }
 

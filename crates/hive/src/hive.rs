@@ -38,8 +38,32 @@ pub struct Hive {
     pub events_arrived: Notify,
     /// The rules engine's compiled rules, reloaded when the catalog changes.
     pub rules: crate::rulebook::RuleCache,
+    /// Rate-limits the escalations of failing rules.
+    pub failure_escalations: crate::rulebook::EscalationLimiter,
     /// For `http` actions.
     pub http: reqwest::Client,
+    /// What this hive is, for `ultron8_build_info` and `ultronctl version`.
+    pub build: BuildInfo,
+    pub started_at: DateTime<Utc>,
+}
+
+/// A build of the hive: its version and the commit it was built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInfo {
+    pub version: String,
+    /// `unknown` when built outside a git checkout.
+    pub commit: String,
+}
+
+impl BuildInfo {
+    /// This library's version; the commit is known only to the binary
+    /// that was built from it (see [`Hive::with_build`]).
+    pub fn library() -> BuildInfo {
+        BuildInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            commit: "unknown".to_string(),
+        }
+    }
 }
 
 /// How long after its expiry the hive waits before declaring a request
@@ -68,8 +92,19 @@ impl Hive {
             executions_changed: Notify::default(),
             events_arrived: Notify::default(),
             rules: Default::default(),
+            failure_escalations: Default::default(),
             http: http_client()?,
-        })
+            build: BuildInfo::library(),
+            started_at: Utc::now(),
+        }
+        .with_build(BuildInfo::library()))
+    }
+
+    /// Names the build this hive runs as (the binary knows its commit).
+    pub fn with_build(mut self, build: BuildInfo) -> Hive {
+        self.metrics.set_build(&build.version, &build.commit);
+        self.build = build;
+        self
     }
 
     /// Signs and publishes one execution's request, then records it as
@@ -85,11 +120,15 @@ impl Hive {
             return false;
         }
         let body = self.signed_request(item, now);
-        match self
+        let publishing = std::time::Instant::now();
+        let published = self
             .publisher
             .publish(item.drone_id.as_str(), body, remaining)
-            .await
-        {
+            .await;
+        self.metrics
+            .broker_publish
+            .observe(publishing.elapsed().as_secs_f64());
+        match published {
             Ok(()) => {
                 let latency = (Utc::now() - item.created_at).to_std().unwrap_or_default();
                 self.metrics.dispatch_latency.observe(latency.as_secs_f64());
@@ -177,6 +216,7 @@ impl Hive {
         match self.store.expire_overdue_executions(cutoff).await {
             Ok(expired) if !expired.is_empty() => {
                 for execution in &expired {
+                    self.metrics.execution_finished(ExecutionStatus::Expired);
                     info!(job_id = %execution.job_id, execution_id = %execution.id, drone_id = %execution.drone_id,
                         "expired: the drone did not pick the request up in time");
                 }

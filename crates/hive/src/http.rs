@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::hive::Hive;
+use crate::metrics::Exposition;
 
 pub fn router(hive: Arc<Hive>) -> Router {
     Router::new()
@@ -26,16 +27,17 @@ pub fn router(hive: Arc<Hive>) -> Router {
         .with_state(hive)
 }
 
-/// Ready when both the store and the broker answer: a hive that cannot
-/// reach either cannot accept jobs.
+/// Ready when both the store and the broker answer, each within
+/// [`CHECK_TIMEOUT`](crate::ops::health::CHECK_TIMEOUT): a hive that cannot reach either cannot accept jobs,
+/// and a probe must get its answer before its own timeout.
 async fn readyz(State(hive): State<Arc<Hive>>) -> impl IntoResponse {
-    let store = hive.store.ping().await.err().map(|e| e.to_string());
-    let broker = hive.publisher.ping().await.err().map(|e| e.to_string());
-    let ready = store.is_none() && broker.is_none();
+    let readiness = hive.readiness().await;
+    let ready = readiness.ready();
+    let said = |answer: Result<(), String>| answer.err().unwrap_or_else(|| "ok".into());
     let body = json!({
         "ready": ready,
-        "store": store.unwrap_or_else(|| "ok".into()),
-        "broker": broker.unwrap_or_else(|| "ok".into()),
+        "store": said(readiness.store),
+        "broker": said(readiness.broker),
     });
     let status = if ready {
         StatusCode::OK
@@ -45,17 +47,28 @@ async fn readyz(State(hive): State<Arc<Hive>>) -> impl IntoResponse {
     (status, axum::Json(body))
 }
 
-async fn metrics(State(hive): State<Arc<Hive>>) -> impl IntoResponse {
-    match hive.metrics.render(hive.store.as_ref()).await {
+/// The exposition in the format the scraper asked for (see
+/// [`Exposition::negotiate`]).
+async fn metrics(State(hive): State<Arc<Hive>>, headers: HeaderMap) -> impl IntoResponse {
+    let format = Exposition::negotiate(
+        headers
+            .get(header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok()),
+    );
+    match hive
+        .metrics
+        .render(hive.store.as_ref(), format, chrono::Utc::now())
+        .await
+    {
         Ok(text) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            [(header::CONTENT_TYPE, format.content_type())],
             text,
         )
             .into_response(),
         Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot collect metrics: {e}\n"),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}\n"),
         )
             .into_response(),
     }

@@ -26,6 +26,7 @@ use ultron8_store::{
 use crate::error::HiveError;
 use crate::ops::drones::{Enrollment, EnrollmentRequest, Registration};
 use crate::ops::executions::DroneReport;
+use crate::ops::health::HiveStatus;
 use crate::ops::jobs::{JobSpec, Work};
 use crate::ops::packs::PackView;
 use crate::ops::tokens::IssuedJoinToken;
@@ -400,4 +401,41 @@ pub fn audit_entry(record: AuditRecord) -> v1::AuditEntry {
         action: record.action_ref.unwrap_or_default(),
         detail_json: record.detail.to_string(),
     }
+}
+
+pub fn hive_status_to_wire(status: HiveStatus) -> v1::HiveStatus {
+    let dependency = |answer: Result<(), String>| v1::DependencyStatus {
+        up: answer.is_ok(),
+        error: answer.err().unwrap_or_default(),
+    };
+    let mut wire = v1::HiveStatus {
+        version: status.build.version,
+        commit: status.build.commit,
+        started_at_ms: ms(status.started_at),
+        store: Some(dependency(status.readiness.store)),
+        broker: Some(dependency(status.readiness.broker)),
+        recent_window_s: u32::try_from(crate::ops::health::RECENT.as_secs()).unwrap_or(u32::MAX),
+        ..Default::default()
+    };
+    match status.figures {
+        Ok(figures) => {
+            wire.pending_events = figures.backlog.count;
+            wire.oldest_pending_event_at_ms = figures.backlog.oldest_received_at.map_or(0, ms);
+            wire.drones_online = figures.drones_online;
+            wire.drones_offline = figures.drones_offline;
+            wire.executions_running = figures.executions_running;
+            wire.recent_executions = figures
+                .recent
+                .finished_executions
+                .into_iter()
+                .map(|(status, count)| v1::StatusCount {
+                    status: status_to_wire(status) as i32,
+                    count,
+                })
+                .collect();
+            wire.recent_failed_events = figures.recent.failed_events;
+        }
+        Err(e) => wire.figures_error = e,
+    }
+    wire
 }

@@ -270,3 +270,49 @@ pub(crate) fn failed_plan(record: &RuleRecord, error: String) -> RulePlan {
         prepared: None,
     }
 }
+
+/// When each rule last escalated a failure, so that a rule failing on
+/// every event of a storm escalates once per window.
+#[derive(Debug, Default)]
+pub struct EscalationLimiter {
+    last: std::sync::Mutex<HashMap<String, DateTime<Utc>>>,
+}
+
+impl EscalationLimiter {
+    /// Whether `rule` may escalate at `now`, given a window of `window`
+    /// between escalations; if so, `now` is remembered as its last.
+    pub fn due(&self, rule: &str, window: std::time::Duration, now: DateTime<Utc>) -> bool {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+        let due = last
+            .get(rule)
+            .is_none_or(|at| now < *at || now - *at >= window);
+        if due {
+            last.insert(rule.to_string(), now);
+        }
+        due
+    }
+}
+
+#[cfg(test)]
+mod escalation_tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn a_rule_escalates_once_per_window_and_rules_do_not_share_one() {
+        let limiter = EscalationLimiter::default();
+        let t = |s: i64| Utc.timestamp_opt(1_000_000 + s, 0).single().expect("time");
+        let window = std::time::Duration::from_secs(300);
+        assert!(limiter.due("web.restart", window, t(0)));
+        assert!(!limiter.due("web.restart", window, t(1)));
+        assert!(!limiter.due("web.restart", window, t(299)));
+        assert!(limiter.due("db.failover", window, t(1)));
+        assert!(limiter.due("web.restart", window, t(300)));
+        assert!(!limiter.due("web.restart", window, t(301)));
+    }
+}

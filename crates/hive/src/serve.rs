@@ -7,6 +7,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
 use tracing::info;
 use ultron8_broker::ActionPublisher;
 use ultron8_proto::v1::control_service_server::ControlServiceServer;
@@ -17,12 +19,13 @@ use crate::caller::Admit;
 use crate::config::HiveConfig;
 use crate::control_service::ControlApi;
 use crate::drone_service::DroneApi;
-use crate::hive::{Hive, every};
+use crate::hive::{BuildInfo, Hive, every};
 use crate::identity::{DataDir, HiveIdentity};
 
 /// Serves with the given store and broker until `shutdown` is cancelled.
 pub async fn run(
     config: HiveConfig,
+    build: BuildInfo,
     store: Arc<dyn Store>,
     publisher: Arc<dyn ActionPublisher>,
     shutdown: CancellationToken,
@@ -42,15 +45,16 @@ pub async fn run(
     info!(grpc = %grpc_listener.local_addr()?, http = %http_listener.local_addr()?, ca_fingerprint = %identity.ca.fingerprint(),
         "hive listening");
 
-    let hive = Arc::new(Hive::new(
-        config,
-        store,
-        publisher,
-        identity.ca,
-        identity.signing_key,
-    )?);
+    let hive = Arc::new(
+        Hive::new(config, store, publisher, identity.ca, identity.signing_key)?.with_build(build),
+    );
 
+    let health = HealthReporter::new();
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(
+        hive.clone()
+            .watch_readiness(health.clone(), shutdown.clone()),
+    );
     let heartbeat = hive.config.heartbeat_interval;
     tasks.spawn(hive.clone().run_rules_engine(shutdown.clone()));
     tasks.spawn(hive.clone().run_timers(shutdown.clone()));
@@ -73,7 +77,7 @@ pub async fn run(
 
     let http = axum::serve(http_listener, crate::http::router(hive.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let grpc = grpc_services(&hive).serve_with_incoming_shutdown(
+    let grpc = grpc_services(&hive, health)?.serve_with_incoming_shutdown(
         ultron8_transport::tls_incoming(grpc_listener, tls),
         shutdown.clone().cancelled_owned(),
     );
@@ -86,14 +90,27 @@ pub async fn run(
 }
 
 /// The drone and control services, each behind the caller check of
-/// [`crate::caller`]: what `run` serves over mutual TLS, and what tests
-/// serve over an in-memory connection.
-pub fn grpc_services(hive: &Arc<Hive>) -> tonic::transport::server::Router {
-    tonic::transport::Server::builder()
+/// [`crate::caller`], `grpc.health.v1.Health` for anyone (probes carry no
+/// certificate), and server reflection for operators: what `run` serves
+/// over mutual TLS, and what tests serve over an in-memory connection.
+pub fn grpc_services(
+    hive: &Arc<Hive>,
+    health: HealthReporter,
+) -> anyhow::Result<tonic::transport::server::Router> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ultron8_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the reflection service")?;
+    Ok(tonic::transport::Server::builder()
         .add_service(Admit::drones(DroneServiceServer::new(DroneApi {
             hive: hive.clone(),
         })))
         .add_service(Admit::operators(ControlServiceServer::new(ControlApi {
             hive: hive.clone(),
         })))
+        .add_service(HealthServer::new(HealthService::from_health_reporter(
+            health,
+        )))
+        .add_service(Admit::operators(reflection)))
 }

@@ -719,3 +719,147 @@ async fn a_rejection_never_changes_an_execution_it_names() {
         ExecutionStatus::Succeeded
     );
 }
+
+#[tokio::test]
+async fn anyone_may_ask_the_grpc_health_service_and_only_operators_may_reflect() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let test = TestHive::start().await;
+    let answer = HealthClient::new(test.channel(Caller::Anonymous).await)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("an anonymous health check is answered")
+        .into_inner();
+    assert_eq!(answer.status, ServingStatus::Serving as i32);
+
+    let list = || {
+        futures::stream::iter([ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        }])
+    };
+    let refused = ServerReflectionClient::new(test.channel(Caller::Anonymous).await)
+        .server_reflection_info(list())
+        .await
+        .expect_err("reflection is for operators");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+
+    let operator = Caller::Operator {
+        name: OPERATOR.into(),
+        role: "admin".into(),
+    };
+    let mut answers = ServerReflectionClient::new(test.channel(operator).await)
+        .server_reflection_info(list())
+        .await
+        .expect("an operator may reflect")
+        .into_inner();
+    let answer = answers
+        .next()
+        .await
+        .expect("an answer")
+        .expect("a listing");
+    let Some(MessageResponse::ListServicesResponse(listing)) = answer.message_response else {
+        panic!("not a listing: {answer:?}");
+    };
+    let names: Vec<String> = listing.service.into_iter().map(|s| s.name).collect();
+    for service in [
+        "ultron8.v1.ControlService",
+        "ultron8.v1.DroneService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.iter().any(|n| n == service), "{names:?}");
+    }
+}
+
+#[tokio::test]
+async fn status_reports_readiness_the_backlog_the_fleet_and_recent_failures() {
+    let test = TestHive::start().await;
+    test.add_online_drone("web-1", &[]).await;
+    test.add_online_drone("web-2", &[]).await;
+    test.add_offline_drone("db-1", &[]).await;
+    // Two events wait for the engine (it does not run in this harness).
+    for _ in 0..2 {
+        test.hive
+            .ingest_event("core.webhook", serde_json::json!({ "n": 1 }), "test")
+            .await
+            .expect("event stored");
+    }
+    let status = test
+        .control()
+        .await
+        .get_status(v1::GetStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
+    assert!(status.store.as_ref().is_some_and(|s| s.up), "{status:?}");
+    assert!(status.broker.as_ref().is_some_and(|s| s.up), "{status:?}");
+    assert_eq!(status.figures_error, "");
+    assert_eq!(status.pending_events, 2);
+    assert!(status.oldest_pending_event_at_ms > 0);
+    assert_eq!((status.drones_online, status.drones_offline), (2, 1));
+    assert_eq!(status.executions_running, 0);
+    assert_eq!(status.recent_window_s, 3600);
+    assert!(ultronctl::status::ready(&status));
+    let screen = ultronctl::status::render_status(&status, chrono::Utc::now());
+    assert!(screen.contains("Drones:      2 online, 1 offline"), "{screen}");
+    assert!(screen.contains("Engine:      2 events waiting"), "{screen}");
+}
+
+#[tokio::test]
+async fn metrics_are_served_in_the_format_the_scraper_asked_for() {
+    let test = TestHive::start().await;
+    let router = ultron8_hive::http::router(test.hive.clone());
+    let scrape = |accept: Option<&'static str>| {
+        let router = router.clone();
+        async move {
+            let mut request = Request::get("/metrics");
+            if let Some(accept) = accept {
+                request = request.header("accept", accept);
+            }
+            let response = router
+                .oneshot(request.body(Body::empty()).expect("request"))
+                .await
+                .expect("response");
+            assert_eq!(response.status(), StatusCode::OK);
+            let content_type = response.headers()["content-type"]
+                .to_str()
+                .expect("content type")
+                .to_string();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 22)
+                .await
+                .expect("body");
+            (content_type, String::from_utf8(body.to_vec()).expect("utf-8"))
+        }
+    };
+
+    // What Prometheus sends.
+    let (content_type, body) = scrape(Some(
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    ))
+    .await;
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(body.ends_with("# EOF\n"));
+    assert!(body.contains("# TYPE ultron8_events_received counter\n"));
+
+    // What curl sends, and no header at all.
+    for accept in [Some("*/*"), None] {
+        let (content_type, body) = scrape(accept).await;
+        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+        assert!(!body.contains("# EOF"));
+        assert!(body.contains("# TYPE ultron8_events_received_total counter\n"));
+        assert!(body.contains("ultron8_build_info{version=\""));
+        assert!(body.contains("# TYPE process_resident_memory_bytes gauge\n"));
+    }
+}

@@ -16,6 +16,7 @@ use ultron8_core::ExecutionStatus;
 use ultron8_core::ids::EventId;
 use ultron8_hive::actor::Actor;
 use ultron8_hive::hive::Hive;
+use ultron8_hive::metrics::Exposition;
 use ultron8_store::{AuditFilter, EventFilter, EventRecord, EventState, ExecutionUpdate};
 
 /// The operator every catalog change here is made by.
@@ -378,9 +379,10 @@ async fn a_rule_that_cannot_run_fails_its_event_with_the_reason() {
     let test = hive_with_restart_rule(&[], "").await;
     let hive = &test.hive;
 
-    // No drone is called web-9: the target matches no online drone.
+    // No drone is called web-9: the target matches no online drone. The
+    // alert, then the escalation its failure raised.
     let stored = fire(hive, alert("ServiceDown", "web-9")).await;
-    assert_eq!(process(hive).await, 1);
+    assert_eq!(process(hive).await, 2);
     let failed = event(hive, &stored.id).await;
     assert_eq!(failed.state, EventState::Failed);
     assert_eq!(failed.matched_rules, ["web.restart_on_down"]);
@@ -391,8 +393,21 @@ async fn a_rule_that_cannot_run_fails_its_event_with_the_reason() {
     );
     assert_eq!(audit_kinds(hive, &stored.id).await, ["rule.failed"]);
     assert_eq!(job_count(hive).await, 0);
+    let raised = escalations(hive).await;
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0].payload["cause"], json!("failed"));
+    assert_eq!(raised[0].payload["event_id"], json!(stored.id));
+    assert_eq!(raised[0].payload["rule"], json!("web.restart_on_down"));
+    assert!(
+        raised[0].payload["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("matches no online drone")),
+        "{}",
+        raised[0].payload
+    );
 
-    // A payload without the field a template needs fails the same way.
+    // A payload without the field a template needs fails the same way, but
+    // the rule escalated a moment ago: a storm of failures pages once.
     let mut payload = alert("ServiceDown", "web-9");
     payload["labels"]
         .as_object_mut()
@@ -400,6 +415,24 @@ async fn a_rule_that_cannot_run_fails_its_event_with_the_reason() {
         .remove("service");
     let stored = fire(hive, payload).await;
     assert_eq!(process(hive).await, 1);
+    assert_eq!(escalations(hive).await.len(), 1);
+
+    // Both failures are counted; the one escalation too.
+    let metrics = hive
+        .metrics
+        .render(hive.store.as_ref(), Exposition::Text, chrono::Utc::now())
+        .await
+        .expect("metrics");
+    for sample in [
+        "ultron8_rule_failures_total{rule=\"web.restart_on_down\"} 2",
+        "ultron8_rule_evaluations_total{rule=\"web.restart_on_down\"} 2",
+        "ultron8_rule_firings_total{rule=\"web.restart_on_down\"} 0",
+        "ultron8_escalations_total{cause=\"failed\"} 1",
+        "ultron8_events_processed_total{trigger=\"core.escalation\"} 1",
+        "ultron8_engine_pending_events 0",
+    ] {
+        assert!(metrics.contains(sample), "no {sample} in\n{metrics}");
+    }
     let failed = event(hive, &stored.id).await;
     assert_eq!(failed.state, EventState::Failed);
     assert!(

@@ -8,19 +8,34 @@ use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
 
+pub mod process;
+
 /// Logs to stderr as text or JSON; the level comes from `ULTRON8_LOG`
-/// (e.g. `info,ultron8_hive=debug`), default `info`.
+/// (e.g. `info,ultron8_hive=debug`), default `info`. Text is coloured
+/// only on a terminal and without `NO_COLOR`: a journal or a log file gets
+/// no escape codes.
 pub fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ULTRON8_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = colour_allowed(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
         builder.init();
     }
+}
+
+/// Whether to colour output: on a terminal, unless `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+pub fn colour_allowed(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// A token cancelled at the first SIGINT (Ctrl-C) or SIGTERM (systemd).
@@ -67,6 +82,15 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour_allowed(true, None));
+        assert!(colour_allowed(true, Some(OsStr::new(""))));
+        assert!(!colour_allowed(true, Some(OsStr::new("1"))));
+        assert!(!colour_allowed(false, None));
+    }
 
     #[test]
     fn replaces_contents_and_sets_the_mode() {

@@ -184,6 +184,12 @@ pub trait Store: Send + Sync + 'static {
     async fn count_executions_by_status(&self)
     -> Result<Vec<(ultron8_core::ExecutionStatus, i64)>>;
     async fn count_jobs(&self) -> Result<i64>;
+    /// How many events wait for the rules engine, and when the oldest of
+    /// them arrived: the engine's backlog.
+    async fn pending_events(&self) -> Result<PendingEvents>;
+    /// What finished since `since`: executions by final status, and events
+    /// whose processing failed. For `ultronctl status`.
+    async fn activity_since(&self, since: DateTime<Utc>) -> Result<Activity>;
 
     // --- audit -----------------------------------------------------------
     async fn append_audit(&self, record: &NewAuditRecord) -> Result<()>;

@@ -64,11 +64,11 @@ use crate::common::{
 };
 pub use crate::dialect::{Dialect, NamedLock, RowsAffected, SqlTime};
 use crate::{
-    ActionRecord, AuditFilter, AuditRecord, DroneEnrollment, DroneRecord, EventFilter,
+    ActionRecord, Activity, AuditFilter, AuditRecord, DroneEnrollment, DroneRecord, EventFilter,
     EventOutcome, EventRecord, ExecutionRecord, ExecutionUpdate, FiringOutcome, JobRecord,
     JobSummary, JoinTokenGrant, NewAuditRecord, NewEvent, NewExecution, NewJob, NewJoinToken,
-    OutputChunkRecord, PackRecord, PendingDispatch, Result, RuleFiring, RuleRecord, ScriptRecord,
-    Store, StoreError, TransitionOutcome,
+    OutputChunkRecord, PackRecord, PendingDispatch, PendingEvents, Result, RuleFiring, RuleRecord,
+    ScriptRecord, Store, StoreError, TransitionOutcome,
 };
 
 /// [`Store`] on a SQL database. Cheap to clone: clones share the pools.
@@ -940,6 +940,40 @@ where
         Ok(sqlx::query_scalar("SELECT count(*) FROM jobs")
             .fetch_one(&self.readers)
             .await?)
+    }
+
+    async fn pending_events(&self) -> Result<PendingEvents> {
+        let (count, oldest): (i64, Option<SqlTime>) =
+            sqlx::query_as("SELECT count(*), min(received_at) FROM events WHERE state = 'pending'")
+                .fetch_one(&self.readers)
+                .await?;
+        Ok(PendingEvents {
+            count,
+            oldest_received_at: oldest.map(Into::into),
+        })
+    }
+
+    async fn activity_since(&self, since: DateTime<Utc>) -> Result<Activity> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, count(*) FROM executions WHERE finished_at >= $1 GROUP BY status",
+        )
+        .bind(SqlTime(since))
+        .fetch_all(&self.readers)
+        .await?;
+        let finished_executions = rows
+            .into_iter()
+            .map(|(status, count)| Ok((parse_status(&status, "executions.status")?, count)))
+            .collect::<Result<Vec<_>>>()?;
+        let failed_events: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events WHERE state = 'failed' AND processed_at >= $1",
+        )
+        .bind(SqlTime(since))
+        .fetch_one(&self.readers)
+        .await?;
+        Ok(Activity {
+            finished_executions,
+            failed_events,
+        })
     }
 
     async fn append_audit(&self, record: &NewAuditRecord) -> Result<()> {

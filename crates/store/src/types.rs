@@ -333,6 +333,24 @@ pub struct EventRecord {
     pub matched_rules: Vec<String>,
 }
 
+/// The rules engine's backlog: [`crate::Store::pending_events`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingEvents {
+    pub count: i64,
+    /// When the oldest pending event arrived; `None` when none is pending.
+    pub oldest_received_at: Option<DateTime<Utc>>,
+}
+
+/// What finished in a window: [`crate::Store::activity_since`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activity {
+    /// Executions that reached a final status in the window, by status
+    /// (only statuses with at least one).
+    pub finished_executions: Vec<(ultron8_core::ExecutionStatus, i64)>,
+    /// Events whose processing failed in the window.
+    pub failed_events: i64,
+}
+
 /// How processing a claimed event ended, for [`crate::Store::finish_events`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventOutcome {

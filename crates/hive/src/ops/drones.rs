@@ -161,10 +161,12 @@ impl Hive {
         &self,
         drone_id: &DroneId,
         stats: &HostStats,
+        spooled_results: u64,
     ) -> Result<Duration, HiveError> {
         self.store
             .record_heartbeat(drone_id, stats, Utc::now())
             .await?;
+        self.metrics.drone_spool(drone_id, spooled_results);
         Ok(self.config.heartbeat_interval)
     }
 }

@@ -14,28 +14,7 @@ use crate::actor::Actor;
 use crate::error::HiveError;
 use crate::hive::Hive;
 use crate::ids::new_event_id;
-use crate::metrics::{ReasonLabel, TriggerLabel};
-
-/// Why an event was refused: the `reason` label of
-/// `ultron8_events_refused_total`.
-#[derive(Debug, Clone, Copy)]
-enum Refusal {
-    UnknownWebhook,
-    TooLarge,
-    Unauthorized,
-    Malformed,
-}
-
-impl Refusal {
-    fn label(self) -> &'static str {
-        match self {
-            Refusal::UnknownWebhook => "unknown_webhook",
-            Refusal::TooLarge => "too_large",
-            Refusal::Unauthorized => "unauthorized",
-            Refusal::Malformed => "malformed",
-        }
-    }
-}
+use crate::metrics::{Refusal, StoreCall};
 
 impl Hive {
     /// Stores an event and wakes this replica's rules engine. Once this
@@ -54,13 +33,10 @@ impl Hive {
             source: source.to_string(),
             received_at: Utc::now(),
         };
-        self.store.record_event(&event).await?;
         self.metrics
-            .events_received
-            .get_or_create(&TriggerLabel {
-                trigger: trigger.to_string(),
-            })
-            .inc();
+            .time_store(StoreCall::RecordEvent, self.store.record_event(&event))
+            .await?;
+        self.metrics.event_received(trigger);
         tracing::info!(event_id = %event.id, %trigger, %source, "event stored");
         self.events_arrived.notify_one();
         Ok(event.id)
@@ -202,7 +178,7 @@ impl Hive {
         let payload = json!({ "webhook": name, "body": parsed, "headers": selected });
         self.ingest_event("core.webhook", payload, &format!("webhook:{name}"))
             .await
-            .map_err(event_not_stored)
+            .map_err(|e| self.not_stored(e))
     }
 
     /// Refuses an Alertmanager notification without the configured bearer
@@ -271,30 +247,26 @@ impl Hive {
             let id = self
                 .ingest_event("alertmanager.alert", event, "alertmanager")
                 .await
-                .map_err(event_not_stored)?;
+                .map_err(|e| self.not_stored(e))?;
             ids.push(id);
         }
         Ok(ids)
     }
 
+    /// An event that could not be stored: counted, and the sender told to
+    /// retry, since nothing was acknowledged.
+    fn not_stored(&self, error: HiveError) -> HiveError {
+        self.metrics.event_refused(Refusal::StoreUnavailable);
+        tracing::error!(%error, "cannot store an event");
+        HiveError::unavailable("the hive cannot store events right now; retry")
+    }
+
     /// Counts and logs a refused event, and returns the error to answer with.
     fn refuse(&self, reason: Refusal, error: HiveError) -> HiveError {
-        self.metrics
-            .events_refused
-            .get_or_create(&ReasonLabel {
-                reason: reason.label().to_string(),
-            })
-            .inc();
+        self.metrics.event_refused(reason);
         tracing::warn!(reason = reason.label(), message = %error, "refused an event");
         error
     }
-}
-
-/// An event that could not be stored: the sender should retry, since
-/// nothing was acknowledged. (The cause was logged where it was mapped.)
-fn event_not_stored(error: HiveError) -> HiveError {
-    tracing::error!(%error, "cannot store an event");
-    HiveError::unavailable("the hive cannot store events right now; retry")
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

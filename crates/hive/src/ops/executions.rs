@@ -14,6 +14,7 @@ use ultron8_store::{ExecutionResult, ExecutionUpdate, OutputChunkRecord, Transit
 use crate::actor::Actor;
 use crate::error::HiveError;
 use crate::hive::Hive;
+use crate::metrics::StoreCall;
 
 /// A drone's report on one execution.
 #[derive(Debug, Clone)]
@@ -143,10 +144,17 @@ impl Hive {
             audit
         });
         let outcome = self
-            .store
-            .transition_execution(&execution.id, &update, audit.as_ref())
+            .metrics
+            .time_store(
+                StoreCall::ReportExecution,
+                self.store
+                    .transition_execution(&execution.id, &update, audit.as_ref()),
+            )
             .await?;
         let applied = matches!(outcome, TransitionOutcome::Applied { .. });
+        if applied && status.is_terminal() {
+            self.metrics.execution_finished(status);
+        }
         if applied {
             info!(job_id = %execution.job_id, execution_id = %execution.id, %drone_id, %status,
                 exit_code = ?report.result.exit_code, "execution {status}");

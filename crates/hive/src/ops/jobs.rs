@@ -109,8 +109,12 @@ impl Hive {
         let mut audit = self.audit(actor.clone(), AuditVerb::JobSubmitted, detail);
         audit.job_id = Some(planned.job.id.clone());
         audit.action_ref = planned.job.origin.action_ref.clone();
-        self.store
-            .create_job(&planned.job, &planned.executions, &audit)
+        self.metrics
+            .time_store(
+                crate::metrics::StoreCall::CreateJob,
+                self.store
+                    .create_job(&planned.job, &planned.executions, &audit),
+            )
             .await?;
         info!(job_id = %planned.job.id, target = %planned.job.target, drones = planned.executions.len(),
             action = ?planned.job.origin.action_ref, %requester, "job submitted");

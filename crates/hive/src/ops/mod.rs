@@ -14,11 +14,13 @@
 //!   reading them.
 //! - [`rules`]: reading, enabling and testing rules.
 //! - [`audit`]: reading the audit trail.
+//! - [`health`]: readiness and the hive's status summary.
 
 pub mod audit;
 pub mod drones;
 pub mod events;
 pub mod executions;
+pub mod health;
 pub mod jobs;
 pub mod packs;
 pub mod rules;

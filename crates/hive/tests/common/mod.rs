@@ -79,7 +79,9 @@ impl TestHive {
             .expect("hive"),
         );
         let (connections, incoming) = mpsc::unbounded_channel();
-        let services = ultron8_hive::serve::grpc_services(&hive);
+        let services =
+            ultron8_hive::serve::grpc_services(&hive, tonic_health::server::HealthReporter::new())
+                .expect("services");
         let server = tokio::spawn(async move {
             if let Err(e) = services
                 .serve_with_incoming(UnboundedReceiverStream::new(incoming))

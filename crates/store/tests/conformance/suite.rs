@@ -65,6 +65,7 @@ macro_rules! conformance_tests {
             output_of_terminal_execution_is_ignored,
             output_of_unknown_execution_is_not_found,
             executions_are_counted_by_status,
+            activity_counts_what_finished_in_the_window,
             audit_round_trips_every_field,
             audit_is_listed_newest_first_and_pages,
             audit_filters_combine,
@@ -79,6 +80,7 @@ macro_rules! conformance_tests {
             rule_enabled_flag_is_set_with_audit_only_when_the_rule_exists,
             events_are_recorded_pending_and_finished,
             pending_events_are_claimed_oldest_first_under_a_lease,
+            the_backlog_counts_pending_events_and_dates_the_oldest,
             concurrent_claimers_never_get_the_same_event,
             events_are_listed_newest_first_with_filters_and_pages,
             allowed_firing_writes_job_executions_cooldown_and_linked_audit,
@@ -1646,6 +1648,54 @@ pub async fn output_of_unknown_execution_is_not_found(store: Arc<dyn Store>) {
 
 // --- metrics ----------------------------------------------------------------
 
+pub async fn activity_counts_what_finished_in_the_window(store: Arc<dyn Store>) {
+    let job = create_job(&*store, &["a", "b", "c", "d"], t(0), t(600)).await;
+    for (index, status, at) in [
+        (0, ExecutionStatus::Failed, 5),
+        (1, ExecutionStatus::Failed, 50),
+        (2, ExecutionStatus::Succeeded, 60),
+    ] {
+        store
+            .transition_execution(
+                &job.execution_ids[index],
+                &finished(status, t(at), result(1, "")),
+                None,
+            )
+            .await
+            .expect("transition");
+    }
+    let events = record_events(&*store, "alertmanager", 3, 0).await;
+    store
+        .finish_event(&events[0], Some("too early"), t(5))
+        .await
+        .expect("finish");
+    store
+        .finish_event(&events[1], Some("no drone matches"), t(40))
+        .await
+        .expect("finish");
+    store
+        .finish_event(&events[2], None, t(41))
+        .await
+        .expect("finish");
+
+    let activity = store.activity_since(t(10)).await.expect("activity");
+    let mut finished = activity.finished_executions.clone();
+    finished.sort();
+    assert_eq!(
+        finished,
+        vec![
+            (ExecutionStatus::Succeeded, 1),
+            (ExecutionStatus::Failed, 1)
+        ]
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>(),
+        "the one failure before the window and the running execution are not counted"
+    );
+    assert_eq!(activity.failed_events, 1);
+}
+
 pub async fn executions_are_counted_by_status(store: Arc<dyn Store>) {
     let zeros: Vec<(ExecutionStatus, i64)> =
         ExecutionStatus::ALL.into_iter().map(|s| (s, 0)).collect();
@@ -2707,6 +2757,31 @@ pub async fn events_are_recorded_pending_and_finished(store: Arc<dyn Store>) {
         .await
         .expect_err("unknown event");
     assert_not_found(err, "event", "ghost");
+}
+
+pub async fn the_backlog_counts_pending_events_and_dates_the_oldest(store: Arc<dyn Store>) {
+    let empty = store.pending_events().await.expect("backlog");
+    assert_eq!((empty.count, empty.oldest_received_at), (0, None));
+    let ids = record_events(&*store, "alertmanager", 3, 10).await;
+    let backlog = store.pending_events().await.expect("backlog");
+    assert_eq!(
+        (backlog.count, backlog.oldest_received_at),
+        (3, Some(t(10)))
+    );
+    // Claimed but unfinished events are still waiting; finished ones are not.
+    store
+        .claim_pending_events("hive-a", 1, LEASE, t(20))
+        .await
+        .expect("claim");
+    store
+        .finish_event(&ids[0], None, t(21))
+        .await
+        .expect("finish");
+    let backlog = store.pending_events().await.expect("backlog");
+    assert_eq!(
+        (backlog.count, backlog.oldest_received_at),
+        (2, Some(t(11)))
+    );
 }
 
 pub async fn pending_events_are_claimed_oldest_first_under_a_lease(store: Arc<dyn Store>) {
