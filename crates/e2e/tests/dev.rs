@@ -177,6 +177,13 @@ fn the_dev_tour_works_without_postgres_or_rabbitmq() {
         "{job}"
     );
 
+    // ultronctl status: the hive's health on one screen.
+    let output = hive.ctl(&["status"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let screen = stdout(&output);
+    assert!(screen.starts_with("Hive:        ready\n"), "{screen}");
+    assert!(screen.contains("Drones:      1 online, 0 offline"), "{screen}");
+
     // Ctrl-C stops cleanly and keeps what was stored.
     let log = hive.interrupt();
     assert!(log.contains("dev hive stopped; state kept"), "{log}");

@@ -725,10 +725,10 @@ async fn anyone_may_ask_the_grpc_health_service_and_only_operators_may_reflect()
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let test = TestHive::start().await;
     let answer = HealthClient::new(test.channel(Caller::Anonymous).await)
@@ -761,11 +761,7 @@ async fn anyone_may_ask_the_grpc_health_service_and_only_operators_may_reflect()
         .await
         .expect("an operator may reflect")
         .into_inner();
-    let answer = answers
-        .next()
-        .await
-        .expect("an answer")
-        .expect("a listing");
+    let answer = answers.next().await.expect("an answer").expect("a listing");
     let Some(MessageResponse::ListServicesResponse(listing)) = answer.message_response else {
         panic!("not a listing: {answer:?}");
     };
@@ -810,7 +806,10 @@ async fn status_reports_readiness_the_backlog_the_fleet_and_recent_failures() {
     assert_eq!(status.recent_window_s, 3600);
     assert!(ultronctl::status::ready(&status));
     let screen = ultronctl::status::render_status(&status, chrono::Utc::now());
-    assert!(screen.contains("Drones:      2 online, 1 offline"), "{screen}");
+    assert!(
+        screen.contains("Drones:      2 online, 1 offline"),
+        "{screen}"
+    );
     assert!(screen.contains("Engine:      2 events waiting"), "{screen}");
 }
 
@@ -837,7 +836,10 @@ async fn metrics_are_served_in_the_format_the_scraper_asked_for() {
             let body = axum::body::to_bytes(response.into_body(), 1 << 22)
                 .await
                 .expect("body");
-            (content_type, String::from_utf8(body.to_vec()).expect("utf-8"))
+            (
+                content_type,
+                String::from_utf8(body.to_vec()).expect("utf-8"),
+            )
         }
     };
 
