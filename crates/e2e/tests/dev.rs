@@ -182,7 +182,10 @@ fn the_dev_tour_works_without_postgres_or_rabbitmq() {
     assert!(output.status.success(), "{}", stderr(&output));
     let screen = stdout(&output);
     assert!(screen.starts_with("Hive:        ready\n"), "{screen}");
-    assert!(screen.contains("Drones:      1 online, 0 offline"), "{screen}");
+    assert!(
+        screen.contains("Drones:      1 online, 0 offline"),
+        "{screen}"
+    );
 
     // Ctrl-C stops cleanly and keeps what was stored.
     let log = hive.interrupt();
