@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use serde_json::Value;
 use tonic_health::pb::HealthCheckRequest;
@@ -205,7 +204,7 @@ fn prometheus_fires_the_bulk_offline_alert_when_drones_stop() {
         "Prometheus to scrape 3 drones online",
         DEADLINE,
         || match query(port, "ultron8_drones{state=\"online\"}") {
-            Ok(online) if online == 3.0 => Ok(()),
+            Ok(3.0) => Ok(()),
             other => Err(format!("{other:?}")),
         },
     );
