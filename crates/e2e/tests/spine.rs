@@ -165,7 +165,16 @@ fn run_fans_out_to_the_targeted_drones_and_reports_each_result() {
     // Metrics count what happened.
     let (status, metrics) = http_get(hive.http_port, "/metrics").expect("metrics");
     assert_eq!(status, 200);
-    assert!(metrics.contains("ultron8_drones_online 3"), "{metrics}");
+    assert!(
+        metrics.contains("ultron8_drones{state=\"online\"} 3"),
+        "{metrics}"
+    );
+    let succeeded: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ultron8_executions_finished_total{status=\"succeeded\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_default();
+    assert!(succeeded >= 1.0, "{metrics}");
     assert!(
         metrics.contains("ultron8_executions{status=\"succeeded\"}"),
         "{metrics}"
