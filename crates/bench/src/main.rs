@@ -165,6 +165,7 @@ fn hot_paths() {
             ..Default::default()
         }),
         requester: "operator:admin".into(),
+        cancel: false,
     }
     .encode_to_vec();
     bench("signing: sign an ActionRequest", "request", 20_000, || {

@@ -112,6 +112,8 @@ macro_rules! verbs {
 verbs! {
     /// An operator submitted a job (a command or an action).
     JobSubmitted => "job.submitted",
+    /// An operator asked to cancel a job's executions (all, or one drone's).
+    JobCancelRequested => "job.cancel_requested",
     /// An execution reached a terminal state with a result.
     ExecutionFinished => "execution.finished",
     /// An execution no drone picked up before its expiry.

@@ -4,10 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use futures::StreamExt;
-use ultron8_proto::convert::status_from_wire;
 use ultron8_proto::v1;
 
 use crate::client::{Client, call_failed, connect};
@@ -98,9 +95,18 @@ pub struct RunArgs {
     /// A pack action (`pack.name`) followed by its key=value parameters
     #[arg(value_name = "ACTION [KEY=VALUE]...")]
     pub action: Vec<String>,
-    /// Print the job id and return at once; see results with `ultronctl job get`
+    /// Print the job id and return at once; follow it with `ultronctl job logs -f ID`
     #[arg(long = "async")]
     pub run_async: bool,
+    /// Print each host's result line only, not its output
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Do not count hosts the target names that are offline as failures (exit 0 if the others succeed)
+    #[arg(long)]
+    pub online_only: bool,
+    /// On Ctrl-C, cancel the job without asking (default: ask on a terminal, else stop watching)
+    #[arg(long)]
+    pub cancel_on_interrupt: bool,
     /// Kill the command (SIGTERM, then SIGKILL to its process group) after this long, e.g. 30s [default: the drone's, 10m]
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
@@ -170,9 +176,39 @@ pub enum JobCommand {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
-    /// One job with every host's result
+    /// One job with every host's result (and elapsed time of those still running)
     Get {
         id: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// A job's output, each line prefixed by its host (`web-1 | ...`, stderr `web-1 ! ...`)
+    ///
+    ///   ultronctl job logs 0193a1c2-...             # what it printed so far
+    ///   ultronctl job logs -f 0193a1c2-...          # and what it prints next, until it ends
+    ///   ultronctl job logs 0193a1c2-... --drone web-1
+    #[command(verbatim_doc_comment)]
+    Logs {
+        id: String,
+        /// Keep following until every host has finished
+        #[arg(short, long)]
+        follow: bool,
+        /// Only this drone's output
+        #[arg(long, value_name = "DRONE")]
+        drone: Option<String>,
+    },
+    /// Stop a job: hosts that have not started never run it; running ones
+    /// get SIGTERM, then SIGKILL, on their whole process group, and end
+    /// `canceled`. Audited.
+    ///
+    ///   ultronctl job cancel 0193a1c2-...
+    ///   ultronctl job cancel 0193a1c2-... --drone web-1
+    #[command(verbatim_doc_comment)]
+    Cancel {
+        id: String,
+        /// Only this drone's execution
+        #[arg(long, value_name = "DRONE")]
+        drone: Option<String>,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
@@ -195,8 +231,8 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Exit status for "ran, but some host did not succeed".
-pub const EXIT_SOME_FAILED: u8 = 3;
+use crate::follow::FollowOptions;
+pub use crate::follow::{EXIT_INTERRUPTED, EXIT_SOME_FAILED};
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let config = crate::config::resolve(cli.config.as_deref(), |key| std::env::var(key).ok())
@@ -464,6 +500,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                     println!("--- execution {}", e.id);
                     print_execution_result(e);
                 }
+                for drone in &job.offline_drones {
+                    println!("--- {drone}: offline when the job was submitted; not run");
+                }
+            }
+            Ok(0)
+        }
+        Command::Job(JobCommand::Logs { id, follow, drone }) => {
+            crate::follow::logs(&mut client, id, drone, follow).await
+        }
+        Command::Job(JobCommand::Cancel { id, drone, output }) => {
+            let answer = client
+                .cancel_job(v1::CancelJobRequest {
+                    job_id: id.clone(),
+                    drone_id: drone.unwrap_or_default(),
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            if output == Format::Json {
+                let executions: Vec<serde_json::Value> = answer
+                    .executions
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "execution_id": e.execution_id,
+                            "drone": e.drone_id,
+                            "outcome": cancel_outcome(e.outcome),
+                        })
+                    })
+                    .collect();
+                print_json(&executions)?;
+            } else {
+                for e in &answer.executions {
+                    println!("{}  {}", e.drone_id, cancel_outcome(e.outcome));
+                }
+                eprintln!("{}", crate::follow::cancel_summary(&answer));
+                eprintln!("follow it to its end with: ultronctl job logs -f {id}");
             }
             Ok(0)
         }
@@ -508,7 +581,7 @@ async fn run_command(client: &mut Client, args: RunArgs) -> anyhow::Result<u8> {
         }
         (None, false) => submit_command(client, &args).await?,
     };
-    follow_job(client, job, args.run_async, args.output).await
+    follow_job(client, job, &args).await
 }
 
 async fn submit_command(client: &mut Client, args: &RunArgs) -> anyhow::Result<v1::Job> {
@@ -542,90 +615,44 @@ async fn submit_command(client: &mut Client, args: &RunArgs) -> anyhow::Result<v
         .into_inner())
 }
 
-/// Prints a submitted job's results as they arrive (or just its id with
-/// `--async`) and returns the exit status.
-async fn follow_job(
-    client: &mut Client,
-    job: v1::Job,
-    run_async: bool,
-    output: Format,
-) -> anyhow::Result<u8> {
-    let args_output = output;
-    let hosts = job.executions.len();
-    if run_async {
-        if args_output == Format::Json {
+/// Prints a submitted job's id with `--async`, or follows it to its end,
+/// and returns the exit status.
+async fn follow_job(client: &mut Client, job: v1::Job, args: &RunArgs) -> anyhow::Result<u8> {
+    if args.run_async {
+        if args.output == Format::Json {
             print_json(&JobView::from(&job))?;
         } else {
             println!("{}", job.id);
             eprintln!(
-                "job {} submitted to {hosts} drone(s); see results with: ultronctl job get {}",
-                job.id, job.id
+                "job {} submitted to {} drone(s); follow it with: ultronctl job logs -f {}",
+                job.id,
+                job.executions.len(),
+                job.id
             );
+            for drone in &job.offline_drones {
+                eprintln!("{drone}  offline, not run");
+            }
         }
         return Ok(0);
     }
-    if args_output == Format::Table {
-        eprintln!("job {} on {hosts} drone(s)", job.id);
+    crate::follow::follow_run(
+        client,
+        job,
+        FollowOptions {
+            quiet: args.quiet,
+            json: args.output == Format::Json,
+            online_only: args.online_only,
+            cancel_on_interrupt: args.cancel_on_interrupt,
+        },
+    )
+    .await
+}
+
+fn cancel_outcome(outcome: i32) -> &'static str {
+    match v1::CancelOutcome::try_from(outcome) {
+        Ok(v1::CancelOutcome::Canceled) => "canceled before it started",
+        Ok(v1::CancelOutcome::Signalled) => "stopping (SIGTERM, then SIGKILL)",
+        Ok(v1::CancelOutcome::AlreadyFinished) => "already finished",
+        _ => "unknown",
     }
-    let mut updates = client
-        .watch_job(v1::WatchJobRequest {
-            job_id: job.id.clone(),
-        })
-        .await
-        .map_err(call_failed)?
-        .into_inner();
-    let mut finished: BTreeMap<String, v1::Execution> = BTreeMap::new();
-    loop {
-        let next = tokio::select! {
-            next = updates.next() => next,
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("\nstopped watching; the job goes on. See it with: ultronctl job get {}", job.id);
-                return Ok(EXIT_SOME_FAILED);
-            }
-        };
-        match next {
-            Some(Ok(execution)) => {
-                let terminal = status_from_wire(execution.status)
-                    .map(|s| s.is_terminal())
-                    .unwrap_or(false);
-                if terminal && !finished.contains_key(&execution.id) {
-                    if args_output == Format::Table {
-                        print_execution_result(&execution);
-                    }
-                    finished.insert(execution.id.clone(), execution);
-                }
-            }
-            Some(Err(status)) => {
-                return Err(call_failed(status)).with_context(|| {
-                    format!(
-                        "lost the hive while watching job {}; see it with `ultronctl job get {}`",
-                        job.id, job.id
-                    )
-                });
-            }
-            None => break,
-        }
-    }
-    let all_succeeded = finished.len() == hosts
-        && finished
-            .values()
-            .all(|e| e.status == v1::ExecutionStatus::Succeeded as i32);
-    if args_output == Format::Json {
-        let final_job = v1::Job {
-            executions: finished.into_values().collect(),
-            ..job
-        };
-        print_json(&JobView::from(&final_job))?;
-    } else {
-        let failed = finished
-            .values()
-            .filter(|e| e.status != v1::ExecutionStatus::Succeeded as i32)
-            .count();
-        eprintln!(
-            "{} succeeded, {} did not",
-            finished.len() - failed,
-            failed + (hosts - finished.len())
-        );
-    }
-    Ok(if all_succeeded { 0 } else { EXIT_SOME_FAILED })
 }

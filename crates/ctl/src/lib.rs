@@ -4,6 +4,7 @@
 //! - [`config`]: where the hive and the credentials are.
 //! - [`client`]: connecting, and failures as actionable messages.
 //! - [`cli`]: the commands.
+//! - [`follow`]: a job's live output, cancel on Ctrl-C, `job logs`.
 //! - [`automation`]: packs, events, rules and the audit trail.
 //! - [`output`]: tables and JSON.
 //! - [`status`]: `version` and `status`.
@@ -12,5 +13,6 @@ pub mod automation;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod follow;
 pub mod output;
 pub mod status;

@@ -52,6 +52,18 @@ pub fn status_name(status: i32) -> String {
         .unwrap_or_else(|_| format!("unknown({status})"))
 }
 
+/// How long a running execution has run: `12.30s so far`, or `not
+/// started` before its drone picked it up.
+pub fn running_for(started_at_ms: i64, now: DateTime<Utc>) -> String {
+    match time(started_at_ms) {
+        Some(started) => {
+            let ms = (now - started).num_milliseconds().max(0) as u64;
+            format!("{} so far", seconds(ms))
+        }
+        None => "not started".into(),
+    }
+}
+
 pub fn seconds(ms: u64) -> String {
     format!("{:.2}s", ms as f64 / 1000.0)
 }
@@ -162,6 +174,8 @@ pub struct JobView {
     pub command: String,
     pub created_at: Option<DateTime<Utc>>,
     pub executions: Vec<ExecutionView>,
+    /// Drones the target named that were offline at submission: not run.
+    pub offline_drones: Vec<String>,
 }
 
 impl From<&v1::Job> for JobView {
@@ -178,6 +192,7 @@ impl From<&v1::Job> for JobView {
                 .unwrap_or_default(),
             created_at: time(j.created_at_ms),
             executions: j.executions.iter().map(ExecutionView::from).collect(),
+            offline_drones: j.offline_drones.clone(),
         }
     }
 }
@@ -185,17 +200,27 @@ impl From<&v1::Job> for JobView {
 /// One host's result, as `run` and `job get` print it: a header line, then
 /// the output indented.
 pub fn print_execution_result(e: &v1::Execution) {
-    let exit = e
-        .exit_code
-        .map(|c| format!("exit {c}"))
-        .unwrap_or_else(|| "no exit code".into());
-    println!(
-        "{}  {}  {}  {}",
-        e.drone_id,
-        status_name(e.status),
-        exit,
-        seconds(e.duration_ms)
-    );
+    let terminal = status_from_wire(e.status).is_ok_and(|s| s.is_terminal());
+    if terminal {
+        let exit = e
+            .exit_code
+            .map(|c| format!("exit {c}"))
+            .unwrap_or_else(|| "no exit code".into());
+        println!(
+            "{}  {}  {}  {}",
+            e.drone_id,
+            status_name(e.status),
+            exit,
+            seconds(e.duration_ms)
+        );
+    } else {
+        println!(
+            "{}  {}  {}",
+            e.drone_id,
+            status_name(e.status),
+            running_for(e.started_at_ms, Utc::now())
+        );
+    }
     for (bytes, truncated, label) in [
         (&e.stdout, e.stdout_truncated, "stdout"),
         (&e.stderr, e.stderr_truncated, "stderr"),
@@ -217,5 +242,23 @@ pub fn print_execution_result(e: &v1::Execution) {
     }
     if !e.error.is_empty() {
         println!("  error: {}", e.error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn a_running_execution_shows_how_long_it_has_run() {
+        let now = Utc
+            .with_ymd_and_hms(2026, 12, 2, 12, 0, 0)
+            .single()
+            .expect("time");
+        let started = (now - chrono::Duration::milliseconds(12_300)).timestamp_millis();
+        assert_eq!(running_for(started, now), "12.30s so far");
+        assert_eq!(running_for(0, now), "not started");
     }
 }

@@ -44,6 +44,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_util::sync::CancellationToken;
 use ultron8_core::{ExecutionStatus, Program};
 
 /// The output cap callers use when the request does not name one.
@@ -68,6 +69,13 @@ const POST_KILL_DRAIN: Duration = Duration::from_millis(250);
 const EXIT_POLL_FALLBACK: Duration = Duration::from_millis(500);
 
 const READ_BUFFER: usize = 64 * 1024;
+
+/// Why a command was stopped before it exited by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    TimedOut,
+    Canceled,
+}
 
 /// What to run and under which limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +137,17 @@ pub struct ExecOutcome {
 ///
 /// Dropping the returned future kills the command's process group.
 pub async fn run(spec: ExecSpec, output: Option<mpsc::Sender<OutputChunk>>) -> ExecOutcome {
+    run_cancellable(spec, output, CancellationToken::new()).await
+}
+
+/// [`run`], stopped early when `cancel` is cancelled: the process group
+/// gets SIGTERM, then SIGKILL after `kill_grace`, as on a timeout, and the
+/// outcome is `Canceled`.
+pub async fn run_cancellable(
+    spec: ExecSpec,
+    output: Option<mpsc::Sender<OutputChunk>>,
+    cancel: CancellationToken,
+) -> ExecOutcome {
     let started = Instant::now();
     let (program, args): (&str, Vec<&str>) = match &spec.program {
         Program::Argv(argv) => match argv.split_first() {
@@ -202,7 +221,8 @@ pub async fn run(spec: ExecSpec, output: Option<mpsc::Sender<OutputChunk>>) -> E
     let mut stdout_capture = Capture::new(spec.output_limit);
     let mut stderr_capture = Capture::new(spec.output_limit);
     let mut notes: Vec<String> = Vec::new();
-    let mut timed_out = false;
+    // Why the group was stopped before it exited, if it was.
+    let mut stopped: Option<Stop> = None;
     let mut gave_up = false;
     {
         let stdout_pump = pump(
@@ -231,13 +251,21 @@ pub async fn run(spec: ExecSpec, output: Option<mpsc::Sender<OutputChunk>>) -> E
                     break;
                 }
                 () = &mut deadline => {
-                    timed_out = true;
+                    stopped = Some(Stop::TimedOut);
+                    break;
+                }
+                () = cancel.cancelled() => {
+                    stopped = Some(Stop::Canceled);
                     break;
                 }
             }
         }
 
-        if timed_out {
+        if let Some(stop) = stopped {
+            let why = match stop {
+                Stop::TimedOut => format!("timed out after {:?}", spec.timeout),
+                Stop::Canceled => "canceled".to_string(),
+            };
             send_to_group(pgid, Signal::SIGTERM);
             // The grace is for the whole tree: wait for the leader to exit and
             // for every pipe holder to let go, whichever comes last.
@@ -256,15 +284,9 @@ pub async fn run(spec: ExecSpec, output: Option<mpsc::Sender<OutputChunk>>) -> E
             // harmless when the group is already gone.
             send_to_group(pgid, Signal::SIGKILL);
             notes.push(if survivors {
-                format!(
-                    "timed out after {:?}; sent SIGTERM, then SIGKILL to process group {pgid}",
-                    spec.timeout
-                )
+                format!("{why}; sent SIGTERM, then SIGKILL to process group {pgid}")
             } else {
-                format!(
-                    "timed out after {:?}; sent SIGTERM to process group {pgid}",
-                    spec.timeout
-                )
+                format!("{why}; sent SIGTERM to process group {pgid}")
             });
             if !leader_exited {
                 let reap_deadline = tokio::time::sleep(REAP_DEADLINE);
@@ -297,7 +319,7 @@ pub async fn run(spec: ExecSpec, output: Option<mpsc::Sender<OutputChunk>>) -> E
                 .await
                 .is_err();
         if leftovers {
-            if !timed_out {
+            if stopped.is_none() {
                 send_to_group(pgid, Signal::SIGKILL);
                 notes.push(format!(
                     "the command exited but its output was still open {DRAIN_DEADLINE:?} later \
@@ -324,14 +346,16 @@ pub async fn run(spec: ExecSpec, output: Option<mpsc::Sender<OutputChunk>>) -> E
             "the exit status of process {pgid} could not be collected"
         ));
     }
-    let status = if timed_out {
+    let status = if stopped == Some(Stop::TimedOut) {
         ExecutionStatus::TimedOut
+    } else if stopped == Some(Stop::Canceled) {
+        ExecutionStatus::Canceled
     } else if exit_code == Some(0) {
         ExecutionStatus::Succeeded
     } else {
         ExecutionStatus::Failed
     };
-    if let Some(signal) = signal.filter(|_| !timed_out) {
+    if let Some(signal) = signal.filter(|_| stopped.is_none()) {
         // Put first: it is the reason the command failed.
         notes.insert(
             0,

@@ -15,6 +15,9 @@ struct Cli {
     /// Log format
     #[arg(long, global = true, env = "ULTRON8_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// After SIGINT/SIGTERM, how long running commands get to stop (SIGTERM, then SIGKILL to each process group; results spooled as canceled) before the drone exits anyway; a second signal exits at once
+    #[arg(long, global = true, env = "ULTRON8_SHUTDOWN_GRACE", default_value = ultron8_host::DEFAULT_SHUTDOWN_GRACE, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    shutdown_grace: std::time::Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,7 +71,7 @@ enum Command {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     ultron8_host::init_logging(&cli.log_format);
-    match run(cli.command).await {
+    match run(cli.command, cli.shutdown_grace).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -77,7 +80,7 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, shutdown_grace: std::time::Duration) -> anyhow::Result<()> {
     match command {
         Command::Join {
             hive,
@@ -115,7 +118,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run { data_dir } => {
-            let shutdown = ultron8_host::shutdown_on_signal();
+            let shutdown = ultron8_host::shutdown_on_signal(shutdown_grace);
             ultron8_drone::runtime::run(
                 DroneDir::new(data_dir),
                 ultron8_drone::runtime::amqp_consumer_factory(),

@@ -72,8 +72,30 @@ struct Drone {
     spooled: Notify,
     /// Pack scripts, by SHA-256.
     scripts_dir: std::path::PathBuf,
-    running: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Executions running now, each with the token that cancels it.
+    running: std::sync::Mutex<std::collections::BTreeMap<String, CancellationToken>>,
+    /// One per execution allowed to run at once (`max_concurrent`).
+    slots: Arc<Semaphore>,
+    /// Requests taken and not yet spooled (or refused).
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Set when the drone is stopping: commands canceled then were not
+    /// canceled by an operator.
+    stopping: std::sync::atomic::AtomicBool,
 }
+
+/// How long a stopping drone waits, beyond the kill grace, for its
+/// canceled commands' results to reach the spool.
+const STOP_SPOOL_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Deliveries beyond `max_concurrent` the broker may hand over at once, so
+/// that a cancel reaches a drone whose slots are all taken by the commands
+/// it is meant to stop.
+const PREFETCH_HEADROOM: u16 = 16;
+
+/// How long the drone waits for the hive to acknowledge a start before it
+/// runs the command anyway: a hive that hangs must not make a command run
+/// late (its expiry is checked again after the wait).
+const START_REPORT_DEADLINE: Duration = Duration::from_secs(5);
 
 struct Registration {
     broker_url: String,
@@ -104,6 +126,9 @@ pub async fn run(
         spooled: Notify::new(),
         scripts_dir: dir.scripts(),
         running: Default::default(),
+        slots: Arc::new(Semaphore::new(file.settings.max_concurrent.max(1) as usize)),
+        in_flight: Default::default(),
+        stopping: Default::default(),
         file,
     });
     let span = info_span!("drone", drone_id = %drone.file.id);
@@ -136,9 +161,7 @@ pub async fn run(
                 .consume_loop(consumer, registration.clone(), shutdown.clone()),
         );
         shutdown.cancelled().await;
-        info!(
-            "stopping: in-flight commands are abandoned and will be reported lost at the next start"
-        );
+        drone.stop_in_flight().await;
         tasks.shutdown().await;
         Ok(())
     }
@@ -154,6 +177,39 @@ fn first_cert(pem: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 impl Drone {
+    /// Stops the commands still running (SIGTERM, then SIGKILL to each
+    /// process group), waits for their results to reach the spool, and
+    /// tries once to deliver them; undelivered ones go at the next start.
+    async fn stop_in_flight(&self) {
+        use std::sync::atomic::Ordering;
+        self.stopping.store(true, Ordering::SeqCst);
+        let tokens: Vec<CancellationToken> = self
+            .running
+            .lock()
+            .map(|running| running.values().cloned().collect())
+            .unwrap_or_default();
+        if tokens.is_empty() && self.in_flight.load(Ordering::SeqCst) == 0 {
+            info!("stopping");
+            return;
+        }
+        info!(
+            running = tokens.len(),
+            "stopping: running commands get SIGTERM, then SIGKILL; their results are spooled as canceled"
+        );
+        for token in tokens {
+            token.cancel();
+        }
+        let deadline =
+            tokio::time::Instant::now() + self.file.settings.kill_grace + STOP_SPOOL_DEADLINE;
+        while self.in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match tokio::time::timeout(Duration::from_secs(2), self.deliver_spool()).await {
+            Ok(Ok(())) => info!("results delivered"),
+            _ => info!("results stay spooled until the next start"),
+        }
+    }
+
     fn report_interrupted_executions(&self) -> anyhow::Result<()> {
         let interrupted = self
             .journal
@@ -245,7 +301,7 @@ impl Drone {
             let running = self
                 .running
                 .lock()
-                .map(|r| r.iter().cloned().collect())
+                .map(|r| r.keys().cloned().collect())
                 .unwrap_or_default();
             let spooled = self.spool.count().unwrap_or_else(|e| {
                 warn!(error = %e, "cannot count the spool");
@@ -344,10 +400,12 @@ impl Drone {
         registration: Arc<Registration>,
         shutdown: CancellationToken,
     ) {
-        let slots = Arc::new(Semaphore::new(
-            self.file.settings.max_concurrent.max(1) as usize
-        ));
-        let prefetch = self.file.settings.max_concurrent.max(1);
+        let prefetch = self
+            .file
+            .settings
+            .max_concurrent
+            .max(1)
+            .saturating_add(PREFETCH_HEADROOM);
         let mut backoff = Backoff::default();
         loop {
             let mut deliveries = match consumer.consume(&self.file.id, prefetch).await {
@@ -372,14 +430,12 @@ impl Drone {
                 };
                 match next {
                     Some(Ok(delivery)) => {
-                        let Ok(slot) = slots.clone().acquire_owned().await else {
-                            return;
-                        };
+                        // A run waits for a slot inside `handle`; a cancel
+                        // needs none.
                         let drone = self.clone();
                         let registration = registration.clone();
                         tokio::spawn(async move {
                             drone.handle(delivery, &registration).await;
-                            drop(slot);
                         });
                     }
                     Some(Err(e)) => {
@@ -416,10 +472,72 @@ impl Drone {
         };
         let span =
             info_span!("execution", job_id = %request.job_id, execution_id = %request.execution_id);
+        if request.cancel {
+            return self
+                .cancel_request(delivery, request)
+                .instrument(span)
+                .await;
+        }
+        let Ok(_slot) = self.slots.clone().acquire_owned().await else {
+            return;
+        };
         self.run_request(delivery, request).instrument(span).await
     }
 
+    /// A signed cancel: stops the execution if it runs here; if it has not
+    /// arrived, journals its id as finished so that it never starts. (The
+    /// hive has already recorded a not-yet-started execution `canceled`.)
+    async fn cancel_request(&self, delivery: Delivery, request: v1::ActionRequest) {
+        if Utc::now().timestamp_millis() > request.expires_at_ms {
+            info!("ignoring an expired cancel");
+            let _ = delivery.ack().await;
+            return;
+        }
+        let token = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|running| running.get(&request.execution_id).cloned());
+        match token {
+            Some(token) => {
+                info!(requester = %request.requester, "canceling the running command");
+                token.cancel();
+            }
+            None => match self.journal.begin(&request.execution_id, &request.job_id) {
+                Ok(Begin::Fresh) => {
+                    if let Err(e) = self.journal.finish(&request.execution_id) {
+                        warn!(error = %e, "cannot journal a canceled execution");
+                    }
+                    info!(requester = %request.requester, "canceled before it arrived; it will not run");
+                }
+                Ok(Begin::AlreadySeen { .. }) => {
+                    debug!("cancel for an execution that already finished here; nothing to do");
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot journal a canceled execution; leaving the cancel for later");
+                    drop(delivery);
+                    return;
+                }
+            },
+        }
+        if let Err(e) = delivery.ack().await {
+            warn!(error = %e, "cannot acknowledge the cancel");
+        }
+    }
+
     async fn run_request(&self, delivery: Delivery, request: v1::ActionRequest) {
+        use std::sync::atomic::Ordering;
+        if self.stopping.load(Ordering::SeqCst) {
+            // Not taken: the broker redelivers it at the next start.
+            drop(delivery);
+            return;
+        }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.take_request(delivery, request).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    async fn take_request(&self, delivery: Delivery, request: v1::ActionRequest) {
         let now = Utc::now().timestamp_millis();
         if now > request.expires_at_ms {
             let late = Duration::from_millis((now - request.expires_at_ms) as u64);
@@ -514,10 +632,47 @@ impl Drone {
                 };
             }
         };
+        let cancel = CancellationToken::new();
         if let Ok(mut running) = self.running.lock() {
-            running.insert(request.execution_id.clone());
+            running.insert(request.execution_id.clone(), cancel.clone());
         }
-        self.report_running(request, started).await;
+        let not_run = |status: ExecutionStatus, error: String| SpooledReport {
+            execution_id: request.execution_id.clone(),
+            job_id: request.job_id.clone(),
+            status,
+            exit_code: None,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            duration_ms: 0,
+            error: Some(error),
+            started_at_ms: started.timestamp_millis(),
+            finished_at_ms: Utc::now().timestamp_millis(),
+        };
+        let start = self.report_running(request, started).await;
+        let now = Utc::now().timestamp_millis();
+        let refused = if start == Start::Canceled {
+            Some(not_run(
+                ExecutionStatus::Canceled,
+                "canceled before it started; not run".into(),
+            ))
+        } else if now > request.expires_at_ms {
+            // The hive took too long to acknowledge the start.
+            Some(not_run(
+                ExecutionStatus::Expired,
+                "expired while reporting its start; not run".into(),
+            ))
+        } else {
+            None
+        };
+        if let Some(report) = refused {
+            if let Ok(mut running) = self.running.lock() {
+                running.remove(&request.execution_id);
+            }
+            info!(status = %report.status, "not run");
+            return report;
+        }
         let (chunks_tx, chunks_rx) = mpsc::channel(256);
         let redact = spec_redact.clone();
         let streamer = tokio::spawn(stream_output(
@@ -527,13 +682,33 @@ impl Drone {
             redact,
         ));
         info!(command = %ultron8_core::model::redact(&spec.program.display(), &spec_redact), "running");
-        let outcome = executor::run(spec, Some(chunks_tx)).await;
-        // The sender is gone with `run`; the stream ends and the call returns.
-        let _ = streamer.await;
+        let outcome = executor::run_cancellable(spec, Some(chunks_tx), cancel).await;
+        // The sender is gone with `run`; the stream ends and the call
+        // returns, unless the hive hangs: the result must reach the spool
+        // whatever the hive does, so the live output gets a deadline.
+        let flushing = streamer.abort_handle();
+        if tokio::time::timeout(OUTPUT_FLUSH_DEADLINE, streamer)
+            .await
+            .is_err()
+        {
+            flushing.abort();
+            warn!(
+                "the hive did not take the live output within {OUTPUT_FLUSH_DEADLINE:?}; the result carries it"
+            );
+        }
         if let Ok(mut running) = self.running.lock() {
             running.remove(&request.execution_id);
         }
         info!(status = %outcome.status, exit_code = ?outcome.exit_code, duration_ms = outcome.duration.as_millis() as u64, "finished");
+        let mut error = outcome.error;
+        if outcome.status == ExecutionStatus::Canceled
+            && self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            error = Some(format!(
+                "the drone was stopped while the command ran; {}",
+                error.unwrap_or_default()
+            ));
+        }
         SpooledReport {
             execution_id: request.execution_id.clone(),
             job_id: request.job_id.clone(),
@@ -544,7 +719,7 @@ impl Drone {
             stdout_truncated: outcome.stdout_truncated,
             stderr_truncated: outcome.stderr_truncated,
             duration_ms: outcome.duration.as_millis() as u64,
-            error: outcome.error,
+            error,
             started_at_ms: started.timestamp_millis(),
             finished_at_ms: Utc::now().timestamp_millis(),
         }
@@ -590,16 +765,34 @@ impl Drone {
         Ok(command)
     }
 
-    /// Best effort: the final report carries the start time anyway.
-    async fn report_running(&self, request: &v1::ActionRequest, started: chrono::DateTime<Utc>) {
+    /// Tells the hive the command starts, within [`START_REPORT_DEADLINE`].
+    /// Best effort (the final report carries the start time anyway), except
+    /// that a hive answering "canceled" stops the start.
+    async fn report_running(
+        &self,
+        request: &v1::ActionRequest,
+        started: chrono::DateTime<Utc>,
+    ) -> Start {
         let report = v1::ExecutionReport {
             execution_id: request.execution_id.clone(),
             status: v1::ExecutionStatus::Running as i32,
             started_at_ms: started.timestamp_millis(),
             ..Default::default()
         };
-        if let Err(status) = self.client.clone().report_result(report).await {
-            debug!(error = %describe_status(status), "cannot report the start; the result will follow");
+        let mut client = self.client.clone();
+        match tokio::time::timeout(START_REPORT_DEADLINE, client.report_result(report)).await {
+            Ok(Ok(answer)) if answer.get_ref().canceled => Start::Canceled,
+            Ok(Ok(_)) => Start::Go,
+            Ok(Err(status)) => {
+                debug!(error = %describe_status(status), "cannot report the start; the result will follow");
+                Start::Go
+            }
+            Err(_) => {
+                warn!(
+                    "the hive did not acknowledge the start within {START_REPORT_DEADLINE:?}; running anyway"
+                );
+                Start::Go
+            }
         }
     }
 
@@ -651,6 +844,17 @@ async fn stream_output(
     if let Err(status) = client.stream_output(stream).await {
         debug!(error = %describe_status(status), "live output not delivered; the final result carries it");
     }
+}
+
+/// How long the end of a command's live output may take to reach the hive
+/// before the result is spooled without waiting further.
+const OUTPUT_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+
+/// What the hive said to a start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Go,
+    Canceled,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use ultron8_core::{ExecutionStatus, Program};
 use ultron8_drone::executor::{
     DEFAULT_OUTPUT_LIMIT, DRAIN_DEADLINE, ExecOutcome, ExecSpec, OutputChunk, StreamKind, run,
+    run_cancellable,
 };
 
 fn spec(program: Program) -> ExecSpec {
@@ -262,6 +263,29 @@ async fn a_timeout_kills_the_whole_process_tree() {
     assert!(
         wait_until_gone(grandchild).await,
         "grandchild {grandchild} survived the timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_canceled_command_has_its_whole_process_group_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pidfile = dir.path().join("grandchild.pid");
+    let spec = spec(shell(&format!(
+        "sleep 600 & echo $! > '{}'; echo started; sleep 600",
+        pidfile.display()
+    )));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(run_cancellable(spec, None, cancel.clone()));
+    let grandchild = read_pid(&pidfile).await;
+    cancel.cancel();
+    let outcome = running.await.expect("the run ends");
+    assert_eq!(outcome.status, ExecutionStatus::Canceled, "{outcome:?}");
+    assert_eq!(text(&outcome.stdout), "started\n");
+    let error = outcome.error.expect("an error");
+    assert!(error.starts_with("canceled; sent SIGTERM"), "{error}");
+    assert!(
+        wait_until_gone(grandchild).await,
+        "grandchild {grandchild} survived the cancel"
     );
 }
 

@@ -396,6 +396,7 @@ fn request(
             ..Default::default()
         }),
         requester: "attacker".into(),
+        cancel: false,
     }
 }
 

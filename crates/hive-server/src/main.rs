@@ -21,6 +21,9 @@ struct Cli {
     /// Log format
     #[arg(long, global = true, env = "ULTRON8_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// After SIGINT/SIGTERM, how long to let streams and in-flight work end before exiting anyway; a second signal exits at once
+    #[arg(long, global = true, env = "ULTRON8_SHUTDOWN_GRACE", default_value = ultron8_host::DEFAULT_SHUTDOWN_GRACE, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    shutdown_grace: std::time::Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -95,7 +98,7 @@ enum Command {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     ultron8_host::init_logging(&cli.log_format);
-    match run(cli.command).await {
+    match run(cli.command, cli.shutdown_grace).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -104,7 +107,7 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, shutdown_grace: std::time::Duration) -> anyhow::Result<()> {
     match command {
         Command::Init {
             data_dir,
@@ -158,7 +161,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             http_listen,
             no_user_config,
         } => {
-            let shutdown = ultron8_host::shutdown_on_signal();
+            let shutdown = ultron8_host::shutdown_on_signal(shutdown_grace);
             let options = ultron8_hive_server::dev::DevOptions {
                 data_dir,
                 fresh,
@@ -177,7 +180,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 print!("{}", config.to_redacted_toml());
                 return Ok(());
             }
-            let shutdown = ultron8_host::shutdown_on_signal();
+            let shutdown = ultron8_host::shutdown_on_signal(shutdown_grace);
             ultron8_hive_server::serve::run(config, shutdown).await
         }
     }

@@ -38,6 +38,10 @@ pub struct HiveConfig {
     /// A drone silent for this long is marked offline.
     #[serde(with = "humantime_serde")]
     pub offline_after: Duration,
+    /// An execution `running` on a drone silent for this long is declared
+    /// `lost` (its command may still be running there).
+    #[serde(with = "humantime_serde")]
+    pub lost_after: Duration,
     /// How long a drone may take to pick a request up, unless the run says
     /// otherwise (`ultronctl run --ttl`).
     #[serde(with = "humantime_serde")]
@@ -80,6 +84,7 @@ impl Default for HiveConfig {
             http_listen: SocketAddr::from(([0, 0, 0, 0], 7080)),
             heartbeat_interval: Duration::from_secs(5),
             offline_after: Duration::from_secs(20),
+            lost_after: Duration::from_secs(300),
             default_ttl: Duration::from_secs(300),
             join_token_ttl: Duration::from_secs(3600),
             drone_certificate_validity: Duration::from_secs(365 * 24 * 3600),
@@ -121,6 +126,9 @@ pub struct ConfigOverrides {
     /// Mark a drone offline after this much silence [default: 20s]
     #[arg(long, env = "ULTRON8_OFFLINE_AFTER", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub offline_after: Option<Duration>,
+    /// Declare an execution lost when its drone is silent this long [default: 5m]
+    #[arg(long, env = "ULTRON8_LOST_AFTER", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub lost_after: Option<Duration>,
     /// Default time a drone has to pick up a request [default: 5m]
     #[arg(long, env = "ULTRON8_DEFAULT_TTL", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub default_ttl: Option<Duration>,
@@ -154,6 +162,7 @@ impl HiveConfig {
             http_listen,
             heartbeat_interval,
             offline_after,
+            lost_after,
             default_ttl
         );
         macro_rules! overlay_opt {
@@ -193,6 +202,13 @@ impl HiveConfig {
                 "offline_after ({}) must be longer than heartbeat_interval ({}), or every drone flaps offline",
                 humantime::format_duration(self.offline_after),
                 humantime::format_duration(self.heartbeat_interval)
+            );
+        }
+        if self.lost_after < self.offline_after {
+            bail!(
+                "lost_after ({}) must be at least offline_after ({}): a drone is offline before its executions are lost",
+                humantime::format_duration(self.lost_after),
+                humantime::format_duration(self.offline_after)
             );
         }
         Ok(())

@@ -20,6 +20,7 @@ pub struct ControlApi {
 }
 
 type ExecutionStream = Pin<Box<dyn Stream<Item = Result<v1::Execution, Status>> + Send>>;
+type JobEventStream = Pin<Box<dyn Stream<Item = Result<v1::JobEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ControlService for ControlApi {
@@ -61,7 +62,8 @@ impl ControlService for ControlApi {
         let actor = operator(&request)?;
         let spec = rpc::job_spec_from_submit(request.into_inner())?;
         let job = self.hive.submit(&actor, spec).await?;
-        Ok(Response::new(rpc::job_to_wire(&job)))
+        let offline = self.hive.offline_when_submitted(&job.id).await?;
+        Ok(Response::new(rpc::job_to_wire(&job, &offline)))
     }
 
     type WatchJobStream = ExecutionStream;
@@ -79,13 +81,51 @@ impl ControlService for ControlApi {
         Ok(Response::new(Box::pin(executions)))
     }
 
+    type FollowJobStream = JobEventStream;
+
+    async fn follow_job(
+        &self,
+        request: Request<v1::FollowJobRequest>,
+    ) -> Result<Response<Self::FollowJobStream>, Status> {
+        let request = request.into_inner();
+        let drone = Some(request.drone_id)
+            .filter(|d| !d.is_empty())
+            .map(DroneId::from);
+        let events = self
+            .hive
+            .follow_job(&JobId::from(request.job_id), drone, request.follow)
+            .await?;
+        let events = events.map(|item| {
+            item.map(|event| rpc::job_event_to_wire(&event))
+                .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<v1::CancelJobRequest>,
+    ) -> Result<Response<v1::CancelJobResponse>, Status> {
+        let actor = operator(&request)?;
+        let request = request.into_inner();
+        let drone = Some(request.drone_id)
+            .filter(|d| !d.is_empty())
+            .map(DroneId::from);
+        let canceled = self
+            .hive
+            .cancel_job(&actor, &JobId::from(request.job_id), drone.as_ref())
+            .await?;
+        Ok(Response::new(rpc::canceled_to_wire(canceled)))
+    }
+
     async fn get_job(
         &self,
         request: Request<v1::GetJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
         let id = JobId::from(request.into_inner().id);
         let job = self.hive.get_job(&id).await?;
-        Ok(Response::new(rpc::job_to_wire(&job)))
+        let offline = self.hive.offline_when_submitted(&job.id).await?;
+        Ok(Response::new(rpc::job_to_wire(&job, &offline)))
     }
 
     async fn list_jobs(
@@ -179,7 +219,8 @@ impl ControlService for ControlApi {
         let actor = operator(&request)?;
         let spec = rpc::job_spec_from_run_action(request.into_inner())?;
         let job = self.hive.submit(&actor, spec).await?;
-        Ok(Response::new(rpc::job_to_wire(&job)))
+        let offline = self.hive.offline_when_submitted(&job.id).await?;
+        Ok(Response::new(rpc::job_to_wire(&job, &offline)))
     }
 
     async fn fire_event(

@@ -63,7 +63,15 @@ impl DroneService for DroneApi {
         let mut chunks = request.into_inner();
         let mut intake = self.hive.output_intake(&drone_id);
         let mut accepted = 0;
-        while let Some(chunk) = chunks.next().await {
+        loop {
+            // A drone streams for as long as its command runs; a hive
+            // shutting down ends the stream (the final result carries the
+            // output) instead of waiting for the command.
+            let chunk = tokio::select! {
+                chunk = chunks.next() => chunk,
+                _ = self.hive.stopping.cancelled() => break,
+            };
+            let Some(chunk) = chunk else { break };
             if intake.accept(&rpc::chunk_from_wire(chunk?)).await? {
                 accepted += 1;
             }
@@ -79,8 +87,11 @@ impl DroneService for DroneApi {
     ) -> Result<Response<v1::ReportResultResponse>, Status> {
         let drone_id = drone(&request)?;
         let report = rpc::report_from_wire(request.into_inner())?;
-        let applied = self.hive.report_execution(&drone_id, report).await?;
-        Ok(Response::new(v1::ReportResultResponse { applied }))
+        let answer = self.hive.report_execution(&drone_id, report).await?;
+        Ok(Response::new(v1::ReportResultResponse {
+            applied: answer.applied,
+            canceled: answer.canceled,
+        }))
     }
 
     async fn fetch_script(

@@ -13,10 +13,13 @@ use tracing::{info, warn};
 use ultron8_broker::ActionPublisher;
 use ultron8_core::ExecutionStatus;
 use ultron8_core::audit::AuditVerb;
+use ultron8_core::ids::ExecutionId;
 use ultron8_pki::{CertificateAuthority, RequestSigningKey};
 use ultron8_proto::convert::command_to_wire;
 use ultron8_proto::v1;
-use ultron8_store::{ExecutionUpdate, NewAuditRecord, PendingDispatch, Store, TransitionOutcome};
+use ultron8_store::{
+    ExecutionRecord, ExecutionUpdate, NewAuditRecord, PendingDispatch, Store, TransitionOutcome,
+};
 
 use crate::actor::Actor;
 use crate::config::HiveConfig;
@@ -36,6 +39,10 @@ pub struct Hive {
     pub executions_changed: Notify,
     /// Wakes this replica's rules engine when it stored an event.
     pub events_arrived: Notify,
+    /// Names each execution whose output this replica just stored, so job
+    /// followers read only what changed; followers also poll, for output
+    /// stored by other replicas.
+    pub output_arrived: tokio::sync::broadcast::Sender<ExecutionId>,
     /// The rules engine's compiled rules, reloaded when the catalog changes.
     pub rules: crate::rulebook::RuleCache,
     /// Rate-limits the escalations of failing rules.
@@ -44,6 +51,10 @@ pub struct Hive {
     pub http: reqwest::Client,
     /// What this hive is, for `ultron8_build_info` and `ultronctl version`.
     pub build: BuildInfo,
+    /// Cancelled when the hive starts shutting down: long-lived streams
+    /// (job followers, drones' output) end then, with a status that says
+    /// so, rather than holding the shutdown up.
+    pub stopping: CancellationToken,
     pub started_at: DateTime<Utc>,
 }
 
@@ -65,6 +76,10 @@ impl BuildInfo {
         }
     }
 }
+
+/// Output notices kept for a slow follower before it falls back to
+/// re-reading every running execution.
+const OUTPUT_NOTICES: usize = 4096;
 
 /// How long after its expiry the hive waits before declaring a request
 /// expired: covers clock skew between hive and drone and a drone that
@@ -91,13 +106,28 @@ impl Hive {
             metrics: Metrics::new(),
             executions_changed: Notify::default(),
             events_arrived: Notify::default(),
+            output_arrived: tokio::sync::broadcast::channel(OUTPUT_NOTICES).0,
             rules: Default::default(),
             failure_escalations: Default::default(),
             http: http_client()?,
             build: BuildInfo::library(),
+            stopping: CancellationToken::new(),
             started_at: Utc::now(),
         }
         .with_build(BuildInfo::library()))
+    }
+
+    /// Ends this hive's long-lived streams when `shutdown` is cancelled.
+    pub fn stopping_on(mut self, shutdown: CancellationToken) -> Hive {
+        self.stopping = shutdown;
+        self
+    }
+
+    /// The error a stream ends with when the hive shuts down.
+    pub fn shutting_down(&self, job_id: &ultron8_core::ids::JobId) -> crate::error::HiveError {
+        crate::error::HiveError::unavailable(format!(
+            "the hive is shutting down; the job goes on: ultronctl job get {job_id}"
+        ))
     }
 
     /// Names the build this hive runs as (the binary knows its commit).
@@ -166,7 +196,7 @@ impl Hive {
     }
 
     pub fn signed_request(&self, item: &PendingDispatch, now: DateTime<Utc>) -> Vec<u8> {
-        let request = v1::ActionRequest {
+        self.sign(v1::ActionRequest {
             job_id: item.job_id.to_string(),
             execution_id: item.execution_id.to_string(),
             drone_id: item.drone_id.to_string(),
@@ -174,8 +204,33 @@ impl Hive {
             expires_at_ms: item.expires_at.timestamp_millis(),
             command: Some(command_to_wire(&item.command)),
             requester: item.requester.clone(),
-        }
-        .encode_to_vec();
+            cancel: false,
+        })
+    }
+
+    /// A signed cancel of `execution` for its drone, valid for `ttl`.
+    pub fn signed_cancel(
+        &self,
+        execution: &ExecutionRecord,
+        requester: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Vec<u8> {
+        let expires = now + chrono::Duration::from_std(ttl).unwrap_or_default();
+        self.sign(v1::ActionRequest {
+            job_id: execution.job_id.to_string(),
+            execution_id: execution.id.to_string(),
+            drone_id: execution.drone_id.to_string(),
+            issued_at_ms: now.timestamp_millis(),
+            expires_at_ms: expires.timestamp_millis(),
+            command: None,
+            requester: requester.to_string(),
+            cancel: true,
+        })
+    }
+
+    fn sign(&self, request: v1::ActionRequest) -> Vec<u8> {
+        let request = request.encode_to_vec();
         v1::SignedActionRequest {
             signature: self.signing_key.sign(&request),
             key_id: self.signing_key.key_id(),
@@ -238,6 +293,66 @@ impl Hive {
                 }
             }
             Err(e) => warn!(error = %e, "cannot mark silent drones offline"),
+        }
+    }
+
+    /// Declares `lost` every execution running on a drone silent for
+    /// `lost_after`: nobody will report it. Its command may still run on
+    /// that host (a partition, a frozen drone), which the record says; if
+    /// the drone returns and reports a result, that is audited beside the
+    /// `lost` state rather than replacing it (states never move back).
+    pub async fn mark_lost_executions(&self) {
+        let cutoff =
+            Utc::now() - chrono::Duration::from_std(self.config.lost_after).unwrap_or_default();
+        let silent = match self.store.running_on_silent_drones(cutoff).await {
+            Ok(silent) => silent,
+            Err(e) => {
+                warn!(error = %e, "cannot look for executions on silent drones");
+                return;
+            }
+        };
+        for execution in silent {
+            let error = format!(
+                "drone {} stopped heartbeating more than {} ago; its command may still be running there",
+                execution.drone_id,
+                humantime::format_duration(self.config.lost_after)
+            );
+            let now = Utc::now();
+            let update = ExecutionUpdate {
+                status: ExecutionStatus::Lost,
+                at: now,
+                started_at: None,
+                result: Some(ultron8_store::ExecutionResult {
+                    error: Some(error.clone()),
+                    ..Default::default()
+                }),
+            };
+            let mut audit = self.audit(
+                Actor::Hive,
+                AuditVerb::ExecutionFinished,
+                serde_json::json!({ "error": error }),
+            );
+            audit.job_id = Some(execution.job_id.clone());
+            audit.execution_id = Some(execution.id.clone());
+            audit.drone_id = Some(execution.drone_id.clone());
+            audit.status = Some(ExecutionStatus::Lost);
+            match self
+                .store
+                .transition_execution(&execution.id, &update, Some(&audit))
+                .await
+            {
+                Ok(TransitionOutcome::Applied { .. }) => {
+                    self.metrics.execution_finished(ExecutionStatus::Lost);
+                    warn!(job_id = %execution.job_id, execution_id = %execution.id,
+                        drone_id = %execution.drone_id, "execution lost: {error}");
+                    self.executions_changed.notify_waiters();
+                }
+                // It finished meanwhile, or another replica declared it.
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(execution_id = %execution.id, error = %e, "cannot declare an execution lost")
+                }
+            }
         }
     }
 

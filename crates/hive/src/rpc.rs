@@ -26,8 +26,9 @@ use ultron8_store::{
 use crate::error::HiveError;
 use crate::ops::drones::{Enrollment, EnrollmentRequest, Registration};
 use crate::ops::executions::DroneReport;
+use crate::ops::follow::JobEvent;
 use crate::ops::health::HiveStatus;
-use crate::ops::jobs::{JobSpec, Work};
+use crate::ops::jobs::{CancelOutcome, CanceledExecution, JobSpec, Work};
 use crate::ops::packs::PackView;
 use crate::ops::tokens::IssuedJoinToken;
 use crate::planning::HIVE_EXECUTOR;
@@ -218,8 +219,9 @@ pub fn execution_to_wire(e: &ExecutionRecord) -> v1::Execution {
     }
 }
 
-pub fn job_to_wire(job: &JobRecord) -> v1::Job {
+pub fn job_to_wire(job: &JobRecord, offline_drones: &[DroneId]) -> v1::Job {
     v1::Job {
+        offline_drones: offline_drones.iter().map(ToString::to_string).collect(),
         id: job.id.to_string(),
         target: job.target.clone(),
         requester: job.requester.clone(),
@@ -438,4 +440,45 @@ pub fn hive_status_to_wire(status: HiveStatus) -> v1::HiveStatus {
         Err(e) => wire.figures_error = e,
     }
     wire
+}
+
+/// An event of [`Hive::follow_job`](crate::hive::Hive::follow_job); an
+/// execution travels without its output, which came as output events.
+pub fn job_event_to_wire(event: &JobEvent) -> v1::JobEvent {
+    let event = match event {
+        JobEvent::Execution(execution) => {
+            let mut wire = execution_to_wire(execution);
+            wire.stdout = Vec::new();
+            wire.stderr = Vec::new();
+            v1::job_event::Event::Execution(wire)
+        }
+        JobEvent::Output { drone_id, chunk } => v1::job_event::Event::Output(v1::JobOutput {
+            execution_id: chunk.execution_id.to_string(),
+            drone_id: drone_id.to_string(),
+            stream: match chunk.stream {
+                OutputStreamKind::Stdout => v1::OutputStream::Stdout as i32,
+                OutputStreamKind::Stderr => v1::OutputStream::Stderr as i32,
+            },
+            offset: chunk.offset,
+            data: chunk.data.clone(),
+        }),
+    };
+    v1::JobEvent { event: Some(event) }
+}
+
+pub fn canceled_to_wire(canceled: Vec<CanceledExecution>) -> v1::CancelJobResponse {
+    v1::CancelJobResponse {
+        executions: canceled
+            .into_iter()
+            .map(|c| v1::CanceledExecution {
+                execution_id: c.execution_id.to_string(),
+                drone_id: c.drone_id.to_string(),
+                outcome: match c.outcome {
+                    CancelOutcome::Canceled => v1::CancelOutcome::Canceled,
+                    CancelOutcome::Signalled => v1::CancelOutcome::Signalled,
+                    CancelOutcome::AlreadyFinished => v1::CancelOutcome::AlreadyFinished,
+                } as i32,
+            })
+            .collect(),
+    }
 }

@@ -60,7 +60,8 @@ pub async fn run(
     tasks.spawn(hive.clone().run_timers(shutdown.clone()));
     let h = hive.clone();
     tasks.spawn(every(heartbeat, shutdown.clone(), async move || {
-        h.mark_silent_drones_offline().await
+        h.mark_silent_drones_offline().await;
+        h.mark_lost_executions().await
     }));
     let h = hive.clone();
     tasks.spawn(every(

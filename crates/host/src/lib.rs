@@ -39,27 +39,59 @@ pub fn colour_allowed(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> 
 }
 
 /// A token cancelled at the first SIGINT (Ctrl-C) or SIGTERM (systemd).
-pub fn shutdown_on_signal() -> CancellationToken {
+///
+/// After that first signal the process has `grace` to stop cleanly: if it
+/// is still running then, it exits (status 0: the stop was asked for),
+/// saying so. A second signal exits at once, with status 130.
+pub fn shutdown_on_signal(grace: std::time::Duration) -> CancellationToken {
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(term) => Some(term),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops cleanly");
+                None
+            }
+        };
+        let signal = async |term: &mut Option<tokio::signal::unix::Signal>| match term {
+            Some(term) => {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops cleanly");
+            None => {
                 let _ = tokio::signal::ctrl_c().await;
             }
-        }
-        tracing::info!("shutting down");
+        };
+        signal(&mut term).await;
+        tracing::info!(
+            grace = %humantime::format_duration(grace),
+            "shutting down; a second signal stops at once"
+        );
         token.cancel();
+        tokio::select! {
+            _ = signal(&mut term) => {
+                tracing::warn!("second signal: stopping now");
+                std::process::exit(130);
+            }
+            _ = tokio::time::sleep(grace) => {
+                tracing::warn!(
+                    grace = %humantime::format_duration(grace),
+                    "did not stop within the shutdown grace; stopping now"
+                );
+                std::process::exit(0);
+            }
+        }
     });
     shutdown
 }
+
+/// The default for `--shutdown-grace`.
+pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
 
 /// Replaces `path` atomically: readers see the old contents or the new,
 /// never a torn file, and the new contents are on disk before the rename.

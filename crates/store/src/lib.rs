@@ -165,6 +165,17 @@ pub trait Store: Send + Sync + 'static {
     async fn append_output(&self, chunk: &OutputChunkRecord) -> Result<()>;
     /// Streamed output recorded so far, ordered by stream then offset.
     async fn execution_output(&self, execution_id: &ExecutionId) -> Result<Vec<OutputChunkRecord>>;
+    /// The chunks of an execution's output at or after `stdout_from` and
+    /// `stderr_from` (byte offsets), in order: what a follower has not seen.
+    async fn execution_output_from(
+        &self,
+        execution_id: &ExecutionId,
+        stdout_from: u64,
+        stderr_from: u64,
+    ) -> Result<Vec<OutputChunkRecord>>;
+    /// Executions `running` on drones last seen before `cutoff`.
+    async fn running_on_silent_drones(&self, cutoff: DateTime<Utc>)
+    -> Result<Vec<ExecutionRecord>>;
     /// Executions still `requested` that were created before `created_before`
     /// and have not expired at `now`: the hive crashed between commit and
     /// publish, or the publish failed. Oldest first.

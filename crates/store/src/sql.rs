@@ -865,6 +865,47 @@ where
             .collect()
     }
 
+    async fn execution_output_from(
+        &self,
+        execution_id: &ExecutionId,
+        stdout_from: u64,
+        stderr_from: u64,
+    ) -> Result<Vec<OutputChunkRecord>> {
+        let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT stream, byte_offset, data FROM execution_output \
+             WHERE execution_id = $1 \
+               AND ((stream = 'stdout' AND byte_offset >= $2) \
+                 OR (stream = 'stderr' AND byte_offset >= $3)) \
+             ORDER BY CASE stream WHEN 'stdout' THEN 1 ELSE 2 END, byte_offset",
+        )
+        .bind(execution_id.as_str())
+        .bind(i64::try_from(stdout_from).unwrap_or(i64::MAX))
+        .bind(i64::try_from(stderr_from).unwrap_or(i64::MAX))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter()
+            .map(|(stream, offset, data)| output_chunk(execution_id, &stream, offset, data))
+            .collect()
+    }
+
+    async fn running_on_silent_drones(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Vec<ExecutionRecord>> {
+        sqlx::query_as::<_, ExecutionRow>(&format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions \
+             WHERE status = 'running' \
+               AND drone_id IN (SELECT id FROM drones WHERE last_seen_at < $1) \
+             ORDER BY id"
+        ))
+        .bind(SqlTime(cutoff))
+        .fetch_all(&self.readers)
+        .await?
+        .into_iter()
+        .map(ExecutionRecord::try_from)
+        .collect()
+    }
+
     async fn executions_awaiting_dispatch(
         &self,
         created_before: DateTime<Utc>,

@@ -28,6 +28,15 @@ pub struct DroneReport {
     pub result: ExecutionResult,
 }
 
+/// The hive's answer to a drone's report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReportAnswer {
+    /// The report changed the execution.
+    pub applied: bool,
+    /// The execution was canceled before the reported start: do not run it.
+    pub canceled: bool,
+}
+
 /// Output chunks arriving from one drone on one stream. Remembers which
 /// executions belong to the drone, so each is looked up once per stream.
 pub struct OutputIntake<'a> {
@@ -51,6 +60,8 @@ impl OutputIntake<'_> {
         };
         if belongs {
             self.hive.store.append_output(chunk).await?;
+            // No follower listening is not an error.
+            let _ = self.hive.output_arrived.send(chunk.execution_id.clone());
         }
         Ok(belongs)
     }
@@ -67,8 +78,9 @@ impl Hive {
 
     /// Applies a drone's report if the state machine allows it, with the
     /// `execution.finished` audit record in the same transaction for a
-    /// terminal one. Returns whether it changed anything: a duplicate or
-    /// late report does not.
+    /// terminal one. Answers whether it changed anything (a duplicate or
+    /// late report does not), and whether the execution was canceled
+    /// before the start being reported, so the drone does not start it.
     ///
     /// A drone rejects only messages it could not trust: one that does not
     /// decode or verify, or one the hive addressed to another drone. The
@@ -82,18 +94,18 @@ impl Hive {
         &self,
         drone_id: &DroneId,
         report: DroneReport,
-    ) -> Result<bool, HiveError> {
+    ) -> Result<ReportAnswer, HiveError> {
         let status = report.status;
         if status == ExecutionStatus::Rejected {
             self.record_refused_request(drone_id, &report).await?;
-            return Ok(false);
+            return Ok(ReportAnswer::default());
         }
         let refusal = status == ExecutionStatus::Expired;
         let execution = match self.store.get_execution(&report.execution_id).await? {
             Some(e) if e.drone_id == *drone_id => e,
             _ if refusal => {
                 self.record_refused_request(drone_id, &report).await?;
-                return Ok(false);
+                return Ok(ReportAnswer::default());
             }
             _ => {
                 return Err(HiveError::not_found(format!(
@@ -155,12 +167,34 @@ impl Hive {
         if applied && status.is_terminal() {
             self.metrics.execution_finished(status);
         }
+        if let (
+            TransitionOutcome::Refused {
+                current: ExecutionStatus::Lost,
+            },
+            Some(mut audit),
+        ) = (&outcome, audit)
+            && status.is_terminal()
+        {
+            // The drone came back after the hive gave the execution up: its
+            // real outcome goes into the audit trail, beside `lost`.
+            audit.detail["recorded_as"] = json!("lost");
+            self.store.append_audit(&audit).await?;
+            warn!(job_id = %execution.job_id, execution_id = %execution.id, %drone_id, %status,
+                "a result arrived for an execution already declared lost; audited, state kept");
+        }
         if applied {
             info!(job_id = %execution.job_id, execution_id = %execution.id, %drone_id, %status,
                 exit_code = ?report.result.exit_code, "execution {status}");
             self.executions_changed.notify_waiters();
         }
-        Ok(applied)
+        Ok(ReportAnswer {
+            applied,
+            canceled: status == ExecutionStatus::Running
+                && outcome
+                    == TransitionOutcome::Refused {
+                        current: ExecutionStatus::Canceled,
+                    },
+        })
     }
 
     /// Audits a refusal that changes no execution.

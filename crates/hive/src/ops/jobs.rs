@@ -14,7 +14,8 @@ use ultron8_core::ids::{DroneId, ExecutionId, JobId};
 use ultron8_core::{CommandSpec, ExecutionStatus, params, target};
 use ultron8_pack::Action;
 use ultron8_store::{
-    ExecutionRecord, JobRecord, JobSummary, NewExecution, NewJob, OutputStreamKind, PendingDispatch,
+    AuditFilter, ExecutionRecord, ExecutionResult, ExecutionUpdate, JobRecord, JobSummary,
+    NewExecution, NewJob, OutputStreamKind, PendingDispatch, TransitionOutcome,
 };
 
 use crate::actor::Actor;
@@ -106,6 +107,9 @@ impl Hive {
                 .collect::<Vec<_>>()
         );
         detail["ttl_ms"] = json!(ttl.as_millis() as u64);
+        // The target names these too; they are not run, and the submitter
+        // is told (see `offline_when_submitted`).
+        detail["offline_drones"] = json!(self.offline_drones_matching(&planned.job.target).await?);
         let mut audit = self.audit(actor.clone(), AuditVerb::JobSubmitted, detail);
         audit.job_id = Some(planned.job.id.clone());
         audit.action_ref = planned.job.origin.action_ref.clone();
@@ -278,6 +282,30 @@ impl Hive {
             .collect())
     }
 
+    /// The drones the job's target matched that were offline when it was
+    /// submitted, and so were not run, as its `job.submitted` record says.
+    pub async fn offline_when_submitted(&self, job_id: &JobId) -> Result<Vec<DroneId>, HiveError> {
+        let records = self
+            .store
+            .list_audit(&AuditFilter {
+                job_id: Some(job_id.clone()),
+                action: Some(AuditVerb::JobSubmitted),
+                limit: 1,
+                ..AuditFilter::default()
+            })
+            .await?;
+        Ok(records
+            .first()
+            .and_then(|r| r.detail.get("offline_drones"))
+            .and_then(|v| v.as_array())
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| id.as_str().map(DroneId::from))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// Every execution of the job now, then each again whenever its status
     /// changes; the stream ends once all are terminal, or with an error.
     pub async fn watch_job(
@@ -318,6 +346,10 @@ impl Hive {
                     _ = changed => {}
                     _ = tokio::time::sleep(WATCH_POLL) => {}
                     _ = tx.closed() => return,
+                    _ = hive.stopping.cancelled() => {
+                        let _ = tx.send(Err(hive.shutting_down(&job_id))).await;
+                        return;
+                    }
                 }
             }
         });
@@ -356,5 +388,156 @@ impl Hive {
             }
         }
         Ok(execution)
+    }
+}
+
+/// What a cancel did to one execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanceledExecution {
+    pub execution_id: ExecutionId,
+    pub drone_id: DroneId,
+    pub outcome: CancelOutcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It had not started: recorded `canceled`, it will not run.
+    Canceled,
+    /// It runs: its drone was sent a signed cancel and will report
+    /// `canceled` once the process group is gone.
+    Signalled,
+    /// It had already finished.
+    AlreadyFinished,
+}
+
+/// How long a cancel message stays valid on a drone's queue: a drone that
+/// is away longer has its execution declared lost anyway.
+const CANCEL_TTL: Duration = Duration::from_secs(600);
+
+impl Hive {
+    /// Cancels a job's unfinished executions, or only `drone`'s. One not
+    /// yet started is recorded `canceled` at once (and a drone that gets
+    /// its request later is told not to start it); one running is sent a
+    /// signed cancel, and its drone stops the process group and reports it
+    /// `canceled`. Audited as `job.cancel_requested`.
+    pub async fn cancel_job(
+        &self,
+        actor: &Actor,
+        job_id: &JobId,
+        drone: Option<&DroneId>,
+    ) -> Result<Vec<CanceledExecution>, HiveError> {
+        let job = self.get_job(job_id).await?;
+        let chosen: Vec<&ExecutionRecord> = job
+            .executions
+            .iter()
+            .filter(|e| drone.is_none_or(|d| e.drone_id == *d))
+            .collect();
+        if let Some(drone) = drone
+            && chosen.is_empty()
+        {
+            return Err(HiveError::not_found(format!(
+                "job {job_id} has no execution on drone {drone}"
+            )));
+        }
+        let mut audit = self.audit(
+            actor.clone(),
+            AuditVerb::JobCancelRequested,
+            json!({ "drone": drone }),
+        );
+        audit.job_id = Some(job_id.clone());
+        audit.drone_id = drone.cloned();
+        self.store.append_audit(&audit).await?;
+
+        let requester = actor.to_string();
+        let mut results = Vec::with_capacity(chosen.len());
+        for execution in chosen {
+            let outcome = self.cancel_execution(execution, &requester).await?;
+            results.push(CanceledExecution {
+                execution_id: execution.id.clone(),
+                drone_id: execution.drone_id.clone(),
+                outcome,
+            });
+        }
+        self.executions_changed.notify_waiters();
+        info!(%job_id, %requester, drone = ?drone, "job cancel requested");
+        Ok(results)
+    }
+
+    async fn cancel_execution(
+        &self,
+        execution: &ExecutionRecord,
+        requester: &str,
+    ) -> Result<CancelOutcome, HiveError> {
+        let mut status = execution.status;
+        if matches!(
+            status,
+            ExecutionStatus::Requested | ExecutionStatus::Dispatched
+        ) {
+            let update = ExecutionUpdate {
+                status: ExecutionStatus::Canceled,
+                at: Utc::now(),
+                started_at: None,
+                result: Some(ExecutionResult {
+                    error: Some(format!("canceled by {requester} before it started")),
+                    ..Default::default()
+                }),
+            };
+            let mut audit = self.audit(
+                Actor::Hive,
+                AuditVerb::ExecutionFinished,
+                json!({ "error": format!("canceled by {requester} before it started") }),
+            );
+            audit.job_id = Some(execution.job_id.clone());
+            audit.execution_id = Some(execution.id.clone());
+            audit.drone_id = Some(execution.drone_id.clone());
+            audit.status = Some(ExecutionStatus::Canceled);
+            match self
+                .store
+                .transition_execution(&execution.id, &update, Some(&audit))
+                .await?
+            {
+                TransitionOutcome::Applied { .. } => {
+                    self.metrics.execution_finished(ExecutionStatus::Canceled);
+                    // A request already on the drone's queue is refused
+                    // at its start report; the cancel message also keeps a
+                    // later delivery from starting.
+                    if status == ExecutionStatus::Dispatched {
+                        self.publish_cancel(execution, requester).await;
+                    }
+                    return Ok(CancelOutcome::Canceled);
+                }
+                // The drone started (or finished) it meanwhile.
+                TransitionOutcome::Refused { current } => status = current,
+                TransitionOutcome::NotFound => {
+                    return Err(HiveError::not_found(format!(
+                        "no execution {}",
+                        execution.id
+                    )));
+                }
+            }
+        }
+        if status.is_terminal() {
+            return Ok(CancelOutcome::AlreadyFinished);
+        }
+        if execution.drone_id.as_str() == crate::planning::HIVE_EXECUTOR {
+            // Hive-run actions (http, noop) are short and not interruptible.
+            return Ok(CancelOutcome::AlreadyFinished);
+        }
+        self.publish_cancel(execution, requester).await;
+        Ok(CancelOutcome::Signalled)
+    }
+
+    /// Best effort: a drone that never gets the cancel has its execution
+    /// declared lost when it stays silent, or finishes it.
+    async fn publish_cancel(&self, execution: &ExecutionRecord, requester: &str) {
+        let body = self.signed_cancel(execution, requester, Utc::now(), CANCEL_TTL);
+        if let Err(e) = self
+            .publisher
+            .publish(execution.drone_id.as_str(), body, CANCEL_TTL)
+            .await
+        {
+            tracing::warn!(execution_id = %execution.id, drone_id = %execution.drone_id, error = %e,
+                "cannot send the cancel to the drone");
+        }
     }
 }

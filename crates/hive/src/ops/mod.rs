@@ -6,6 +6,7 @@
 //!
 //! - [`jobs`]: submitting ([`jobs::JobSpec`], one path for ad-hoc commands
 //!   and pack actions), watching and reading jobs and executions.
+//! - [`follow`]: a job's output and states as they happen.
 //! - [`drones`]: the fleet, enrollment, registration, heartbeats.
 //! - [`executions`]: output and status reports from drones.
 //! - [`tokens`]: join tokens.
@@ -20,6 +21,7 @@ pub mod audit;
 pub mod drones;
 pub mod events;
 pub mod executions;
+pub mod follow;
 pub mod health;
 pub mod jobs;
 pub mod packs;

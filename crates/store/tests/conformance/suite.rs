@@ -63,6 +63,7 @@ macro_rules! conformance_tests {
             executions_awaiting_dispatch_are_requested_unexpired_and_oldest_first,
             output_is_ordered_and_deduplicated,
             output_of_terminal_execution_is_ignored,
+            running_executions_of_silent_drones_are_found,
             output_of_unknown_execution_is_not_found,
             executions_are_counted_by_status,
             activity_counts_what_finished_in_the_window,
@@ -1602,6 +1603,52 @@ pub async fn output_is_ordered_and_deduplicated(store: Arc<dyn Store>) {
         ],
         "stdout before stderr, each by offset, duplicates dropped"
     );
+
+    // A follower that has seen 6 bytes of stdout and 4 of stderr gets the rest.
+    assert_eq!(
+        store.execution_output_from(id, 6, 4).await.expect("output"),
+        vec![
+            chunk(id, Stdout, 6, "world\n"),
+            chunk(id, Stderr, 4, "err1")
+        ]
+    );
+    assert!(
+        store
+            .execution_output_from(id, 12, 8)
+            .await
+            .expect("output")
+            .is_empty()
+    );
+}
+
+pub async fn running_executions_of_silent_drones_are_found(store: Arc<dyn Store>) {
+    enroll(&*store, "quiet", t(0)).await;
+    enroll(&*store, "chatty", t(0)).await;
+    store
+        .record_heartbeat(&"quiet".into(), &HostStats::default(), t(10))
+        .await
+        .expect("heartbeat");
+    store
+        .record_heartbeat(&"chatty".into(), &HostStats::default(), t(100))
+        .await
+        .expect("heartbeat");
+    let job = create_job(&*store, &["quiet", "chatty"], t(0), t(600)).await;
+    create_job(&*store, &["quiet"], t(1), t(600)).await;
+    for index in [0, 1] {
+        store
+            .transition_execution(
+                &job.execution_ids[index],
+                &update(ExecutionStatus::Running, t(5)),
+                None,
+            )
+            .await
+            .expect("transition");
+    }
+    // Only quiet's running execution: its second job's execution is still
+    // requested; chatty was seen after the cutoff.
+    let found = store.running_on_silent_drones(t(50)).await.expect("query");
+    let ids: Vec<&ExecutionId> = found.iter().map(|e| &e.id).collect();
+    assert_eq!(ids, vec![&job.execution_ids[0]]);
 }
 
 pub async fn output_of_terminal_execution_is_ignored(store: Arc<dyn Store>) {
