@@ -2,9 +2,8 @@
 //! from sysinfo.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use sysinfo::{Disks, System};
+use sysinfo::System;
 use ultron8_core::{DroneFacts, HostStats};
 
 pub fn collect_facts(labels: BTreeMap<String, String>) -> DroneFacts {
@@ -28,23 +27,18 @@ pub fn collect_facts(labels: BTreeMap<String, String>) -> DroneFacts {
 /// between two refreshes, so the first sample after start reads zero.
 pub struct StatsSampler {
     system: System,
-    disks: Disks,
 }
 
 impl StatsSampler {
     pub fn new() -> Self {
         let mut system = System::new();
         system.refresh_cpu_usage();
-        StatsSampler {
-            system,
-            disks: Disks::new_with_refreshed_list(),
-        }
+        StatsSampler { system }
     }
 
     pub fn sample(&mut self) -> HostStats {
         self.system.refresh_cpu_usage();
         self.system.refresh_memory();
-        self.disks.refresh(true);
         let load = System::load_average();
         let memory_percent = percent(self.system.used_memory(), self.system.total_memory());
         HostStats {
@@ -60,20 +54,29 @@ impl StatsSampler {
     }
 
     /// Usage of the file system holding `/`, the one whose filling up
-    /// takes a host down.
+    /// takes a host down, as `df` computes it (see [`df_percent`]).
     fn root_disk_percent(&self) -> f32 {
-        self.disks
-            .list()
-            .iter()
-            .find(|disk| disk.mount_point() == Path::new("/"))
-            .map(|disk| {
-                percent(
-                    disk.total_space() - disk.available_space(),
-                    disk.total_space(),
-                )
-            })
-            .unwrap_or(0.0)
+        root_disk_percent().unwrap_or(0.0)
     }
+}
+
+/// Usage of the file system holding `/`, from `statvfs(2)`.
+pub fn root_disk_percent() -> Option<f32> {
+    let stat = nix::sys::statvfs::statvfs("/").ok()?;
+    Some(df_percent(
+        stat.blocks() as u64,
+        stat.blocks_free() as u64,
+        stat.blocks_available() as u64,
+    ))
+}
+
+/// Percent used as `df` reports it: used / (used + available to users).
+/// Blocks reserved for root (free but not available) are in neither, so a
+/// file system is 100 % full when users cannot write, not when root cannot;
+/// counting them as used would make a disk-full rule fire early.
+pub fn df_percent(blocks: u64, free: u64, available: u64) -> f32 {
+    let used = blocks.saturating_sub(free);
+    percent(used, used + available)
 }
 
 impl Default for StatsSampler {
@@ -87,5 +90,37 @@ fn percent(part: u64, whole: u64) -> f32 {
         0.0
     } else {
         (part as f64 * 100.0 / whole as f64) as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_blocks_count_neither_as_used_nor_as_available() {
+        // 1000 blocks, 200 free of which 150 available (50 reserved).
+        assert_eq!(df_percent(1000, 200, 150), 80.0 * 100.0 / 95.0);
+        assert_eq!(df_percent(1000, 1000, 950), 0.0);
+        assert_eq!(df_percent(0, 0, 0), 0.0);
+        // Users cannot write: 100 %, although root still could.
+        assert_eq!(df_percent(1000, 50, 0), 100.0);
+    }
+
+    #[test]
+    fn the_root_figure_matches_df() {
+        let ours = root_disk_percent().expect("statvfs /");
+        let df = std::process::Command::new("df")
+            .args(["--output=pcent", "/"])
+            .output()
+            .expect("run df");
+        let text = String::from_utf8_lossy(&df.stdout);
+        let theirs: f32 = text
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().trim_end_matches('%').parse().ok())
+            .expect("df's percentage");
+        // df rounds up to a whole percent; the disk may change in between.
+        assert!((ours - theirs).abs() <= 1.5, "ours {ours}, df {theirs}");
     }
 }

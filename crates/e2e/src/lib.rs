@@ -351,6 +351,7 @@ impl Hive {
             .args(["--grpc-listen", &format!("127.0.0.1:{grpc_port}")])
             .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
             .args(["--heartbeat-interval", "500ms", "--offline-after", "3s"])
+            .args(["--lost-after", "5s"])
             .env("ULTRON8_LOG", "info,ultron8=debug");
         let mut proc = Proc::spawn(name, command, log);
         wait_for(&format!("{name} to be ready"), DEADLINE, || {

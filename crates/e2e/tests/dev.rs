@@ -177,6 +177,15 @@ fn the_dev_tour_works_without_postgres_or_rabbitmq() {
         "{job}"
     );
 
+    // ultronctl job logs <job-id>: the output, prefixed by the host.
+    let output = hive.ctl(&["job", "logs", &job_id]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("local | Hello, Ada"),
+        "{}",
+        stdout(&output)
+    );
+
     // ultronctl status: the hive's health on one screen.
     let output = hive.ctl(&["status"]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -277,5 +286,74 @@ fn dev_refuses_a_directory_it_did_not_create() {
         std::fs::read_to_string(precious.join("data.txt")).expect("still there"),
         "keep me"
     );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn ctrl_c_on_a_dev_hive_with_a_watcher_and_a_long_command_stops_within_the_grace() {
+    let root = temp_root("dev-stop");
+    let mut hive = DevHive::new(&root);
+    hive.start(&["--shutdown-grace", "10s"]);
+
+    let watcher = Command::new(bin("ultronctl"))
+        .args(["run", "-t", "local", "--", "sleep", "600"])
+        .env("ULTRONCTL_CONFIG", hive.dir.join("ultronctl.toml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ultronctl");
+    wait_for("the command to run", DEADLINE, || {
+        let jobs = hive.ctl_json(&["job", "list", "-o", "json"]);
+        let job_id = jobs[0]["id"].as_str().unwrap_or_default().to_string();
+        if job_id.is_empty() {
+            return Err("no job yet".into());
+        }
+        let job = hive.ctl_json(&["job", "get", &job_id, "-o", "json"]);
+        if job["executions"][0]["status"] == "running" {
+            Ok(())
+        } else {
+            Err(job.to_string())
+        }
+    });
+
+    let asked = std::time::Instant::now();
+    let log = hive.interrupt();
+    let took = asked.elapsed();
+    eprintln!("the dev hive stopped {took:?} after SIGINT");
+    assert!(log.contains("dev hive stopped; state kept"), "{log}");
+    assert!(
+        log.contains("stopping: running commands get SIGTERM, then SIGKILL"),
+        "{log}"
+    );
+
+    // The watcher was told why its stream ended, and that the job goes on.
+    let output = watcher.wait_with_output().expect("the watcher exits");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        said.contains("the hive is shutting down; the job goes on: ultronctl job get"),
+        "{said}"
+    );
+
+    // At the next start the execution is canceled, not left running.
+    hive.start(&[]);
+    let jobs = hive.ctl_json(&["job", "list", "-o", "json"]);
+    let job_id = jobs[0]["id"].as_str().unwrap_or_default().to_string();
+    let job = wait_for("the canceled result to be delivered", DEADLINE, || {
+        let job = hive.ctl_json(&["job", "get", &job_id, "-o", "json"]);
+        if job["executions"][0]["status"] == "canceled" {
+            Ok(job)
+        } else {
+            Err(job.to_string())
+        }
+    });
+    assert!(
+        job["executions"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("the drone was stopped while the command ran")),
+        "{job}"
+    );
+    hive.interrupt();
     let _ = std::fs::remove_dir_all(&root);
 }

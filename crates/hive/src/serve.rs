@@ -46,7 +46,9 @@ pub async fn run(
         "hive listening");
 
     let hive = Arc::new(
-        Hive::new(config, store, publisher, identity.ca, identity.signing_key)?.with_build(build),
+        Hive::new(config, store, publisher, identity.ca, identity.signing_key)?
+            .with_build(build)
+            .stopping_on(shutdown.clone()),
     );
 
     let health = HealthReporter::new();

@@ -865,3 +865,95 @@ async fn metrics_are_served_in_the_format_the_scraper_asked_for() {
         assert!(body.contains("# TYPE process_resident_memory_bytes gauge\n"));
     }
 }
+
+#[tokio::test]
+async fn a_canceled_execution_is_never_started_and_a_running_one_gets_a_signed_cancel() {
+    let test = TestHive::start().await;
+    test.add_online_drone("web-1", &[]).await;
+    test.add_online_drone("web-2", &[]).await;
+    let mut control = test.control().await;
+    let job = control
+        .submit_job(echo("web-*"))
+        .await
+        .expect("submit")
+        .into_inner();
+    // Both requests are on their drones' queues; web-2 starts its own.
+    let on_web1 = test.next_request("web-1").await;
+    let on_web2 = test.next_request("web-2").await;
+    let mut web2 = test.drone("web-2").await;
+    let started = web2
+        .report_result(v1::ExecutionReport {
+            execution_id: on_web2.execution_id.clone(),
+            status: v1::ExecutionStatus::Running as i32,
+            started_at_ms: chrono::Utc::now().timestamp_millis(),
+            ..Default::default()
+        })
+        .await
+        .expect("report running")
+        .into_inner();
+    assert!(started.applied && !started.canceled);
+
+    let answer = control
+        .cancel_job(v1::CancelJobRequest {
+            job_id: job.id.clone(),
+            drone_id: String::new(),
+        })
+        .await
+        .expect("cancel")
+        .into_inner();
+    let outcome = |drone: &str| {
+        answer
+            .executions
+            .iter()
+            .find(|e| e.drone_id == drone)
+            .map(|e| e.outcome)
+    };
+    assert_eq!(outcome("web-1"), Some(v1::CancelOutcome::Canceled as i32));
+    assert_eq!(outcome("web-2"), Some(v1::CancelOutcome::Signalled as i32));
+
+    // web-1 got its request before the cancel: reporting the start, it is
+    // told not to run it.
+    let mut web1 = test.drone("web-1").await;
+    let refused = web1
+        .report_result(v1::ExecutionReport {
+            execution_id: on_web1.execution_id.clone(),
+            status: v1::ExecutionStatus::Running as i32,
+            started_at_ms: chrono::Utc::now().timestamp_millis(),
+            ..Default::default()
+        })
+        .await
+        .expect("report running")
+        .into_inner();
+    assert!(!refused.applied && refused.canceled, "{refused:?}");
+    // Both drones were sent a signed cancel naming their execution.
+    let cancel = test.next_request("web-1").await;
+    assert!(cancel.cancel && cancel.execution_id == on_web1.execution_id);
+    let cancel = test.next_request("web-2").await;
+    assert!(cancel.cancel && cancel.execution_id == on_web2.execution_id);
+    assert!(cancel.command.is_none());
+
+    let job = control
+        .get_job(v1::GetJobRequest { id: job.id.clone() })
+        .await
+        .expect("job")
+        .into_inner();
+    let status = |drone: &str| {
+        job.executions
+            .iter()
+            .find(|e| e.drone_id == drone)
+            .map(|e| status_from_wire(e.status).expect("status"))
+    };
+    assert_eq!(status("web-1"), Some(ExecutionStatus::Canceled));
+    // Running until its drone reports the command stopped.
+    assert_eq!(status("web-2"), Some(ExecutionStatus::Running));
+
+    // Canceling only one drone's execution of an unknown drone is refused.
+    let refused = control
+        .cancel_job(v1::CancelJobRequest {
+            job_id: job.id.clone(),
+            drone_id: "db-9".into(),
+        })
+        .await
+        .expect_err("no such execution");
+    assert_eq!(refused.code(), Code::NotFound);
+}
