@@ -51,6 +51,16 @@
 //! its quoted items separated by spaces (several words); `none`, objects and
 //! undefined values are errors, since quoting them is always a mistake.
 //!
+//! # Shell scripts
+//!
+//! A `shell:` runner's script is rendered by [`render_shell`], which quotes
+//! every printed value as `shell_quote` does: `rm -rf {{ path }}` with a
+//! webhook's `path` of `/x$(id -un)` runs `rm -rf '/x$(id -un)'`, never
+//! `id`. A value meant as shell syntax says so with `| safe` (`{{ cmd |
+//! safe }}`, as the `core.shell` action does); `| shell_quote` still works
+//! and is not quoted twice. argv runners (`command:`, `args:`) need none of
+//! this: each item is one argument, never parsed by a shell.
+//!
 //! # Whitespace
 //!
 //! A template's trailing newline is kept (unlike minijinja's default), so a
@@ -107,6 +117,24 @@ pub fn render_str(source: &str, context: &Value) -> Result<String, TemplateError
         return Ok(source.to_string());
     }
     let template = environment()
+        .template_from_str(source)
+        .map_err(|e| convert_error(&e, 0))?;
+    template
+        .render(Serde(context))
+        .map_err(|e| convert_error(&e, 0))
+}
+
+/// Renders a script for `/bin/sh -c` (a `shell:` runner): every value
+/// printed is quoted as shell words, as by `shell_quote` (a list becomes
+/// several words), so a parameter or a webhook field can never inject
+/// shell syntax; only the template's own text is shell. `| safe` prints a
+/// value as it is, on purpose and visibly (`{{ cmd | safe }}`);
+/// `| shell_quote` is accepted and not quoted twice.
+pub fn render_shell(source: &str, context: &Value) -> Result<String, TemplateError> {
+    if !is_template(source) {
+        return Ok(source.to_string());
+    }
+    let template = shell_environment()
         .template_from_str(source)
         .map_err(|e| convert_error(&e, 0))?;
     template
@@ -273,28 +301,66 @@ fn convert_error(error: &Error, lines_before: usize) -> TemplateError {
 
 fn environment() -> &'static Environment<'static> {
     static ENVIRONMENT: OnceLock<Environment<'static>> = OnceLock::new();
-    ENVIRONMENT.get_or_init(|| {
-        let mut env = Environment::new();
-        // SemiStrict, not Strict: printing, iterating and filtering an
-        // undefined value fail, but `{% if labels.team %}` may test an
-        // optional field, as people expect from Jinja.
-        env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
-        env.set_fuel(Some(FUEL));
-        // Debug mode is what names the undefined expression in an error
-        // (`labels.team` is undefined). Its other cost, a copy of the
-        // template and the variables it used attached to each error, is paid
-        // only on errors, and never printed.
-        env.set_debug(true);
-        env.set_formatter(format_value);
-        if let Ok(syntax) = SyntaxConfig::builder().keep_trailing_newline(true).build() {
-            env.set_syntax(syntax);
+    ENVIRONMENT.get_or_init(|| new_environment(format_value))
+}
+
+/// The environment of [`render_shell`]: the same, printing values quoted.
+fn shell_environment() -> &'static Environment<'static> {
+    static ENVIRONMENT: OnceLock<Environment<'static>> = OnceLock::new();
+    ENVIRONMENT.get_or_init(|| new_environment(format_shell_word))
+}
+
+type Formatter = fn(&mut Output, &mut State, &minijinja::Value) -> Result<(), Error>;
+
+fn new_environment(formatter: Formatter) -> Environment<'static> {
+    let mut env = Environment::new();
+    // SemiStrict, not Strict: printing, iterating and filtering an
+    // undefined value fail, but `{% if labels.team %}` may test an
+    // optional field, as people expect from Jinja.
+    env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+    env.set_fuel(Some(FUEL));
+    // Debug mode is what names the undefined expression in an error
+    // (`labels.team` is undefined). Its other cost, a copy of the
+    // template and the variables it used attached to each error, is paid
+    // only on errors, and never printed.
+    env.set_debug(true);
+    env.set_formatter(formatter);
+    if let Ok(syntax) = SyntaxConfig::builder().keep_trailing_newline(true).build() {
+        env.set_syntax(syntax);
+    }
+    // `debug()` would dump the whole context (secrets included) into a
+    // command line.
+    env.remove_global("debug");
+    env.add_filter("shell_quote", shell_quote);
+    env
+}
+
+/// Prints a value into a shell script: as is when marked safe (`| safe`,
+/// `| shell_quote`), else quoted as `shell_quote` quotes it; `none` and
+/// objects, which `shell_quote` refuses, are quoted as their JSON text.
+fn format_shell_word(
+    out: &mut Output,
+    _state: &mut State,
+    value: &minijinja::Value,
+) -> Result<(), Error> {
+    if value.is_safe() {
+        return out
+            .write_str(value.as_str().unwrap_or_default())
+            .map_err(Error::from);
+    }
+    let quoted = match value.kind() {
+        ValueKind::None | ValueKind::Map => {
+            let json = to_json(value, 0)
+                .map_err(|problem| Error::new(ErrorKind::InvalidOperation, problem))?;
+            quote_word(minijinja::Value::from(json.to_string()))?
         }
-        // `debug()` would dump the whole context (secrets included) into a
-        // command line.
-        env.remove_global("debug");
-        env.add_filter("shell_quote", shell_quote);
-        env
-    })
+        _ => shell_quote(value.clone())?
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    };
+    out.write_str(&quoted)?;
+    Ok(())
 }
 
 /// Prints values as JSON spells them (`true`, `null`, `["a", 1]`) rather
@@ -319,18 +385,20 @@ fn format_value(
     Ok(())
 }
 
-/// The `shell_quote` filter: see the module documentation.
-fn shell_quote(value: minijinja::Value) -> Result<String, Error> {
-    match value.kind() {
+/// The `shell_quote` filter: see the module documentation. Its result is
+/// marked safe, so [`render_shell`] does not quote it again.
+fn shell_quote(value: minijinja::Value) -> Result<minijinja::Value, Error> {
+    let quoted = match value.kind() {
         ValueKind::Seq | ValueKind::Iterable => {
             let words = value
                 .try_iter()?
                 .map(quote_word)
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(words.join(" "))
+            words.join(" ")
         }
-        _ => quote_word(value),
-    }
+        _ => quote_word(value)?,
+    };
+    Ok(minijinja::Value::from_safe_string(quoted))
 }
 
 fn quote_word(value: minijinja::Value) -> Result<String, Error> {
@@ -377,6 +445,51 @@ mod tests {
 
     fn names(list: &[&str]) -> BTreeSet<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn values_printed_into_a_shell_script_are_quoted_unless_marked_safe() {
+        let context = json!({
+            "path": "/x$(id -un)",
+            "it": "it's",
+            "count": 5,
+            "flags": ["-n", "1 2"],
+            "cmd": "uptime; id",
+            "nothing": null,
+        });
+        for (source, rendered) in [
+            ("rm -rf {{ path }}", "rm -rf '/x$(id -un)'"),
+            ("echo {{ it }}", r"echo 'it'\''s'"),
+            ("head -n {{ count + 1 }}", "head -n '6'"),
+            ("ls {{ flags }}", "ls '-n' '1 2'"),
+            ("echo {{ path | shell_quote }}", "echo '/x$(id -un)'"),
+            ("{{ cmd | safe }}", "uptime; id"),
+            ("echo {{ nothing }}", "echo 'null'"),
+            ("--sort=-{{ it }}", r"--sort=-'it'\''s'"),
+            ("plain text $(stays) shell", "plain text $(stays) shell"),
+        ] {
+            assert_eq!(
+                render_shell(source, &context).as_deref(),
+                Ok(rendered),
+                "{source}"
+            );
+        }
+        // The other renderers are unchanged.
+        assert_eq!(
+            render_str("rm -rf {{ path }}", &context).as_deref(),
+            Ok("rm -rf /x$(id -un)")
+        );
+    }
+
+    #[test]
+    fn a_rendered_shell_word_is_one_argument_whatever_it_holds() {
+        let hostile = "a b'c\"d$(e)`f`;g|h&i\nj*";
+        let script = render_shell("printf %s {{ x }}", &json!({ "x": hostile })).expect("renders");
+        let output = std::process::Command::new("/bin/sh")
+            .args(["-c", &script])
+            .output()
+            .expect("run sh");
+        assert_eq!(String::from_utf8_lossy(&output.stdout), hostile);
     }
 
     #[test]

@@ -236,7 +236,15 @@ pub fn command_for(
         Runner::Shell { program, env } => {
             let program = match program {
                 ShellProgram::Argv(args) => Program::Argv(render_all(args)?),
-                ShellProgram::Script(script) => Program::Shell(render(script)?),
+                // Values are quoted as shell words: see `template::render_shell`.
+                ShellProgram::Script(script) => {
+                    Program::Shell(template::render_shell(script, &context).map_err(|e| {
+                        PlanError::Template(format!(
+                            "{}: template {script:?}: {e}",
+                            action.reference()
+                        ))
+                    })?)
+                }
             };
             (program, render_env(env)?)
         }

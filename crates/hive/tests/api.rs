@@ -957,3 +957,51 @@ async fn a_canceled_execution_is_never_started_and_a_running_one_gets_a_signed_c
         .expect_err("no such execution");
     assert_eq!(refused.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn a_value_rendered_into_a_shell_script_is_one_quoted_word() {
+    let test = TestHive::start().await;
+    test.add_online_drone("web-1", &[]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |path: &str, text: &str| {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    };
+    write(
+        "pack.yaml",
+        "name: files\nversion: 1.0.0\ndescription: files\nauthor: test\n",
+    );
+    write(
+        "actions/list.yaml",
+        "name: list\ndescription: list a path\nrunner: shell\nshell: \"ls -l {{ path }}\"\n\
+         parameters:\n  path:\n    type: string\n    required: true\n",
+    );
+    let mut control = test.control().await;
+    ultronctl::automation::pack(
+        &mut control,
+        ultronctl::automation::PackCommand::Install {
+            path: dir.path().to_path_buf(),
+            output: ultronctl::output::Format::Json,
+        },
+    )
+    .await
+    .expect("install");
+    control
+        .run_action(v1::RunActionRequest {
+            action: "files.list".into(),
+            parameters_json: r#"{"path": "/x$(id -un); rm -rf /"}"#.into(),
+            target: "web-1".into(),
+            ttl_ms: 0,
+        })
+        .await
+        .expect("run");
+    let request = test.next_request("web-1").await;
+    let program = request.command.and_then(|c| c.program);
+    assert_eq!(
+        program,
+        Some(v1::command::Program::Shell(
+            "ls -l '/x$(id -un); rm -rf /'".into()
+        ))
+    );
+}
