@@ -120,6 +120,8 @@ verbs! {
     ExecutionExpired => "execution.expired",
     /// A drone joined with a token.
     DroneEnrolled => "drone.enrolled",
+    /// An operator's call was refused: their role does not allow it.
+    OperatorDenied => "operator.denied",
     /// A drone refused a request that names no execution of its own.
     DroneRefusedRequest => "drone.refused_request",
     /// An operator created a join token.

@@ -23,6 +23,7 @@ pub mod ids;
 pub mod model;
 pub mod params;
 pub mod policy;
+pub mod roles;
 pub mod schedule;
 pub mod status;
 pub mod target;

@@ -357,3 +357,65 @@ fn ctrl_c_in_run_asks_then_cancels_and_exits_130() {
     let job_id = jobs[0]["id"].as_str().unwrap_or_default().to_string();
     assert_eq!(execution_statuses(&hive, &job_id), ["canceled"]);
 }
+
+#[test]
+fn a_viewer_reads_but_may_not_run_and_the_refusal_is_audited() {
+    let env = TestEnv::new("roles");
+    let hive = Hive::start(&env);
+    let _drones = start_drones(&env, &hive, &["r-1"]);
+    let created = Command::new(bin("ultron8-hive"))
+        .args([
+            "operator",
+            "create",
+            "bob",
+            "--role",
+            "viewer",
+            "--data-dir",
+        ])
+        .arg(&hive.data_dir)
+        .output()
+        .expect("run ultron8-hive operator create");
+    assert!(created.status.success(), "{}", stderr(&created));
+    let bob = |args: &[&str]| {
+        Command::new(bin("ultronctl"))
+            .args(args)
+            .env("ULTRONCTL_CONFIG", hive.data_dir.join("ultronctl-bob.toml"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ultronctl as bob")
+    };
+    let listed = bob(&["drone", "list"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(stdout(&listed).contains("r-1"));
+
+    let refused = bob(&["run", "-t", "r-1", "--", "true"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("operator bob has the viewer role; SubmitJob needs operator"),
+        "{}",
+        stderr(&refused)
+    );
+    let audit = hive.ctl_json(&["audit", "list", "-o", "json"]);
+    let denied = audit
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["kind"] == "operator.denied" || r["action"] == "operator.denied")
+        .cloned();
+    let denied = denied.unwrap_or_else(|| panic!("no operator.denied record in {audit}"));
+    assert!(denied.to_string().contains("SubmitJob"), "{denied}");
+    assert!(denied.to_string().contains("operator:bob"), "{denied}");
+
+    // The same name twice is refused.
+    let again = Command::new(bin("ultron8-hive"))
+        .args(["operator", "create", "bob", "--role", "admin", "--data-dir"])
+        .arg(&hive.data_dir)
+        .output()
+        .expect("run");
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("already has a certificate"),
+        "{}",
+        stderr(&again)
+    );
+}

@@ -55,6 +55,10 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Operators: create one with a role, from the hive's CA (run on the
+    /// hive host, which holds the CA key).
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// Run a hive and a built-in drone in one process, on an embedded
     /// SQLite store and an in-process broker: no Postgres, no RabbitMQ.
     ///
@@ -91,6 +95,31 @@ enum Command {
         /// Print the configuration in force (passwords redacted) and exit
         #[arg(long)]
         print_config: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Issue a certificate and an ultronctl config for a new operator.
+    ///
+    /// Roles: viewer (reads: drones, jobs, output, packs, rules, events,
+    /// audit, status), operator (also runs and cancels jobs, fires events,
+    /// enables and disables rules), admin (also installs and removes packs
+    /// and creates join tokens). Calls a role does not allow are refused
+    /// and audited as `operator.denied`.
+    ///
+    /// Example: ultron8-hive operator create bob --role viewer --data-dir /var/lib/ultron8
+    /// then give bob <data-dir>/bob.pem, bob-key.pem, ca.pem and ultronctl-bob.toml.
+    #[command(verbatim_doc_comment)]
+    Create {
+        /// The operator's name, as the audit trail shows it
+        name: String,
+        /// viewer, operator or admin
+        #[arg(long)]
+        role: ultron8_core::roles::Role,
+        /// The hive's data directory
+        #[arg(long, env = "ULTRON8_DATA_DIR", default_value = "/var/lib/ultron8")]
+        data_dir: PathBuf,
     },
 }
 
@@ -152,6 +181,24 @@ async fn run(command: Command, shutdown_grace: std::time::Duration) -> anyhow::R
                 report.ultronctl_config.display()
             );
             println!("  ultronctl drone token create --label role=web");
+            Ok(())
+        }
+        Command::Operator(OperatorCommand::Create {
+            name,
+            role,
+            data_dir,
+        }) => {
+            let created =
+                ultron8_hive::identity::create_operator(&DataDir::new(&data_dir), &name, role)?;
+            println!("Operator {name} ({role}) created:");
+            println!("  certificate:      {}", created.cert.display());
+            println!("  key:              {}", created.key.display());
+            println!("  ultronctl config: {}", created.ultronctl_config.display());
+            println!();
+            println!(
+                "Next: export ULTRONCTL_CONFIG={}",
+                created.ultronctl_config.display()
+            );
             Ok(())
         }
         Command::Dev {

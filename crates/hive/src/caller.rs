@@ -25,6 +25,7 @@ use tonic::codegen::Service;
 use tonic::codegen::http;
 use tonic::server::NamedService;
 use ultron8_core::ids::DroneId;
+use ultron8_core::roles::Role;
 use ultron8_pki::PeerIdentity;
 
 use crate::actor::Actor;
@@ -76,12 +77,46 @@ enum Audience {
 const ENROLL_PATH: &str = "/ultron8.v1.DroneService/Enroll";
 
 /// A service that admits only its audience (see the module docs).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Admit<S> {
     inner: S,
     audience: Audience,
     /// Calls any caller may make; their credential is in the message.
     open_paths: &'static [&'static str],
+    /// Where refusals by role are audited.
+    hive: Option<std::sync::Arc<crate::hive::Hive>>,
+}
+
+impl<S> fmt::Debug for Admit<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admit")
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The least role a control-service method needs (see
+/// [`ultron8_core::roles`]): reads for viewers, actions for operators,
+/// changes to the hive's catalog and fleet for admins. A method not
+/// listed needs admin: a new call is closed until someone decides.
+pub fn required_role(path: &str) -> Role {
+    let method = path.rsplit('/').next().unwrap_or_default();
+    let service = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    if service.starts_with("grpc.reflection.") {
+        return Role::Viewer;
+    }
+    match method {
+        "ListDrones" | "GetDrone" | "WatchJob" | "FollowJob" | "GetJob" | "ListJobs"
+        | "GetExecution" | "ListPacks" | "GetPack" | "ListEvents" | "GetEvent" | "ListRules"
+        | "GetRule" | "TestRules" | "ListAudit" | "GetStatus" | "ListActions" | "GetAction"
+        | "ResolveId" => Role::Viewer,
+        "SubmitJob" | "RunAction" | "CancelJob" | "FireEvent" | "SetRuleEnabled" => Role::Operator,
+        _ => Role::Admin,
+    }
 }
 
 impl<S> Admit<S> {
@@ -91,6 +126,7 @@ impl<S> Admit<S> {
             inner,
             audience: Audience::Operators,
             open_paths: &[],
+            hive: None,
         }
     }
 
@@ -100,40 +136,117 @@ impl<S> Admit<S> {
             inner,
             audience: Audience::Drones,
             open_paths: &[ENROLL_PATH],
+            hive: None,
         }
     }
 
-    fn admit(&self, caller: &Caller, path: &str) -> Result<(), HiveError> {
+    /// Audits refusals by role in `hive`'s trail.
+    pub fn auditing(mut self, hive: std::sync::Arc<crate::hive::Hive>) -> Self {
+        self.hive = Some(hive);
+        self
+    }
+
+    fn admit(&self, caller: &Caller, path: &str) -> Result<(), Refusal> {
         if self.open_paths.contains(&path) {
             return Ok(());
         }
         match (self.audience, caller) {
-            (Audience::Operators, Caller::Operator { .. })
-            | (Audience::Drones, Caller::Drone { .. }) => Ok(()),
-            (Audience::Operators, Caller::Anonymous) => Err(HiveError::unauthenticated(
-                "this call needs an operator certificate; point ultronctl at the one `ultron8-hive init` wrote",
-            )),
-            (Audience::Drones, Caller::Anonymous) => Err(HiveError::unauthenticated(
-                "this call needs a drone certificate; join the hive first",
-            )),
-            (Audience::Operators, other) => Err(HiveError::permission_denied(format!(
-                "{other} may not call the control service; only operator certificates may"
+            (Audience::Operators, Caller::Operator { name, role }) => {
+                let needed = required_role(path);
+                match role.parse::<Role>() {
+                    Ok(held) if held.allows(needed) => Ok(()),
+                    held => Err(Refusal::Role {
+                        name: name.clone(),
+                        held: held.ok(),
+                        role: role.clone(),
+                        needed,
+                        method: path.rsplit('/').next().unwrap_or_default().to_string(),
+                    }),
+                }
+            }
+            (Audience::Drones, Caller::Drone { .. }) => Ok(()),
+            (Audience::Operators, Caller::Anonymous) => {
+                Err(Refusal::Caller(HiveError::unauthenticated(
+                    "this call needs an operator certificate; point ultronctl at the one `ultron8-hive init` wrote",
+                )))
+            }
+            (Audience::Drones, Caller::Anonymous) => {
+                Err(Refusal::Caller(HiveError::unauthenticated(
+                    "this call needs a drone certificate; join the hive first",
+                )))
+            }
+            (Audience::Operators, other) => Err(Refusal::Caller(HiveError::permission_denied(
+                format!("{other} may not call the control service; only operator certificates may"),
             ))),
-            (Audience::Drones, other) => Err(HiveError::permission_denied(format!(
-                "{other} may not call the drone service; only drone certificates may"
+            (Audience::Drones, other) => Err(Refusal::Caller(HiveError::permission_denied(
+                format!("{other} may not call the drone service; only drone certificates may"),
             ))),
         }
+    }
+}
+
+/// Why a request was not admitted.
+#[derive(Debug)]
+enum Refusal {
+    /// The wrong kind of caller, or none.
+    Caller(HiveError),
+    /// An operator whose role does not allow the call: audited.
+    Role {
+        name: String,
+        /// `None` when the certificate's role is not one the hive knows.
+        held: Option<Role>,
+        role: String,
+        needed: Role,
+        method: String,
+    },
+}
+
+impl Refusal {
+    fn error(&self) -> HiveError {
+        match self {
+            Refusal::Caller(error) => error.clone(),
+            Refusal::Role {
+                name,
+                held: Some(_),
+                role,
+                needed,
+                method,
+            } => HiveError::permission_denied(format!(
+                "operator {name} has the {role} role; {method} needs {needed} (ask an admin for a certificate with that role: ultron8-hive operator create)"
+            )),
+            Refusal::Role {
+                name,
+                held: None,
+                role,
+                ..
+            } => HiveError::permission_denied(format!(
+                "operator {name}'s certificate names the role {role:?}, which this hive does not know (viewer, operator, admin)"
+            )),
+        }
+    }
+}
+
+impl From<Refusal> for HiveError {
+    fn from(refusal: Refusal) -> HiveError {
+        refusal.error()
     }
 }
 
 impl<S, B, ResBody> Service<http::Request<B>> for Admit<S>
 where
     S: Service<http::Request<B>, Response = http::Response<ResBody>>,
-    ResBody: Default,
+    S::Error: Send + 'static,
+    ResBody: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Either<S::Future, Ready<Result<S::Response, S::Error>>>;
+    type Future = Either<
+        S::Future,
+        Either<
+            Ready<Result<S::Response, S::Error>>,
+            futures::future::BoxFuture<'static, Result<S::Response, S::Error>>,
+        >,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -149,7 +262,37 @@ where
                 request.extensions_mut().insert(caller);
                 Either::Left(self.inner.call(request))
             }
-            Err(refusal) => Either::Right(ready(Ok(tonic::Status::from(refusal).into_http()))),
+            Err(refusal) => {
+                let status = tonic::Status::from(refusal.error());
+                match (&refusal, &self.hive) {
+                    (
+                        Refusal::Role {
+                            name,
+                            role,
+                            needed,
+                            method,
+                            ..
+                        },
+                        Some(hive),
+                    ) => {
+                        let hive = hive.clone();
+                        let mut audit = hive.audit(
+                            Actor::Operator(name.clone()),
+                            ultron8_core::audit::AuditVerb::OperatorDenied,
+                            serde_json::json!({ "method": method, "role": role, "needed": needed.as_str() }),
+                        );
+                        audit.status = None;
+                        tracing::warn!(operator = %name, %role, needed = %needed, %method, "call denied by role");
+                        Either::Right(Either::Right(Box::pin(async move {
+                            if let Err(e) = hive.store.append_audit(&audit).await {
+                                tracing::warn!(error = %e, "cannot audit a denied call");
+                            }
+                            Ok(status.into_http())
+                        })))
+                    }
+                    _ => Either::Right(Either::Left(ready(Ok(status.into_http())))),
+                }
+            }
         }
     }
 }
@@ -202,14 +345,14 @@ mod tests {
             .admit(&Caller::Drone { id: "web-1".into() }, path)
             .expect_err("a drone on the control service");
         assert_eq!(
-            tonic::Status::from(refused).message(),
+            tonic::Status::from(HiveError::from(refused)).message(),
             "drone:web-1 may not call the control service; only operator certificates may"
         );
         let refused = control
             .admit(&Caller::Anonymous, path)
             .expect_err("anonymous on the control service");
         assert_eq!(
-            tonic::Status::from(refused).code(),
+            tonic::Status::from(HiveError::from(refused)).code(),
             tonic::Code::Unauthenticated
         );
 
@@ -223,15 +366,76 @@ mod tests {
             .admit(&operator_caller(), path)
             .expect_err("an operator on the drone service");
         assert_eq!(
-            tonic::Status::from(refused).code(),
+            tonic::Status::from(HiveError::from(refused)).code(),
             tonic::Code::PermissionDenied
         );
         let refused = drones
             .admit(&Caller::Anonymous, path)
             .expect_err("anonymous heartbeat");
         assert_eq!(
-            tonic::Status::from(refused).code(),
+            tonic::Status::from(HiveError::from(refused)).code(),
             tonic::Code::Unauthenticated
+        );
+    }
+
+    #[test]
+    fn a_role_allows_its_calls_and_refuses_the_rest_naming_what_is_needed() {
+        let control = Admit::operators(());
+        let as_role = |role: &str| Caller::Operator {
+            name: "bob".into(),
+            role: role.into(),
+        };
+        let list = "/ultron8.v1.ControlService/ListJobs";
+        let submit = "/ultron8.v1.ControlService/SubmitJob";
+        let install = "/ultron8.v1.ControlService/InstallPack";
+        assert!(control.admit(&as_role("viewer"), list).is_ok());
+        let refused = control
+            .admit(&as_role("viewer"), submit)
+            .expect_err("a viewer may not run");
+        let status = tonic::Status::from(HiveError::from(refused));
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert!(
+            status
+                .message()
+                .starts_with("operator bob has the viewer role; SubmitJob needs operator"),
+            "{status:?}"
+        );
+        assert!(control.admit(&as_role("operator"), submit).is_ok());
+        assert!(control.admit(&as_role("operator"), install).is_err());
+        assert!(control.admit(&as_role("admin"), install).is_ok());
+        // A role the hive does not know allows nothing.
+        let refused = control
+            .admit(&as_role("root"), list)
+            .expect_err("an unknown role");
+        assert!(
+            tonic::Status::from(HiveError::from(refused))
+                .message()
+                .contains("which this hive does not know"),
+        );
+    }
+
+    #[test]
+    fn every_control_method_needs_a_deliberate_role() {
+        use ultron8_core::roles::Role::*;
+        for (method, role) in [
+            ("GetStatus", Viewer),
+            ("FollowJob", Viewer),
+            ("ListAudit", Viewer),
+            ("CancelJob", Operator),
+            ("FireEvent", Operator),
+            ("CreateJoinToken", Admin),
+            ("RemovePack", Admin),
+            ("SomethingNew", Admin),
+        ] {
+            assert_eq!(
+                required_role(&format!("/ultron8.v1.ControlService/{method}")),
+                role,
+                "{method}"
+            );
+        }
+        assert_eq!(
+            required_role("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            Viewer
         );
     }
 

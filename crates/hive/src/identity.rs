@@ -124,6 +124,68 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> anyhow::Result<InitReport> 
     })
 }
 
+/// What `operator create` wrote.
+pub struct OperatorCredentials {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// An ultronctl config naming them, for `ULTRONCTL_CONFIG`.
+    pub ultronctl_config: PathBuf,
+}
+
+/// Issues an operator certificate with `role` from the hive's CA, with an
+/// ultronctl config file beside it that reaches the hive as the admin's
+/// does. Refuses to replace an operator's existing credentials.
+pub fn create_operator(
+    dir: &DataDir,
+    name: &str,
+    role: ultron8_core::roles::Role,
+) -> anyhow::Result<OperatorCredentials> {
+    if !dir.ca_cert().exists() {
+        bail!(
+            "{} has no hive identity; create one with `ultron8-hive init --data-dir {}`",
+            dir.root().display(),
+            dir.root().display()
+        );
+    }
+    let credentials = OperatorCredentials {
+        cert: dir.operator_cert(name),
+        key: dir.operator_key(name),
+        ultronctl_config: dir.root().join(format!("ultronctl-{name}.toml")),
+    };
+    if credentials.cert.exists() {
+        bail!(
+            "operator {name} already has a certificate ({}); choose another name",
+            credentials.cert.display()
+        );
+    }
+    let ca =
+        CertificateAuthority::from_pem(&read_text(&dir.ca_cert())?, &read_text(&dir.ca_key())?)
+            .with_context(|| format!("cannot load the CA from {}", dir.root().display()))?;
+    let issued = ca.issue_operator(name, role.as_str())?;
+    // Reach the hive the way the first operator's config does.
+    let existing = read_text(&dir.ultronctl_config())?;
+    let existing: toml::Table = toml::from_str(&existing)
+        .with_context(|| format!("cannot read {}", dir.ultronctl_config().display()))?;
+    let field = |key: &str| {
+        existing
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(String::from)
+            .with_context(|| format!("{} has no `{key}`", dir.ultronctl_config().display()))
+    };
+    let ctl = CtlConfigFile {
+        hive: field("hive")?,
+        server_name: field("server_name")?,
+        ca: dir.ca_cert(),
+        cert: credentials.cert.clone(),
+        key: credentials.key.clone(),
+    };
+    write_public(&credentials.cert, issued.cert_pem.as_bytes())?;
+    write_secret(&credentials.key, issued.key_pem.as_bytes())?;
+    write_secret(&credentials.ultronctl_config, ctl.render().as_bytes())?;
+    Ok(credentials)
+}
+
 /// The ultronctl configuration file format (read by ultronctl's config
 /// module; the e2e tests check the two agree).
 pub struct CtlConfigFile {

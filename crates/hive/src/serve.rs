@@ -109,11 +109,12 @@ pub fn grpc_services(
         .add_service(Admit::drones(DroneServiceServer::new(DroneApi {
             hive: hive.clone(),
         })))
-        .add_service(Admit::operators(ControlServiceServer::new(ControlApi {
-            hive: hive.clone(),
-        })))
+        .add_service(
+            Admit::operators(ControlServiceServer::new(ControlApi { hive: hive.clone() }))
+                .auditing(hive.clone()),
+        )
         .add_service(HealthServer::new(HealthService::from_health_reporter(
             health,
         )))
-        .add_service(Admit::operators(reflection)))
+        .add_service(Admit::operators(reflection).auditing(hive.clone())))
 }
