@@ -568,9 +568,21 @@ impl Drone {
             }
             Err(e) => {
                 // Without a journal entry the at-most-once promise cannot
-                // be kept, so do not run; leave the message for later.
+                // be kept, so it does not run. The message is acknowledged
+                // (left unacknowledged it would hold a prefetch slot for
+                // good, and after a few the broker would send nothing
+                // more) and the hive is told why, rather than letting the
+                // request expire unexplained.
                 error!(error = %e, "cannot journal the execution; not running it");
-                drop(delivery);
+                let _ = delivery.ack().await;
+                self.report_refusal(&Refusal {
+                    execution_id: request.execution_id.clone(),
+                    status: ExecutionStatus::Failed,
+                    reason: format!(
+                        "the drone cannot journal the request ({e}; is its disk full?); not run"
+                    ),
+                })
+                .await;
                 return;
             }
         }

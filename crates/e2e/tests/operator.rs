@@ -419,3 +419,40 @@ fn a_viewer_reads_but_may_not_run_and_the_refusal_is_audited() {
         stderr(&again)
     );
 }
+
+#[test]
+fn a_drone_that_cannot_journal_fails_each_request_clearly_and_stays_responsive() {
+    let env = TestEnv::new("no-journal");
+    let hive = Hive::start(&env);
+    let drones = start_drones(&env, &hive, &["j-1"]);
+    // As if the disk were full: the journal cannot take an entry.
+    let journal = drones[0].data_dir.join("journal");
+    std::fs::rename(&journal, drones[0].data_dir.join("journal.saved")).expect("move journal");
+    std::fs::write(&journal, b"not a directory").expect("block the journal");
+
+    // More requests than the drone's prefetch window: a drone that held
+    // them unacknowledged would go deaf after the first few.
+    let mut jobs = Vec::new();
+    for _ in 0..30 {
+        let output = hive.ctl(&["run", "-t", "j-1", "--async", "--ttl", "30s", "--", "true"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        jobs.push(stdout(&output).trim().to_string());
+    }
+    for job_id in &jobs {
+        let job = hive.wait_for_job(job_id);
+        let execution = &job["executions"][0];
+        assert_eq!(execution["status"], "failed", "{execution}");
+        assert!(
+            execution["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cannot journal") && e.contains("not run")),
+            "{execution}"
+        );
+    }
+
+    // Space again: the very next request runs.
+    std::fs::remove_file(&journal).expect("unblock");
+    std::fs::rename(drones[0].data_dir.join("journal.saved"), &journal).expect("restore");
+    let output = hive.ctl(&["run", "-t", "j-1", "--", "true"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
