@@ -137,16 +137,19 @@ pub struct ExecOutcome {
 ///
 /// Dropping the returned future kills the command's process group.
 pub async fn run(spec: ExecSpec, output: Option<mpsc::Sender<OutputChunk>>) -> ExecOutcome {
-    run_cancellable(spec, output, CancellationToken::new()).await
+    run_cancellable(spec, output, CancellationToken::new(), None).await
 }
 
 /// [`run`], stopped early when `cancel` is cancelled: the process group
 /// gets SIGTERM, then SIGKILL after `kill_grace`, as on a timeout, and the
 /// outcome is `Canceled`.
+///
+/// `on_spawn` receives the command's process group id once it runs.
 pub async fn run_cancellable(
     spec: ExecSpec,
     output: Option<mpsc::Sender<OutputChunk>>,
     cancel: CancellationToken,
+    on_spawn: Option<tokio::sync::oneshot::Sender<i32>>,
 ) -> ExecOutcome {
     let started = Instant::now();
     let (program, args): (&str, Vec<&str>) = match &spec.program {
@@ -209,6 +212,9 @@ pub async fn run_cancellable(
         let _ = child.start_kill();
         return not_started(format!("cannot start `{program}`: no process id"), started);
     };
+    if let Some(on_spawn) = on_spawn {
+        let _ = on_spawn.send(pgid.as_raw());
+    }
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let mut group = ProcessGroup {

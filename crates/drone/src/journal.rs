@@ -63,6 +63,17 @@ pub struct JournalEntry {
     /// Empty if the entry's content was damaged (see [`Journal::unfinished`]).
     pub job_id: String,
     pub begun_at: DateTime<Utc>,
+    /// The command's process group, once it started.
+    pub process: Option<ProcessRecord>,
+}
+
+/// Which process group an execution's command leads, and when its leader
+/// started (in clock ticks since boot, `/proc/PID/stat` field 22): a pid is
+/// reused, a pid with the same start time is the same process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    pub pgid: i32,
+    pub start_ticks: u64,
 }
 
 /// The file content. Milliseconds rather than a timestamp string keep the
@@ -74,10 +85,12 @@ struct Record {
     begun_at_ms: i64,
     #[serde(default)]
     finished_at_ms: Option<i64>,
+    #[serde(default)]
+    process: Option<ProcessRecord>,
 }
 
 /// The set of execution ids this drone has begun; see the module docs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Journal {
     dir: PathBuf,
 }
@@ -111,6 +124,7 @@ impl Journal {
             job_id: job_id.to_string(),
             begun_at_ms: Utc::now().timestamp_millis(),
             finished_at_ms: None,
+            process: None,
         };
         let temp = write_temp_file(&self.dir, &serialize(&record)?)?;
         let linked = fs::hard_link(&temp, &path);
@@ -133,6 +147,28 @@ impl Journal {
     /// Durably marks `execution_id` finished; call it once its result is
     /// safely in the spool. Finishing twice is fine; finishing an id that was
     /// never begun is a `NotFound` error.
+    /// Records the process group an unfinished execution's command leads,
+    /// so that a drone restarted after dying can stop a command nobody
+    /// supervises any more.
+    pub fn record_process(&self, execution_id: &str, process: ProcessRecord) -> io::Result<()> {
+        validate_execution_id(execution_id)?;
+        let path = self.entry_path(execution_id);
+        let record = read_record(&path)?;
+        if record.finished_at_ms.is_some() {
+            return Ok(());
+        }
+        let record = Record {
+            process: Some(process),
+            ..record
+        };
+        let temp = write_temp_file(&self.dir, &serialize(&record)?)?;
+        if let Err(error) = fs::rename(&temp, &path) {
+            let _ = fs::remove_file(&temp);
+            return Err(error);
+        }
+        sync_dir(&self.dir)
+    }
+
     pub fn finish(&self, execution_id: &str) -> io::Result<()> {
         validate_execution_id(execution_id)?;
         let path = self.entry_path(execution_id);
@@ -158,6 +194,7 @@ impl Journal {
                     job_id: String::new(),
                     begun_at_ms: now,
                     finished_at_ms: Some(now),
+                    process: None,
                 }
             }
         };
@@ -185,6 +222,7 @@ impl Journal {
                     execution_id,
                     job_id: record.job_id,
                     begun_at: from_millis(record.begun_at_ms),
+                    process: record.process,
                 }),
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {}
                 Err(error) => {
@@ -197,6 +235,7 @@ impl Journal {
                         execution_id,
                         job_id: String::new(),
                         begun_at,
+                        process: None,
                     });
                 }
             }

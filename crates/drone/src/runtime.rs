@@ -36,7 +36,7 @@ use crate::backoff::Backoff;
 use crate::config::{DroneDir, DroneFile};
 use crate::executor::{self, ExecSpec, StreamKind};
 use crate::facts::{StatsSampler, collect_facts};
-use crate::journal::{Begin, Journal};
+use crate::journal::{Begin, Journal, ProcessRecord};
 use crate::spool::{Spool, SpooledReport};
 
 /// Supplies the consumer for the broker URL the hive hands out. The
@@ -133,7 +133,7 @@ pub async fn run(
     });
     let span = info_span!("drone", drone_id = %drone.file.id);
     async move {
-        drone.report_interrupted_executions()?;
+        drone.report_interrupted_executions().await?;
         // Forgetting an id is safe only once no copy of its request can
         // still arrive: far beyond any sane TTL and the broker's redelivery.
         match drone.journal.prune_finished(JOURNAL_RETENTION) {
@@ -210,7 +210,7 @@ impl Drone {
         }
     }
 
-    fn report_interrupted_executions(&self) -> anyhow::Result<()> {
+    async fn report_interrupted_executions(&self) -> anyhow::Result<()> {
         let interrupted = self
             .journal
             .unfinished()
@@ -218,6 +218,13 @@ impl Drone {
         for entry in interrupted {
             warn!(execution_id = %entry.execution_id, job_id = %entry.job_id,
                 "execution was interrupted by a drone restart; reporting it lost instead of running it again");
+            let mut error =
+                "the drone stopped while the command was running; it was not run again".to_string();
+            if let Some(process) = entry.process
+                && let Some(note) = self.stop_leftover(process).await
+            {
+                error = format!("{error}; {note}");
+            }
             let now = Utc::now().timestamp_millis();
             let report = SpooledReport {
                 execution_id: entry.execution_id.clone(),
@@ -229,9 +236,7 @@ impl Drone {
                 stdout_truncated: false,
                 stderr_truncated: false,
                 duration_ms: 0,
-                error: Some(
-                    "the drone stopped while the command was running; it was not run again".into(),
-                ),
+                error: Some(error),
                 started_at_ms: 0,
                 finished_at_ms: now,
             };
@@ -243,6 +248,41 @@ impl Drone {
                 .context("cannot update the journal")?;
         }
         Ok(())
+    }
+
+    /// Stops the process group of a command the drone died running: with
+    /// its drone gone nobody enforces its timeout. Only a group whose leader
+    /// is still the very process recorded (same pid, same start time) is
+    /// signalled, never a reused pid. Says what it did, if anything.
+    async fn stop_leftover(&self, process: ProcessRecord) -> Option<String> {
+        use nix::sys::signal::{Signal, killpg};
+        let same = || {
+            ultron8_host::process::process_start_ticks(process.pgid)
+                .is_ok_and(|ticks| ticks == process.start_ticks)
+        };
+        if !same() {
+            return None;
+        }
+        let pgid = nix::unistd::Pid::from_raw(process.pgid);
+        warn!(
+            pgid = process.pgid,
+            "stopping the leftover process group of an interrupted execution"
+        );
+        let _ = killpg(pgid, Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + self.file.settings.kill_grace;
+        while same() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let survived = same();
+        let _ = killpg(pgid, Signal::SIGKILL);
+        Some(if survived {
+            format!(
+                "its leftover process group {} got SIGTERM, then SIGKILL",
+                process.pgid
+            )
+        } else {
+            format!("its leftover process group {} got SIGTERM", process.pgid)
+        })
     }
 
     async fn register_until_accepted(&self) -> Registration {
@@ -694,7 +734,24 @@ impl Drone {
             redact,
         ));
         info!(command = %ultron8_core::model::redact(&spec.program.display(), &spec_redact), "running");
-        let outcome = executor::run_cancellable(spec, Some(chunks_tx), cancel).await;
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let journal = self.journal.clone();
+        let execution_id = request.execution_id.clone();
+        // Journal the process group, so that if this drone dies, its next
+        // start can stop a command nobody supervises.
+        tokio::spawn(async move {
+            if let Ok(pgid) = started_rx.await {
+                let recorded =
+                    ultron8_host::process::process_start_ticks(pgid).and_then(|start_ticks| {
+                        journal.record_process(&execution_id, ProcessRecord { pgid, start_ticks })
+                    });
+                if let Err(e) = recorded {
+                    debug!(error = %e, "cannot journal the command's process group");
+                }
+            }
+        });
+        let outcome =
+            executor::run_cancellable(spec, Some(chunks_tx), cancel, Some(started_tx)).await;
         // The sender is gone with `run`; the stream ends and the call
         // returns, unless the hive hangs: the result must reach the spool
         // whatever the hive does, so the live output gets a deadline.

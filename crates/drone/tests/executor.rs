@@ -275,7 +275,7 @@ async fn a_canceled_command_has_its_whole_process_group_stopped() {
         pidfile.display()
     )));
     let cancel = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(run_cancellable(spec, None, cancel.clone()));
+    let running = tokio::spawn(run_cancellable(spec, None, cancel.clone(), None));
     let grandchild = read_pid(&pidfile).await;
     cancel.cancel();
     let outcome = running.await.expect("the run ends");

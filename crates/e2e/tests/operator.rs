@@ -456,3 +456,60 @@ fn a_drone_that_cannot_journal_fails_each_request_clearly_and_stays_responsive()
     let output = hive.ctl(&["run", "-t", "j-1", "--", "true"]);
     assert!(output.status.success(), "{}", stderr(&output));
 }
+
+#[test]
+fn a_restarted_drone_stops_the_command_it_died_running() {
+    let env = TestEnv::new("leftover");
+    let hive = Hive::start(&env);
+    let mut drones = start_drones(&env, &hive, &["k-1"]);
+    let pids = env.dir.join("pids");
+    std::fs::create_dir_all(&pids).expect("pids dir");
+    let script = format!(
+        "echo $$ > \"$(mktemp {}/pid.XXXXXX)\"; sleep 600",
+        pids.display()
+    );
+    let output = hive.ctl(&[
+        "run",
+        "-t",
+        "k-1",
+        "--async",
+        "--shell",
+        "--timeout",
+        "20m",
+        "--",
+        &script,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let job_id = stdout(&output).trim().to_string();
+    let pgid = wait_for("the command to run", DEADLINE, || {
+        match (
+            group_ids(&pids).as_slice(),
+            execution_statuses(&hive, &job_id).as_slice(),
+        ) {
+            ([pgid], [status]) if status == "running" => Ok(*pgid),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    // The drone dies; its command, in its own process group, lives on
+    // with nobody to enforce its timeout.
+    drones[0].kill();
+    assert!(!group_is_gone(pgid), "the command died with its drone");
+
+    drones[0].start();
+    let job = hive.wait_for_job(&job_id);
+    let execution = &job["executions"][0];
+    assert_eq!(execution["status"], "lost", "{execution}");
+    assert!(
+        execution["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("leftover process group {pgid} got SIGTERM"))),
+        "{execution}"
+    );
+    wait_for("the leftover group to be gone", DEADLINE, || {
+        if group_is_gone(pgid) {
+            Ok(())
+        } else {
+            Err("alive".into())
+        }
+    });
+}

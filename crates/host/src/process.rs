@@ -54,6 +54,15 @@ pub fn process_stats() -> io::Result<ProcessStats> {
     })
 }
 
+/// When process `pid` started, in clock ticks since boot (`/proc/PID/stat`
+/// field 22): with the pid, it names one process across pid reuse.
+pub fn process_start_ticks(pid: i32) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_stat(&stat)
+        .map(|fields| fields.start_ticks)
+        .ok_or_else(|| invalid("cannot parse /proc/PID/stat"))
+}
+
 fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
