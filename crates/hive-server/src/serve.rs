@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use ultron8_broker::amqp::{AmqpPublisher, redact};
+use ultron8_broker::amqp::{AmqpPublisher, PublisherOptions, redact};
 use ultron8_hive::config::HiveConfig;
 use ultron8_store::postgres::PgStore;
 
@@ -21,7 +21,14 @@ pub async fn run(config: HiveConfig, shutdown: CancellationToken) -> anyhow::Res
     let store = PgStore::connect(&database_url)
         .await
         .with_context(|| format!("cannot open the database at {}", redact(&database_url)))?;
-    let publisher = AmqpPublisher::connect(&amqp_url).await?;
+    let publisher = AmqpPublisher::connect_with(
+        &amqp_url,
+        PublisherOptions {
+            connect_timeout: config.amqp_connect_timeout,
+            publish_timeout: config.amqp_publish_timeout,
+        },
+    )
+    .await?;
     ultron8_hive::serve::run(
         config,
         crate::build_info(),

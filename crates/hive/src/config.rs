@@ -27,6 +27,16 @@ pub struct HiveConfig {
     /// set it when drones reach the broker by another address or with
     /// other credentials.
     pub drone_amqp_url: Option<String>,
+    /// How long opening a connection to the broker may take (TCP, the AMQP
+    /// handshake, confirm mode).
+    #[serde(with = "humantime_serde")]
+    pub amqp_connect_timeout: Duration,
+    /// How long one publish may wait for the broker's confirm (including
+    /// reconnecting). Past it the publish fails, the execution stays
+    /// `requested` and is published again later: a broker that stops
+    /// reading (a memory or disk alarm) cannot hold up a submission.
+    #[serde(with = "humantime_serde")]
+    pub amqp_publish_timeout: Duration,
     /// gRPC (mutual TLS) listen address for drones and ultronctl.
     pub grpc_listen: SocketAddr,
     /// HTTP listen address: /healthz, /readyz, /metrics, and event intake
@@ -76,6 +86,8 @@ impl Default for HiveConfig {
             database_url: None,
             amqp_url: None,
             drone_amqp_url: None,
+            amqp_connect_timeout: Duration::from_secs(5),
+            amqp_publish_timeout: Duration::from_secs(5),
             grpc_listen: SocketAddr::from(([0, 0, 0, 0], 7443)),
             http_listen: SocketAddr::from(([0, 0, 0, 0], 7080)),
             heartbeat_interval: Duration::from_secs(5),
@@ -109,6 +121,12 @@ pub struct ConfigOverrides {
     /// AMQP URL given to drones [default: --amqp-url]
     #[arg(long, env = "ULTRON8_DRONE_AMQP_URL", value_name = "URL")]
     pub drone_amqp_url: Option<String>,
+    /// Deadline for opening a connection to the broker [default: 5s]
+    #[arg(long, env = "ULTRON8_AMQP_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub amqp_connect_timeout: Option<Duration>,
+    /// Deadline for the broker to confirm one publish; past it the execution stays requested and is retried [default: 5s]
+    #[arg(long, env = "ULTRON8_AMQP_PUBLISH_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub amqp_publish_timeout: Option<Duration>,
     /// gRPC listen address [default: 0.0.0.0:7443]
     #[arg(long, env = "ULTRON8_GRPC_LISTEN", value_name = "ADDR")]
     pub grpc_listen: Option<SocketAddr>,
@@ -150,6 +168,8 @@ impl HiveConfig {
         }
         overlay!(
             data_dir,
+            amqp_connect_timeout,
+            amqp_publish_timeout,
             grpc_listen,
             http_listen,
             heartbeat_interval,
@@ -183,6 +203,14 @@ impl HiveConfig {
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
                 bail!("webhook name `{name}` may only contain letters, digits, `-` and `_`");
+            }
+        }
+        for (name, value) in [
+            ("amqp_connect_timeout", self.amqp_connect_timeout),
+            ("amqp_publish_timeout", self.amqp_publish_timeout),
+        ] {
+            if value.is_zero() {
+                bail!("{name} must be greater than zero");
             }
         }
         if self.heartbeat_interval.is_zero() {
