@@ -21,6 +21,11 @@ pub struct HiveConfig {
     pub data_dir: PathBuf,
     /// Postgres URL, e.g. `postgres://ultron8@db/ultron8`.
     pub database_url: Option<String>,
+    /// How long a request waits for a database connection before it fails
+    /// as unavailable. While Postgres is down every request takes this
+    /// long to fail; readiness has its own, shorter deadline (1 s).
+    #[serde(with = "humantime_serde")]
+    pub database_acquire_timeout: Duration,
     /// AMQP URL the hive publishes with, e.g. `amqp://ultron8:pw@mq:5672/ultron8`.
     pub amqp_url: Option<String>,
     /// AMQP URL handed to drones at registration. Defaults to `amqp_url`;
@@ -84,6 +89,7 @@ impl Default for HiveConfig {
         HiveConfig {
             data_dir: PathBuf::from("/var/lib/ultron8"),
             database_url: None,
+            database_acquire_timeout: Duration::from_secs(3),
             amqp_url: None,
             drone_amqp_url: None,
             amqp_connect_timeout: Duration::from_secs(5),
@@ -115,6 +121,9 @@ pub struct ConfigOverrides {
     /// Postgres URL
     #[arg(long, env = "ULTRON8_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
+    /// How long a request waits for a database connection before failing as unavailable [default: 3s]
+    #[arg(long, env = "ULTRON8_DATABASE_ACQUIRE_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub database_acquire_timeout: Option<Duration>,
     /// AMQP URL the hive publishes to
     #[arg(long, env = "ULTRON8_AMQP_URL", value_name = "URL")]
     pub amqp_url: Option<String>,
@@ -168,6 +177,7 @@ impl HiveConfig {
         }
         overlay!(
             data_dir,
+            database_acquire_timeout,
             amqp_connect_timeout,
             amqp_publish_timeout,
             grpc_listen,
@@ -206,6 +216,7 @@ impl HiveConfig {
             }
         }
         for (name, value) in [
+            ("database_acquire_timeout", self.database_acquire_timeout),
             ("amqp_connect_timeout", self.amqp_connect_timeout),
             ("amqp_publish_timeout", self.amqp_publish_timeout),
         ] {

@@ -263,6 +263,12 @@ impl From<StoreError> for HiveError {
                 tracing::error!(error = %e, "database error");
                 HiveError::unavailable("the hive cannot reach its database; try again shortly")
             }
+            StoreError::Unavailable(reason) => {
+                tracing::error!(%reason, "database unavailable");
+                HiveError::unavailable(format!(
+                    "the hive cannot reach its database ({reason}); try again shortly"
+                ))
+            }
             other => {
                 tracing::error!(error = %other, "store error");
                 HiveError::internal(format!("store error: {other}"))
@@ -383,6 +389,18 @@ mod tests {
         let status = tonic::Status::from(HiveError::invalid_argument("é".repeat(5000)));
         assert!(status.message().len() <= MAX_STATUS_MESSAGE_BYTES);
         assert!(status.message().ends_with("é… (cut to fit a gRPC status)"));
+    }
+
+    #[test]
+    fn a_store_that_does_not_answer_is_unavailable_saying_why() {
+        let error = HiveError::from(StoreError::Unavailable(
+            "the database did not answer within 1s".into(),
+        ));
+        assert_eq!(error.code(), ErrorCode::Unavailable);
+        assert_eq!(
+            error.message(),
+            "the hive cannot reach its database (the database did not answer within 1s); try again shortly"
+        );
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    /// The database did not answer in time; says what was waited for.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
 }
@@ -97,7 +100,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Cheap round trip, for readiness checks.
+    /// Cheap round trip, for readiness checks. Fails with
+    /// [`StoreError::Unavailable`] after a short deadline of its own rather
+    /// than waiting as long as other requests may.
     async fn ping(&self) -> Result<()>;
 
     // --- join tokens ---------------------------------------------------

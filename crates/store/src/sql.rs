@@ -80,6 +80,14 @@ pub struct SqlStore<D: Database> {
     pub(crate) readers: Pool<D>,
 }
 
+impl<D: Database> SqlStore<D> {
+    /// How long [`Store::ping`] may take before it reports the database
+    /// unavailable: well inside a readiness probe's timeout (1 to 5 s,
+    /// and the hive's own check of 2 s), where the pool's acquire timeout
+    /// would not be.
+    pub const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+}
+
 // By hand: a derive would require `D: Clone`, which sqlx's database types
 // are not, though pools are.
 impl<D: Database> Clone for SqlStore<D> {
@@ -519,8 +527,19 @@ where
 {
     async fn ping(&self) -> Result<()> {
         // Through a reader: a readiness probe should not queue behind writes.
-        sqlx::query("SELECT 1").execute(&self.readers).await?;
-        Ok(())
+        // With a deadline of its own: while the database is down, the pool
+        // keeps trying to connect until its acquire timeout, and a probe
+        // that gets no answer before its own timeout learns nothing.
+        let deadline = Self::PING_TIMEOUT;
+        match tokio::time::timeout(deadline, sqlx::query("SELECT 1").execute(&self.readers)).await {
+            Ok(answered) => {
+                answered?;
+                Ok(())
+            }
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the database did not answer within {deadline:?}"
+            ))),
+        }
     }
 
     async fn create_join_token(&self, token: &NewJoinToken) -> Result<()> {
