@@ -47,6 +47,19 @@ pub struct HiveConfig {
     /// HTTP listen address: /healthz, /readyz, /metrics, and event intake
     /// (/v1/webhooks/<name>, /v1/alertmanager).
     pub http_listen: SocketAddr,
+    /// How long an HTTP client has to send a request's line and headers,
+    /// from the moment the connection is ready for one (so also how long
+    /// an idle keep-alive connection stays open). Past it the connection
+    /// is closed.
+    #[serde(with = "humantime_serde")]
+    pub http_header_timeout: Duration,
+    /// How long an HTTP client has to send a whole request body, however
+    /// it trickles in. Past it the request is refused with 408.
+    #[serde(with = "humantime_serde")]
+    pub http_body_timeout: Duration,
+    /// HTTP connections served at once. Further connections wait, unread,
+    /// in the listen backlog until one closes.
+    pub http_max_connections: usize,
     /// How often drones are asked to heartbeat.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
@@ -96,6 +109,9 @@ impl Default for HiveConfig {
             amqp_publish_timeout: Duration::from_secs(5),
             grpc_listen: SocketAddr::from(([0, 0, 0, 0], 7443)),
             http_listen: SocketAddr::from(([0, 0, 0, 0], 7080)),
+            http_header_timeout: Duration::from_secs(10),
+            http_body_timeout: Duration::from_secs(30),
+            http_max_connections: 512,
             heartbeat_interval: Duration::from_secs(5),
             offline_after: Duration::from_secs(20),
             default_ttl: Duration::from_secs(300),
@@ -142,6 +158,15 @@ pub struct ConfigOverrides {
     /// HTTP listen address for health, metrics, webhooks and Alertmanager [default: 0.0.0.0:7080]
     #[arg(long, env = "ULTRON8_HTTP_LISTEN", value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
+    /// Time a client has to send an HTTP request's headers (and that an idle connection stays open) [default: 10s]
+    #[arg(long, env = "ULTRON8_HTTP_HEADER_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub http_header_timeout: Option<Duration>,
+    /// Time a client has to send a whole HTTP request body; past it, 408 [default: 30s]
+    #[arg(long, env = "ULTRON8_HTTP_BODY_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub http_body_timeout: Option<Duration>,
+    /// HTTP connections served at once; more wait in the listen backlog [default: 512]
+    #[arg(long, env = "ULTRON8_HTTP_MAX_CONNECTIONS", value_name = "N")]
+    pub http_max_connections: Option<usize>,
     /// Drone heartbeat interval, e.g. 5s [default: 5s]
     #[arg(long, env = "ULTRON8_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub heartbeat_interval: Option<Duration>,
@@ -182,6 +207,9 @@ impl HiveConfig {
             amqp_publish_timeout,
             grpc_listen,
             http_listen,
+            http_header_timeout,
+            http_body_timeout,
+            http_max_connections,
             heartbeat_interval,
             offline_after,
             default_ttl
@@ -219,10 +247,15 @@ impl HiveConfig {
             ("database_acquire_timeout", self.database_acquire_timeout),
             ("amqp_connect_timeout", self.amqp_connect_timeout),
             ("amqp_publish_timeout", self.amqp_publish_timeout),
+            ("http_header_timeout", self.http_header_timeout),
+            ("http_body_timeout", self.http_body_timeout),
         ] {
             if value.is_zero() {
                 bail!("{name} must be greater than zero");
             }
+        }
+        if self.http_max_connections == 0 {
+            bail!("http_max_connections must be at least 1, or the HTTP listener serves no one");
         }
         if self.heartbeat_interval.is_zero() {
             bail!("heartbeat_interval must be greater than zero");

@@ -32,6 +32,8 @@ pub enum ErrorCode {
     Unauthenticated,
     /// A request body larger than the hive accepts.
     TooLarge,
+    /// A request that did not arrive in time (a body sent too slowly).
+    RequestTimeout,
     /// A dependency (database, broker) is unreachable; retrying later helps.
     Unavailable,
     /// A bug or corrupt data; retrying does not help.
@@ -47,13 +49,15 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
             ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
             ErrorCode::TooLarge => tonic::Code::ResourceExhausted,
+            ErrorCode::RequestTimeout => tonic::Code::DeadlineExceeded,
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Internal => tonic::Code::Internal,
         }
     }
 
     /// The HTTP status, following the `google.rpc.Code` mapping (a failed
-    /// precondition is a 400 there too), with 413 for an oversized body.
+    /// precondition is a 400 there too), with 413 for an oversized body and
+    /// 408 for one that did not arrive in time.
     pub fn http_status(self) -> StatusCode {
         match self {
             ErrorCode::InvalidArgument | ErrorCode::FailedPrecondition => StatusCode::BAD_REQUEST,
@@ -61,6 +65,7 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -131,6 +136,10 @@ impl HiveError {
 
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::TooLarge, message)
+    }
+
+    pub fn request_timeout(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::RequestTimeout, message)
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -428,6 +437,11 @@ mod tests {
                 401,
             ),
             (ErrorCode::TooLarge, tonic::Code::ResourceExhausted, 413),
+            (
+                ErrorCode::RequestTimeout,
+                tonic::Code::DeadlineExceeded,
+                408,
+            ),
             (ErrorCode::Unavailable, tonic::Code::Unavailable, 503),
             (ErrorCode::Internal, tonic::Code::Internal, 500),
         ];

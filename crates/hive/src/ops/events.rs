@@ -95,6 +95,24 @@ impl Hive {
         )
     }
 
+    /// How long a whole event body may take to arrive.
+    pub fn event_body_timeout(&self) -> std::time::Duration {
+        self.config.http_body_timeout
+    }
+
+    /// A body that did not arrive within [`Hive::event_body_timeout`],
+    /// refused and counted: a client trickling it in would otherwise hold
+    /// its connection for as long as it liked.
+    pub fn event_too_slow(&self) -> HiveError {
+        let limit = humantime::format_duration(self.config.http_body_timeout);
+        self.refuse(
+            Refusal::TooSlow,
+            HiveError::request_timeout(format!(
+                "the request body did not arrive within {limit}; nothing was stored"
+            )),
+        )
+    }
+
     /// Refuses a webhook that is not configured, before its body is read.
     pub fn check_webhook_exists(&self, name: &str) -> Result<(), HiveError> {
         match self.config.webhooks.contains_key(name) {
