@@ -12,6 +12,7 @@ use std::fmt;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use ultron8_core::echo::quote;
 use ultron8_core::ids::DroneId;
 use ultron8_store::StoreError;
 
@@ -153,7 +154,7 @@ impl HiveError {
     /// A target that matches no online drone, naming the matching drones
     /// that are offline.
     pub fn no_online_drone(target: &str, offline: Vec<DroneId>) -> Self {
-        let mut message = format!("target {target:?} matches no online drone");
+        let mut message = format!("target {} matches no online drone", quote(target));
         if !offline.is_empty() {
             let named: Vec<&str> = offline
                 .iter()

@@ -140,6 +140,64 @@ async fn a_malformed_target_or_an_overlong_ttl_is_an_invalid_argument() {
     assert!(refused.message().contains("is too long"), "{refused:?}");
 }
 
+/// The most of an error message a caller may get back: a few lines,
+/// never the input it quotes.
+const BOUNDED: usize = 2048;
+
+#[tokio::test]
+async fn an_overlong_target_is_refused_with_a_short_message_that_names_the_problem() {
+    let test = TestHive::start().await;
+    test.add_online_drone("web-1", &[]).await;
+    let mut control = test.control().await;
+
+    // 120 KB that does not parse: the parenthesis at the end is never closed.
+    let target = format!("{}(web-1", "web-1 or ".repeat(13_333));
+    let refused = control
+        .submit_job(echo(&target))
+        .await
+        .expect_err("unbalanced parenthesis");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let message = refused.message();
+    assert!(
+        message.len() < BOUNDED,
+        "{} bytes: {message:.300}",
+        message.len()
+    );
+    assert!(
+        message.starts_with("invalid target \"web-1 or web-1"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("({} bytes)", target.len())),
+        "{message}"
+    );
+    assert!(message.contains("to close the '('"), "{message}");
+    assert!(
+        message.contains("^"),
+        "the caret under the column: {message}"
+    );
+
+    // 120 KB that parses and matches nothing online.
+    let target = "web-".repeat(30_000);
+    let refused = control
+        .submit_job(echo(&target))
+        .await
+        .expect_err("no such drone");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let message = refused.message();
+    assert!(message.len() < BOUNDED, "{} bytes", message.len());
+    assert!(message.contains("matches no online drone"), "{message}");
+    assert!(message.contains("(120000 bytes)"), "{message}");
+
+    let jobs = control
+        .list_jobs(v1::ListJobsRequest { limit: 0 })
+        .await
+        .expect("list jobs")
+        .into_inner()
+        .jobs;
+    assert!(jobs.is_empty(), "{jobs:?}");
+}
+
 #[tokio::test]
 async fn a_job_is_watched_from_submission_to_its_end() {
     let test = TestHive::start().await;

@@ -7,6 +7,7 @@ use chrono::Utc;
 use ring::hmac;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use ultron8_core::echo::{elide, quote};
 use ultron8_core::ids::EventId;
 use ultron8_store::{EventFilter, EventRecord, NewEvent};
 
@@ -55,7 +56,8 @@ impl Hive {
                 .map(|t| t.name)
                 .collect();
             return Err(HiveError::invalid_argument(format!(
-                "unknown trigger type {trigger:?}; known: {}",
+                "unknown trigger type {}; known: {}",
+                quote(trigger),
                 known.join(", ")
             )));
         }
@@ -127,7 +129,8 @@ impl Hive {
         self.refuse(
             Refusal::UnknownWebhook,
             HiveError::not_found(format!(
-                "no webhook named {name:?}; webhooks are configured in the hive's [webhooks] settings"
+                "no webhook named {}; webhooks are configured in the hive's [webhooks] settings",
+                quote(name)
             )),
         )
     }
@@ -173,7 +176,8 @@ impl Hive {
             return Err(self.refuse(
                 Refusal::Unauthorized,
                 HiveError::unauthenticated(format!(
-                    "webhook {name:?} needs `Authorization: Bearer <token>` or `X-Ultron8-Signature: sha256=<HMAC-SHA256 of the body>`"
+                    "webhook {} needs `Authorization: Bearer <token>` or `X-Ultron8-Signature: sha256=<HMAC-SHA256 of the body>`",
+                    quote(name)
                 )),
             ));
         }
@@ -230,8 +234,8 @@ impl Hive {
             .map_err(|e| malformed(format!("not an Alertmanager webhook payload: {e}")))?;
         if payload.version != "4" {
             return Err(malformed(format!(
-                "Alertmanager webhook payload version {:?} is not supported; expected \"4\"",
-                payload.version
+                "Alertmanager webhook payload version {} is not supported; expected \"4\"",
+                quote(&payload.version)
             )));
         }
         if let Some(bad) = payload
@@ -240,8 +244,8 @@ impl Hive {
             .find(|a| a.status != "firing" && a.status != "resolved")
         {
             return Err(malformed(format!(
-                "alert status {:?} is neither \"firing\" nor \"resolved\"",
-                bad.status
+                "alert status {} is neither \"firing\" nor \"resolved\"",
+                quote(&bad.status)
             )));
         }
         let mut ids = Vec::new();
@@ -347,7 +351,8 @@ fn nul_character_error(body: &Value, root: &str) -> Option<HiveError> {
         (root, path) => format!("{root}.{path}"),
     };
     Some(HiveError::invalid_argument(format!(
-        "{path} holds a NUL character (\\u0000), which the hive cannot store; nothing was stored"
+        "{} holds a NUL character (\\u0000), which the hive cannot store; nothing was stored",
+        elide(&path)
     )))
 }
 
