@@ -86,15 +86,32 @@ pub struct HiveConfig {
     pub max_event_bytes: usize,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Callers send `Authorization: Bearer <token>`.
     pub token: Option<String>,
-    /// Callers send `X-Ultron8-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    /// Callers send `X-Ultron8-Timestamp: <unix seconds>` and
+    /// `X-Ultron8-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`.
     pub hmac_secret: Option<String>,
+    /// How far an HMAC-signed request's timestamp may be from the hive's
+    /// clock, either way. A request outside it is refused: a replay of a
+    /// captured request, or a sender whose clock is wrong.
+    #[serde(with = "humantime_serde")]
+    pub timestamp_tolerance: Duration,
     /// Request headers copied into the event payload (case-insensitive).
     pub headers: Vec<String>,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            token: None,
+            hmac_secret: None,
+            timestamp_tolerance: Duration::from_secs(5 * 60),
+            headers: Vec::new(),
+        }
+    }
 }
 
 impl Default for HiveConfig {
@@ -241,6 +258,11 @@ impl HiveConfig {
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
                 bail!("webhook name `{name}` may only contain letters, digits, `-` and `_`");
+            }
+            if webhook.hmac_secret.is_some() && webhook.timestamp_tolerance.is_zero() {
+                bail!(
+                    "webhook `{name}`: timestamp_tolerance must be greater than zero, or no signed request is ever on time"
+                );
             }
         }
         for (name, value) in [

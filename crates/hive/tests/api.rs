@@ -563,8 +563,8 @@ async fn webhooks_are_stored_or_refused_with_the_status_that_says_why() {
             "deploy".to_string(),
             WebhookConfig {
                 token: Some("s3cret".into()),
-                hmac_secret: None,
                 headers: vec!["X-Source".into()],
+                ..WebhookConfig::default()
             },
         )]
         .into(),
@@ -688,6 +688,130 @@ async fn webhooks_are_stored_or_refused_with_the_status_that_says_why() {
     assert!(
         !body.to_string().contains("deploy"),
         "the refusal names a configured webhook: {body}"
+    );
+}
+
+/// `sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`, as a sender signs.
+fn signature(secret: &str, timestamp: &str, body: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let signed = ring::hmac::sign(&key, format!("{timestamp}.{body}").as_bytes());
+    format!("sha256={}", hex::encode(signed.as_ref()))
+}
+
+#[tokio::test]
+async fn hmac_webhooks_take_fresh_signed_requests_and_refuse_replays() {
+    let config = HiveConfig {
+        webhooks: [(
+            "ci".to_string(),
+            WebhookConfig {
+                hmac_secret: Some("shh".into()),
+                ..WebhookConfig::default()
+            },
+        )]
+        .into(),
+        ..HiveConfig::default()
+    };
+    let test = TestHive::start_with(config).await;
+    let router = ultron8_hive::http::router(test.hive.clone());
+    let post = |headers: &[(&str, String)], body: &str| {
+        let mut request = Request::post("/v1/webhooks/ci");
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let request = request.body(Body::from(body.to_string())).expect("request");
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(request).await.expect("response");
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON body");
+            (status, body)
+        }
+    };
+    let body = r#"{"build": 7}"#;
+    let now = chrono::Utc::now().timestamp();
+
+    // Fresh and correctly signed: stored.
+    let fresh = now.to_string();
+    let (status, answer) = post(
+        &[
+            ("x-ultron8-timestamp", fresh.clone()),
+            ("x-ultron8-signature", signature("shh", &fresh, body)),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+
+    // The same request captured and sent again ten minutes later (or
+    // one signed ten minutes ahead): the signature verifies, the time
+    // does not.
+    for when in [now - 600, now + 600] {
+        let stale = when.to_string();
+        let (status, answer) = post(
+            &[
+                ("x-ultron8-timestamp", stale.clone()),
+                ("x-ultron8-signature", signature("shh", &stale, body)),
+            ],
+            body,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+        let error = answer["error"].as_str().expect("an error");
+        assert!(error.contains("X-Ultron8-Timestamp"), "{error}");
+        assert!(error.contains("outside the tolerance of 5m"), "{error}");
+    }
+
+    // Signed the old way, over the body alone, without a timestamp.
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"shh");
+    let old = format!(
+        "sha256={}",
+        hex::encode(ring::hmac::sign(&key, body.as_bytes()).as_ref())
+    );
+    let (status, answer) = post(&[("x-ultron8-signature", old)], body).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    let error = answer["error"].as_str().expect("an error");
+    assert!(
+        error.contains("no X-Ultron8-Timestamp header"),
+        "names the missing header: {error}"
+    );
+
+    // A fresh timestamp that the signature does not cover.
+    let (status, answer) = post(
+        &[
+            ("x-ultron8-timestamp", (now + 1).to_string()),
+            ("x-ultron8-signature", signature("shh", &fresh, body)),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+
+    let events = test
+        .hive
+        .list_events(&Default::default())
+        .await
+        .expect("events");
+    assert_eq!(
+        events.len(),
+        1,
+        "only the fresh request is stored: {events:?}"
+    );
+    let metrics = test
+        .hive
+        .metrics
+        .render(
+            test.hive.store.as_ref(),
+            ultron8_hive::metrics::Exposition::Text,
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("metrics");
+    assert!(
+        metrics.contains("ultron8_events_refused_total{reason=\"unauthorized\"} 4\n"),
+        "{metrics}"
     );
 }
 

@@ -145,7 +145,8 @@ impl Hive {
     }
 
     /// A delivery to the generic webhook `name`, authenticated by bearer
-    /// token or by HMAC-SHA256 of the body, stored as one `core.webhook`
+    /// token or by a fresh HMAC-SHA256 signature (see [`check_signature`]),
+    /// stored as one `core.webhook`
     /// event `{webhook, body, headers}` carrying the headers the webhook is
     /// configured to keep. Returns the event id.
     pub async fn receive_webhook(
@@ -157,28 +158,28 @@ impl Hive {
         let Some(config) = self.config.webhooks.get(name) else {
             return Err(self.unknown_webhook(name));
         };
-        let authorized = match (&config.token, &config.hmac_secret) {
-            (Some(token), _) if bearer(headers).is_some_and(|given| same_secret(given, token)) => {
-                true
-            }
-            (_, Some(secret)) => headers
-                .get("x-ultron8-signature")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("sha256="))
-                .and_then(|hex_sig| hex::decode(hex_sig).ok())
-                .is_some_and(|signature| {
-                    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-                    hmac::verify(&key, body, &signature).is_ok()
-                }),
-            _ => false,
+        let by_token = config
+            .token
+            .as_ref()
+            .is_some_and(|token| bearer(headers).is_some_and(|given| same_secret(given, token)));
+        let signed = headers.contains_key(SIGNATURE) || headers.contains_key(TIMESTAMP);
+        let refusal = match &config.hmac_secret {
+            _ if by_token => None,
+            Some(secret) if signed => check_signature(
+                secret,
+                config.timestamp_tolerance,
+                headers,
+                body,
+                Utc::now(),
+            )
+            .err(),
+            // Neither credential was offered: say what the webhook takes.
+            _ => Some(format!("needs {}", credentials(config))),
         };
-        if !authorized {
+        if let Some(problem) = refusal {
             return Err(self.refuse(
                 Refusal::Unauthorized,
-                HiveError::unauthenticated(format!(
-                    "webhook {} needs `Authorization: Bearer <token>` or `X-Ultron8-Signature: sha256=<HMAC-SHA256 of the body>`",
-                    quote(name)
-                )),
+                HiveError::unauthenticated(format!("webhook {}: {problem}", quote(name))),
             ));
         }
         let parsed: Value = serde_json::from_slice(body).map_err(|e| {
@@ -291,6 +292,85 @@ impl Hive {
     }
 }
 
+/// The headers of an HMAC-signed webhook request.
+const SIGNATURE: &str = "x-ultron8-signature";
+const TIMESTAMP: &str = "x-ultron8-timestamp";
+
+/// What an HMAC-signed request must carry, for refusals.
+const SIGNED_HEADERS: &str = "`X-Ultron8-Timestamp: <unix seconds>` and \
+    `X-Ultron8-Signature: sha256=<hex HMAC-SHA256 of \"<timestamp>.<body>\">`";
+
+/// The credentials a webhook accepts, for refusals.
+fn credentials(config: &crate::config::WebhookConfig) -> String {
+    const BEARER: &str = "`Authorization: Bearer <token>`";
+    match (&config.token, &config.hmac_secret) {
+        (Some(_), Some(_)) => format!("{BEARER}, or {SIGNED_HEADERS}"),
+        (None, Some(_)) => SIGNED_HEADERS.to_string(),
+        _ => BEARER.to_string(),
+    }
+}
+
+/// Checks an HMAC-signed webhook request, as Stripe and Slack sign theirs:
+/// the signature covers `<timestamp>.<body>`, and the timestamp must be
+/// within `tolerance` of `now`, either way. A signature over the body alone
+/// could be captured and sent again for ever; this one only within the
+/// tolerance. The signature is checked before the time, so that only a
+/// sender holding the secret learns that its clock is off. Err says what
+/// is wrong, naming the header.
+fn check_signature(
+    secret: &str,
+    tolerance: std::time::Duration,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: chrono::DateTime<Utc>,
+) -> Result<(), String> {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let Some(timestamp) = header(TIMESTAMP) else {
+        return Err(format!(
+            "no X-Ultron8-Timestamp header; an HMAC-signed request sends {SIGNED_HEADERS}"
+        ));
+    };
+    let Some(signature) = header(SIGNATURE) else {
+        return Err(format!(
+            "no X-Ultron8-Signature header; an HMAC-signed request sends {SIGNED_HEADERS}"
+        ));
+    };
+    let Ok(sent_at) = timestamp.trim().parse::<i64>() else {
+        return Err(format!(
+            "X-Ultron8-Timestamp {} is not a time in unix seconds (such as {})",
+            quote(timestamp),
+            now.timestamp()
+        ));
+    };
+    let given = signature
+        .strip_prefix("sha256=")
+        .and_then(|hex_sig| hex::decode(hex_sig).ok())
+        .unwrap_or_default();
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let mut context = hmac::Context::with_key(&key);
+    context.update(timestamp.as_bytes());
+    context.update(b".");
+    context.update(body);
+    let expected = context.sign();
+    if !same_bytes(expected.as_ref(), &given) {
+        return Err(
+            "X-Ultron8-Signature does not match; it is sha256=<hex HMAC-SHA256 of \"<timestamp>.<body>\"> \
+             with the webhook's secret, where <timestamp> is X-Ultron8-Timestamp as sent"
+                .to_string(),
+        );
+    }
+    let skew = now.timestamp().abs_diff(sent_at);
+    if skew > tolerance.as_secs() {
+        return Err(format!(
+            "X-Ultron8-Timestamp is {} away from the hive's clock, outside the tolerance of {}: \
+             a replayed request, or a sender whose clock needs setting",
+            humantime::format_duration(std::time::Duration::from_secs(skew)),
+            humantime::format_duration(tolerance)
+        ));
+    }
+    Ok(())
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("authorization")?
@@ -301,8 +381,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Compares secrets in constant time.
 fn same_secret(given: &str, expected: &str) -> bool {
+    same_bytes(given.as_bytes(), expected.as_bytes())
+}
+
+fn same_bytes(given: &[u8], expected: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
-    given.as_bytes().ct_eq(expected.as_bytes()).into()
+    given.ct_eq(expected).into()
 }
 
 /// Alertmanager's webhook payload, version 4.
