@@ -691,6 +691,107 @@ async fn webhooks_are_stored_or_refused_with_the_status_that_says_why() {
     );
 }
 
+/// An Alertmanager notification (payload version 4) of `alerts`, each
+/// `(alertname, status)`, in the group `ServiceDown`.
+fn notification(alerts: &[(&str, &str)]) -> String {
+    let alerts: Vec<serde_json::Value> = alerts
+        .iter()
+        .map(|(name, status)| {
+            serde_json::json!({
+                "status": status,
+                "labels": {"alertname": "ServiceDown", "instance": name},
+                "annotations": {},
+                "startsAt": "2030-01-01T00:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus/graph",
+                "fingerprint": format!("fp-{name}"),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"ServiceDown\"}",
+        "status": "firing",
+        "receiver": "ultron8",
+        "groupLabels": {"alertname": "ServiceDown"},
+        "commonLabels": {"alertname": "ServiceDown"},
+        "externalURL": "http://alertmanager",
+        "alerts": alerts,
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn an_alertmanager_notification_is_stored_once_however_often_it_is_sent() {
+    let test = TestHive::start().await;
+    let router = ultron8_hive::http::router(test.hive.clone());
+    let post = |body: String| {
+        let router = router.clone();
+        async move {
+            let request = Request::post("/v1/alertmanager")
+                .body(Body::from(body))
+                .expect("request");
+            let response = router.oneshot(request).await.expect("response");
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON body");
+            (status, body)
+        }
+    };
+    let stored = || async {
+        test.hive
+            .list_events(&Default::default())
+            .await
+            .expect("events")
+            .len()
+    };
+
+    let (status, first) = post(notification(&[("web-1", "firing"), ("web-2", "firing")])).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    assert_eq!(
+        first["event_ids"].as_array().map(Vec::len),
+        Some(2),
+        "{first}"
+    );
+    assert_eq!(stored().await, 2);
+
+    // Alertmanager did not hear the answer and sends it again: nothing new
+    // is stored, and the answer names the same events.
+    let (status, again) = post(notification(&[("web-1", "firing"), ("web-2", "firing")])).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(again, first);
+    assert_eq!(stored().await, 2);
+
+    // The group grows: only the new alert is stored. Then one resolves: a
+    // new event, as resolutions drive undos.
+    let (status, grown) = post(notification(&[
+        ("web-1", "firing"),
+        ("web-2", "firing"),
+        ("web-3", "firing"),
+    ]))
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{grown}");
+    assert_eq!(grown["event_ids"][0], first["event_ids"][0]);
+    assert_eq!(grown["event_ids"][1], first["event_ids"][1]);
+    assert_eq!(stored().await, 3);
+    let (status, resolved) = post(notification(&[("web-1", "resolved")])).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{resolved}");
+    assert_ne!(resolved["event_ids"][0], first["event_ids"][0]);
+    assert_eq!(stored().await, 4);
+
+    // A notification whose third alert is invalid stores none of them.
+    let (status, refused) = post(notification(&[
+        ("db-1", "firing"),
+        ("db-2", "firing"),
+        ("db-3", "pending"),
+    ]))
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(stored().await, 4);
+}
+
 /// `sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`, as a sender signs.
 fn signature(secret: &str, timestamp: &str, body: &str) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());

@@ -33,6 +33,7 @@ impl Hive {
             payload,
             source: source.to_string(),
             received_at: Utc::now(),
+            idempotency_key: None,
         };
         self.metrics
             .time_store(StoreCall::RecordEvent, self.store.record_event(&event))
@@ -41,6 +42,49 @@ impl Hive {
         tracing::info!(event_id = %event.id, %trigger, %source, "event stored");
         self.events_arrived.notify_one();
         Ok(event.id)
+    }
+
+    /// Stores several events of `trigger` from `source` together, all or
+    /// none, each with its payload and idempotency key; an event whose key
+    /// is stored already is not stored again (see
+    /// [`ultron8_store::Store::record_events`]). Returns the id each is
+    /// stored under, and wakes the engine if any is new.
+    pub async fn ingest_events(
+        &self,
+        trigger: &str,
+        source: &str,
+        items: Vec<(Value, Option<String>)>,
+    ) -> Result<Vec<EventId>, HiveError> {
+        let received_at = Utc::now();
+        let events: Vec<NewEvent> = items
+            .into_iter()
+            .map(|(payload, idempotency_key)| NewEvent {
+                id: new_event_id(),
+                trigger: trigger.to_string(),
+                payload,
+                source: source.to_string(),
+                received_at,
+                idempotency_key,
+            })
+            .collect();
+        let ids = self
+            .metrics
+            .time_store(StoreCall::RecordEvent, self.store.record_events(&events))
+            .await?;
+        let mut new = 0;
+        for (event, id) in events.iter().zip(&ids) {
+            if event.id == *id {
+                new += 1;
+                self.metrics.event_received(trigger);
+                tracing::info!(event_id = %id, %trigger, %source, "event stored");
+            } else {
+                tracing::info!(event_id = %id, %trigger, %source, "event already stored; not stored again");
+            }
+        }
+        if new > 0 {
+            self.events_arrived.notify_one();
+        }
+        Ok(ids)
     }
 
     /// An event an operator fires by hand, of a built-in trigger type.
@@ -223,6 +267,12 @@ impl Hive {
     /// An Alertmanager notification (webhook payload version 4), stored as
     /// one `alertmanager.alert` event per alert, so a resolved alert is an
     /// event of its own and can drive an undo. Returns the event ids.
+    ///
+    /// Alertmanager sends a notification again, whole, until it is
+    /// acknowledged, and repeats a still-firing alert every
+    /// `repeat_interval`. So the alerts are stored together, all or none,
+    /// and each under an idempotency key ([`alert_key`]): an alert already
+    /// stored is not stored again, and the answer names the event it is.
     pub async fn receive_alertmanager(&self, body: &[u8]) -> Result<Vec<EventId>, HiveError> {
         let malformed =
             |message: String| self.refuse(Refusal::Malformed, HiveError::invalid_argument(message));
@@ -249,8 +299,9 @@ impl Hive {
                 quote(&bad.status)
             )));
         }
-        let mut ids = Vec::new();
+        let mut items = Vec::new();
         for alert in payload.alerts {
+            let key = alert_key(&payload.group_key, &alert);
             let event = json!({
                 "status": alert.status,
                 "labels": alert.labels,
@@ -264,16 +315,11 @@ impl Hive {
                 "common_labels": payload.common_labels,
                 "external_url": payload.external_url,
             });
-            // Alerts already stored stay stored if a later one fails;
-            // Alertmanager retries the whole notification, so a retry may
-            // store an alert twice (a rule's cooldown absorbs that).
-            let id = self
-                .ingest_event("alertmanager.alert", event, "alertmanager")
-                .await
-                .map_err(|e| self.not_stored(e))?;
-            ids.push(id);
+            items.push((event, key));
         }
-        Ok(ids)
+        self.ingest_events("alertmanager.alert", "alertmanager", items)
+            .await
+            .map_err(|e| self.not_stored(e))
     }
 
     /// An event that could not be stored: counted, and the sender told to
@@ -389,11 +435,30 @@ fn same_bytes(given: &[u8], expected: &[u8]) -> bool {
     given.ct_eq(expected).into()
 }
 
+/// What makes an alert of a notification the same as one sent before:
+/// the notification's group key, the alert's fingerprint (a hash of its
+/// labels), when it started and its status. The same alert resolving, or
+/// firing again later (a new start), is a new event. Hashed, as a group
+/// key holds label sets of any length. None when the alert has no
+/// fingerprint or start (not sent by an Alertmanager): nothing then tells
+/// two alerts apart, and each is stored.
+fn alert_key(group_key: &str, alert: &Alert) -> Option<String> {
+    if alert.fingerprint.is_empty() || alert.starts_at.is_empty() {
+        return None;
+    }
+    // A JSON array: no choice of the four values can read as another.
+    let identity = json!([group_key, alert.fingerprint, alert.starts_at, alert.status]);
+    let digest = ring::digest::digest(&ring::digest::SHA256, identity.to_string().as_bytes());
+    Some(format!("alertmanager:{}", hex::encode(digest.as_ref())))
+}
+
 /// Alertmanager's webhook payload, version 4.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AlertmanagerPayload {
     version: String,
+    #[serde(default)]
+    group_key: String,
     #[serde(default)]
     receiver: String,
     #[serde(default)]
