@@ -333,6 +333,7 @@ fn event() -> NewEvent {
         }),
         source: "bench".to_string(),
         received_at: Utc::now(),
+        idempotency_key: None,
     }
 }
 

@@ -19,7 +19,7 @@ use futures::stream::BoxStream;
 pub enum BrokerError {
     #[error("cannot connect to the broker at {url}: {reason}")]
     Connect { url: String, reason: String },
-    #[error("broker refused to publish to {queue}: {reason}")]
+    #[error("cannot publish to {queue}: {reason}")]
     Publish { queue: String, reason: String },
     #[error("broker error: {0}")]
     Protocol(String),
@@ -37,9 +37,14 @@ pub trait ActionPublisher: Send + Sync + 'static {
     /// Declares the drone's durable queue; idempotent.
     async fn ensure_drone_queue(&self, drone_id: &str) -> Result<()>;
     /// Publishes a persistent message to the drone's queue and returns once
-    /// the broker has confirmed it. The broker drops it unread after `ttl`.
+    /// the broker has confirmed it, or fails when the implementation's
+    /// deadline passes first (the message may then still arrive: callers
+    /// retry, and drones drop a request they already have). The broker
+    /// drops it unread after `ttl`.
     async fn publish(&self, drone_id: &str, body: Vec<u8>, ttl: Duration) -> Result<()>;
-    /// Whether the broker is reachable, for readiness checks.
+    /// Whether the broker is reachable, for readiness checks. Answers at
+    /// once from what the publisher knows, never waiting behind a publish
+    /// or a connection in progress.
     async fn ping(&self) -> Result<()>;
 }
 

@@ -6,6 +6,7 @@
 //!   passes around.
 //! - [`ids`]: job, execution, drone and event ids as types of their own.
 //! - [`audit`]: who did something and what, as the audit trail names them.
+//! - [`echo`]: quoting a caller's input back in messages, bounded.
 //! - [`status`]: the execution state machine.
 //! - [`target`]: target expressions (`label:role=web and not web-3`), their
 //!   parser and matcher.
@@ -18,6 +19,7 @@
 
 pub mod audit;
 pub mod criteria;
+pub mod echo;
 mod glob;
 pub mod ids;
 pub mod model;

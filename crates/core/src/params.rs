@@ -241,7 +241,7 @@ pub fn parse_cli_value(spec: &ParamSpec, text: &str) -> Result<Value, String> {
         if spec.secret {
             "the value".to_string()
         } else {
-            format!("{text:?}")
+            crate::echo::quote(text)
         }
     };
     match spec.kind {

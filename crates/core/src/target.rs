@@ -146,12 +146,22 @@ impl TargetParseError {
     /// web-1 and
     ///          ^
     /// ```
+    ///
+    /// Only [`RENDER_CONTEXT`] characters either side of the column are
+    /// shown, the cuts marked `…`: the input can be as long as a request,
+    /// and the lines are read by a person at the column.
     pub fn render(&self, input: &str) -> String {
-        let mut line = String::with_capacity(input.len());
-        let mut caret = String::new();
         let before = self.column.saturating_sub(1);
-        let mut count = 0;
-        for c in input.chars() {
+        let start = before.saturating_sub(RENDER_CONTEXT);
+        let mut line = String::new();
+        let mut caret = String::new();
+        if start > 0 {
+            line.push('…');
+            caret.push(' ');
+        }
+        let mut count = start;
+        let mut chars = input.chars().skip(start);
+        for c in chars.by_ref().take(before - start + RENDER_CONTEXT) {
             // Tabs are echoed and mirrored in the caret line so the caret
             // lines up whatever the terminal's tab width; other control
             // characters (newlines) would break the two-line layout.
@@ -168,6 +178,9 @@ impl TargetParseError {
             }
             count += 1;
         }
+        if chars.next().is_some() {
+            line.push('…');
+        }
         for _ in count..before {
             caret.push(' ');
         }
@@ -175,6 +188,10 @@ impl TargetParseError {
         format!("{line}\n{caret}")
     }
 }
+
+/// How many characters of the input [`TargetParseError::render`] shows on
+/// each side of the column.
+pub const RENDER_CONTEXT: usize = 60;
 
 /// What a target is matched against.
 #[derive(Debug, Clone, Copy)]
@@ -1268,6 +1285,34 @@ mod tests {
 
         let err = parse("").unwrap_err();
         assert_eq!(err.render(""), "\n^");
+    }
+
+    #[test]
+    fn a_long_input_is_rendered_around_the_column_only() {
+        let input = format!(
+            "{}web-1 & {}",
+            "web-1 or ".repeat(1000),
+            "web-2 or ".repeat(1000)
+        );
+        let err = parse(&input).unwrap_err();
+        let rendered = err.render(&input);
+        let (line, caret) = rendered.split_once('\n').unwrap();
+        assert_eq!(line.chars().count(), 1 + RENDER_CONTEXT * 2 + 1, "{line}");
+        assert!(line.starts_with('…') && line.ends_with('…'), "{line}");
+        // The caret is under the character at the column.
+        let under = line.chars().nth(caret.chars().count() - 1).unwrap();
+        let at = input.chars().nth(err.column - 1).unwrap();
+        assert_eq!(under, at, "{rendered}");
+
+        // Near the start, nothing is cut before.
+        let input = format!("web-1 and{}", " x".repeat(1000));
+        let err = parse(&input).unwrap_err();
+        let rendered = err.render(&input);
+        assert!(rendered.starts_with("web-1 and x"), "{rendered}");
+        assert!(
+            rendered.lines().next().unwrap().ends_with('…'),
+            "{rendered}"
+        );
     }
 
     #[test]

@@ -362,6 +362,12 @@ fn a_webhook_fires_a_rule_whose_whole_story_is_in_the_audit_trail() {
     install_reference_packs(&hive);
     let bearer = format!("Bearer {WEBHOOK_TOKEN}");
     let body = br#"{"name": "Ada", "target": "greeter"}"#;
+    // What an HMAC-signed request carries: the time, in unix seconds.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is past 1970")
+        .as_secs()
+        .to_string();
 
     // Refusals: each a 4xx naming the problem; none reaches the engine.
     // (path, headers, body, expected status, fragment of the message)
@@ -398,7 +404,10 @@ fn a_webhook_fires_a_rule_whose_whole_story_is_in_the_audit_trail() {
         ),
         (
             "/v1/webhooks/signed",
-            vec![("X-Ultron8-Signature", "sha256=00")],
+            vec![
+                ("X-Ultron8-Timestamp", &now),
+                ("X-Ultron8-Signature", "sha256=00"),
+            ],
             body.to_vec(),
             401,
             "Signature",
@@ -518,13 +527,17 @@ fn a_webhook_fires_a_rule_whose_whole_story_is_in_the_audit_trail() {
         }
     });
 
-    // HMAC-signed webhooks are accepted with the right signature.
-    let signature = hmac_hex(HMAC_SECRET.as_bytes(), body);
-    let header = format!("sha256={signature}");
+    // HMAC-signed webhooks are accepted with the right signature over a
+    // fresh timestamp and the body.
+    let signed = [now.as_bytes(), b".", body].concat();
+    let header = format!("sha256={}", hmac_hex(HMAC_SECRET.as_bytes(), &signed));
     let (status, answer) = http_post(
         hive.http_port,
         "/v1/webhooks/signed",
-        &[("X-Ultron8-Signature", &header)],
+        &[
+            ("X-Ultron8-Timestamp", &now),
+            ("X-Ultron8-Signature", &header),
+        ],
         body,
     )
     .expect("post");

@@ -120,8 +120,7 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
             "demo".to_string(),
             WebhookConfig {
                 token: Some(webhook_token.clone()),
-                hmac_secret: None,
-                headers: Vec::new(),
+                ..WebhookConfig::default()
             },
         )]
         .into(),

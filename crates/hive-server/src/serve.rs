@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use ultron8_broker::amqp::{AmqpPublisher, redact};
+use ultron8_broker::amqp::{AmqpPublisher, PublisherOptions, redact};
 use ultron8_hive::config::HiveConfig;
-use ultron8_store::postgres::PgStore;
+use ultron8_store::postgres::{PgSettings, PgStore};
 
 /// Connects to Postgres and RabbitMQ as configured and serves until
 /// `shutdown` is cancelled.
@@ -18,10 +18,20 @@ pub async fn run(config: HiveConfig, shutdown: CancellationToken) -> anyhow::Res
         .amqp_url
         .clone()
         .context("no broker configured: pass --amqp-url, set ULTRON8_AMQP_URL, or put amqp_url in the config file")?;
-    let store = PgStore::connect(&database_url)
+    let settings = PgSettings {
+        acquire_timeout: config.database_acquire_timeout,
+    };
+    let store = PgStore::connect_with(&database_url, settings)
         .await
         .with_context(|| format!("cannot open the database at {}", redact(&database_url)))?;
-    let publisher = AmqpPublisher::connect(&amqp_url).await?;
+    let publisher = AmqpPublisher::connect_with(
+        &amqp_url,
+        PublisherOptions {
+            connect_timeout: config.amqp_connect_timeout,
+            publish_timeout: config.amqp_publish_timeout,
+        },
+    )
+    .await?;
     ultron8_hive::serve::run(
         config,
         crate::build_info(),

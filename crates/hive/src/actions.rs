@@ -9,6 +9,7 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 use ultron8_core::audit::AuditVerb;
+use ultron8_core::echo::{elide, quote};
 use ultron8_core::ids::{ExecutionId, JobId};
 use ultron8_core::{ExecutionStatus, template};
 use ultron8_pack::{Action, Runner};
@@ -181,10 +182,13 @@ impl Hive {
         };
         // A template may render anything; only web URLs leave the hive.
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return failed(format!("url {url:?} is not an http:// or https:// URL"));
+            return failed(format!(
+                "url {} is not an http:// or https:// URL",
+                quote(&url)
+            ));
         }
         let Ok(method) = reqwest::Method::from_bytes(method.as_bytes()) else {
-            return failed(format!("invalid HTTP method {method}"));
+            return failed(format!("invalid HTTP method {}", elide(method)));
         };
         let mut request = self.http.request(method, &url);
         for (name, value) in headers {
@@ -208,14 +212,15 @@ impl Hive {
                     ExecutionStatus::TimedOut,
                     ExecutionResult {
                         error: Some(format!(
-                            "no response from {url} within {}",
+                            "no response from {} within {}",
+                            elide(&url),
                             humantime::format_duration(timeout)
                         )),
                         ..Default::default()
                     },
                 );
             }
-            Ok(Err(e)) => return failed(format!("request to {url} failed: {e}")),
+            Ok(Err(e)) => return failed(format!("request to {} failed: {e}", elide(&url))),
             Ok(Ok(response)) => response,
         };
         let code = response.status().as_u16();

@@ -21,17 +21,45 @@ pub struct HiveConfig {
     pub data_dir: PathBuf,
     /// Postgres URL, e.g. `postgres://ultron8@db/ultron8`.
     pub database_url: Option<String>,
+    /// How long a request waits for a database connection before it fails
+    /// as unavailable. While Postgres is down every request takes this
+    /// long to fail; readiness has its own, shorter deadline (1 s).
+    #[serde(with = "humantime_serde")]
+    pub database_acquire_timeout: Duration,
     /// AMQP URL the hive publishes with, e.g. `amqp://ultron8:pw@mq:5672/ultron8`.
     pub amqp_url: Option<String>,
     /// AMQP URL handed to drones at registration. Defaults to `amqp_url`;
     /// set it when drones reach the broker by another address or with
     /// other credentials.
     pub drone_amqp_url: Option<String>,
+    /// How long opening a connection to the broker may take (TCP, the AMQP
+    /// handshake, confirm mode).
+    #[serde(with = "humantime_serde")]
+    pub amqp_connect_timeout: Duration,
+    /// How long one publish may wait for the broker's confirm (including
+    /// reconnecting). Past it the publish fails, the execution stays
+    /// `requested` and is published again later: a broker that stops
+    /// reading (a memory or disk alarm) cannot hold up a submission.
+    #[serde(with = "humantime_serde")]
+    pub amqp_publish_timeout: Duration,
     /// gRPC (mutual TLS) listen address for drones and ultronctl.
     pub grpc_listen: SocketAddr,
     /// HTTP listen address: /healthz, /readyz, /metrics, and event intake
     /// (/v1/webhooks/<name>, /v1/alertmanager).
     pub http_listen: SocketAddr,
+    /// How long an HTTP client has to send a request's line and headers,
+    /// from the moment the connection is ready for one (so also how long
+    /// an idle keep-alive connection stays open). Past it the connection
+    /// is closed.
+    #[serde(with = "humantime_serde")]
+    pub http_header_timeout: Duration,
+    /// How long an HTTP client has to send a whole request body, however
+    /// it trickles in. Past it the request is refused with 408.
+    #[serde(with = "humantime_serde")]
+    pub http_body_timeout: Duration,
+    /// HTTP connections served at once. Further connections wait, unread,
+    /// in the listen backlog until one closes.
+    pub http_max_connections: usize,
     /// How often drones are asked to heartbeat.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
@@ -62,15 +90,32 @@ pub struct HiveConfig {
     pub max_event_bytes: usize,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Callers send `Authorization: Bearer <token>`.
     pub token: Option<String>,
-    /// Callers send `X-Ultron8-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    /// Callers send `X-Ultron8-Timestamp: <unix seconds>` and
+    /// `X-Ultron8-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`.
     pub hmac_secret: Option<String>,
+    /// How far an HMAC-signed request's timestamp may be from the hive's
+    /// clock, either way. A request outside it is refused: a replay of a
+    /// captured request, or a sender whose clock is wrong.
+    #[serde(with = "humantime_serde")]
+    pub timestamp_tolerance: Duration,
     /// Request headers copied into the event payload (case-insensitive).
     pub headers: Vec<String>,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            token: None,
+            hmac_secret: None,
+            timestamp_tolerance: Duration::from_secs(5 * 60),
+            headers: Vec::new(),
+        }
+    }
 }
 
 impl Default for HiveConfig {
@@ -78,10 +123,16 @@ impl Default for HiveConfig {
         HiveConfig {
             data_dir: PathBuf::from("/var/lib/ultron8"),
             database_url: None,
+            database_acquire_timeout: Duration::from_secs(3),
             amqp_url: None,
             drone_amqp_url: None,
+            amqp_connect_timeout: Duration::from_secs(5),
+            amqp_publish_timeout: Duration::from_secs(5),
             grpc_listen: SocketAddr::from(([0, 0, 0, 0], 7443)),
             http_listen: SocketAddr::from(([0, 0, 0, 0], 7080)),
+            http_header_timeout: Duration::from_secs(10),
+            http_body_timeout: Duration::from_secs(30),
+            http_max_connections: 512,
             heartbeat_interval: Duration::from_secs(5),
             offline_after: Duration::from_secs(20),
             lost_after: Duration::from_secs(300),
@@ -108,18 +159,36 @@ pub struct ConfigOverrides {
     /// Postgres URL
     #[arg(long, env = "ULTRON8_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
+    /// How long a request waits for a database connection before failing as unavailable [default: 3s]
+    #[arg(long, env = "ULTRON8_DATABASE_ACQUIRE_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub database_acquire_timeout: Option<Duration>,
     /// AMQP URL the hive publishes to
     #[arg(long, env = "ULTRON8_AMQP_URL", value_name = "URL")]
     pub amqp_url: Option<String>,
     /// AMQP URL given to drones [default: --amqp-url]
     #[arg(long, env = "ULTRON8_DRONE_AMQP_URL", value_name = "URL")]
     pub drone_amqp_url: Option<String>,
+    /// Deadline for opening a connection to the broker [default: 5s]
+    #[arg(long, env = "ULTRON8_AMQP_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub amqp_connect_timeout: Option<Duration>,
+    /// Deadline for the broker to confirm one publish; past it the execution stays requested and is retried [default: 5s]
+    #[arg(long, env = "ULTRON8_AMQP_PUBLISH_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub amqp_publish_timeout: Option<Duration>,
     /// gRPC listen address [default: 0.0.0.0:7443]
     #[arg(long, env = "ULTRON8_GRPC_LISTEN", value_name = "ADDR")]
     pub grpc_listen: Option<SocketAddr>,
     /// HTTP listen address for health, metrics, webhooks and Alertmanager [default: 0.0.0.0:7080]
     #[arg(long, env = "ULTRON8_HTTP_LISTEN", value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
+    /// Time a client has to send an HTTP request's headers (and that an idle connection stays open) [default: 10s]
+    #[arg(long, env = "ULTRON8_HTTP_HEADER_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub http_header_timeout: Option<Duration>,
+    /// Time a client has to send a whole HTTP request body; past it, 408 [default: 30s]
+    #[arg(long, env = "ULTRON8_HTTP_BODY_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub http_body_timeout: Option<Duration>,
+    /// HTTP connections served at once; more wait in the listen backlog [default: 512]
+    #[arg(long, env = "ULTRON8_HTTP_MAX_CONNECTIONS", value_name = "N")]
+    pub http_max_connections: Option<usize>,
     /// Drone heartbeat interval, e.g. 5s [default: 5s]
     #[arg(long, env = "ULTRON8_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub heartbeat_interval: Option<Duration>,
@@ -158,8 +227,14 @@ impl HiveConfig {
         }
         overlay!(
             data_dir,
+            database_acquire_timeout,
+            amqp_connect_timeout,
+            amqp_publish_timeout,
             grpc_listen,
             http_listen,
+            http_header_timeout,
+            http_body_timeout,
+            http_max_connections,
             heartbeat_interval,
             offline_after,
             lost_after,
@@ -193,6 +268,25 @@ impl HiveConfig {
             {
                 bail!("webhook name `{name}` may only contain letters, digits, `-` and `_`");
             }
+            if webhook.hmac_secret.is_some() && webhook.timestamp_tolerance.is_zero() {
+                bail!(
+                    "webhook `{name}`: timestamp_tolerance must be greater than zero, or no signed request is ever on time"
+                );
+            }
+        }
+        for (name, value) in [
+            ("database_acquire_timeout", self.database_acquire_timeout),
+            ("amqp_connect_timeout", self.amqp_connect_timeout),
+            ("amqp_publish_timeout", self.amqp_publish_timeout),
+            ("http_header_timeout", self.http_header_timeout),
+            ("http_body_timeout", self.http_body_timeout),
+        ] {
+            if value.is_zero() {
+                bail!("{name} must be greater than zero");
+            }
+        }
+        if self.http_max_connections == 0 {
+            bail!("http_max_connections must be at least 1, or the HTTP listener serves no one");
         }
         if self.heartbeat_interval.is_zero() {
             bail!("heartbeat_interval must be greater than zero");

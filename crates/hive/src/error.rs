@@ -12,6 +12,7 @@ use std::fmt;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use ultron8_core::echo::quote;
 use ultron8_core::ids::DroneId;
 use ultron8_store::StoreError;
 
@@ -32,6 +33,8 @@ pub enum ErrorCode {
     Unauthenticated,
     /// A request body larger than the hive accepts.
     TooLarge,
+    /// A request that did not arrive in time (a body sent too slowly).
+    RequestTimeout,
     /// A dependency (database, broker) is unreachable; retrying later helps.
     Unavailable,
     /// A bug or corrupt data; retrying does not help.
@@ -47,13 +50,15 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
             ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
             ErrorCode::TooLarge => tonic::Code::ResourceExhausted,
+            ErrorCode::RequestTimeout => tonic::Code::DeadlineExceeded,
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Internal => tonic::Code::Internal,
         }
     }
 
     /// The HTTP status, following the `google.rpc.Code` mapping (a failed
-    /// precondition is a 400 there too), with 413 for an oversized body.
+    /// precondition is a 400 there too), with 413 for an oversized body and
+    /// 408 for one that did not arrive in time.
     pub fn http_status(self) -> StatusCode {
         match self {
             ErrorCode::InvalidArgument | ErrorCode::FailedPrecondition => StatusCode::BAD_REQUEST,
@@ -61,6 +66,7 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -133,6 +139,10 @@ impl HiveError {
         Self::new(ErrorCode::TooLarge, message)
     }
 
+    pub fn request_timeout(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::RequestTimeout, message)
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unavailable, message)
     }
@@ -144,7 +154,7 @@ impl HiveError {
     /// A target that matches no online drone, naming the matching drones
     /// that are offline.
     pub fn no_online_drone(target: &str, offline: Vec<DroneId>) -> Self {
-        let mut message = format!("target {target:?} matches no online drone");
+        let mut message = format!("target {} matches no online drone", quote(target));
         if !offline.is_empty() {
             let named: Vec<&str> = offline
                 .iter()
@@ -262,6 +272,12 @@ impl From<StoreError> for HiveError {
             StoreError::Database(e) => {
                 tracing::error!(error = %e, "database error");
                 HiveError::unavailable("the hive cannot reach its database; try again shortly")
+            }
+            StoreError::Unavailable(reason) => {
+                tracing::error!(%reason, "database unavailable");
+                HiveError::unavailable(format!(
+                    "the hive cannot reach its database ({reason}); try again shortly"
+                ))
             }
             other => {
                 tracing::error!(error = %other, "store error");
@@ -386,6 +402,18 @@ mod tests {
     }
 
     #[test]
+    fn a_store_that_does_not_answer_is_unavailable_saying_why() {
+        let error = HiveError::from(StoreError::Unavailable(
+            "the database did not answer within 1s".into(),
+        ));
+        assert_eq!(error.code(), ErrorCode::Unavailable);
+        assert_eq!(
+            error.message(),
+            "the hive cannot reach its database (the database did not answer within 1s); try again shortly"
+        );
+    }
+
+    #[test]
     fn codes_map_to_grpc_and_http() {
         let cases = [
             (
@@ -410,6 +438,11 @@ mod tests {
                 401,
             ),
             (ErrorCode::TooLarge, tonic::Code::ResourceExhausted, 413),
+            (
+                ErrorCode::RequestTimeout,
+                tonic::Code::DeadlineExceeded,
+                408,
+            ),
             (ErrorCode::Unavailable, tonic::Code::Unavailable, 503),
             (ErrorCode::Internal, tonic::Code::Internal, 500),
         ];

@@ -1,6 +1,6 @@
 //! The HTTP event intake: generic webhooks and the Prometheus Alertmanager
 //! receiver. Adapters over [`crate::ops::events`]: they read the body up
-//! to the configured limit, call the operation, and answer 202 with the
+//! to the configured size and time limits, call the operation, and answer 202 with the
 //! stored event ids or the refusal as the error's HTTP status.
 
 use std::sync::Arc;
@@ -15,12 +15,16 @@ use serde_json::json;
 use crate::error::HiveError;
 use crate::hive::Hive;
 
-/// Reads the body up to the configured limit; past it, a counted 413 that
+/// Reads the body up to the configured size, within the configured time
+/// for the whole of it (not per read: a byte every few seconds must not
+/// keep a connection for ever); past either, a counted 413 or 408 that
 /// says so.
 async fn read_limited(hive: &Hive, body: Body) -> Result<Bytes, HiveError> {
-    axum::body::to_bytes(body, hive.max_event_bytes())
-        .await
-        .map_err(|_| hive.event_too_large())
+    let reading = axum::body::to_bytes(body, hive.max_event_bytes());
+    match tokio::time::timeout(hive.event_body_timeout(), reading).await {
+        Ok(read) => read.map_err(|_| hive.event_too_large()),
+        Err(_) => Err(hive.event_too_slow()),
+    }
 }
 
 /// `POST /v1/webhooks/{name}`: payload = `{webhook, body, headers}`.

@@ -87,6 +87,8 @@ struct BuildLabel {
 pub enum Refusal {
     UnknownWebhook,
     TooLarge,
+    /// The body did not arrive within `http_body_timeout`.
+    TooSlow,
     Unauthorized,
     Malformed,
     /// The store could not take it; the sender should retry.
@@ -94,9 +96,10 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 5] = [
+    pub const ALL: [Refusal; 6] = [
         Refusal::UnknownWebhook,
         Refusal::TooLarge,
+        Refusal::TooSlow,
         Refusal::Unauthorized,
         Refusal::Malformed,
         Refusal::StoreUnavailable,
@@ -106,6 +109,7 @@ impl Refusal {
         match self {
             Refusal::UnknownWebhook => "unknown_webhook",
             Refusal::TooLarge => "too_large",
+            Refusal::TooSlow => "too_slow",
             Refusal::Unauthorized => "unauthorized",
             Refusal::Malformed => "malformed",
             Refusal::StoreUnavailable => "store_unavailable",

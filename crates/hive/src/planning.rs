@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+use ultron8_core::echo::quote;
 use ultron8_core::ids::DroneId;
 use ultron8_core::params;
 use ultron8_core::target::{self, TargetSubject};
@@ -34,7 +35,7 @@ pub enum PlanError {
     InvalidTarget(String),
     #[error("{action} runs on drones: give a target (-t)")]
     MissingTarget { action: String },
-    #[error("target {target:?} matches no online drone")]
+    #[error("target {} matches no online drone", quote(.target))]
     NoOnlineDrone { target: String },
     #[error("{0}")]
     Store(#[from] ultron8_store::StoreError),
@@ -72,7 +73,11 @@ impl Fleet {
     /// The online drones `text` selects, and how many drones are online.
     pub fn matching(&self, text: &str) -> Result<(Vec<DroneId>, u32), PlanError> {
         let expr = target::parse(text).map_err(|e| {
-            PlanError::InvalidTarget(format!("invalid target {text:?}: {e}\n{}", e.render(text)))
+            PlanError::InvalidTarget(format!(
+                "invalid target {}: {e}\n{}",
+                quote(text),
+                e.render(text)
+            ))
         })?;
         let matched = self
             .online
@@ -218,7 +223,11 @@ pub fn command_for(
     let context = Value::Object(parameters.clone());
     let render = |text: &str| {
         template::render_str(text, &context).map_err(|e| {
-            PlanError::Template(format!("{}: template {text:?}: {e}", action.reference()))
+            PlanError::Template(format!(
+                "{}: template {}: {e}",
+                action.reference(),
+                quote(text)
+            ))
         })
     };
     let render_all = |items: &[String]| {

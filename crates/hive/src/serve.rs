@@ -78,8 +78,7 @@ pub async fn run(
         async move || h.redispatch_stale().await,
     ));
 
-    let http = axum::serve(http_listener, crate::http::router(hive.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let http = crate::http::serve(http_listener, hive.clone(), shutdown.clone());
     let grpc = grpc_services(&hive, health)?.serve_with_incoming_shutdown(
         ultron8_transport::tls_incoming(grpc_listener, tls),
         shutdown.clone().cancelled_owned(),

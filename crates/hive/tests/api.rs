@@ -140,6 +140,64 @@ async fn a_malformed_target_or_an_overlong_ttl_is_an_invalid_argument() {
     assert!(refused.message().contains("is too long"), "{refused:?}");
 }
 
+/// The most of an error message a caller may get back: a few lines,
+/// never the input it quotes.
+const BOUNDED: usize = 2048;
+
+#[tokio::test]
+async fn an_overlong_target_is_refused_with_a_short_message_that_names_the_problem() {
+    let test = TestHive::start().await;
+    test.add_online_drone("web-1", &[]).await;
+    let mut control = test.control().await;
+
+    // 120 KB that does not parse: the parenthesis at the end is never closed.
+    let target = format!("{}(web-1", "web-1 or ".repeat(13_333));
+    let refused = control
+        .submit_job(echo(&target))
+        .await
+        .expect_err("unbalanced parenthesis");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let message = refused.message();
+    assert!(
+        message.len() < BOUNDED,
+        "{} bytes: {message:.300}",
+        message.len()
+    );
+    assert!(
+        message.starts_with("invalid target \"web-1 or web-1"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("({} bytes)", target.len())),
+        "{message}"
+    );
+    assert!(message.contains("to close the '('"), "{message}");
+    assert!(
+        message.contains("^"),
+        "the caret under the column: {message}"
+    );
+
+    // 120 KB that parses and matches nothing online.
+    let target = "web-".repeat(30_000);
+    let refused = control
+        .submit_job(echo(&target))
+        .await
+        .expect_err("no such drone");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let message = refused.message();
+    assert!(message.len() < BOUNDED, "{} bytes", message.len());
+    assert!(message.contains("matches no online drone"), "{message}");
+    assert!(message.contains("(120000 bytes)"), "{message}");
+
+    let jobs = control
+        .list_jobs(v1::ListJobsRequest { limit: 0 })
+        .await
+        .expect("list jobs")
+        .into_inner()
+        .jobs;
+    assert!(jobs.is_empty(), "{jobs:?}");
+}
+
 #[tokio::test]
 async fn a_job_is_watched_from_submission_to_its_end() {
     let test = TestHive::start().await;
@@ -505,8 +563,8 @@ async fn webhooks_are_stored_or_refused_with_the_status_that_says_why() {
             "deploy".to_string(),
             WebhookConfig {
                 token: Some("s3cret".into()),
-                hmac_secret: None,
                 headers: vec!["X-Source".into()],
+                ..WebhookConfig::default()
             },
         )]
         .into(),
@@ -630,6 +688,231 @@ async fn webhooks_are_stored_or_refused_with_the_status_that_says_why() {
     assert!(
         !body.to_string().contains("deploy"),
         "the refusal names a configured webhook: {body}"
+    );
+}
+
+/// An Alertmanager notification (payload version 4) of `alerts`, each
+/// `(alertname, status)`, in the group `ServiceDown`.
+fn notification(alerts: &[(&str, &str)]) -> String {
+    let alerts: Vec<serde_json::Value> = alerts
+        .iter()
+        .map(|(name, status)| {
+            serde_json::json!({
+                "status": status,
+                "labels": {"alertname": "ServiceDown", "instance": name},
+                "annotations": {},
+                "startsAt": "2030-01-01T00:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus/graph",
+                "fingerprint": format!("fp-{name}"),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"ServiceDown\"}",
+        "status": "firing",
+        "receiver": "ultron8",
+        "groupLabels": {"alertname": "ServiceDown"},
+        "commonLabels": {"alertname": "ServiceDown"},
+        "externalURL": "http://alertmanager",
+        "alerts": alerts,
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn an_alertmanager_notification_is_stored_once_however_often_it_is_sent() {
+    let test = TestHive::start().await;
+    let router = ultron8_hive::http::router(test.hive.clone());
+    let post = |body: String| {
+        let router = router.clone();
+        async move {
+            let request = Request::post("/v1/alertmanager")
+                .body(Body::from(body))
+                .expect("request");
+            let response = router.oneshot(request).await.expect("response");
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON body");
+            (status, body)
+        }
+    };
+    let stored = || async {
+        test.hive
+            .list_events(&Default::default())
+            .await
+            .expect("events")
+            .len()
+    };
+
+    let (status, first) = post(notification(&[("web-1", "firing"), ("web-2", "firing")])).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    assert_eq!(
+        first["event_ids"].as_array().map(Vec::len),
+        Some(2),
+        "{first}"
+    );
+    assert_eq!(stored().await, 2);
+
+    // Alertmanager did not hear the answer and sends it again: nothing new
+    // is stored, and the answer names the same events.
+    let (status, again) = post(notification(&[("web-1", "firing"), ("web-2", "firing")])).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(again, first);
+    assert_eq!(stored().await, 2);
+
+    // The group grows: only the new alert is stored. Then one resolves: a
+    // new event, as resolutions drive undos.
+    let (status, grown) = post(notification(&[
+        ("web-1", "firing"),
+        ("web-2", "firing"),
+        ("web-3", "firing"),
+    ]))
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{grown}");
+    assert_eq!(grown["event_ids"][0], first["event_ids"][0]);
+    assert_eq!(grown["event_ids"][1], first["event_ids"][1]);
+    assert_eq!(stored().await, 3);
+    let (status, resolved) = post(notification(&[("web-1", "resolved")])).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{resolved}");
+    assert_ne!(resolved["event_ids"][0], first["event_ids"][0]);
+    assert_eq!(stored().await, 4);
+
+    // A notification whose third alert is invalid stores none of them.
+    let (status, refused) = post(notification(&[
+        ("db-1", "firing"),
+        ("db-2", "firing"),
+        ("db-3", "pending"),
+    ]))
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(stored().await, 4);
+}
+
+/// `sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`, as a sender signs.
+fn signature(secret: &str, timestamp: &str, body: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let signed = ring::hmac::sign(&key, format!("{timestamp}.{body}").as_bytes());
+    format!("sha256={}", hex::encode(signed.as_ref()))
+}
+
+#[tokio::test]
+async fn hmac_webhooks_take_fresh_signed_requests_and_refuse_replays() {
+    let config = HiveConfig {
+        webhooks: [(
+            "ci".to_string(),
+            WebhookConfig {
+                hmac_secret: Some("shh".into()),
+                ..WebhookConfig::default()
+            },
+        )]
+        .into(),
+        ..HiveConfig::default()
+    };
+    let test = TestHive::start_with(config).await;
+    let router = ultron8_hive::http::router(test.hive.clone());
+    let post = |headers: &[(&str, String)], body: &str| {
+        let mut request = Request::post("/v1/webhooks/ci");
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let request = request.body(Body::from(body.to_string())).expect("request");
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(request).await.expect("response");
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON body");
+            (status, body)
+        }
+    };
+    let body = r#"{"build": 7}"#;
+    let now = chrono::Utc::now().timestamp();
+
+    // Fresh and correctly signed: stored.
+    let fresh = now.to_string();
+    let (status, answer) = post(
+        &[
+            ("x-ultron8-timestamp", fresh.clone()),
+            ("x-ultron8-signature", signature("shh", &fresh, body)),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+
+    // The same request captured and sent again ten minutes later (or
+    // one signed ten minutes ahead): the signature verifies, the time
+    // does not.
+    for when in [now - 600, now + 600] {
+        let stale = when.to_string();
+        let (status, answer) = post(
+            &[
+                ("x-ultron8-timestamp", stale.clone()),
+                ("x-ultron8-signature", signature("shh", &stale, body)),
+            ],
+            body,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+        let error = answer["error"].as_str().expect("an error");
+        assert!(error.contains("X-Ultron8-Timestamp"), "{error}");
+        assert!(error.contains("outside the tolerance of 5m"), "{error}");
+    }
+
+    // Signed the old way, over the body alone, without a timestamp.
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"shh");
+    let old = format!(
+        "sha256={}",
+        hex::encode(ring::hmac::sign(&key, body.as_bytes()).as_ref())
+    );
+    let (status, answer) = post(&[("x-ultron8-signature", old)], body).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    let error = answer["error"].as_str().expect("an error");
+    assert!(
+        error.contains("no X-Ultron8-Timestamp header"),
+        "names the missing header: {error}"
+    );
+
+    // A fresh timestamp that the signature does not cover.
+    let (status, answer) = post(
+        &[
+            ("x-ultron8-timestamp", (now + 1).to_string()),
+            ("x-ultron8-signature", signature("shh", &fresh, body)),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+
+    let events = test
+        .hive
+        .list_events(&Default::default())
+        .await
+        .expect("events");
+    assert_eq!(
+        events.len(),
+        1,
+        "only the fresh request is stored: {events:?}"
+    );
+    let metrics = test
+        .hive
+        .metrics
+        .render(
+            test.hive.store.as_ref(),
+            ultron8_hive::metrics::Exposition::Text,
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("metrics");
+    assert!(
+        metrics.contains("ultron8_events_refused_total{reason=\"unauthorized\"} 4\n"),
+        "{metrics}"
     );
 }
 
@@ -1004,4 +1287,261 @@ async fn a_value_rendered_into_a_shell_script_is_one_quoted_word() {
             "ls -l '/x$(id -un); rm -rf /'".into()
         ))
     );
+}
+
+// --- the HTTP listener against slow and greedy clients -----------------------------
+//
+// The listener as `serve::run` runs it (`http::serve`), on 127.0.0.1, spoken
+// to over raw TCP so a test can be the client no library would be: one that
+// never finishes its headers, trickles its body, or holds connections open.
+
+mod slow_clients {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_util::sync::CancellationToken;
+    use ultron8_hive::config::{HiveConfig, WebhookConfig};
+
+    use super::common::TestHive;
+    use super::*;
+
+    /// How long past a deadline the server may take to act on it: timers
+    /// and scheduling on a busy machine, not waiting.
+    const SLACK: Duration = Duration::from_millis(700);
+
+    fn config(header: Duration, body: Duration, connections: usize) -> HiveConfig {
+        HiveConfig {
+            http_header_timeout: header,
+            http_body_timeout: body,
+            http_max_connections: connections,
+            webhooks: [(
+                "deploy".to_string(),
+                WebhookConfig {
+                    token: Some("s3cret".into()),
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            ..HiveConfig::default()
+        }
+    }
+
+    /// The hive's HTTP listener on a free port of 127.0.0.1, until the
+    /// returned token is cancelled (or dropped with the test).
+    async fn listen(test: &TestHive) -> (SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("local address");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(ultron8_hive::http::serve(
+            listener,
+            test.hive.clone(),
+            shutdown.clone(),
+        ));
+        (address, shutdown)
+    }
+
+    /// Reads until the server closes the connection (end of stream or an
+    /// error such as a reset); how long that took from `since`, or None if
+    /// it was still open after `PATIENCE`.
+    async fn closed_after(stream: &mut TcpStream, since: Instant) -> Option<Duration> {
+        let mut buf = [0u8; 4096];
+        let closing = async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return since.elapsed(),
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(PATIENCE, closing).await.ok()
+    }
+
+    /// One HTTP/1.1 response: its status and body. Reads the head, then
+    /// `Content-Length` bytes.
+    async fn response(stream: &mut TcpStream) -> (u16, String) {
+        let mut received = Vec::new();
+        let mut buf = [0u8; 4096];
+        let head_end = loop {
+            if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let n = stream.read(&mut buf).await.expect("read a response");
+            assert!(
+                n > 0,
+                "closed before a response: {:?}",
+                String::from_utf8_lossy(&received)
+            );
+            received.extend_from_slice(&buf[..n]);
+        };
+        let head = String::from_utf8_lossy(&received[..head_end]).to_string();
+        let status: u16 = head
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP response: {head}"));
+        let length: usize = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        while received.len() < head_end + length {
+            let n = stream.read(&mut buf).await.expect("read a body");
+            assert!(n > 0, "closed in the middle of a body");
+            received.extend_from_slice(&buf[..n]);
+        }
+        let body = String::from_utf8_lossy(&received[head_end..head_end + length]).to_string();
+        (status, body)
+    }
+
+    async fn healthz(stream: &mut TcpStream) -> (u16, String) {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: hive\r\n\r\n")
+            .await
+            .expect("send a request");
+        tokio::time::timeout(PATIENCE, response(stream))
+            .await
+            .expect("an answer")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_that_never_finish_their_headers_are_closed_at_the_header_timeout() {
+        let header_timeout = Duration::from_secs(1);
+        let test = TestHive::start_with(config(header_timeout, Duration::from_secs(1), 64)).await;
+        let (address, _shutdown) = listen(&test).await;
+
+        // Twelve slowloris clients: a request line and one header, then
+        // nothing; and one that never sends a byte.
+        let started = Instant::now();
+        let mut slow = Vec::new();
+        for _ in 0..12 {
+            let mut stream = TcpStream::connect(address).await.expect("connect");
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: hive\r\n")
+                .await
+                .expect("send half a request");
+            slow.push(stream);
+        }
+        slow.push(TcpStream::connect(address).await.expect("connect"));
+        let closed =
+            futures::future::join_all(slow.iter_mut().map(|stream| closed_after(stream, started)))
+                .await;
+        for (i, took) in closed.into_iter().enumerate() {
+            let took = took
+                .unwrap_or_else(|| panic!("slow connection {i} was still open after {PATIENCE:?}"));
+            assert!(
+                took <= header_timeout + SLACK,
+                "slow connection {i} was closed after {took:?}; the header timeout is {header_timeout:?}"
+            );
+        }
+
+        // The listener still serves a client that finishes its request.
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        assert_eq!(healthz(&mut stream).await, (200, "ok\n".to_string()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_that_trickles_in_is_refused_at_the_body_timeout_and_counted() {
+        let body_timeout = Duration::from_secs(1);
+        let test = TestHive::start_with(config(Duration::from_secs(10), body_timeout, 64)).await;
+        let (address, _shutdown) = listen(&test).await;
+
+        // A byte every 100 ms: each arrives well within any gap a per-read
+        // timeout would allow, and the whole body would take 100 s.
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        stream
+            .write_all(
+                b"POST /v1/webhooks/deploy HTTP/1.1\r\nHost: hive\r\n\
+                  Authorization: Bearer s3cret\r\nContent-Length: 1000\r\n\r\n",
+            )
+            .await
+            .expect("send the head");
+        let started = Instant::now();
+        let (mut reader, mut writer) = stream.into_split();
+        let trickle = tokio::spawn(async move {
+            for _ in 0..1000 {
+                if writer.write_all(b" ").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(PATIENCE, reader.read_to_end(&mut answer)).await;
+        let took = started.elapsed();
+        trickle.abort();
+        assert!(read.is_ok(), "still open after {PATIENCE:?}");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            took <= body_timeout + SLACK,
+            "answered after {took:?}; the body timeout is {body_timeout:?}: {answer}"
+        );
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(
+            answer.contains("the request body did not arrive within 1s"),
+            "{answer}"
+        );
+
+        let events = test
+            .hive
+            .list_events(&Default::default())
+            .await
+            .expect("events");
+        assert!(events.is_empty(), "nothing was stored: {events:?}");
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: hive\r\n\r\n")
+            .await
+            .expect("send a request");
+        let (status, metrics) = tokio::time::timeout(PATIENCE, response(&mut stream))
+            .await
+            .expect("metrics");
+        assert_eq!(status, 200);
+        assert!(
+            metrics.contains("ultron8_events_refused_total{reason=\"too_slow\"} 1\n"),
+            "{metrics}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_beyond_the_cap_waits_until_one_closes() {
+        let test =
+            TestHive::start_with(config(Duration::from_secs(30), Duration::from_secs(30), 2)).await;
+        let (address, _shutdown) = listen(&test).await;
+
+        // Two clients are served, and keep their connections open.
+        let mut first = TcpStream::connect(address).await.expect("connect");
+        assert_eq!(healthz(&mut first).await.0, 200);
+        let mut second = TcpStream::connect(address).await.expect("connect");
+        assert_eq!(healthz(&mut second).await.0, 200);
+
+        // A third connects (the kernel completes the handshake) but is not
+        // served while both are open. Absence can only be shown by waiting:
+        // a second is long against a local answer in milliseconds.
+        let mut third = TcpStream::connect(address).await.expect("connect");
+        third
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: hive\r\n\r\n")
+            .await
+            .expect("send a request");
+        let early = tokio::time::timeout(Duration::from_secs(1), response(&mut third)).await;
+        assert!(early.is_err(), "served beyond the cap: {early:?}");
+
+        // One closes: the third is served.
+        drop(first);
+        let started = Instant::now();
+        let (status, _) = tokio::time::timeout(PATIENCE, response(&mut third))
+            .await
+            .expect("served once a connection closed");
+        assert_eq!(status, 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(healthz(&mut second).await.0, 200);
+    }
 }

@@ -446,6 +446,54 @@ async fn a_rule_that_cannot_run_fails_its_event_with_the_reason() {
 }
 
 #[tokio::test]
+async fn a_huge_rendered_target_is_recorded_shortened_wherever_the_failure_is() {
+    let test = hive_with_restart_rule(&["web-1"], "").await;
+    let hive = &test.hive;
+    // The alert's instance label renders into the target: about 1 MB that
+    // does not parse.
+    let instance = format!("{}(web-1", "web-1 or ".repeat(110_000));
+    let stored = fire(hive, alert("ServiceDown", &instance)).await;
+    assert_eq!(process(hive).await, 2, "the alert, then its escalation");
+
+    let failed = event(hive, &stored.id).await;
+    assert_eq!(failed.state, EventState::Failed);
+    let error = failed.error.expect("an error");
+    assert!(
+        error.len() < 2048,
+        "the event's error is {} bytes",
+        error.len()
+    );
+    assert!(error.contains("invalid target"), "{error:.300}");
+    assert!(
+        error.contains(&format!("({} bytes)", instance.len())),
+        "{error}"
+    );
+
+    let audit = hive
+        .list_audit(&AuditFilter {
+            event_id: Some(stored.id.clone()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("list audit");
+    assert_eq!(audit.len(), 1, "{audit:.300?}");
+    let detail = audit[0].detail.to_string();
+    assert!(
+        detail.len() < 2048,
+        "the audit record is {} bytes",
+        detail.len()
+    );
+
+    let raised = escalations(hive).await;
+    let reason = raised[0].payload["reason"].as_str().expect("a reason");
+    assert!(
+        reason.len() < 2048,
+        "the escalation is {} bytes",
+        reason.len()
+    );
+}
+
+#[tokio::test]
 async fn a_catalog_change_on_one_replica_reaches_the_engine_of_another() {
     // Two replicas share one store; each holds its own compiled rules.
     let test = TestHive::start().await;

@@ -69,6 +69,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    /// The database did not answer in time; says what was waited for.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
 }
@@ -97,7 +100,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Cheap round trip, for readiness checks.
+    /// Cheap round trip, for readiness checks. Fails with
+    /// [`StoreError::Unavailable`] after a short deadline of its own rather
+    /// than waiting as long as other requests may.
     async fn ping(&self) -> Result<()>;
 
     // --- join tokens ---------------------------------------------------
@@ -246,8 +251,16 @@ pub trait Store: Send + Sync + 'static {
     async fn get_script(&self, sha256: &str) -> Result<Option<Vec<u8>>>;
 
     // --- events ------------------------------------------------------------
-    /// Stores a new event as pending. Once this returns, the event is durable.
+    /// Stores a new event as pending. Once this returns, the event is
+    /// durable. Its idempotency key, if any, must not be stored yet.
     async fn record_event(&self, event: &NewEvent) -> Result<()>;
+    /// Stores several new events as pending, in one transaction: all of
+    /// them or none. An event whose idempotency key is already stored (by
+    /// an earlier call, or earlier in `events`) is not stored again.
+    /// Returns, for each event in order, the id it is stored under: its own
+    /// if it was stored now, else that of the event stored with its key.
+    /// Once this returns, they are durable.
+    async fn record_events(&self, events: &[NewEvent]) -> Result<Vec<EventId>>;
     /// Claims up to `limit` pending events, oldest first, for `lease`: another
     /// replica cannot claim them until the lease runs out (so an event whose
     /// processor died is picked up again). Concurrent callers never get the

@@ -45,8 +45,11 @@ static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
 /// letting several hives exhaust a default Postgres (100 connections).
 const MAX_CONNECTIONS: u32 = 16;
 /// A request waiting longer than this for a connection is better failed than
-/// queued: the database is down or the pool is saturated.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// queued: the database is down or the pool is saturated. While Postgres is
+/// down the pool retries connecting until then, so this is also how long
+/// every request takes to fail: a few seconds, so that callers learn "the
+/// database is unavailable" while they still wait for an answer.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Recycling connections lets a failover or a changed DNS record take effect.
 const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
@@ -54,18 +57,40 @@ const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// [`crate::Store`] on PostgreSQL. Cheap to clone: clones share the pool.
 pub type PgStore = SqlStore<Postgres>;
 
+/// What a deployment may tune of the connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgSettings {
+    /// How long a request waits for a pooled connection, opening one
+    /// included, before it fails ([`ACQUIRE_TIMEOUT`] by default).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PgSettings {
+    fn default() -> Self {
+        PgSettings {
+            acquire_timeout: ACQUIRE_TIMEOUT,
+        }
+    }
+}
+
 impl PgStore {
+    /// Connects with the default [`PgSettings`] and brings the schema up to
+    /// date (see [`PgStore::connect_with`]).
+    pub async fn connect(database_url: &str) -> Result<PgStore> {
+        Self::connect_with(database_url, PgSettings::default()).await
+    }
+
     /// Connects and brings the schema up to date.
     ///
     /// Several hives may start at once against the same database: the
     /// migrator holds a Postgres advisory lock while it works, so exactly
     /// one applies each migration and the others wait, then find nothing to
     /// do.
-    pub async fn connect(database_url: &str) -> Result<PgStore> {
+    pub async fn connect_with(database_url: &str, settings: PgSettings) -> Result<PgStore> {
         let options = PgConnectOptions::from_str(database_url)?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(settings.acquire_timeout)
             .idle_timeout(IDLE_TIMEOUT)
             .max_lifetime(MAX_LIFETIME)
             .connect_with(options)

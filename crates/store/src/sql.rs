@@ -80,6 +80,14 @@ pub struct SqlStore<D: Database> {
     pub(crate) readers: Pool<D>,
 }
 
+impl<D: Database> SqlStore<D> {
+    /// How long [`Store::ping`] may take before it reports the database
+    /// unavailable: well inside a readiness probe's timeout (1 to 5 s,
+    /// and the hive's own check of 2 s), where the pool's acquire timeout
+    /// would not be.
+    pub const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+}
+
 // By hand: a derive would require `D: Clone`, which sqlx's database types
 // are not, though pools are.
 impl<D: Database> Clone for SqlStore<D> {
@@ -519,8 +527,19 @@ where
 {
     async fn ping(&self) -> Result<()> {
         // Through a reader: a readiness probe should not queue behind writes.
-        sqlx::query("SELECT 1").execute(&self.readers).await?;
-        Ok(())
+        // With a deadline of its own: while the database is down, the pool
+        // keeps trying to connect until its acquire timeout, and a probe
+        // that gets no answer before its own timeout learns nothing.
+        let deadline = Self::PING_TIMEOUT;
+        match tokio::time::timeout(deadline, sqlx::query("SELECT 1").execute(&self.readers)).await {
+            Ok(answered) => {
+                answered?;
+                Ok(())
+            }
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the database did not answer within {deadline:?}"
+            ))),
+        }
     }
 
     async fn create_join_token(&self, token: &NewJoinToken) -> Result<()> {
@@ -1270,17 +1289,76 @@ where
 
     async fn record_event(&self, event: &NewEvent) -> Result<()> {
         sqlx::query(
-            "INSERT INTO events (id, trigger, payload, source, received_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO events (id, trigger, payload, source, received_at, idempotency_key) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(event.id.as_str())
         .bind(event.trigger.as_str())
         .bind(&event.payload)
         .bind(event.source.as_str())
         .bind(SqlTime(event.received_at))
+        .bind(event.idempotency_key.as_deref())
         .execute(&self.writer)
         .await?;
         Ok(())
+    }
+
+    async fn record_events(&self, events: &[NewEvent]) -> Result<Vec<EventId>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin_write().await?;
+        // A key already stored (or earlier in this batch) conflicts, and
+        // that row is skipped. With Postgres, a replica storing the same key
+        // at the same moment makes this statement wait for its commit, then
+        // skip; so two replicas sent the same notification store it once.
+        Self::write_rows(
+            &mut tx,
+            "INSERT INTO events (id, trigger, payload, source, received_at, idempotency_key) ",
+            " ON CONFLICT (idempotency_key) DO NOTHING",
+            events,
+            6,
+            |row, event| {
+                row.bind(event.id.as_str())
+                    .bind(event.trigger.as_str())
+                    .bind(Some(&event.payload))
+                    .bind(event.source.as_str())
+                    .bind(SqlTime(event.received_at))
+                    .bind(event.idempotency_key.as_deref());
+            },
+        )
+        .await?;
+        // Each key's event as stored now: this batch's or an earlier one.
+        let keys: Vec<&str> = events
+            .iter()
+            .filter_map(|event| event.idempotency_key.as_deref())
+            .collect();
+        let stored: std::collections::HashMap<String, String> = if keys.is_empty() {
+            Default::default()
+        } else {
+            sqlx::query_as::<_, (String, String)>(&format!(
+                "SELECT idempotency_key, id FROM events \
+                 WHERE idempotency_key IN (SELECT value FROM {}($1))",
+                D::JSON_ARRAY_ELEMENTS
+            ))
+            .bind(to_json(&keys)?)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect()
+        };
+        tx.commit().await?;
+        events
+            .iter()
+            .map(|event| match &event.idempotency_key {
+                None => Ok(event.id.clone()),
+                Some(key) => stored.get(key).map(|id| EventId::from(id.clone())).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "the event with idempotency key {key:?} was not found right after it was stored"
+                    ))
+                }),
+            })
+            .collect()
     }
 
     async fn claim_pending_events(

@@ -65,9 +65,9 @@
 //!   SQLite result codes instead of SQLSTATEs. A duplicate audit id is
 //!   refused by the append-only trigger, not reported as a unique violation.
 //! - A write that waits for the writer connection longer than the acquire
-//!   timeout (10 s, the same as Postgres's wait for a pooled connection)
-//!   fails. Postgres would have run it in parallel, or waited on the row
-//!   lock without a limit.
+//!   timeout (10 s; Postgres's wait for a pooled connection is configurable
+//!   and 3 s by default) fails. Postgres would have run it in parallel, or
+//!   waited on the row lock without a limit.
 
 use std::path::Path;
 use std::time::Duration;

@@ -305,6 +305,10 @@ pub struct NewEvent {
     /// webhooks, Alertmanager and timers are sources but not actors.
     pub source: String,
     pub received_at: DateTime<Utc>,
+    /// What makes this event the same as one sent before, for a sender that
+    /// retries: an event whose key is already stored is not stored again
+    /// ([`crate::Store::record_events`]). None: every event is new.
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

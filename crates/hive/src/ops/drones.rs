@@ -8,6 +8,7 @@ use chrono::Utc;
 use serde_json::json;
 use tracing::{info, warn};
 use ultron8_core::audit::AuditVerb;
+use ultron8_core::echo::quote;
 use ultron8_core::ids::DroneId;
 use ultron8_core::target;
 use ultron8_core::{DroneFacts, HostStats};
@@ -64,7 +65,10 @@ impl Hive {
 
     pub async fn get_drone(&self, id: &DroneId) -> Result<DroneRecord, HiveError> {
         self.store.get_drone(id).await?.ok_or_else(|| {
-            HiveError::not_found(format!("no drone named {id:?}; see `ultronctl drone list`"))
+            HiveError::not_found(format!(
+                "no drone named {}; see `ultronctl drone list`",
+                quote(id.as_str())
+            ))
         })
     }
 
@@ -74,7 +78,10 @@ impl Hive {
         let token = JoinToken::parse(&request.token)
             .map_err(|e| HiveError::invalid_argument(format!("malformed join token: {e}")))?;
         ultron8_core::target::validate_drone_id(request.drone_id.as_str()).map_err(|e| {
-            HiveError::invalid_argument(format!("invalid drone name {:?}: {e}", request.drone_id))
+            HiveError::invalid_argument(format!(
+                "invalid drone name {}: {e}",
+                quote(request.drone_id.as_str())
+            ))
         })?;
         if token.ca_fingerprint != self.ca.fingerprint() {
             return Err(HiveError::permission_denied(

@@ -7,6 +7,7 @@ use chrono::Utc;
 use ring::hmac;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use ultron8_core::echo::{elide, quote};
 use ultron8_core::ids::EventId;
 use ultron8_store::{EventFilter, EventRecord, NewEvent};
 
@@ -32,6 +33,7 @@ impl Hive {
             payload,
             source: source.to_string(),
             received_at: Utc::now(),
+            idempotency_key: None,
         };
         self.metrics
             .time_store(StoreCall::RecordEvent, self.store.record_event(&event))
@@ -40,6 +42,49 @@ impl Hive {
         tracing::info!(event_id = %event.id, %trigger, %source, "event stored");
         self.events_arrived.notify_one();
         Ok(event.id)
+    }
+
+    /// Stores several events of `trigger` from `source` together, all or
+    /// none, each with its payload and idempotency key; an event whose key
+    /// is stored already is not stored again (see
+    /// [`ultron8_store::Store::record_events`]). Returns the id each is
+    /// stored under, and wakes the engine if any is new.
+    pub async fn ingest_events(
+        &self,
+        trigger: &str,
+        source: &str,
+        items: Vec<(Value, Option<String>)>,
+    ) -> Result<Vec<EventId>, HiveError> {
+        let received_at = Utc::now();
+        let events: Vec<NewEvent> = items
+            .into_iter()
+            .map(|(payload, idempotency_key)| NewEvent {
+                id: new_event_id(),
+                trigger: trigger.to_string(),
+                payload,
+                source: source.to_string(),
+                received_at,
+                idempotency_key,
+            })
+            .collect();
+        let ids = self
+            .metrics
+            .time_store(StoreCall::RecordEvent, self.store.record_events(&events))
+            .await?;
+        let mut new = 0;
+        for (event, id) in events.iter().zip(&ids) {
+            if event.id == *id {
+                new += 1;
+                self.metrics.event_received(trigger);
+                tracing::info!(event_id = %id, %trigger, %source, "event stored");
+            } else {
+                tracing::info!(event_id = %id, %trigger, %source, "event already stored; not stored again");
+            }
+        }
+        if new > 0 {
+            self.events_arrived.notify_one();
+        }
+        Ok(ids)
     }
 
     /// An event an operator fires by hand, of a built-in trigger type.
@@ -55,7 +100,8 @@ impl Hive {
                 .map(|t| t.name)
                 .collect();
             return Err(HiveError::invalid_argument(format!(
-                "unknown trigger type {trigger:?}; known: {}",
+                "unknown trigger type {}; known: {}",
+                quote(trigger),
                 known.join(", ")
             )));
         }
@@ -95,6 +141,24 @@ impl Hive {
         )
     }
 
+    /// How long a whole event body may take to arrive.
+    pub fn event_body_timeout(&self) -> std::time::Duration {
+        self.config.http_body_timeout
+    }
+
+    /// A body that did not arrive within [`Hive::event_body_timeout`],
+    /// refused and counted: a client trickling it in would otherwise hold
+    /// its connection for as long as it liked.
+    pub fn event_too_slow(&self) -> HiveError {
+        let limit = humantime::format_duration(self.config.http_body_timeout);
+        self.refuse(
+            Refusal::TooSlow,
+            HiveError::request_timeout(format!(
+                "the request body did not arrive within {limit}; nothing was stored"
+            )),
+        )
+    }
+
     /// Refuses a webhook that is not configured, before its body is read.
     pub fn check_webhook_exists(&self, name: &str) -> Result<(), HiveError> {
         match self.config.webhooks.contains_key(name) {
@@ -109,7 +173,8 @@ impl Hive {
         self.refuse(
             Refusal::UnknownWebhook,
             HiveError::not_found(format!(
-                "no webhook named {name:?}; webhooks are configured in the hive's [webhooks] settings"
+                "no webhook named {}; webhooks are configured in the hive's [webhooks] settings",
+                quote(name)
             )),
         )
     }
@@ -124,7 +189,8 @@ impl Hive {
     }
 
     /// A delivery to the generic webhook `name`, authenticated by bearer
-    /// token or by HMAC-SHA256 of the body, stored as one `core.webhook`
+    /// token or by a fresh HMAC-SHA256 signature (see [`check_signature`]),
+    /// stored as one `core.webhook`
     /// event `{webhook, body, headers}` carrying the headers the webhook is
     /// configured to keep. Returns the event id.
     pub async fn receive_webhook(
@@ -136,27 +202,28 @@ impl Hive {
         let Some(config) = self.config.webhooks.get(name) else {
             return Err(self.unknown_webhook(name));
         };
-        let authorized = match (&config.token, &config.hmac_secret) {
-            (Some(token), _) if bearer(headers).is_some_and(|given| same_secret(given, token)) => {
-                true
-            }
-            (_, Some(secret)) => headers
-                .get("x-ultron8-signature")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("sha256="))
-                .and_then(|hex_sig| hex::decode(hex_sig).ok())
-                .is_some_and(|signature| {
-                    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-                    hmac::verify(&key, body, &signature).is_ok()
-                }),
-            _ => false,
+        let by_token = config
+            .token
+            .as_ref()
+            .is_some_and(|token| bearer(headers).is_some_and(|given| same_secret(given, token)));
+        let signed = headers.contains_key(SIGNATURE) || headers.contains_key(TIMESTAMP);
+        let refusal = match &config.hmac_secret {
+            _ if by_token => None,
+            Some(secret) if signed => check_signature(
+                secret,
+                config.timestamp_tolerance,
+                headers,
+                body,
+                Utc::now(),
+            )
+            .err(),
+            // Neither credential was offered: say what the webhook takes.
+            _ => Some(format!("needs {}", credentials(config))),
         };
-        if !authorized {
+        if let Some(problem) = refusal {
             return Err(self.refuse(
                 Refusal::Unauthorized,
-                HiveError::unauthenticated(format!(
-                    "webhook {name:?} needs `Authorization: Bearer <token>` or `X-Ultron8-Signature: sha256=<HMAC-SHA256 of the body>`"
-                )),
+                HiveError::unauthenticated(format!("webhook {}: {problem}", quote(name))),
             ));
         }
         let parsed: Value = serde_json::from_slice(body).map_err(|e| {
@@ -200,6 +267,12 @@ impl Hive {
     /// An Alertmanager notification (webhook payload version 4), stored as
     /// one `alertmanager.alert` event per alert, so a resolved alert is an
     /// event of its own and can drive an undo. Returns the event ids.
+    ///
+    /// Alertmanager sends a notification again, whole, until it is
+    /// acknowledged, and repeats a still-firing alert every
+    /// `repeat_interval`. So the alerts are stored together, all or none,
+    /// and each under an idempotency key ([`alert_key`]): an alert already
+    /// stored is not stored again, and the answer names the event it is.
     pub async fn receive_alertmanager(&self, body: &[u8]) -> Result<Vec<EventId>, HiveError> {
         let malformed =
             |message: String| self.refuse(Refusal::Malformed, HiveError::invalid_argument(message));
@@ -212,8 +285,8 @@ impl Hive {
             .map_err(|e| malformed(format!("not an Alertmanager webhook payload: {e}")))?;
         if payload.version != "4" {
             return Err(malformed(format!(
-                "Alertmanager webhook payload version {:?} is not supported; expected \"4\"",
-                payload.version
+                "Alertmanager webhook payload version {} is not supported; expected \"4\"",
+                quote(&payload.version)
             )));
         }
         if let Some(bad) = payload
@@ -222,12 +295,13 @@ impl Hive {
             .find(|a| a.status != "firing" && a.status != "resolved")
         {
             return Err(malformed(format!(
-                "alert status {:?} is neither \"firing\" nor \"resolved\"",
-                bad.status
+                "alert status {} is neither \"firing\" nor \"resolved\"",
+                quote(&bad.status)
             )));
         }
-        let mut ids = Vec::new();
+        let mut items = Vec::new();
         for alert in payload.alerts {
+            let key = alert_key(&payload.group_key, &alert);
             let event = json!({
                 "status": alert.status,
                 "labels": alert.labels,
@@ -241,16 +315,11 @@ impl Hive {
                 "common_labels": payload.common_labels,
                 "external_url": payload.external_url,
             });
-            // Alerts already stored stay stored if a later one fails;
-            // Alertmanager retries the whole notification, so a retry may
-            // store an alert twice (a rule's cooldown absorbs that).
-            let id = self
-                .ingest_event("alertmanager.alert", event, "alertmanager")
-                .await
-                .map_err(|e| self.not_stored(e))?;
-            ids.push(id);
+            items.push((event, key));
         }
-        Ok(ids)
+        self.ingest_events("alertmanager.alert", "alertmanager", items)
+            .await
+            .map_err(|e| self.not_stored(e))
     }
 
     /// An event that could not be stored: counted, and the sender told to
@@ -269,6 +338,85 @@ impl Hive {
     }
 }
 
+/// The headers of an HMAC-signed webhook request.
+const SIGNATURE: &str = "x-ultron8-signature";
+const TIMESTAMP: &str = "x-ultron8-timestamp";
+
+/// What an HMAC-signed request must carry, for refusals.
+const SIGNED_HEADERS: &str = "`X-Ultron8-Timestamp: <unix seconds>` and \
+    `X-Ultron8-Signature: sha256=<hex HMAC-SHA256 of \"<timestamp>.<body>\">`";
+
+/// The credentials a webhook accepts, for refusals.
+fn credentials(config: &crate::config::WebhookConfig) -> String {
+    const BEARER: &str = "`Authorization: Bearer <token>`";
+    match (&config.token, &config.hmac_secret) {
+        (Some(_), Some(_)) => format!("{BEARER}, or {SIGNED_HEADERS}"),
+        (None, Some(_)) => SIGNED_HEADERS.to_string(),
+        _ => BEARER.to_string(),
+    }
+}
+
+/// Checks an HMAC-signed webhook request, as Stripe and Slack sign theirs:
+/// the signature covers `<timestamp>.<body>`, and the timestamp must be
+/// within `tolerance` of `now`, either way. A signature over the body alone
+/// could be captured and sent again for ever; this one only within the
+/// tolerance. The signature is checked before the time, so that only a
+/// sender holding the secret learns that its clock is off. Err says what
+/// is wrong, naming the header.
+fn check_signature(
+    secret: &str,
+    tolerance: std::time::Duration,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: chrono::DateTime<Utc>,
+) -> Result<(), String> {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let Some(timestamp) = header(TIMESTAMP) else {
+        return Err(format!(
+            "no X-Ultron8-Timestamp header; an HMAC-signed request sends {SIGNED_HEADERS}"
+        ));
+    };
+    let Some(signature) = header(SIGNATURE) else {
+        return Err(format!(
+            "no X-Ultron8-Signature header; an HMAC-signed request sends {SIGNED_HEADERS}"
+        ));
+    };
+    let Ok(sent_at) = timestamp.trim().parse::<i64>() else {
+        return Err(format!(
+            "X-Ultron8-Timestamp {} is not a time in unix seconds (such as {})",
+            quote(timestamp),
+            now.timestamp()
+        ));
+    };
+    let given = signature
+        .strip_prefix("sha256=")
+        .and_then(|hex_sig| hex::decode(hex_sig).ok())
+        .unwrap_or_default();
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let mut context = hmac::Context::with_key(&key);
+    context.update(timestamp.as_bytes());
+    context.update(b".");
+    context.update(body);
+    let expected = context.sign();
+    if !same_bytes(expected.as_ref(), &given) {
+        return Err(
+            "X-Ultron8-Signature does not match; it is sha256=<hex HMAC-SHA256 of \"<timestamp>.<body>\"> \
+             with the webhook's secret, where <timestamp> is X-Ultron8-Timestamp as sent"
+                .to_string(),
+        );
+    }
+    let skew = now.timestamp().abs_diff(sent_at);
+    if skew > tolerance.as_secs() {
+        return Err(format!(
+            "X-Ultron8-Timestamp is {} away from the hive's clock, outside the tolerance of {}: \
+             a replayed request, or a sender whose clock needs setting",
+            humantime::format_duration(std::time::Duration::from_secs(skew)),
+            humantime::format_duration(tolerance)
+        ));
+    }
+    Ok(())
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("authorization")?
@@ -279,8 +427,29 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Compares secrets in constant time.
 fn same_secret(given: &str, expected: &str) -> bool {
+    same_bytes(given.as_bytes(), expected.as_bytes())
+}
+
+fn same_bytes(given: &[u8], expected: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
-    given.as_bytes().ct_eq(expected.as_bytes()).into()
+    given.ct_eq(expected).into()
+}
+
+/// What makes an alert of a notification the same as one sent before:
+/// the notification's group key, the alert's fingerprint (a hash of its
+/// labels), when it started and its status. The same alert resolving, or
+/// firing again later (a new start), is a new event. Hashed, as a group
+/// key holds label sets of any length. None when the alert has no
+/// fingerprint or start (not sent by an Alertmanager): nothing then tells
+/// two alerts apart, and each is stored.
+fn alert_key(group_key: &str, alert: &Alert) -> Option<String> {
+    if alert.fingerprint.is_empty() || alert.starts_at.is_empty() {
+        return None;
+    }
+    // A JSON array: no choice of the four values can read as another.
+    let identity = json!([group_key, alert.fingerprint, alert.starts_at, alert.status]);
+    let digest = ring::digest::digest(&ring::digest::SHA256, identity.to_string().as_bytes());
+    Some(format!("alertmanager:{}", hex::encode(digest.as_ref())))
 }
 
 /// Alertmanager's webhook payload, version 4.
@@ -288,6 +457,8 @@ fn same_secret(given: &str, expected: &str) -> bool {
 #[serde(rename_all = "camelCase")]
 struct AlertmanagerPayload {
     version: String,
+    #[serde(default)]
+    group_key: String,
     #[serde(default)]
     receiver: String,
     #[serde(default)]
@@ -329,7 +500,8 @@ fn nul_character_error(body: &Value, root: &str) -> Option<HiveError> {
         (root, path) => format!("{root}.{path}"),
     };
     Some(HiveError::invalid_argument(format!(
-        "{path} holds a NUL character (\\u0000), which the hive cannot store; nothing was stored"
+        "{} holds a NUL character (\\u0000), which the hive cannot store; nothing was stored",
+        elide(&path)
     )))
 }
 

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 use ultron8_core::audit::AuditVerb;
+use ultron8_core::echo::elide;
 use ultron8_pack::{Action, Installed, Pack};
 use ultron8_store::{ActionRecord, PackRecord, RuleRecord, ScriptRecord};
 
@@ -187,7 +188,10 @@ impl Hive {
 
     pub async fn get_pack(&self, name: &str) -> Result<PackView, HiveError> {
         let record = self.store.get_pack(name).await?.ok_or_else(|| {
-            HiveError::not_found(format!("no pack named {name}; see `ultronctl pack list`"))
+            HiveError::not_found(format!(
+                "no pack named {}; see `ultronctl pack list`",
+                elide(name)
+            ))
         })?;
         self.pack_view(record).await
     }

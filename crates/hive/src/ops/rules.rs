@@ -4,6 +4,7 @@
 use chrono::Utc;
 use serde_json::{Value, json};
 use ultron8_core::audit::AuditVerb;
+use ultron8_core::echo::elide;
 use ultron8_core::ids::EventId;
 use ultron8_store::RuleRecord;
 
@@ -43,7 +44,8 @@ impl Hive {
         let found = self.store.set_rule_enabled(name, enabled, &audit).await?;
         if !found {
             return Err(HiveError::not_found(format!(
-                "no rule named {name}; see `ultronctl rule list`"
+                "no rule named {}; see `ultronctl rule list`",
+                elide(name)
             )));
         }
         self.store
@@ -65,7 +67,9 @@ impl Hive {
             None => self.store.list_rules(Some(trigger)).await?,
             Some(name) => {
                 let record = self.store.get_rule(name).await?;
-                vec![record.ok_or_else(|| HiveError::not_found(format!("no rule named {name}")))?]
+                vec![record.ok_or_else(|| {
+                    HiveError::not_found(format!("no rule named {}", elide(name)))
+                })?]
             }
         };
         // The event is not stored: it has no id of its own.

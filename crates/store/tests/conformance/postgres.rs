@@ -305,3 +305,205 @@ fn database_name_is_swapped_in_urls() {
         "postgres://db/u8t_x"
     );
 }
+
+// --- Postgres going away --------------------------------------------------------
+//
+// Stopping the shared Postgres would break every other test, so these start
+// a private server of their own: initdb into a temporary directory, on a
+// free port on 127.0.0.1.
+
+/// A Postgres server of one test's own, stopped (immediately, as a crash
+/// would) and removed when dropped.
+struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl PrivatePostgres {
+    fn start() -> PrivatePostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("Postgres's server binaries under /usr/lib/postgresql")
+            .filter_map(|entry| entry.ok().map(|entry| entry.path().join("bin")))
+            .filter(|bin| bin.join("initdb").exists())
+            .max()
+            .expect("an initdb under /usr/lib/postgresql/*/bin");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let server = PrivatePostgres { dir, bin, port };
+        if server.as_root() {
+            // initdb refuses to run as root; the server's files belong to
+            // the postgres user.
+            let status = std::process::Command::new("chown")
+                .arg("postgres")
+                .arg(server.dir.path())
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown the data directory to postgres");
+        }
+        server.run(
+            "initdb",
+            &[
+                "-D",
+                &server.data(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        server.start_again();
+        server
+    }
+
+    fn as_root(&self) -> bool {
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    /// Runs one of Postgres's programs, as the postgres user when this is root.
+    fn run(&self, program: &str, args: &[&str]) {
+        let program = self.bin.join(program);
+        let mut command = if self.as_root() {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&program);
+            command
+        } else {
+            std::process::Command::new(&program)
+        };
+        let output = command.args(args).output().expect("run a Postgres program");
+        assert!(
+            output.status.success(),
+            "{} {args:?} failed: {}{}",
+            program.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn start_again(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("postgres.log").display().to_string();
+        // -w: returns once the server accepts connections (or fails).
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the server the way a crash would: no goodbye to clients.
+    fn stop(&self) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+            .output();
+        if self.as_root() {
+            let _ = std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"))
+                .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+                .output();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgres_is_down_ping_fails_fast_and_requests_within_the_acquire_timeout() {
+    use std::time::{Duration, Instant};
+    use ultron8_store::postgres::PgSettings;
+
+    /// How long past a deadline giving up may take on a busy machine.
+    const SLACK: Duration = Duration::from_millis(700);
+    let settings = PgSettings {
+        acquire_timeout: Duration::from_secs(2),
+    };
+    let server = PrivatePostgres::start();
+    let store = PgStore::connect_with(&server.url(), settings)
+        .await
+        .expect("connect to the private Postgres");
+    store.ping().await.expect("ping while Postgres is up");
+    store
+        .list_drones()
+        .await
+        .expect("a read while Postgres is up");
+
+    server.stop();
+
+    // Readiness: within the ping's own deadline, well inside a probe's.
+    let started = Instant::now();
+    let refused = store.ping().await.expect_err("Postgres is down");
+    let took = started.elapsed();
+    assert!(
+        took <= PgStore::PING_TIMEOUT + SLACK,
+        "ping took {took:?} with Postgres down; its deadline is {:?}",
+        PgStore::PING_TIMEOUT
+    );
+    let message = refused.to_string();
+    assert!(message.contains("did not answer within"), "{message}");
+
+    // A request: within the configured acquire timeout, as a database error
+    // (which the hive answers as `unavailable`).
+    let started = Instant::now();
+    let failed = store.list_drones().await.expect_err("Postgres is down");
+    let took = started.elapsed();
+    assert!(
+        took <= settings.acquire_timeout + SLACK,
+        "a read took {took:?} with Postgres down; the acquire timeout is {:?}",
+        settings.acquire_timeout
+    );
+    assert!(
+        matches!(failed, StoreError::Database(_)),
+        "expected a database error, got {failed:?}"
+    );
+
+    // Postgres comes back, and the same store works again without help.
+    server.start_again();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.ping().await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "ping still fails after Postgres came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    store
+        .list_drones()
+        .await
+        .expect("a read after Postgres came back");
+    store.pool().close().await;
+}

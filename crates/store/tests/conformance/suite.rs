@@ -80,6 +80,7 @@ macro_rules! conformance_tests {
             concurrent_installs_of_one_pack_run_one_after_another,
             rule_enabled_flag_is_set_with_audit_only_when_the_rule_exists,
             events_are_recorded_pending_and_finished,
+            events_are_recorded_together_all_or_nothing_and_once_per_key,
             pending_events_are_claimed_oldest_first_under_a_lease,
             the_backlog_counts_pending_events_and_dates_the_oldest,
             concurrent_claimers_never_get_the_same_event,
@@ -2705,6 +2706,15 @@ fn event(trigger: &str, received_at: DateTime<Utc>) -> NewEvent {
         payload: json!({ "labels": { "alertname": "NginxDown", "instance": "web-1" } }),
         source: "alertmanager".to_string(),
         received_at,
+        idempotency_key: None,
+    }
+}
+
+/// [`event`] with an idempotency key.
+fn keyed_event(key: &str, received_at: DateTime<Utc>) -> NewEvent {
+    NewEvent {
+        idempotency_key: Some(key.to_string()),
+        ..event("alertmanager.alert", received_at)
     }
 }
 
@@ -2725,6 +2735,92 @@ fn event_ids(events: &[EventRecord]) -> Vec<EventId> {
 }
 
 const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+pub async fn events_are_recorded_together_all_or_nothing_and_once_per_key(store: Arc<dyn Store>) {
+    let first = [
+        keyed_event("a", t(1)),
+        keyed_event("b", t(1)),
+        event("alertmanager.alert", t(1)),
+    ];
+    let ids = store.record_events(&first).await.expect("record events");
+    assert_eq!(ids, event_ids_of(&first), "each stored under its own id");
+
+    // Sent again (new ids, same keys), with one more: only the new one is
+    // stored; the others answer with the ids they were stored under. An
+    // event without a key is always new.
+    let again = [
+        keyed_event("a", t(2)),
+        keyed_event("b", t(2)),
+        keyed_event("c", t(2)),
+        event("alertmanager.alert", t(2)),
+    ];
+    let ids = store.record_events(&again).await.expect("record again");
+    assert_eq!(
+        ids,
+        [
+            first[0].id.clone(),
+            first[1].id.clone(),
+            again[2].id.clone(),
+            again[3].id.clone()
+        ]
+    );
+    assert_eq!(store.get_event(&again[0].id).await.expect("get"), None);
+    assert_eq!(count_events(store.as_ref()).await, 5);
+
+    // Twice the same key in one call: stored once.
+    let twins = [keyed_event("d", t(3)), keyed_event("d", t(3))];
+    let ids = store.record_events(&twins).await.expect("record twins");
+    assert_eq!(ids, [twins[0].id.clone(), twins[0].id.clone()]);
+    assert_eq!(count_events(store.as_ref()).await, 6);
+
+    // The third cannot be stored (its id is taken): none of them is.
+    let mut broken = [
+        keyed_event("e", t(4)),
+        event("alertmanager.alert", t(4)),
+        event("alertmanager.alert", t(4)),
+    ];
+    broken[2].id = first[2].id.clone();
+    store
+        .record_events(&broken)
+        .await
+        .expect_err("an event id is stored once");
+    for event in &broken[..2] {
+        assert_eq!(store.get_event(&event.id).await.expect("get"), None);
+    }
+    assert_eq!(count_events(store.as_ref()).await, 6);
+    // Nothing of it was kept: its key is free.
+    let retried = [keyed_event("e", t(5))];
+    assert_eq!(
+        store.record_events(&retried).await.expect("record"),
+        [retried[0].id.clone()]
+    );
+
+    let none: Vec<EventId> = store.record_events(&[]).await.expect("nothing");
+    assert!(none.is_empty());
+    // Stored events are pending and read back like any other.
+    let stored = store
+        .get_event(&first[0].id)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(stored.state, EventState::Pending);
+    assert_eq!(stored.payload, first[0].payload);
+}
+
+fn event_ids_of(events: &[NewEvent]) -> Vec<EventId> {
+    events.iter().map(|event| event.id.clone()).collect()
+}
+
+async fn count_events(store: &dyn Store) -> usize {
+    store
+        .list_events(&EventFilter {
+            limit: 1000,
+            ..EventFilter::default()
+        })
+        .await
+        .expect("list events")
+        .len()
+}
 
 pub async fn events_are_recorded_pending_and_finished(store: Arc<dyn Store>) {
     assert_eq!(
