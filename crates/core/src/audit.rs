@@ -120,6 +120,9 @@ verbs! {
     ExecutionExpired => "execution.expired",
     /// A drone joined with a token.
     DroneEnrolled => "drone.enrolled",
+    /// An operator took a drone out of the fleet (its record and history
+    /// stay; joining again brings it back).
+    DroneRemoved => "drone.removed",
     /// A drone refused a request that names no execution of its own.
     DroneRefusedRequest => "drone.refused_request",
     /// An operator created a join token.
