@@ -122,6 +122,9 @@ verbs! {
     DroneEnrolled => "drone.enrolled",
     /// An operator's call was refused: their role does not allow it.
     OperatorDenied => "operator.denied",
+    /// An operator took a drone out of the fleet (its record and history
+    /// stay; joining again brings it back).
+    DroneRemoved => "drone.removed",
     /// A drone refused a request that names no execution of its own.
     DroneRefusedRequest => "drone.refused_request",
     /// An operator created a join token.

@@ -13,7 +13,7 @@ use ultron8_proto::convert::status_from_wire;
 use ultron8_proto::v1;
 
 use crate::client::{Client, call_failed};
-use crate::output::{JobView, print_json, status_name};
+use crate::output::{Format, JobView, Output, status_name};
 
 /// Exit status for "ran, but some host did not succeed (or was not run)".
 pub const EXIT_SOME_FAILED: u8 = 3;
@@ -25,12 +25,14 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 pub struct FollowOptions {
     /// Results only: no output lines, no status line.
     pub quiet: bool,
-    /// JSON at the end instead of lines as they come.
-    pub json: bool,
+    /// JSON or YAML at the end instead of lines as they come.
+    pub data: Option<Format>,
     /// Offline hosts the target named do not count as failures.
     pub online_only: bool,
     /// Ctrl-C cancels the job without asking.
     pub cancel_on_interrupt: bool,
+    /// Colour each host's final state (on a terminal only).
+    pub colour: bool,
 }
 
 /// Output of one stream of one host, cut into lines: a partial line waits
@@ -71,8 +73,13 @@ pub fn output_line(drone: &str, stream: i32, line: &str) -> String {
 }
 
 /// The line that ends a host: `web-1  succeeded  exit 0  0.42s`, and its
-/// error on the next line, indented.
-pub fn result_lines(e: &v1::Execution) -> Vec<String> {
+/// error on the next line, indented; the state coloured with `colour`.
+pub fn result_lines(e: &v1::Execution, colour: bool) -> Vec<String> {
+    let out = Output {
+        format: Format::Table,
+        colour,
+        width: None,
+    };
     let exit = e
         .exit_code
         .map(|c| format!("exit {c}"))
@@ -80,7 +87,7 @@ pub fn result_lines(e: &v1::Execution) -> Vec<String> {
     let mut lines = vec![format!(
         "{}  {}  {}  {}",
         e.drone_id,
-        status_name(e.status),
+        out.state(&status_name(e.status)),
         exit,
         crate::output::seconds(e.duration_ms)
     )];
@@ -185,8 +192,8 @@ pub async fn follow_run(
 ) -> anyhow::Result<u8> {
     let hosts = job.executions.len();
     let offline = job.offline_drones.clone();
-    let mut screen = Screen::new(options.quiet || options.json);
-    if !options.json {
+    let mut screen = Screen::new(options.quiet || options.data.is_some());
+    if options.data.is_none() {
         screen.note(&format!("job {} on {hosts} drone(s)", job.id));
         for drone in &offline {
             screen.line(&format!("{drone}  offline, not run"));
@@ -239,7 +246,7 @@ pub async fn follow_run(
             Some(Ok(v1::JobEvent {
                 event: Some(v1::job_event::Event::Output(output)),
             })) => {
-                if options.quiet || options.json {
+                if options.quiet || options.data.is_some() {
                     continue;
                 }
                 let key = (output.execution_id.clone(), output.stream);
@@ -256,7 +263,7 @@ pub async fn follow_run(
                 if !terminal || finished.contains_key(&execution.id) {
                     continue;
                 }
-                if !options.json {
+                if options.data.is_none() {
                     for stream in [
                         v1::OutputStream::Stdout as i32,
                         v1::OutputStream::Stderr as i32,
@@ -268,7 +275,7 @@ pub async fn follow_run(
                             screen.line(&output_line(&execution.drone_id, stream, &rest));
                         }
                     }
-                    for line in result_lines(&execution) {
+                    for line in result_lines(&execution, options.colour) {
                         screen.line(&line);
                     }
                 }
@@ -289,13 +296,13 @@ pub async fn follow_run(
     }
     screen.clear();
     let failed = failed_count(&finished) + hosts.saturating_sub(finished.len());
-    if options.json {
+    if let Some(format) = options.data {
         let final_job = client
             .get_job(v1::GetJobRequest { id: job.id.clone() })
             .await
             .map_err(call_failed)?
             .into_inner();
-        print_json(&JobView::from(&final_job))?;
+        Output::plain(format).data(&JobView::from(&final_job))?;
     } else {
         screen.note(&summary(hosts - failed, failed, offline.len()));
     }
@@ -508,7 +515,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            result_lines(&execution),
+            result_lines(&execution, false),
             [
                 "db-1  canceled  no exit code  1.25s",
                 "  error: canceled; sent SIGTERM to process group 42"

@@ -1,30 +1,361 @@
-//! How results look: tables for people, JSON (`-o json`) for programs.
-//! Data goes to stdout; diagnostics go to stderr.
+//! How results look: tables for people, JSON or YAML (`-o json`, `-o
+//! yaml`) for programs. Data goes to stdout; diagnostics go to stderr.
+//!
+//! Tables fit the terminal: the widest columns are narrowed first and
+//! their cells cut with `…`; `-o wide` prints every cell in full, as does
+//! any table whose output is not a terminal (so `grep` sees whole cells).
+//! States are coloured only on a terminal, never with `NO_COLOR` set or
+//! `TERM=dumb` ([`colour_wanted`]).
+
+use std::io::IsTerminal;
 
 use chrono::{DateTime, TimeZone, Utc};
-use comfy_table::{ContentArrangement, Table, presets};
+use comfy_table::{Color, ContentArrangement, presets};
 use serde::Serialize;
 use ultron8_proto::convert::status_from_wire;
 use ultron8_proto::v1;
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
+/// `-o`: how a command prints what it read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// Columns that fit the terminal, long cells cut with `…`, ids shortened
     Table,
+    /// Every column in full, ids whole
+    Wide,
+    /// JSON, for programs
     Json,
+    /// YAML, the same data as JSON
+    Yaml,
 }
 
-pub fn table(header: &[&str]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_preset(presets::NOTHING)
+impl Format {
+    /// JSON or YAML: data for programs rather than text for people.
+    pub fn is_data(self) -> bool {
+        matches!(self, Format::Json | Format::Yaml)
+    }
+}
+
+/// Where output goes and how it may look there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Output {
+    pub format: Format,
+    /// ANSI colours for states.
+    pub colour: bool,
+    /// The terminal's width in columns; `None` when stdout is no terminal.
+    pub width: Option<usize>,
+}
+
+impl Output {
+    /// For `format`, on this process's stdout and environment.
+    pub fn detect(format: Format) -> Output {
+        let terminal = std::io::stdout().is_terminal();
+        let var = |name: &str| std::env::var(name).ok();
+        Output {
+            format,
+            colour: colour_wanted(terminal, var("NO_COLOR").as_deref(), var("TERM").as_deref()),
+            width: terminal
+                .then(|| {
+                    var("COLUMNS")
+                        .and_then(|c| c.trim().parse::<usize>().ok())
+                        .filter(|c| *c > 0)
+                        .or_else(|| {
+                            terminal_size::terminal_size().map(|(width, _)| usize::from(width.0))
+                        })
+                })
+                .flatten(),
+        }
+    }
+
+    /// Plain text: no colour, no width limit (tests, pipes).
+    pub fn plain(format: Format) -> Output {
+        Output {
+            format,
+            colour: false,
+            width: None,
+        }
+    }
+
+    pub fn is_data(&self) -> bool {
+        self.format.is_data()
+    }
+
+    /// Prints `value` as JSON or YAML, as `-o` asked.
+    pub fn data<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
+        println!("{}", data_text(self.format, value)?);
+        Ok(())
+    }
+
+    pub fn table(&self, table: &Table) {
+        print!("{}", self.render(table));
+    }
+
+    pub fn render(&self, table: &Table) -> String {
+        let width = match self.format {
+            Format::Table => self.width,
+            _ => None,
+        };
+        render(table, self.format == Format::Wide, self.colour, width)
+    }
+
+    /// A state word, coloured when colour is on.
+    pub fn state(&self, state: &str) -> String {
+        match (self.colour, state_colour(state)) {
+            (true, Some(colour)) => format!("\x1b[{}m{state}\x1b[0m", ansi_code(colour)),
+            _ => state.to_string(),
+        }
+    }
+}
+
+/// Whether to colour: only on a terminal, never with `NO_COLOR` set to
+/// anything but the empty string (no-color.org), nor on a `dumb` terminal.
+pub fn colour_wanted(terminal: bool, no_color: Option<&str>, term: Option<&str>) -> bool {
+    terminal && no_color.is_none_or(str::is_empty) && term != Some("dumb")
+}
+
+/// The colour of a state word: green for what went well, red for what did
+/// not, yellow for what is under way; none for the rest.
+pub fn state_colour(state: &str) -> Option<Color> {
+    match state {
+        "succeeded" | "online" | "processed" | "enabled" | "yes" | "ok" => Some(Color::Green),
+        "failed" | "timed_out" | "lost" | "rejected" | "expired" | "offline" | "error" => {
+            Some(Color::Red)
+        }
+        "running" | "dispatched" | "requested" | "pending" => Some(Color::Yellow),
+        "canceled" | "disabled" | "no" => Some(Color::Magenta),
+        _ => None,
+    }
+}
+
+/// The SGR code of the colours [`state_colour`] uses.
+fn ansi_code(colour: Color) -> u8 {
+    match colour {
+        Color::Green => 32,
+        Color::Red => 31,
+        Color::Yellow => 33,
+        Color::Magenta => 35,
+        _ => 39,
+    }
+}
+
+/// `value` as `format` prints it (JSON for anything but YAML).
+pub fn data_text<T: Serialize>(format: Format, value: &T) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Yaml => serde_norway::to_string(value)?.trim_end().to_string(),
+        _ => serde_json::to_string_pretty(value)?,
+    })
+}
+
+/// One cell of a [`Table`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    /// What a table shows.
+    text: String,
+    /// What `-o wide` shows instead (a whole id), if it differs.
+    wide: Option<String>,
+    colour: Option<Color>,
+}
+
+impl Cell {
+    pub fn text(text: impl Into<String>) -> Cell {
+        Cell {
+            text: text.into(),
+            wide: None,
+            colour: None,
+        }
+    }
+
+    /// A state word, coloured by [`state_colour`].
+    pub fn state(state: impl Into<String>) -> Cell {
+        let text = state.into();
+        Cell {
+            colour: state_colour(&text),
+            text,
+            wide: None,
+        }
+    }
+
+    /// An id: `short` in a table, `full` with `-o wide`.
+    pub fn id(full: impl Into<String>, short: impl Into<String>) -> Cell {
+        let full = full.into();
+        Cell {
+            text: short.into(),
+            wide: Some(full),
+            colour: None,
+        }
+    }
+
+    fn shown(&self, wide: bool) -> &str {
+        match (&self.wide, wide) {
+            (Some(full), true) => full,
+            _ => &self.text,
+        }
+    }
+}
+
+impl<T: Into<String>> From<T> for Cell {
+    fn from(text: T) -> Cell {
+        Cell::text(text)
+    }
+}
+
+/// Rows under a header, laid out by [`Output::table`].
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<Cell>>,
+}
+
+impl Table {
+    pub fn new(header: &[&str]) -> Table {
+        Table {
+            header: header.iter().map(|h| h.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<Cell>) -> &mut Table {
+        self.rows.push(cells);
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// Spaces comfy-table puts around each cell (its padding).
+const CELL_PADDING: usize = 2;
+
+/// No column is narrowed below this (or its header, or its widest cell if
+/// narrower): a state or a short id stays readable.
+const MIN_COLUMN: usize = 10;
+
+/// The table as text: cells cut to fit `width` when given, every cell in
+/// full with `wide`, states coloured with `colour`.
+pub fn render(table: &Table, wide: bool, colour: bool, width: Option<usize>) -> String {
+    let columns = table.header.len();
+    fn shown(row: &[Cell], i: usize, wide: bool) -> &str {
+        row.get(i).map(|c| c.shown(wide)).unwrap_or("")
+    }
+    let one_line = |text: &str| text.replace(['\n', '\r', '\t'], " ");
+    let natural: Vec<usize> = (0..columns)
+        .map(|i| {
+            table
+                .rows
+                .iter()
+                .map(|row| one_line(shown(row, i, wide)).width())
+                .chain([table.header[i].width()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    // Wide tables are never cut.
+    let widths = match width.filter(|_| !wide) {
+        Some(width) => {
+            let floors: Vec<usize> = (0..columns)
+                .map(|i| natural[i].min(MIN_COLUMN.max(table.header[i].width())))
+                .collect();
+            fit_widths(
+                &natural,
+                &floors,
+                width.saturating_sub(CELL_PADDING * columns),
+            )
+        }
+        None => natural,
+    };
+    let mut out = comfy_table::Table::new();
+    out.load_preset(presets::NOTHING)
         .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(header.to_vec());
-    table
+        .set_header(
+            table
+                .header
+                .iter()
+                .zip(&widths)
+                .map(|(h, w)| truncate(h, *w))
+                .collect::<Vec<_>>(),
+        );
+    if colour {
+        out.enforce_styling().style_text_only();
+    } else {
+        out.force_no_tty();
+    }
+    for row in &table.rows {
+        out.add_row((0..columns).map(|i| {
+            let mut cell =
+                comfy_table::Cell::new(truncate(&one_line(shown(row, i, wide)), widths[i]));
+            if let Some(c) = row.get(i).and_then(|c| c.colour) {
+                cell = cell.fg(c);
+            }
+            cell
+        }));
+    }
+    format!("{out}\n")
 }
 
-pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
+/// Column widths that fit in `available`: the widest columns are narrowed
+/// first, to a common cap, never below their floor; what is left of
+/// `available` goes back to the narrowed ones. When even the floors do not
+/// fit, the floors.
+pub fn fit_widths(natural: &[usize], floors: &[usize], available: usize) -> Vec<usize> {
+    let total = |cap: usize| -> usize {
+        natural
+            .iter()
+            .zip(floors)
+            .map(|(n, f)| (*n).min(cap.max(*f)))
+            .sum()
+    };
+    if natural.iter().sum::<usize>() <= available {
+        return natural.to_vec();
+    }
+    // The largest cap that fits; total() grows with the cap.
+    let (mut low, mut high) = (0, natural.iter().copied().max().unwrap_or(0));
+    while low < high {
+        let mid = (low + high).div_ceil(2);
+        if total(mid) <= available {
+            low = mid;
+        } else {
+            high = mid - 1;
+        }
+    }
+    let mut widths: Vec<usize> = natural
+        .iter()
+        .zip(floors)
+        .map(|(n, f)| (*n).min(low.max(*f)))
+        .collect();
+    let mut left = available.saturating_sub(widths.iter().sum());
+    for (width, natural) in widths.iter_mut().zip(natural) {
+        if left == 0 {
+            break;
+        }
+        if *width < *natural {
+            *width += 1;
+            left -= 1;
+        }
+    }
+    widths
+}
+
+/// `text` cut to `width` terminal columns, ending in `…` when cut.
+pub fn truncate(text: &str, width: usize) -> String {
+    if text.width() <= width {
+        return text.to_string();
+    }
+    if width == 0 {
+        return String::new();
+    }
+    let mut cut = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w > width - 1 {
+            break;
+        }
+        cut.push(c);
+        used += w;
+    }
+    cut.push('…');
+    cut
 }
 
 pub fn time(ms: i64) -> Option<DateTime<Utc>> {
@@ -197,9 +528,9 @@ impl From<&v1::Job> for JobView {
     }
 }
 
-/// One host's result, as `run` and `job get` print it: a header line, then
-/// the output indented.
-pub fn print_execution_result(e: &v1::Execution) {
+/// One host's result, as `job get` and `exec get` print it: a header
+/// line, then the output indented.
+pub fn print_execution_result(e: &v1::Execution, out: &Output) {
     let terminal = status_from_wire(e.status).is_ok_and(|s| s.is_terminal());
     if terminal {
         let exit = e
@@ -209,7 +540,7 @@ pub fn print_execution_result(e: &v1::Execution) {
         println!(
             "{}  {}  {}  {}",
             e.drone_id,
-            status_name(e.status),
+            out.state(&status_name(e.status)),
             exit,
             seconds(e.duration_ms)
         );
@@ -217,7 +548,7 @@ pub fn print_execution_result(e: &v1::Execution) {
         println!(
             "{}  {}  {}",
             e.drone_id,
-            status_name(e.status),
+            out.state(&status_name(e.status)),
             running_for(e.started_at_ms, Utc::now())
         );
     }
@@ -250,6 +581,122 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    #[test]
+    fn long_cells_are_cut_with_an_ellipsis_to_the_column() {
+        assert_eq!(truncate("uptime", 10), "uptime");
+        assert_eq!(truncate("systemctl restart nginx", 10), "systemctl…");
+        assert_eq!(truncate("abc", 1), "…");
+        assert_eq!(truncate("abc", 0), "");
+        // Wide characters count as two columns.
+        assert_eq!(truncate("日本語のホスト", 7), "日本語…");
+    }
+
+    #[test]
+    fn the_widest_columns_give_way_first_and_none_below_its_floor() {
+        // Fits: as they are.
+        assert_eq!(fit_widths(&[5, 10, 20], &[5, 10, 10], 40), [5, 10, 20]);
+        // The widest narrows to a cap; the narrow ones keep their width.
+        assert_eq!(fit_widths(&[5, 30, 60], &[5, 10, 10], 60), [5, 28, 27]);
+        assert_eq!(fit_widths(&[8, 12, 80], &[8, 10, 10], 50), [8, 12, 30]);
+        // Not even the floors fit: the floors, and the line overflows.
+        assert_eq!(fit_widths(&[36, 40], &[10, 10], 5), [10, 10]);
+    }
+
+    fn jobs_table() -> Table {
+        let mut table = Table::new(&["JOB", "STATUS", "COMMAND"]);
+        table.row(vec![
+            Cell::id("0193a1c2-1234-7abc-8def-000000000001", "0193a1c2-1"),
+            Cell::state("failed"),
+            Cell::text("/bin/sh -c 'for host in $(cat /etc/hosts); do ping -c1 $host; done'"),
+        ]);
+        table.row(vec![
+            Cell::id("0193a1c2-5678-7abc-8def-000000000002", "0193a1c2-5"),
+            Cell::state("succeeded"),
+            Cell::text("uptime"),
+        ]);
+        table
+    }
+
+    #[test]
+    fn a_table_fits_the_terminal_and_wide_shows_everything() {
+        let table = jobs_table();
+        let narrow = render(&table, false, false, Some(50));
+        for line in narrow.lines() {
+            assert!(line.width() <= 50, "{line:?} is {} wide", line.width());
+        }
+        assert!(narrow.contains("0193a1c2-1 "), "{narrow}");
+        assert!(narrow.contains("/bin/sh -c"), "{narrow}");
+        assert!(narrow.contains('…'), "{narrow}");
+        assert!(!narrow.contains('\x1b'), "no colour asked: {narrow:?}");
+
+        let wide = render(&table, true, false, Some(50));
+        assert!(
+            wide.contains("0193a1c2-1234-7abc-8def-000000000001"),
+            "{wide}"
+        );
+        assert!(wide.contains("ping -c1 $host; done'"), "{wide}");
+        assert!(!wide.contains('…'), "{wide}");
+        // No terminal, no width: nothing is cut.
+        assert!(!render(&table, false, false, None).contains('…'));
+    }
+
+    #[test]
+    fn states_are_coloured_only_when_asked() {
+        let table = jobs_table();
+        let coloured = render(&table, false, true, Some(120));
+        let failed = coloured.find("failed").expect("the state");
+        assert!(
+            coloured[..failed].ends_with('m') && coloured[..failed].contains('\x1b'),
+            "a colour starts right before the state: {coloured:?}"
+        );
+        let out = Output {
+            format: Format::Table,
+            colour: true,
+            width: None,
+        };
+        assert_eq!(out.state("succeeded"), "\x1b[32msucceeded\x1b[0m");
+        assert_eq!(out.state("web-1"), "web-1");
+        assert_eq!(Output::plain(Format::Table).state("failed"), "failed");
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour_wanted(true, None, Some("xterm-256color")));
+        assert!(!colour_wanted(false, None, Some("xterm-256color")), "piped");
+        assert!(!colour_wanted(true, Some("1"), Some("xterm")), "NO_COLOR");
+        assert!(
+            colour_wanted(true, Some(""), Some("xterm")),
+            "NO_COLOR empty"
+        );
+        assert!(!colour_wanted(true, None, Some("dumb")));
+        assert!(colour_wanted(true, None, None));
+    }
+
+    #[test]
+    fn states_have_colours_by_outcome() {
+        assert_eq!(state_colour("succeeded"), Some(Color::Green));
+        for bad in ["failed", "timed_out", "lost", "offline"] {
+            assert_eq!(state_colour(bad), Some(Color::Red), "{bad}");
+        }
+        assert_eq!(state_colour("running"), Some(Color::Yellow));
+        assert_eq!(state_colour("web-1"), None);
+    }
+
+    #[test]
+    fn yaml_is_the_same_data_as_json() {
+        let value = serde_json::json!({ "id": "0193", "ok": true, "n": 3, "none": null });
+        let yaml = data_text(Format::Yaml, &value).expect("yaml");
+        // A string that reads as a number in YAML is quoted.
+        for line in ["id: '0193'", "n: 3", "none: null", "ok: true"] {
+            assert!(yaml.lines().any(|l| l == line), "{line} in {yaml}");
+        }
+        assert!(
+            data_text(Format::Json, &value)
+                .expect("json")
+                .starts_with('{')
+        );
+    }
 
     #[test]
     fn a_running_execution_shows_how_long_it_has_run() {

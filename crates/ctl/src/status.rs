@@ -8,7 +8,7 @@ use serde_json::json;
 use ultron8_proto::v1;
 
 use crate::client::{Client, call_failed};
-use crate::output::{Format, print_json, status_name, time};
+use crate::output::{Output, status_name, time};
 
 /// This ultronctl: its version and the commit it was built from.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ULTRON8_COMMIT"), ")");
@@ -20,21 +20,21 @@ pub const EXIT_NOT_READY: u8 = 1;
 /// answer, or why there is none.
 pub fn print_version(
     hive: Result<v1::HiveStatus, anyhow::Error>,
-    format: Format,
+    out: &Output,
 ) -> anyhow::Result<u8> {
     let client = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "commit": env!("ULTRON8_COMMIT"),
     });
-    match format {
-        Format::Json => {
+    match out.is_data() {
+        true => {
             let hive = match &hive {
                 Ok(status) => json!({ "version": status.version, "commit": status.commit }),
                 Err(e) => json!({ "error": format!("{e:#}") }),
             };
-            print_json(&json!({ "client": client, "hive": hive }))?;
+            out.data(&json!({ "client": client, "hive": hive }))?;
         }
-        Format::Table => {
+        false => {
             println!("ultronctl: {VERSION}");
             match &hive {
                 Ok(status) => println!("hive:      {} ({})", status.version, status.commit),
@@ -59,10 +59,11 @@ pub fn ready(status: &v1::HiveStatus) -> bool {
     up(&status.store) && up(&status.broker)
 }
 
-pub fn print_status(status: &v1::HiveStatus, format: Format) -> anyhow::Result<u8> {
-    match format {
-        Format::Json => print_json(&status_json(status))?,
-        Format::Table => print!("{}", render_status(status, Utc::now())),
+pub fn print_status(status: &v1::HiveStatus, out: &Output) -> anyhow::Result<u8> {
+    if out.is_data() {
+        out.data(&status_json(status))?;
+    } else {
+        print!("{}", render_status(status, Utc::now()));
     }
     Ok(if ready(status) { 0 } else { EXIT_NOT_READY })
 }

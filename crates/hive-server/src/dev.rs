@@ -44,7 +44,13 @@ pub struct DevOptions {
     /// Also write the ultronctl config to the user's default location
     /// (unless one that `dev` did not write is already there).
     pub write_user_config: bool,
+    /// Webhooks to serve besides `demo`, each with a bearer token kept in
+    /// `<data-dir>/<name>-webhook-token`.
+    pub webhooks: Vec<String>,
 }
+
+/// The webhook every dev hive serves, for `packs/hello`.
+const DEMO_WEBHOOK: &str = "demo";
 
 pub fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(dirs::data_dir()
@@ -114,22 +120,37 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
             .with_context(|| format!("cannot open the embedded store in {}", root.display()))?,
     );
     let broker = InProcessBroker::new();
-    let webhook_token = demo_webhook_token(&root)?;
+    let mut names = vec![DEMO_WEBHOOK.to_string()];
+    for name in &options.webhooks {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    let mut webhooks = Vec::new();
+    for name in names {
+        let token = webhook_token(&root, &name)?;
+        webhooks.push((name, token));
+    }
     let config = HiveConfig {
-        webhooks: [(
-            "demo".to_string(),
-            WebhookConfig {
-                token: Some(webhook_token.clone()),
-                ..WebhookConfig::default()
-            },
-        )]
-        .into(),
+        webhooks: webhooks
+            .iter()
+            .map(|(name, token)| {
+                (
+                    name.clone(),
+                    WebhookConfig {
+                        token: Some(token.clone()),
+                        ..WebhookConfig::default()
+                    },
+                )
+            })
+            .collect(),
         data_dir: root.clone(),
         grpc_listen,
         http_listen,
         drone_amqp_url: Some(INPROC_BROKER_URL.into()),
         heartbeat_interval: Duration::from_secs(2),
         offline_after: Duration::from_secs(10),
+        dev: true,
         ..HiveConfig::default()
     };
 
@@ -170,7 +191,7 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         http_listen,
         &dir.ultronctl_config(),
         user_config.as_deref(),
-        &webhook_token,
+        &webhooks,
     );
 
     let result = tokio::select! {
@@ -334,9 +355,10 @@ fn install_user_config(ctl: &CtlConfigFile) -> Option<PathBuf> {
     written.map(|()| path)
 }
 
-/// The `demo` webhook's bearer token: made once, kept in the data dir.
-fn demo_webhook_token(root: &Path) -> anyhow::Result<String> {
-    let path = root.join("demo-webhook-token");
+/// A webhook's bearer token: made once, kept in the data dir as
+/// `<name>-webhook-token`.
+fn webhook_token(root: &Path, name: &str) -> anyhow::Result<String> {
+    let path = root.join(format!("{name}-webhook-token"));
     if let Ok(token) = std::fs::read_to_string(&path) {
         let token = token.trim().to_string();
         if !token.is_empty() {
@@ -357,7 +379,7 @@ fn print_banner(
     http: SocketAddr,
     ctl_config: &Path,
     user_config: Option<&Path>,
-    webhook_token: &str,
+    webhooks: &[(String, String)],
 ) {
     let ultronctl = std::env::current_exe()
         .ok()
@@ -388,10 +410,25 @@ fn print_banner(
     }
     let cmd = ultronctl.unwrap_or_else(|| "ultronctl".into());
     text.push_str(&format!(
-        "\nTry, in another terminal:\n  {cmd} drone list\n  {cmd} run -t '*' -- uname -a\n  {cmd} job list\n\n\
-         The webhook `demo` is ready for packs/hello (see the README's tour):\n  \
-         curl -H 'Authorization: Bearer {webhook_token}' -d '{{\"name\": \"Ada\", \"target\": \"local\"}}' http://{http}/v1/webhooks/demo\n\n\
-         Ctrl-C stops the hive; everything stored stays in the data dir (--fresh starts over).\n"
+        "\nTry, in another terminal:\n  {cmd} drone list\n  {cmd} run -t '*' -- uname -a\n  {cmd} job list\n"
     ));
+    for (name, token) in webhooks {
+        if name == DEMO_WEBHOOK {
+            text.push_str(&format!(
+                "\nThe webhook `demo` is ready for packs/hello (see the README's tour):\n  \
+                 curl -H 'Authorization: Bearer {token}' -d '{{\"name\": \"Ada\", \"target\": \"local\"}}' http://{http}/v1/webhooks/demo\n"
+            ));
+        } else {
+            text.push_str(&format!(
+                "\nThe webhook `{name}` (token in {}):\n  \
+                 curl -H 'Authorization: Bearer {token}' -d '{{}}' http://{http}/v1/webhooks/{name}\n",
+                root.join(format!("{name}-webhook-token")).display()
+            ));
+        }
+    }
+    text.push_str(
+        "\nThis hive's one drone is the built-in one; remote drones need `ultron8-hive serve`.\n\
+         Ctrl-C stops the hive; everything stored stays in the data dir (--fresh starts over).\n",
+    );
     eprintln!("{text}");
 }

@@ -67,9 +67,14 @@ enum Command {
     ///
     /// Creates a CA and certificates in the data directory on first use and
     /// writes ultronctl's config, so `ultronctl drone list` works next.
-    /// Listens on loopback only unless --listen says otherwise.
+    /// Listens on loopback only unless --listen says otherwise. Its one
+    /// drone is the built-in one: it makes no join tokens (remote drones
+    /// need `ultron8-hive serve`).
     ///
-    /// Example: cargo run --release --bin ultron8-hive -- dev
+    /// Examples:
+    ///   cargo run --release --bin ultron8-hive -- dev
+    ///   ultron8-hive dev --webhook deploys --webhook pager   # for your own pack's rules
+    #[command(verbatim_doc_comment)]
     Dev {
         /// State directory [default: <user data dir>/ultron8/dev, e.g. ~/.local/share/ultron8/dev]
         #[arg(long, value_name = "DIR")]
@@ -86,6 +91,10 @@ enum Command {
         /// Do not write ~/.config/ultron8/ultronctl.toml (use ULTRONCTL_CONFIG instead)
         #[arg(long)]
         no_user_config: bool,
+        /// Also serve the webhook POST /v1/webhooks/NAME (repeatable), with a bearer
+        /// token kept in <data-dir>/NAME-webhook-token, beside the `demo` webhook's
+        #[arg(long = "webhook", value_name = "NAME", value_parser = parse_webhook_name)]
+        webhooks: Vec<String>,
     },
     /// Run the hive against Postgres and RabbitMQ.
     ///
@@ -124,6 +133,21 @@ enum OperatorCommand {
         #[arg(long, env = "ULTRON8_DATA_DIR", default_value = "/var/lib/ultron8")]
         data_dir: PathBuf,
     },
+}
+
+/// A webhook name as a URL path segment and a file name may hold it.
+fn parse_webhook_name(name: &str) -> Result<String, String> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "{name:?}: a webhook name is 1 to 64 letters, digits, `-` and `_`"
+        ));
+    }
+    Ok(name.to_string())
 }
 
 #[tokio::main]
@@ -210,6 +234,7 @@ async fn run(command: Command, shutdown_grace: std::time::Duration) -> anyhow::R
             listen,
             http_listen,
             no_user_config,
+            webhooks,
         } => {
             let shutdown = ultron8_host::shutdown_on_signal(shutdown_grace);
             let options = ultron8_hive_server::dev::DevOptions {
@@ -218,6 +243,7 @@ async fn run(command: Command, shutdown_grace: std::time::Duration) -> anyhow::R
                 listen,
                 http_listen,
                 write_user_config: !no_user_config,
+                webhooks,
             };
             ultron8_hive_server::dev::run(options, shutdown).await
         }

@@ -88,6 +88,11 @@ pub struct HiveConfig {
     pub alertmanager_token: Option<String>,
     /// Largest accepted webhook or Alertmanager body, in bytes.
     pub max_event_bytes: usize,
+    /// Set by `ultron8-hive dev`, never by a file or a flag: the hive runs
+    /// with a built-in drone on an in-process broker, which no other drone
+    /// can reach, so it refuses to create join tokens.
+    #[serde(skip)]
+    pub dev: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,6 +147,7 @@ impl Default for HiveConfig {
             webhooks: BTreeMap::new(),
             alertmanager_token: None,
             max_event_bytes: 1024 * 1024,
+            dev: false,
         }
     }
 }

@@ -1,13 +1,15 @@
 //! The gRPC service ultronctl calls: an adapter that decodes each request,
 //! calls one hive operation ([`crate::ops`]) as the operator the caller
-//! layer admitted ([`crate::caller`]), and encodes the result.
+//! layer admitted ([`crate::caller`]), and encodes the result. A job,
+//! execution or event id in a request may be a unique prefix of one: it is
+//! resolved first ([`Hive::resolve_id`]), the same way for every call.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
-use ultron8_core::ids::{DroneId, EventId, ExecutionId, JobId};
+use ultron8_core::ids::DroneId;
 use ultron8_proto::v1::{self, control_service_server::ControlService};
 
 use crate::caller::operator;
@@ -51,7 +53,20 @@ impl ControlService for ControlApi {
         request: Request<v1::GetDroneRequest>,
     ) -> Result<Response<v1::Drone>, Status> {
         let id = DroneId::from(request.into_inner().id);
-        let drone = self.hive.get_drone(&id).await?;
+        let drone = self.hive.fleet_drone(&id).await?;
+        Ok(Response::new(rpc::drone_to_wire(&drone)))
+    }
+
+    async fn remove_drone(
+        &self,
+        request: Request<v1::RemoveDroneRequest>,
+    ) -> Result<Response<v1::Drone>, Status> {
+        let actor = operator(&request)?;
+        let request = request.into_inner();
+        let drone = self
+            .hive
+            .remove_drone(&actor, &DroneId::from(request.id), request.force)
+            .await?;
         Ok(Response::new(rpc::drone_to_wire(&drone)))
     }
 
@@ -72,7 +87,10 @@ impl ControlService for ControlApi {
         &self,
         request: Request<v1::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        let job_id = JobId::from(request.into_inner().job_id);
+        let job_id = self
+            .hive
+            .resolve_job_id(&request.into_inner().job_id)
+            .await?;
         let executions = self.hive.watch_job(&job_id).await?;
         let executions = executions.map(|item| {
             item.map(|execution| rpc::execution_to_wire(&execution))
@@ -91,10 +109,8 @@ impl ControlService for ControlApi {
         let drone = Some(request.drone_id)
             .filter(|d| !d.is_empty())
             .map(DroneId::from);
-        let events = self
-            .hive
-            .follow_job(&JobId::from(request.job_id), drone, request.follow)
-            .await?;
+        let job_id = self.hive.resolve_job_id(&request.job_id).await?;
+        let events = self.hive.follow_job(&job_id, drone, request.follow).await?;
         let events = events.map(|item| {
             item.map(|event| rpc::job_event_to_wire(&event))
                 .map_err(Status::from)
@@ -111,9 +127,10 @@ impl ControlService for ControlApi {
         let drone = Some(request.drone_id)
             .filter(|d| !d.is_empty())
             .map(DroneId::from);
+        let job_id = self.hive.resolve_job_id(&request.job_id).await?;
         let canceled = self
             .hive
-            .cancel_job(&actor, &JobId::from(request.job_id), drone.as_ref())
+            .cancel_job(&actor, &job_id, drone.as_ref())
             .await?;
         Ok(Response::new(rpc::canceled_to_wire(canceled)))
     }
@@ -122,7 +139,7 @@ impl ControlService for ControlApi {
         &self,
         request: Request<v1::GetJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
-        let id = JobId::from(request.into_inner().id);
+        let id = self.hive.resolve_job_id(&request.into_inner().id).await?;
         let job = self.hive.get_job(&id).await?;
         let offline = self.hive.offline_when_submitted(&job.id).await?;
         Ok(Response::new(rpc::job_to_wire(&job, &offline)))
@@ -132,7 +149,8 @@ impl ControlService for ControlApi {
         &self,
         request: Request<v1::ListJobsRequest>,
     ) -> Result<Response<v1::ListJobsResponse>, Status> {
-        let jobs = self.hive.list_jobs(request.into_inner().limit).await?;
+        let filter = rpc::job_filter(request.into_inner())?;
+        let jobs = self.hive.list_jobs(&filter).await?;
         Ok(Response::new(v1::ListJobsResponse {
             jobs: jobs.into_iter().map(rpc::job_summary_to_wire).collect(),
         }))
@@ -142,7 +160,10 @@ impl ControlService for ControlApi {
         &self,
         request: Request<v1::GetExecutionRequest>,
     ) -> Result<Response<v1::Execution>, Status> {
-        let id = ExecutionId::from(request.into_inner().id);
+        let id = self
+            .hive
+            .resolve_execution_id(&request.into_inner().id)
+            .await?;
         let execution = self.hive.get_execution(&id).await?;
         Ok(Response::new(rpc::execution_to_wire(&execution)))
     }
@@ -223,6 +244,41 @@ impl ControlService for ControlApi {
         Ok(Response::new(rpc::job_to_wire(&job, &offline)))
     }
 
+    async fn list_actions(
+        &self,
+        request: Request<v1::ListActionsRequest>,
+    ) -> Result<Response<v1::ListActionsResponse>, Status> {
+        let request = request.into_inner();
+        let actions = self.hive.list_actions(rpc::optional(&request.pack)).await?;
+        Ok(Response::new(v1::ListActionsResponse {
+            actions: actions
+                .iter()
+                .map(rpc::action_info)
+                .collect::<Result<_, _>>()?,
+        }))
+    }
+
+    async fn get_action(
+        &self,
+        request: Request<v1::GetActionRequest>,
+    ) -> Result<Response<v1::ActionInfo>, Status> {
+        let action = self
+            .hive
+            .get_action(&request.into_inner().reference)
+            .await?;
+        Ok(Response::new(rpc::action_info(&action)?))
+    }
+
+    async fn shorten_ids(
+        &self,
+        request: Request<v1::ShortenIdsRequest>,
+    ) -> Result<Response<v1::ShortenIdsResponse>, Status> {
+        let request = request.into_inner();
+        let kind = rpc::id_kind(request.kind)?;
+        let short_ids = self.hive.short_ids(kind, &request.ids).await?;
+        Ok(Response::new(v1::ShortenIdsResponse { short_ids }))
+    }
+
     async fn fire_event(
         &self,
         request: Request<v1::FireEventRequest>,
@@ -252,7 +308,7 @@ impl ControlService for ControlApi {
         &self,
         request: Request<v1::GetEventRequest>,
     ) -> Result<Response<v1::EventInfo>, Status> {
-        let id = EventId::from(request.into_inner().id);
+        let id = self.hive.resolve_event_id(&request.into_inner().id).await?;
         let event = self.hive.get_event(&id).await?;
         Ok(Response::new(rpc::event_info(&event)))
     }

@@ -60,6 +60,7 @@ impl DroneService for DroneApi {
         request: Request<Streaming<v1::OutputChunk>>,
     ) -> Result<Response<v1::StreamOutputResponse>, Status> {
         let drone_id = drone(&request)?;
+        self.hive.check_in_fleet(&drone_id).await?;
         let mut chunks = request.into_inner();
         let mut intake = self.hive.output_intake(&drone_id);
         let mut accepted = 0;
@@ -86,6 +87,7 @@ impl DroneService for DroneApi {
         request: Request<v1::ExecutionReport>,
     ) -> Result<Response<v1::ReportResultResponse>, Status> {
         let drone_id = drone(&request)?;
+        self.hive.check_in_fleet(&drone_id).await?;
         let report = rpc::report_from_wire(request.into_inner())?;
         let answer = self.hive.report_execution(&drone_id, report).await?;
         Ok(Response::new(v1::ReportResultResponse {

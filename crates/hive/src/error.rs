@@ -178,6 +178,21 @@ impl HiveError {
         }
     }
 
+    /// A target that matches no drone at all; `hint` (`; did you mean
+    /// web-1?`, or empty) offers the closest drone ids.
+    pub fn no_drone_matches(target: &str, hint: &str) -> Self {
+        HiveError {
+            code: ErrorCode::FailedPrecondition,
+            message: format!(
+                "target {target:?} matches no online drone{hint}; see `ultronctl drone list`"
+            ),
+            detail: Some(ErrorDetail::OfflineDrones {
+                target: target.to_string(),
+                offline: Vec::new(),
+            }),
+        }
+    }
+
     /// A pack refused for its content, with every problem.
     pub fn pack_refused(problems: Vec<String>) -> Self {
         HiveError {

@@ -19,8 +19,9 @@ use ultron8_proto::convert::{
 };
 use ultron8_proto::v1;
 use ultron8_store::{
-    AuditFilter, AuditRecord, DroneRecord, EventFilter, EventRecord, EventState, ExecutionRecord,
-    ExecutionResult, JobRecord, JobSummary, OutputChunkRecord, OutputStreamKind, RuleRecord,
+    ActionRecord, AuditFilter, AuditRecord, DroneRecord, EventFilter, EventRecord, EventState,
+    ExecutionRecord, ExecutionResult, IdKind, JobFilter, JobRecord, JobSummary, OutputChunkRecord,
+    OutputStreamKind, RuleRecord,
 };
 
 use crate::error::HiveError;
@@ -188,6 +189,44 @@ pub fn audit_filter(request: v1::ListAuditRequest) -> Result<AuditFilter, HiveEr
     })
 }
 
+pub fn job_filter(request: v1::ListJobsRequest) -> Result<JobFilter, HiveError> {
+    let statuses = request
+        .statuses
+        .iter()
+        .flat_map(|text| text.split(','))
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+        .map(|text| {
+            text.parse::<ExecutionStatus>()
+                .map_err(|e| HiveError::invalid_argument(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(JobFilter {
+        since: from_ms(request.since_ms),
+        statuses,
+        drone_id: given(request.drone).map(DroneId::from),
+        rule: given(request.rule),
+        action_ref: given(request.action),
+        limit: request.limit,
+    })
+}
+
+pub fn id_kind(kind: i32) -> Result<IdKind, HiveError> {
+    match v1::IdKind::try_from(kind) {
+        Ok(v1::IdKind::Job) => Ok(IdKind::Job),
+        Ok(v1::IdKind::Execution) => Ok(IdKind::Execution),
+        Ok(v1::IdKind::Event) => Ok(IdKind::Event),
+        _ => Err(HiveError::invalid_argument(
+            "say which kind of ids to shorten: job, execution or event",
+        )),
+    }
+}
+
+/// An optional name from the wire, where empty means "none".
+pub fn optional(text: &str) -> Option<&str> {
+    Some(text).filter(|t| !t.is_empty())
+}
+
 // --- encoding ---------------------------------------------------------------
 
 pub fn ms(at: DateTime<Utc>) -> i64 {
@@ -264,6 +303,12 @@ pub fn drone_to_wire(drone: &DroneRecord) -> v1::Drone {
         stats: drone.stats.as_ref().map(stats_to_wire),
         registered_at_ms: opt_ms(drone.registered_at),
         enrolled_at_ms: ms(drone.enrolled_at),
+        removed_at_ms: opt_ms(drone.removed.as_ref().map(|r| r.at)),
+        removed_by: drone
+            .removed
+            .as_ref()
+            .map(|r| r.by.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -352,6 +397,49 @@ pub fn rule_info(rule: &RuleRecord) -> Result<v1::RuleInfo, HiveError> {
         action: rule.definition.action.reference.clone(),
         description: rule.definition.description.clone(),
         definition_json: json_text(&rule.definition)?,
+        source: rule.source.clone().unwrap_or_default(),
+    })
+}
+
+pub fn action_info(action: &ActionRecord) -> Result<v1::ActionInfo, HiveError> {
+    let definition = &action.definition;
+    let parameters = definition
+        .parameters
+        .iter()
+        .map(|(name, spec)| {
+            let default_json = match &spec.default {
+                // A secret's default is a secret too.
+                Some(_) if spec.secret => json_text(&ultron8_core::params::MASK)?,
+                Some(value) => json_text(value)?,
+                None => String::new(),
+            };
+            Ok(v1::ActionParameter {
+                name: name.clone(),
+                r#type: json_text(&spec.kind)?.trim_matches('"').to_string(),
+                required: spec.required,
+                default_json,
+                secret: spec.secret,
+                description: spec.description.clone(),
+                allowed_json: spec
+                    .allowed
+                    .iter()
+                    .flatten()
+                    .map(json_text)
+                    .collect::<Result<_, _>>()?,
+            })
+        })
+        .collect::<Result<_, HiveError>>()?;
+    Ok(v1::ActionInfo {
+        reference: action.reference.clone(),
+        pack: action.pack.clone(),
+        name: definition.name.clone(),
+        description: definition.description.clone(),
+        runner: definition.runner.kind().to_string(),
+        runs_on_drones: definition.runs_on_drones(),
+        timeout_ms: definition
+            .timeout
+            .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        parameters,
     })
 }
 

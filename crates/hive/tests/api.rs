@@ -91,8 +91,8 @@ async fn a_target_matching_only_offline_drones_is_refused_naming_them() {
         &mut control,
         ultronctl::automation::PackCommand::Install {
             path: packs_dir().join("hello"),
-            output: ultronctl::output::Format::Json,
         },
+        &ultronctl::output::Output::plain(ultronctl::output::Format::Json),
     )
     .await
     .expect("install the hello pack");
@@ -113,7 +113,7 @@ async fn a_target_matching_only_offline_drones_is_refused_naming_them() {
 
     // Nothing was written.
     let jobs = control
-        .list_jobs(v1::ListJobsRequest { limit: 0 })
+        .list_jobs(v1::ListJobsRequest::default())
         .await
         .expect("list jobs")
         .into_inner()
@@ -190,7 +190,7 @@ async fn an_overlong_target_is_refused_with_a_short_message_that_names_the_probl
     assert!(message.contains("(120000 bytes)"), "{message}");
 
     let jobs = control
-        .list_jobs(v1::ListJobsRequest { limit: 0 })
+        .list_jobs(v1::ListJobsRequest::default())
         .await
         .expect("list jobs")
         .into_inner()
@@ -329,10 +329,8 @@ async fn a_pack_with_500_problems_reaches_ultronctl_whole() {
 
     let error = ultronctl::automation::pack(
         &mut control,
-        ultronctl::automation::PackCommand::Install {
-            path: pack.clone(),
-            output: ultronctl::output::Format::Table,
-        },
+        ultronctl::automation::PackCommand::Install { path: pack.clone() },
+        &ultronctl::output::Output::plain(ultronctl::output::Format::Table),
     )
     .await
     .expect_err("the pack is refused");
@@ -425,7 +423,7 @@ async fn a_drone_identity_is_refused_on_the_control_service_and_an_operator_on_t
     let refused = test
         .control_as(Caller::Drone { id: "web-1".into() })
         .await
-        .list_jobs(v1::ListJobsRequest { limit: 0 })
+        .list_jobs(v1::ListJobsRequest::default())
         .await
         .expect_err("a drone may not call the control service");
     assert_eq!(refused.code(), Code::PermissionDenied);
@@ -1265,8 +1263,8 @@ async fn a_value_rendered_into_a_shell_script_is_one_quoted_word() {
         &mut control,
         ultronctl::automation::PackCommand::Install {
             path: dir.path().to_path_buf(),
-            output: ultronctl::output::Format::Json,
         },
+        &ultronctl::output::Output::plain(ultronctl::output::Format::Json),
     )
     .await
     .expect("install");

@@ -15,17 +15,17 @@ use ultron8_core::{DroneFacts, ExecutionStatus};
 
 use crate::dialect::SqlTime;
 use crate::{
-    ActionRecord, AuditRecord, DroneRecord, EventOutcome, EventRecord, EventState, ExecutionRecord,
-    ExecutionResult, ExecutionUpdate, JobOrigin, JobRecord, JobSummary, NewAuditRecord, NewJob,
-    OutputChunkRecord, OutputStreamKind, PackRecord, PendingDispatch, Result, RuleFiring,
-    RuleRecord, StoreError,
+    ActionRecord, AuditRecord, DroneRecord, DroneRemoval, EventOutcome, EventRecord, EventState,
+    ExecutionRecord, ExecutionResult, ExecutionUpdate, JobOrigin, JobRecord, JobSummary,
+    NewAuditRecord, NewJob, OutputChunkRecord, OutputStreamKind, PackRecord, PendingDispatch,
+    Result, RuleFiring, RuleRecord, StoreError,
 };
 
 /// Page size used when a caller asks for "no limit" (zero).
 pub(crate) const DEFAULT_LIMIT: u32 = 100;
 
 pub(crate) const DRONE_COLUMNS: &str = "id, facts, token_labels, stats, online, enrolled_at, \
-     registered_at, last_seen_at, certificate_fingerprint";
+     registered_at, last_seen_at, certificate_fingerprint, removed_at, removed_by";
 
 pub(crate) const JOB_COLUMNS: &str =
     "id, target, requester, command, created_at, action_ref, rule, event_id, parameters";
@@ -42,7 +42,7 @@ pub(crate) const PACK_COLUMNS: &str =
 
 pub(crate) const ACTION_COLUMNS: &str = "reference, pack, definition";
 
-pub(crate) const RULE_COLUMNS: &str = "reference, pack, trigger, enabled, definition";
+pub(crate) const RULE_COLUMNS: &str = "reference, pack, trigger, enabled, definition, source";
 
 pub(crate) const EVENT_COLUMNS: &str =
     "id, trigger, payload, source, received_at, state, processed_at, error, matched_rules";
@@ -429,6 +429,8 @@ pub(crate) struct DroneRow {
     pub registered_at: Option<SqlTime>,
     pub last_seen_at: Option<SqlTime>,
     pub certificate_fingerprint: String,
+    pub removed_at: Option<SqlTime>,
+    pub removed_by: Option<String>,
 }
 
 impl TryFrom<DroneRow> for DroneRecord {
@@ -450,6 +452,11 @@ impl TryFrom<DroneRow> for DroneRecord {
             registered_at: row.registered_at.map(Into::into),
             last_seen_at: row.last_seen_at.map(Into::into),
             certificate_fingerprint: row.certificate_fingerprint,
+            // The schema sets both or neither.
+            removed: match (row.removed_at, row.removed_by) {
+                (Some(at), Some(by)) => Some(DroneRemoval { at: at.into(), by }),
+                _ => None,
+            },
             id: DroneId::from(row.id),
         })
     }
@@ -678,6 +685,7 @@ pub(crate) struct RuleRow {
     pub trigger: String,
     pub enabled: bool,
     pub definition: JsonValue,
+    pub source: Option<String>,
 }
 
 impl TryFrom<RuleRow> for RuleRecord {
@@ -690,6 +698,7 @@ impl TryFrom<RuleRow> for RuleRecord {
             pack: row.pack,
             trigger: row.trigger,
             enabled: row.enabled,
+            source: row.source,
         })
     }
 }

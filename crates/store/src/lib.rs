@@ -120,17 +120,19 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<JoinTokenGrant>;
 
     // --- drones ----------------------------------------------------------
-    /// Creates the drone, or records a re-enrollment of an existing id.
+    /// Creates the drone, or records a re-enrollment of an existing id
+    /// (which brings a removed drone back into the fleet).
     async fn record_enrollment(&self, enrollment: &DroneEnrollment) -> Result<()>;
     /// Stores the facts, marks the drone online and seen at `now`. Fails
-    /// with NotFound for a drone that never enrolled.
+    /// with NotFound for a drone that never enrolled or was removed.
     async fn record_registration(
         &self,
         drone_id: &DroneId,
         facts: &DroneFacts,
         now: DateTime<Utc>,
     ) -> Result<()>;
-    /// Stores the stats, marks the drone online and seen at `now`.
+    /// Stores the stats, marks the drone online and seen at `now`. Fails
+    /// with NotFound for a drone that never enrolled or was removed.
     async fn record_heartbeat(
         &self,
         drone_id: &DroneId,
@@ -139,9 +141,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// Marks online drones last seen before `cutoff` offline; returns their ids.
     async fn mark_silent_drones_offline(&self, cutoff: DateTime<Utc>) -> Result<Vec<DroneId>>;
-    /// Ordered by id.
+    /// The fleet, ordered by id: removed drones are not in it.
     async fn list_drones(&self) -> Result<Vec<DroneRecord>>;
+    /// The drone, removed or not ([`DroneRecord::removed`] says).
     async fn get_drone(&self, drone_id: &DroneId) -> Result<Option<DroneRecord>>;
+    /// Takes the drone out of the fleet and appends `audit`, in one
+    /// transaction: it is marked offline and removed, and its record stays
+    /// (executions and audit records name it). False, writing nothing, if
+    /// no such drone is in the fleet.
+    async fn remove_drone(
+        &self,
+        drone_id: &DroneId,
+        removal: &DroneRemoval,
+        audit: &NewAuditRecord,
+    ) -> Result<bool>;
 
     // --- jobs and executions --------------------------------------------
     /// Writes the job, all its executions (status `requested`) and the audit
@@ -154,8 +167,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// The job with its executions ordered by drone id.
     async fn get_job(&self, job_id: &JobId) -> Result<Option<JobRecord>>;
-    /// Most recent first.
-    async fn list_jobs(&self, limit: u32) -> Result<Vec<JobSummary>>;
+    /// Most recent first, those the filter selects.
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobSummary>>;
+    /// The ids of `kind` that start with `prefix`, compared character by
+    /// character (no character is a wildcard): an id equal to `prefix`
+    /// first, then in id order; at most `limit` (zero means 100).
+    async fn ids_with_prefix(&self, kind: IdKind, prefix: &str, limit: u32) -> Result<Vec<String>>;
+    /// The stored ids of `kind` whose first [`ID_INDEXED_PREFIX`] characters
+    /// are those of one of `ids` (`ids` themselves included when stored),
+    /// at most `limit` (zero means 100): what decides how short each of
+    /// `ids` may be printed and stay unique.
+    async fn ids_sharing_prefix(
+        &self,
+        kind: IdKind,
+        ids: &[String],
+        limit: u32,
+    ) -> Result<Vec<String>>;
     async fn get_execution(&self, execution_id: &ExecutionId) -> Result<Option<ExecutionRecord>>;
     /// Applies `update` if the state machine allows the move from the
     /// current status, and appends `audit` in the same transaction only when

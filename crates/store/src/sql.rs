@@ -64,11 +64,12 @@ use crate::common::{
 };
 pub use crate::dialect::{Dialect, NamedLock, RowsAffected, SqlTime};
 use crate::{
-    ActionRecord, Activity, AuditFilter, AuditRecord, DroneEnrollment, DroneRecord, EventFilter,
-    EventOutcome, EventRecord, ExecutionRecord, ExecutionUpdate, FiringOutcome, JobRecord,
-    JobSummary, JoinTokenGrant, NewAuditRecord, NewEvent, NewExecution, NewJob, NewJoinToken,
-    OutputChunkRecord, PackRecord, PendingDispatch, PendingEvents, Result, RuleFiring, RuleRecord,
-    ScriptRecord, Store, StoreError, TransitionOutcome,
+    ActionRecord, Activity, AuditFilter, AuditRecord, DroneEnrollment, DroneRecord, DroneRemoval,
+    EventFilter, EventOutcome, EventRecord, ExecutionRecord, ExecutionUpdate, FiringOutcome,
+    ID_INDEXED_PREFIX, IdKind, JobFilter, JobRecord, JobSummary, JoinTokenGrant, NewAuditRecord,
+    NewEvent, NewExecution, NewJob, NewJoinToken, OutputChunkRecord, PackRecord, PendingDispatch,
+    PendingEvents, Result, RuleFiring, RuleRecord, ScriptRecord, Store, StoreError,
+    TransitionOutcome,
 };
 
 /// [`Store`] on a SQL database. Cheap to clone: clones share the pools.
@@ -105,8 +106,27 @@ fn to_json(value: &impl Serialize) -> Result<JsonValue> {
     serde_json::to_value(value).map_err(|err| StoreError::Database(sqlx::Error::Encode(err.into())))
 }
 
+/// The table holding the ids of `kind`.
+fn id_table(kind: IdKind) -> &'static str {
+    match kind {
+        IdKind::Job => "jobs",
+        IdKind::Execution => "executions",
+        IdKind::Event => "events",
+    }
+}
+
+/// The first [`ID_INDEXED_PREFIX`] characters of `text`, which the id
+/// prefix indexes hold; `None` when it is shorter.
+fn indexed_prefix(text: &str) -> Option<&str> {
+    match text.char_indices().nth(ID_INDEXED_PREFIX) {
+        Some((end, _)) => Some(&text[..end]),
+        None if text.chars().count() == ID_INDEXED_PREFIX => Some(text),
+        None => None,
+    }
+}
+
 /// NotFound when an update of `drone_id` changed nothing: the drone never
-/// enrolled.
+/// enrolled, or was removed.
 fn drone_updated(updated: u64, drone_id: &DroneId) -> Result<()> {
     if updated == 0 {
         return Err(not_found("drone", drone_id.as_str()));
@@ -594,7 +614,8 @@ where
         // A re-enrollment replaces the credentials and the token's labels
         // (the new token is the operator's current word on them) but keeps
         // what the drone reported: facts and stats stay useful until it
-        // registers again.
+        // registers again. A removed drone joining again is back in the
+        // fleet.
         sqlx::query(
             "INSERT INTO drones (id, token_labels, enrolled_at, certificate_fingerprint, \
                                  certificate_not_after, token_id) \
@@ -604,7 +625,9 @@ where
                  enrolled_at = excluded.enrolled_at, \
                  certificate_fingerprint = excluded.certificate_fingerprint, \
                  certificate_not_after = excluded.certificate_not_after, \
-                 token_id = excluded.token_id",
+                 token_id = excluded.token_id, \
+                 removed_at = NULL, \
+                 removed_by = NULL",
         )
         .bind(enrollment.drone_id.as_str())
         .bind(to_json(&enrollment.labels)?)
@@ -625,7 +648,7 @@ where
     ) -> Result<()> {
         let updated = sqlx::query(
             "UPDATE drones SET facts = $2, online = true, registered_at = $3, last_seen_at = $3 \
-             WHERE id = $1",
+             WHERE id = $1 AND removed_at IS NULL",
         )
         .bind(drone_id.as_str())
         .bind(to_json(facts)?)
@@ -643,7 +666,8 @@ where
         now: DateTime<Utc>,
     ) -> Result<()> {
         let updated = sqlx::query(
-            "UPDATE drones SET stats = $2, online = true, last_seen_at = $3 WHERE id = $1",
+            "UPDATE drones SET stats = $2, online = true, last_seen_at = $3 \
+             WHERE id = $1 AND removed_at IS NULL",
         )
         .bind(drone_id.as_str())
         .bind(to_json(stats)?)
@@ -667,12 +691,14 @@ where
     }
 
     async fn list_drones(&self) -> Result<Vec<DroneRecord>> {
-        sqlx::query_as::<_, DroneRow>(&format!("SELECT {DRONE_COLUMNS} FROM drones ORDER BY id"))
-            .fetch_all(&self.readers)
-            .await?
-            .into_iter()
-            .map(DroneRecord::try_from)
-            .collect()
+        sqlx::query_as::<_, DroneRow>(&format!(
+            "SELECT {DRONE_COLUMNS} FROM drones WHERE removed_at IS NULL ORDER BY id"
+        ))
+        .fetch_all(&self.readers)
+        .await?
+        .into_iter()
+        .map(DroneRecord::try_from)
+        .collect()
     }
 
     async fn get_drone(&self, drone_id: &DroneId) -> Result<Option<DroneRecord>> {
@@ -682,6 +708,34 @@ where
             .await?
             .map(DroneRecord::try_from)
             .transpose()
+    }
+
+    async fn remove_drone(
+        &self,
+        drone_id: &DroneId,
+        removal: &DroneRemoval,
+        audit: &NewAuditRecord,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        // Offline at once: a removed drone is in no count of the fleet, and
+        // the schema refuses one both removed and online.
+        let removed = sqlx::query(
+            "UPDATE drones SET online = false, removed_at = $2, removed_by = $3 \
+             WHERE id = $1 AND removed_at IS NULL",
+        )
+        .bind(drone_id.as_str())
+        .bind(SqlTime(removal.at))
+        .bind(removal.by.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if removed == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn create_job(
@@ -720,13 +774,44 @@ where
         job.into_record(executions).map(Some)
     }
 
-    async fn list_jobs(&self, limit: u32) -> Result<Vec<JobSummary>> {
-        let jobs = sqlx::query_as::<_, JobRow>(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, id DESC LIMIT $1"
-        ))
-        .bind(effective_limit(limit))
-        .fetch_all(&self.readers)
-        .await?;
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobSummary>> {
+        let mut statement = Statement::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE true"));
+        statement
+            .and_where("created_at >= ", filter.since.map(SqlTime))
+            .and_where("rule = ", filter.rule.as_deref())
+            .and_where("action_ref = ", filter.action_ref.as_deref());
+        // The execution filters hold for one execution (`--drone web-1
+        // --status failed`: the jobs in which web-1 failed), as one EXISTS,
+        // so a job is listed once however many of its executions match;
+        // the planner may walk the newest jobs and probe each (the
+        // executions' `(job_id, drone_id)` key) or start from the
+        // executions (their drone and status indexes).
+        if filter.drone_id.is_some() || !filter.statuses.is_empty() {
+            statement.push(" AND EXISTS (SELECT 1 FROM executions e WHERE e.job_id = jobs.id");
+            if let Some(drone_id) = &filter.drone_id {
+                statement
+                    .push(" AND e.drone_id = ")
+                    .push_bind(drone_id.as_str());
+            }
+            if !filter.statuses.is_empty() {
+                let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+                statement
+                    .push(&format!(
+                        " AND e.status IN (SELECT value FROM {}(",
+                        D::JSON_ARRAY_ELEMENTS
+                    ))
+                    .push_bind(to_json(&statuses)?)
+                    .push("))");
+            }
+            statement.push(")");
+        }
+        statement
+            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(effective_limit(filter.limit));
+        let (sql, arguments) = statement.into_parts()?;
+        let jobs: Vec<JobRow> = sqlx::query_as_with(&sql, arguments)
+            .fetch_all(&self.readers)
+            .await?;
         // The ids as one JSON array: one statement for the whole page, clear
         // of any limit on bound parameters.
         let job_ids: Vec<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
@@ -746,6 +831,57 @@ where
                 job.into_summary(counts)
             })
             .collect()
+    }
+
+    async fn ids_with_prefix(&self, kind: IdKind, prefix: &str, limit: u32) -> Result<Vec<String>> {
+        // Compared with `substr`, not `LIKE`: a prefix is matched as it is
+        // written, so `%` and `_` in it are plain characters with nothing to
+        // escape, and SQLite's LIKE, which folds ASCII case, cannot make the
+        // databases differ. Ordered by length first, so an id equal to the
+        // prefix comes first whatever the limit.
+        let mut statement = Statement::new(format!(
+            "SELECT id FROM {} WHERE substr(id, 1, length(",
+            id_table(kind)
+        ));
+        statement.push_bind(prefix).push(")) = ").push_bind(prefix);
+        if let Some(indexed) = indexed_prefix(prefix) {
+            // The indexed expression, spelt as the index spells it.
+            statement
+                .push(&format!(" AND substr(id, 1, {ID_INDEXED_PREFIX}) = "))
+                .push_bind(indexed);
+        }
+        statement
+            .push(" ORDER BY length(id), id LIMIT ")
+            .push_bind(effective_limit(limit));
+        let (sql, arguments) = statement.into_parts()?;
+        Ok(sqlx::query_scalar_with(&sql, arguments)
+            .fetch_all(&self.readers)
+            .await?)
+    }
+
+    async fn ids_sharing_prefix(
+        &self,
+        kind: IdKind,
+        ids: &[String],
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let mut leads: Vec<&str> = ids.iter().filter_map(|id| indexed_prefix(id)).collect();
+        leads.sort_unstable();
+        leads.dedup();
+        if leads.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT id FROM {} WHERE substr(id, 1, {ID_INDEXED_PREFIX}) IN \
+                 (SELECT value FROM {}($1)) \
+             ORDER BY id LIMIT $2",
+            id_table(kind),
+            D::JSON_ARRAY_ELEMENTS
+        ))
+        .bind(to_json(&leads)?)
+        .bind(effective_limit(limit))
+        .fetch_all(&self.readers)
+        .await?)
     }
 
     async fn get_execution(&self, execution_id: &ExecutionId) -> Result<Option<ExecutionRecord>> {
@@ -1132,16 +1268,17 @@ where
         .await?;
         Self::write_rows(
             &mut tx,
-            "INSERT INTO rules (reference, pack, trigger, enabled, definition) ",
+            "INSERT INTO rules (reference, pack, trigger, enabled, definition, source) ",
             "",
             &rules,
-            5,
+            6,
             |row, (rule, definition)| {
                 row.bind(rule.reference.as_str())
                     .bind(pack.name.clone())
                     .bind(rule.trigger.as_str())
                     .bind(rule.enabled)
-                    .bind(definition);
+                    .bind(definition)
+                    .bind(rule.source.as_deref());
             },
         )
         .await?;

@@ -58,6 +58,17 @@ pub struct DroneRecord {
     pub registered_at: Option<DateTime<Utc>>,
     pub last_seen_at: Option<DateTime<Utc>>,
     pub certificate_fingerprint: String,
+    /// Set once an operator removed the drone from the fleet (see
+    /// [`crate::Store::remove_drone`]); cleared when it joins again.
+    pub removed: Option<DroneRemoval>,
+}
+
+/// When and by whom a drone was taken out of the fleet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DroneRemoval {
+    pub at: DateTime<Utc>,
+    /// The actor's text, `operator:<name>`.
+    pub by: String,
 }
 
 impl DroneRecord {
@@ -117,6 +128,49 @@ pub struct JobRecord {
     pub origin: JobOrigin,
     pub executions: Vec<ExecutionRecord>,
 }
+
+/// Which jobs [`crate::Store::list_jobs`] returns, newest first; every
+/// filter given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// With at least one execution in one of these statuses; empty: any.
+    pub statuses: Vec<ExecutionStatus>,
+    /// With an execution on this drone.
+    pub drone_id: Option<DroneId>,
+    /// Fired by this rule (`pack.name`).
+    pub rule: Option<String>,
+    /// Running this pack action (`pack.name`).
+    pub action_ref: Option<String>,
+    /// Zero means 100.
+    pub limit: u32,
+}
+
+/// The records whose ids operators may abbreviate: what
+/// [`crate::Store::ids_with_prefix`] and [`crate::Store::ids_like`] search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    Job,
+    Execution,
+    Event,
+}
+
+impl IdKind {
+    /// The noun, for messages: `job`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            IdKind::Job => "job",
+            IdKind::Execution => "execution",
+            IdKind::Event => "event",
+        }
+    }
+}
+
+/// How many leading characters of an id the store indexes for prefix
+/// lookups (`substr(id, 1, 8)`, migration 0005), and so the fewest an
+/// abbreviated id is shortened to.
+pub const ID_INDEXED_PREFIX: usize = 8;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobSummary {
@@ -284,6 +338,9 @@ pub struct RuleRecord {
     pub trigger: String,
     pub enabled: bool,
     pub definition: Rule,
+    /// The rule's file as its pack holds it (`rules/<name>.yaml`); `None`
+    /// for rules installed before the store kept it.
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -14,8 +14,8 @@ use ultron8_core::ids::{DroneId, ExecutionId, JobId};
 use ultron8_core::{CommandSpec, ExecutionStatus, params, target};
 use ultron8_pack::Action;
 use ultron8_store::{
-    AuditFilter, ExecutionRecord, ExecutionResult, ExecutionUpdate, JobRecord, JobSummary,
-    NewExecution, NewJob, OutputStreamKind, PendingDispatch, TransitionOutcome,
+    AuditFilter, ExecutionRecord, ExecutionResult, ExecutionUpdate, JobFilter, JobRecord,
+    JobSummary, NewExecution, NewJob, OutputStreamKind, PendingDispatch, TransitionOutcome,
 };
 
 use crate::actor::Actor;
@@ -220,11 +220,9 @@ impl Hive {
         requester: &str,
         ttl: Duration,
     ) -> Result<PlannedJob, HiveError> {
-        let record = self.store.get_action(reference).await?.ok_or_else(|| {
-            HiveError::not_found(format!(
-                "no action named {reference:?}; actions are `pack.name`, see `ultronctl pack show PACK`"
-            ))
-        })?;
+        let Some(record) = self.store.get_action(reference).await? else {
+            return Err(self.unknown_action(reference).await);
+        };
         let action = record.definition;
         let given = params::coerce_strings(&action.parameters, given).map_err(|problems| {
             HiveError::invalid_argument(format!(
@@ -258,7 +256,7 @@ impl Hive {
         match error {
             PlanError::NoOnlineDrone { target } => {
                 match self.offline_drones_matching(&target).await {
-                    Ok(offline) => HiveError::no_online_drone(&target, offline),
+                    Ok(offline) => self.no_drone_matches(&target, offline).await,
                     Err(e) => e,
                 }
             }
@@ -363,13 +361,20 @@ impl Hive {
             .ok_or_else(|| HiveError::not_found(format!("no job {id}; see `ultronctl job list`")))
     }
 
-    /// The newest jobs; `limit` 0 means 50, and at most 1000 are returned.
-    pub async fn list_jobs(&self, limit: u32) -> Result<Vec<JobSummary>, HiveError> {
-        let limit = match limit {
+    /// The newest jobs the filter selects; `limit` 0 means 50, and at most
+    /// 1000 are returned.
+    pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobSummary>, HiveError> {
+        let limit = match filter.limit {
             0 => 50,
             n => n.min(1000),
         };
-        Ok(self.store.list_jobs(limit).await?)
+        Ok(self
+            .store
+            .list_jobs(&JobFilter {
+                limit,
+                ..filter.clone()
+            })
+            .await?)
     }
 
     /// An execution; while it runs, with the output streamed in so far.

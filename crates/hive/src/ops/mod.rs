@@ -7,16 +7,20 @@
 //! - [`jobs`]: submitting ([`jobs::JobSpec`], one path for ad-hoc commands
 //!   and pack actions), watching and reading jobs and executions.
 //! - [`follow`]: a job's output and states as they happen.
-//! - [`drones`]: the fleet, enrollment, registration, heartbeats.
+//! - [`drones`]: the fleet, enrollment, registration, heartbeats, removal.
 //! - [`executions`]: output and status reports from drones.
 //! - [`tokens`]: join tokens.
 //! - [`packs`]: installing, reading and removing packs; their scripts.
+//! - [`actions`]: the installed actions and their parameters.
 //! - [`events`]: storing events (webhooks, Alertmanager, operators) and
 //!   reading them.
 //! - [`rules`]: reading, enabling and testing rules.
 //! - [`audit`]: reading the audit trail.
 //! - [`health`]: readiness and the hive's status summary.
+//! - [`lookup`]: ids by a unique prefix, ids shortened for printing, and
+//!   the closest names to one that matches nothing.
 
+pub mod actions;
 pub mod audit;
 pub mod drones;
 pub mod events;
@@ -24,6 +28,7 @@ pub mod executions;
 pub mod follow;
 pub mod health;
 pub mod jobs;
+pub mod lookup;
 pub mod packs;
 pub mod rules;
 pub mod tokens;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 use ultron8_core::audit::AuditVerb;
 use ultron8_core::echo::elide;
-use ultron8_pack::{Action, Installed, Pack};
+use ultron8_pack::{Action, Installed, Pack, PackFiles};
 use ultron8_store::{ActionRecord, PackRecord, RuleRecord, ScriptRecord};
 
 use crate::actor::Actor;
@@ -82,7 +82,7 @@ impl Hive {
             )));
         }
         self.check_dependents_keep_working(&pack).await?;
-        let (record, actions, mut rules, scripts) = records(pack, actor);
+        let (record, actions, mut rules, scripts) = records(pack, &files, actor);
         // An upgrade keeps each rule enabled or disabled as an operator left
         // it; only new rules take the value from their file.
         for existing in self
@@ -219,9 +219,10 @@ type Records = (
     Vec<ScriptRecord>,
 );
 
-/// What installing `pack` writes: the pack (whose record keeps it whole),
-/// its actions and rules, and its scripts.
-fn records(pack: Pack, actor: &Actor) -> Records {
+/// What installing `pack` (read from `files`) writes: the pack (whose
+/// record keeps it whole), its actions and rules (each rule with its file's
+/// text, which `ultronctl rule get` shows), and its scripts.
+fn records(pack: Pack, files: &PackFiles, actor: &Actor) -> Records {
     let actions = pack
         .actions
         .iter()
@@ -240,6 +241,10 @@ fn records(pack: Pack, actor: &Actor) -> Records {
             trigger: rule.trigger.clone(),
             enabled: rule.enabled,
             definition: rule.clone(),
+            // The loader named the file after the rule; it is UTF-8 YAML.
+            source: files
+                .get(&format!("rules/{}.yaml", rule.name))
+                .map(|text| String::from_utf8_lossy(text).into_owned()),
         })
         .collect();
     let scripts = pack

@@ -30,6 +30,14 @@ impl Hive {
         labels: BTreeMap<String, String>,
         ttl: Option<Duration>,
     ) -> Result<IssuedJoinToken, HiveError> {
+        if self.config.dev {
+            return Err(HiveError::failed_precondition(
+                "this is a dev hive (`ultron8-hive dev`): its one drone is built in and talks \
+                 to it over an in-process broker no other host can reach, so it makes no join \
+                 tokens. Remote drones need a production hive: `ultron8-hive init`, then \
+                 `ultron8-hive serve` with Postgres and RabbitMQ (README, \"Run it for real\")",
+            ));
+        }
         let token = JoinToken::generate(&self.ca.fingerprint())
             .map_err(|e| HiveError::internal(e.to_string()))?;
         let ttl = ttl.unwrap_or(self.config.join_token_ttl);

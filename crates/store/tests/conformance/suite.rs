@@ -21,10 +21,11 @@ use ultron8_core::policy::{BlastRadius, Cooldown, Observation, Policy};
 use ultron8_core::{CommandSpec, DroneFacts, ExecutionStatus, HostStats, Program};
 use ultron8_pack::{Action, Manifest, Pack, Rule, RuleAction, Runner, ShellProgram};
 use ultron8_store::{
-    ActionRecord, AuditFilter, DroneEnrollment, EventFilter, EventOutcome, EventRecord, EventState,
-    ExecutionResult, ExecutionUpdate, FiringOutcome, JobOrigin, NewAuditRecord, NewEvent,
-    NewExecution, NewJob, NewJoinToken, OutputChunkRecord, OutputStreamKind, PackRecord,
-    RuleFiring, RuleRecord, ScriptRecord, Store, StoreError, TransitionOutcome,
+    ActionRecord, AuditFilter, DroneEnrollment, DroneRemoval, EventFilter, EventOutcome,
+    EventRecord, EventState, ExecutionResult, ExecutionUpdate, FiringOutcome, IdKind, JobFilter,
+    JobOrigin, NewAuditRecord, NewEvent, NewExecution, NewJob, NewJoinToken, OutputChunkRecord,
+    OutputStreamKind, PackRecord, RuleFiring, RuleRecord, ScriptRecord, Store, StoreError,
+    TransitionOutcome,
 };
 use uuid::Uuid;
 
@@ -98,6 +99,12 @@ macro_rules! conformance_tests {
             batched_firings_are_decided_in_order_and_all_or_nothing,
             finished_events_keep_the_rules_that_matched,
             catalog_version_moves_with_every_catalog_change,
+            jobs_are_filtered_by_status_drone_rule_action_and_time,
+            ids_are_found_by_prefix_with_no_wildcards,
+            ids_sharing_their_first_characters_are_found,
+            a_removed_drone_leaves_the_fleet_and_keeps_its_history,
+            a_removed_drone_joins_again_with_a_new_enrollment,
+            a_rule_keeps_the_text_its_pack_wrote,
         );
     };
     (@each $run:path; $($name:ident),* $(,)?) => {
@@ -116,6 +123,14 @@ pub(crate) use conformance_tests;
 /// `secs` seconds after a fixed point in time.
 fn t(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_893_456_000, 0).expect("valid epoch") + Duration::seconds(secs)
+}
+
+/// The newest `limit` jobs, unfiltered.
+fn latest(limit: u32) -> JobFilter {
+    JobFilter {
+        limit,
+        ..JobFilter::default()
+    }
 }
 
 /// A fresh uuid v7, as a job, execution, event or audit record id.
@@ -963,7 +978,13 @@ pub async fn batches_beyond_one_statement_are_written_whole_or_not_at_all(store:
 }
 
 pub async fn jobs_are_listed_newest_first_with_status_counts(store: Arc<dyn Store>) {
-    assert!(store.list_jobs(10).await.expect("list jobs").is_empty());
+    assert!(
+        store
+            .list_jobs(&latest(10))
+            .await
+            .expect("list jobs")
+            .is_empty()
+    );
     assert_eq!(store.count_jobs().await.expect("count jobs"), 0);
 
     let oldest = create_job(&*store, &["drone-a", "drone-b", "drone-c"], t(10), t(600)).await;
@@ -993,7 +1014,7 @@ pub async fn jobs_are_listed_newest_first_with_status_counts(store: Arc<dyn Stor
             .expect("transition"),
     );
 
-    let jobs = store.list_jobs(10).await.expect("list jobs");
+    let jobs = store.list_jobs(&latest(10)).await.expect("list jobs");
     let ids: Vec<&JobId> = jobs.iter().map(|job| &job.id).collect();
     assert_eq!(ids, [&newest.job_id, &middle.job_id, &oldest.job_id]);
     assert_eq!(
@@ -1016,7 +1037,7 @@ pub async fn jobs_are_listed_newest_first_with_status_counts(store: Arc<dyn Stor
     assert_eq!(jobs[2].requester, "operator:alice");
     assert_eq!(jobs[2].created_at, t(10));
 
-    let limited = store.list_jobs(2).await.expect("list jobs");
+    let limited = store.list_jobs(&latest(2)).await.expect("list jobs");
     let ids: Vec<&JobId> = limited.iter().map(|job| &job.id).collect();
     assert_eq!(ids, [&newest.job_id, &middle.job_id]);
     assert_eq!(store.count_jobs().await.expect("count jobs"), 3);
@@ -2053,7 +2074,7 @@ pub async fn job_origin_round_trips(store: Arc<dyn Store>) {
         .expect("get job")
         .expect("job exists");
     assert_eq!(stored.origin, origin);
-    let listed = store.list_jobs(10).await.expect("list jobs");
+    let listed = store.list_jobs(&latest(10)).await.expect("list jobs");
     assert_eq!(listed[0].id, ad_hoc.job_id);
     assert_eq!(
         listed[0].origin,
@@ -2153,6 +2174,9 @@ pub(crate) fn rule(pack: &str, name: &str, trigger: &str, enabled: bool) -> Rule
             },
             policy: Policy::default(),
         },
+        source: Some(format!(
+            "# as written\nname: {name}\ntrigger: {trigger}\nenabled: {enabled}\n"
+        )),
     }
 }
 
@@ -4093,4 +4117,418 @@ pub async fn catalog_version_moves_with_every_catalog_change(store: Arc<dyn Stor
             .expect("remove pack")
     );
     assert!(version().await > disabled, "a removal moves it");
+}
+
+// --- operators' lookups ---------------------------------------------------------
+
+/// A job with the given id, of `origin`, on `drones`, created at `at`.
+async fn create_job_as(
+    store: &dyn Store,
+    id: &str,
+    drones: &[&str],
+    origin: JobOrigin,
+    at: DateTime<Utc>,
+) -> Vec<ExecutionId> {
+    let job = NewJob {
+        id: id.into(),
+        target: drones.join(","),
+        requester: "operator:alice".to_string(),
+        command: command("uptime"),
+        created_at: at,
+        origin,
+    };
+    let executions: Vec<NewExecution> = drones
+        .iter()
+        .map(|drone| execution(&job.id, drone, at))
+        .collect();
+    store
+        .create_job(&job, &executions, &audit(AuditVerb::JobSubmitted, at))
+        .await
+        .expect("create job");
+    executions.into_iter().map(|e| e.id).collect()
+}
+
+pub async fn jobs_are_filtered_by_status_drone_rule_action_and_time(store: Arc<dyn Store>) {
+    let by_rule = |rule: &str| JobOrigin {
+        action_ref: Some("web.restart".to_string()),
+        rule: Some(rule.to_string()),
+        ..JobOrigin::default()
+    };
+    let ad_hoc = create_job_as(
+        &*store,
+        "job-1",
+        &["web-1", "web-2"],
+        JobOrigin::default(),
+        t(10),
+    )
+    .await;
+    create_job_as(&*store, "job-2", &["web-2"], by_rule("web.on_down"), t(20)).await;
+    let failing = create_job_as(&*store, "job-3", &["db-1"], by_rule("db.on_full"), t(30)).await;
+    store
+        .transition_execution(
+            &ad_hoc[0],
+            &finished(ExecutionStatus::Failed, t(11), result(1, "")),
+            None,
+        )
+        .await
+        .expect("transition");
+    store
+        .transition_execution(
+            &failing[0],
+            &finished(ExecutionStatus::TimedOut, t(31), result(-1, "")),
+            None,
+        )
+        .await
+        .expect("transition");
+
+    let ids = |jobs: Vec<ultron8_store::JobSummary>| -> Vec<String> {
+        jobs.into_iter().map(|j| j.id.to_string()).collect()
+    };
+    let list = |filter: JobFilter| {
+        let store = store.clone();
+        async move { ids(store.list_jobs(&filter).await.expect("list jobs")) }
+    };
+    assert_eq!(list(latest(0)).await, ["job-3", "job-2", "job-1"]);
+    assert_eq!(
+        list(JobFilter {
+            statuses: vec![ExecutionStatus::Failed, ExecutionStatus::TimedOut],
+            ..latest(0)
+        })
+        .await,
+        ["job-3", "job-1"]
+    );
+    // job-1 has one failed and one requested execution: listed once.
+    assert_eq!(
+        list(JobFilter {
+            statuses: vec![ExecutionStatus::Requested, ExecutionStatus::Failed],
+            ..latest(0)
+        })
+        .await,
+        ["job-2", "job-1"]
+    );
+    assert_eq!(
+        list(JobFilter {
+            drone_id: Some("web-2".into()),
+            ..latest(0)
+        })
+        .await,
+        ["job-2", "job-1"]
+    );
+    assert_eq!(
+        list(JobFilter {
+            rule: Some("db.on_full".to_string()),
+            ..latest(0)
+        })
+        .await,
+        ["job-3"]
+    );
+    assert_eq!(
+        list(JobFilter {
+            action_ref: Some("web.restart".to_string()),
+            since: Some(t(20)),
+            ..latest(0)
+        })
+        .await,
+        ["job-3", "job-2"]
+    );
+    assert_eq!(
+        list(JobFilter {
+            drone_id: Some("web-2".into()),
+            statuses: vec![ExecutionStatus::Succeeded],
+            ..latest(0)
+        })
+        .await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        list(JobFilter {
+            drone_id: Some("web-1".into()),
+            statuses: vec![ExecutionStatus::Requested],
+            ..latest(0)
+        })
+        .await,
+        Vec::<String>::new(),
+        "the drone's own execution has the status: web-1 failed, web-2 waits"
+    );
+    assert_eq!(
+        list(JobFilter {
+            drone_id: Some("web-1".into()),
+            statuses: vec![ExecutionStatus::Failed],
+            ..latest(0)
+        })
+        .await,
+        ["job-1"]
+    );
+    assert_eq!(list(latest(2)).await, ["job-3", "job-2"]);
+}
+
+pub async fn ids_are_found_by_prefix_with_no_wildcards(store: Arc<dyn Store>) {
+    for id in [
+        "0193a1c2-aaaa",
+        "0193a1c2-aaab",
+        "0193a1c2-b",
+        "0193b000",
+        "job_1",
+        "jobx1",
+        "JOB-UP",
+        "abc",
+        "abcd",
+    ] {
+        create_job_as(&*store, id, &["web-1"], JobOrigin::default(), t(1)).await;
+    }
+    let find = |prefix: &'static str, limit: u32| {
+        let store = store.clone();
+        async move {
+            store
+                .ids_with_prefix(IdKind::Job, prefix, limit)
+                .await
+                .expect("ids with prefix")
+        }
+    };
+    assert_eq!(find("0193a1c2-aaab", 10).await, ["0193a1c2-aaab"]);
+    assert_eq!(
+        find("0193a1c2-aa", 10).await,
+        ["0193a1c2-aaaa", "0193a1c2-aaab"]
+    );
+    assert_eq!(
+        find("0193a1c2", 10).await,
+        ["0193a1c2-b", "0193a1c2-aaaa", "0193a1c2-aaab"],
+        "shorter ids first, then in order"
+    );
+    assert_eq!(find("0193a1c2", 2).await.len(), 2);
+    assert_eq!(
+        find("0193", 10).await.len(),
+        4,
+        "a prefix shorter than the index"
+    );
+    // `_` and `%` are characters like any other, and case counts.
+    assert_eq!(find("job_", 10).await, ["job_1"]);
+    assert!(find("%", 10).await.is_empty());
+    assert!(find("_", 10).await.is_empty());
+    assert!(find("job-up", 10).await.is_empty());
+    assert_eq!(find("JOB-", 10).await, ["JOB-UP"]);
+    // An id equal to the prefix comes first, whatever the limit.
+    assert_eq!(find("abc", 1).await, ["abc"]);
+    assert!(find("0193a1c2-c", 10).await.is_empty());
+    // Each kind has its own ids.
+    assert!(
+        store
+            .ids_with_prefix(IdKind::Event, "0193", 10)
+            .await
+            .expect("ids with prefix")
+            .is_empty()
+    );
+    let executions = store
+        .ids_with_prefix(IdKind::Execution, "", 100)
+        .await
+        .expect("ids with prefix");
+    assert_eq!(executions.len(), 9, "every execution starts with \"\"");
+}
+
+pub async fn ids_sharing_their_first_characters_are_found(store: Arc<dyn Store>) {
+    for id in [
+        "0193a1c2-aaaa",
+        "0193a1c2-bbbb",
+        "0193a1c3-aaaa",
+        "0193a1c",
+        "short",
+    ] {
+        create_job_as(&*store, id, &["web-1"], JobOrigin::default(), t(1)).await;
+    }
+    let event = NewEvent {
+        id: "0193a1c2-cccc".into(),
+        ..event("core.event", t(2))
+    };
+    store.record_event(&event).await.expect("record event");
+    let sharing = |ids: &[&str], limit: u32| {
+        let store = store.clone();
+        let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        async move {
+            store
+                .ids_sharing_prefix(IdKind::Job, &ids, limit)
+                .await
+                .expect("ids sharing prefix")
+        }
+    };
+    assert_eq!(
+        sharing(&["0193a1c2-aaaa"], 0).await,
+        ["0193a1c2-aaaa", "0193a1c2-bbbb"]
+    );
+    assert_eq!(
+        sharing(&["0193a1c2-aaaa", "0193a1c3-aaaa", "0193a1c2-zzzz"], 0).await,
+        ["0193a1c2-aaaa", "0193a1c2-bbbb", "0193a1c3-aaaa"]
+    );
+    // Ids shorter than the indexed prefix share it with nothing.
+    assert!(sharing(&["short", "0193a1c"], 0).await.is_empty());
+    assert_eq!(sharing(&["0193a1c2-aaaa"], 1).await.len(), 1);
+    assert_eq!(
+        store
+            .ids_sharing_prefix(IdKind::Event, &["0193a1c2-aaaa".to_string()], 0)
+            .await
+            .expect("ids sharing prefix"),
+        ["0193a1c2-cccc"]
+    );
+}
+
+pub async fn a_removed_drone_leaves_the_fleet_and_keeps_its_history(store: Arc<dyn Store>) {
+    enroll(&*store, "web-1", t(0)).await;
+    enroll(&*store, "web-2", t(0)).await;
+    for drone in ["web-1", "web-2"] {
+        store
+            .record_registration(&drone.into(), &facts(drone, BTreeMap::new()), t(1))
+            .await
+            .expect("register");
+    }
+    let job = create_job(&*store, &["web-1"], t(2), t(600)).await;
+
+    let removal = DroneRemoval {
+        at: t(3),
+        by: "operator:alice".to_string(),
+    };
+    let mut record = audit(AuditVerb::DroneRemoved, t(3));
+    record.drone_id = Some("web-1".into());
+    assert!(
+        store
+            .remove_drone(&"web-1".into(), &removal, &record)
+            .await
+            .expect("remove drone")
+    );
+
+    let fleet: Vec<String> = store
+        .list_drones()
+        .await
+        .expect("list drones")
+        .into_iter()
+        .map(|d| d.id.to_string())
+        .collect();
+    assert_eq!(fleet, ["web-2"]);
+    let removed = store
+        .get_drone(&"web-1".into())
+        .await
+        .expect("get drone")
+        .expect("the record stays");
+    assert_eq!(removed.removed, Some(removal.clone()));
+    assert!(!removed.online);
+    assert_eq!(
+        store
+            .get_drone(&"web-2".into())
+            .await
+            .expect("get drone")
+            .expect("drone")
+            .removed,
+        None
+    );
+    // Its jobs and its audit trail stay readable.
+    let stored = store
+        .get_job(&job.job_id)
+        .await
+        .expect("get job")
+        .expect("job stays");
+    assert_eq!(stored.executions[0].drone_id, "web-1");
+    let trail = store
+        .list_audit(&AuditFilter {
+            drone_id: Some("web-1".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("list audit");
+    assert_eq!(trail.len(), 1);
+    assert_eq!(trail[0].action, AuditVerb::DroneRemoved);
+
+    // It reports nothing any more, and is not removed twice.
+    assert!(matches!(
+        store
+            .record_heartbeat(&"web-1".into(), &stats(1.0), t(4))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store
+            .record_registration(&"web-1".into(), &facts("web-1", BTreeMap::new()), t(4))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(
+        !store
+            .remove_drone(
+                &"web-1".into(),
+                &removal,
+                &audit(AuditVerb::DroneRemoved, t(5))
+            )
+            .await
+            .expect("remove again")
+    );
+    assert!(
+        !store
+            .remove_drone(
+                &"nobody".into(),
+                &removal,
+                &audit(AuditVerb::DroneRemoved, t(5))
+            )
+            .await
+            .expect("remove unknown")
+    );
+    let trail = store
+        .list_audit(&AuditFilter {
+            action: Some(AuditVerb::DroneRemoved),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("list audit");
+    assert_eq!(trail.len(), 1, "a refused removal writes nothing");
+}
+
+pub async fn a_removed_drone_joins_again_with_a_new_enrollment(store: Arc<dyn Store>) {
+    enroll(&*store, "web-1", t(0)).await;
+    let removal = DroneRemoval {
+        at: t(1),
+        by: "operator:alice".to_string(),
+    };
+    assert!(
+        store
+            .remove_drone(
+                &"web-1".into(),
+                &removal,
+                &audit(AuditVerb::DroneRemoved, t(1))
+            )
+            .await
+            .expect("remove drone")
+    );
+    let again = enrollment("web-1", labels(&[("env", "staging")]), t(2));
+    store.record_enrollment(&again).await.expect("enroll again");
+    let drone = store
+        .get_drone(&"web-1".into())
+        .await
+        .expect("get drone")
+        .expect("drone");
+    assert_eq!(drone.removed, None);
+    assert_eq!(drone.certificate_fingerprint, again.certificate_fingerprint);
+    store
+        .record_heartbeat(&"web-1".into(), &stats(2.0), t(3))
+        .await
+        .expect("heartbeat after joining again");
+    assert_eq!(store.list_drones().await.expect("list drones").len(), 1);
+}
+
+pub async fn a_rule_keeps_the_text_its_pack_wrote(store: Arc<dyn Store>) {
+    let written = rule("web", "on_down", "alertmanager.alert", true);
+    let mut older = rule("web", "older", "alertmanager.alert", true);
+    older.source = None;
+    install(
+        &*store,
+        &pack("web", "1.0.0", t(1)),
+        &[action("web", "restart", "1.0.0")],
+        &[written.clone(), older.clone()],
+        &[],
+    )
+    .await;
+    let stored = store
+        .get_rule("web.on_down")
+        .await
+        .expect("get rule")
+        .expect("rule");
+    assert_eq!(stored.source, written.source);
+    assert_eq!(stored, written);
+    let listed = store.list_rules(None).await.expect("list rules");
+    assert_eq!(listed, [older, written], "ordered by reference");
 }
