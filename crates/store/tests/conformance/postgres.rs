@@ -371,21 +371,28 @@ impl PrivatePostgres {
         self.dir.path().join("data").display().to_string()
     }
 
-    /// Runs one of Postgres's programs, as the postgres user when this is root.
-    fn run(&self, program: &str, args: &[&str]) {
+    /// One of Postgres's programs, to run as the postgres user when this
+    /// is root.
+    fn command(&self, program: &str) -> std::process::Command {
         let program = self.bin.join(program);
-        let mut command = if self.as_root() {
+        if self.as_root() {
             let mut command = std::process::Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&program);
+            command.args(["-u", "postgres", "--"]).arg(program);
             command
         } else {
-            std::process::Command::new(&program)
-        };
-        let output = command.args(args).output().expect("run a Postgres program");
+            std::process::Command::new(program)
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let output = self
+            .command(program)
+            .args(args)
+            .output()
+            .expect("run a Postgres program");
         assert!(
             output.status.success(),
-            "{} {args:?} failed: {}{}",
-            program.display(),
+            "{program} {args:?} failed: {}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
@@ -428,17 +435,12 @@ impl PrivatePostgres {
 }
 
 impl Drop for PrivatePostgres {
+    /// Best effort, and never a panic while a failed test unwinds.
     fn drop(&mut self) {
-        let _ = std::process::Command::new(self.bin.join("pg_ctl"))
+        let _ = self
+            .command("pg_ctl")
             .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
             .output();
-        if self.as_root() {
-            let _ = std::process::Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(self.bin.join("pg_ctl"))
-                .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
-                .output();
-        }
     }
 }
 
