@@ -184,7 +184,8 @@ impl HiveError {
         HiveError {
             code: ErrorCode::FailedPrecondition,
             message: format!(
-                "target {target:?} matches no online drone{hint}; see `ultronctl drone list`"
+                "target {} matches no online drone{hint}; see `ultronctl drone list`",
+                quote(target)
             ),
             detail: Some(ErrorDetail::OfflineDrones {
                 target: target.to_string(),
