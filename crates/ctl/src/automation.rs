@@ -281,7 +281,8 @@ pub async fn action(
                 );
             } else {
                 let mut table =
-                    Table::new(&["ACTION", "RUNNER", "RUNS ON", "PARAMETERS", "DESCRIPTION"]);
+                    Table::new(&["ACTION", "RUNNER", "RUNS ON", "PARAMETERS", "DESCRIPTION"])
+                        .wide_only(&["RUNS ON"]);
                 for a in &actions {
                     table.row(vec![
                         Cell::text(&a.reference),
@@ -494,7 +495,8 @@ pub async fn pack(client: &mut Client, command: PackCommand, out: &Output) -> an
                     "INSTALLED",
                     "BY",
                     "DESCRIPTION",
-                ]);
+                ])
+                .wide_only(&["BY"]);
                 for p in &packs {
                     table.row(vec![
                         Cell::text(&p.name),
@@ -1289,7 +1291,8 @@ async fn print_audit(
         .collect();
     let mut table = Table::new(&[
         "TIME", "ACTOR", "WHAT", "RULE", "ACTION", "DRONE", "STATUS", "JOB", "DETAIL",
-    ]);
+    ])
+    .wide_only(&["ACTION"]);
     for e in entries {
         table.row(vec![
             Cell::text(
@@ -1311,7 +1314,7 @@ async fn print_audit(
                     .unwrap_or_else(|| e.job_id.clone()),
             ),
             // Cut short in a table, whole with -o wide.
-            Cell::id(&e.detail_json, summarize(&e.detail_json)),
+            Cell::abbreviated(&e.detail_json, summarize(&e.detail_json)),
         ]);
     }
     out.table(&table);

@@ -381,8 +381,46 @@ fn text_only(out: &Output, command: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What is wrong with the command line that can be told before asking
+/// the hive, so a usage error exits 2 whether a hive answers or not.
+fn check_usage(command: &Command, out: &Output) -> anyhow::Result<()> {
+    match command {
+        Command::Run(args) => args.check(),
+        Command::Job(JobCommand::Logs { .. }) => text_only(out, "job logs"),
+        // JSON given inline; a file or standard input is read when it is sent.
+        Command::Event(crate::automation::EventCommand::Fire { payload, .. })
+            if payload != "-" && !payload.starts_with('@') =>
+        {
+            crate::automation::read_payload(payload, &mut std::io::empty()).map(|_| ())
+        }
+        _ => Ok(()),
+    }
+}
+
+impl RunArgs {
+    /// A pack action with parameters, or a command with a target; not both.
+    fn check(&self) -> anyhow::Result<()> {
+        match (self.action.split_first(), self.command.is_empty()) {
+            (Some(_), false) => Err(usage(
+                "give either a pack action with key=value parameters, or a command after --, not both",
+            )),
+            (None, true) => Err(usage(
+                "nothing to run: give a command after -- (ultronctl run -t '*' -- uptime) or a pack action (ultronctl run linux.disk_usage -t web-1)",
+            )),
+            (Some((_, params)), true) => crate::automation::parse_parameters(params)
+                .map(|_| ())
+                .map_err(|e| usage(format!("{e:#}"))),
+            (None, false) if self.target.is_none() => Err(usage(
+                "a command needs a target: -t '*', -t web-1, -t 'label:role=web'",
+            )),
+            (None, false) => Ok(()),
+        }
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let out = Output::detect(cli.output);
+    check_usage(&cli.command, &out)?;
     // Commands that need no hive.
     match &cli.command {
         Command::Completion { shell } => {
@@ -524,7 +562,8 @@ async fn drone(
                 "LOAD1",
                 "LAST SEEN",
                 "LABELS",
-            ]);
+            ])
+            .wide_only(&["LOAD1", "LABELS"]);
             for d in &drones {
                 let view = DroneView::from(d);
                 let stats = view.stats.as_ref();
@@ -690,6 +729,17 @@ pub fn job_state(j: &v1::JobSummary) -> &'static str {
     }
 }
 
+/// A job's hosts in one cell: `3`, `3, 1 failed`, `3, 2 pending`.
+pub fn hosts_summary(j: &v1::JobSummary) -> String {
+    let mut text = j.executions.to_string();
+    for (count, what) in [(j.failed, "failed"), (j.pending, "pending")] {
+        if count > 0 {
+            text.push_str(&format!(", {count} {what}"));
+        }
+    }
+    text
+}
+
 async fn job(client: &mut Client, command: JobCommand, out: &Output) -> anyhow::Result<u8> {
     match command {
         JobCommand::List {
@@ -740,7 +790,8 @@ async fn job(client: &mut Client, command: JobCommand, out: &Output) -> anyhow::
                 "FAILED",
                 "PENDING",
                 "COMMAND",
-            ]);
+            ])
+            .wide_only(&["REQUESTER", "OK", "FAILED", "PENDING"]);
             for (j, short) in jobs.iter().zip(short) {
                 table.row(vec![
                     Cell::id(&j.id, short),
@@ -748,7 +799,7 @@ async fn job(client: &mut Client, command: JobCommand, out: &Output) -> anyhow::
                     Cell::text(&j.requester),
                     Cell::text(&j.target),
                     Cell::state(job_state(j)),
-                    Cell::text(j.executions.to_string()),
+                    Cell::abbreviated(j.executions.to_string(), hosts_summary(j)),
                     Cell::text(j.succeeded.to_string()),
                     Cell::text(j.failed.to_string()),
                     Cell::text(j.pending.to_string()),
@@ -787,7 +838,6 @@ async fn job(client: &mut Client, command: JobCommand, out: &Output) -> anyhow::
             Ok(0)
         }
         JobCommand::Logs { id, follow, drone } => {
-            text_only(out, "job logs")?;
             crate::follow::logs(client, id, drone, follow).await
         }
         JobCommand::Cancel { id, drone } => {
@@ -825,18 +875,9 @@ async fn job(client: &mut Client, command: JobCommand, out: &Output) -> anyhow::
 }
 
 async fn run_command(client: &mut Client, args: RunArgs, out: &Output) -> anyhow::Result<u8> {
-    let job = match (args.action.split_first(), args.command.is_empty()) {
-        (Some(_), false) => {
-            return Err(usage(
-                "give either a pack action with key=value parameters, or a command after --, not both",
-            ));
-        }
-        (None, true) => {
-            return Err(usage(
-                "nothing to run: give a command after -- (ultronctl run -t '*' -- uptime) or a pack action (ultronctl run linux.disk_usage -t web-1)",
-            ));
-        }
-        (Some((action, params)), true) => {
+    args.check()?;
+    let job = match args.action.split_first() {
+        Some((action, params)) => {
             let parameters =
                 crate::automation::parse_parameters(params).map_err(|e| usage(format!("{e:#}")))?;
             let request = v1::RunActionRequest {
@@ -851,7 +892,7 @@ async fn run_command(client: &mut Client, args: RunArgs, out: &Output) -> anyhow
                 .map_err(call_failed)?
                 .into_inner()
         }
-        (None, false) => submit_command(client, &args).await?,
+        None => submit_command(client, &args).await?,
     };
     follow_job(client, job, &args, out).await
 }
@@ -994,6 +1035,42 @@ mod tests {
     }
 
     #[test]
+    fn a_wrong_run_is_a_usage_error_before_any_hive_is_asked() {
+        let out = Output::plain(Format::Table);
+        for (args, expected) in [
+            (&["ultronctl", "run"][..], Some("nothing to run")),
+            (
+                &["ultronctl", "run", "-t", "*", "a.b", "--", "uptime"][..],
+                Some("not both"),
+            ),
+            (
+                &["ultronctl", "run", "--", "uptime"][..],
+                Some("needs a target"),
+            ),
+            (
+                &["ultronctl", "run", "a.b", "oops"][..],
+                Some("not key=value"),
+            ),
+            (&["ultronctl", "run", "-t", "*", "--", "uptime"][..], None),
+            (&["ultronctl", "run", "core.noop"][..], None),
+        ] {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            match (check_usage(&cli.command, &out), expected) {
+                (Ok(()), None) => {}
+                (Err(e), Some(text)) => {
+                    assert_eq!(exit_status(&e), EXIT_USAGE, "{args:?}");
+                    assert!(format!("{e:#}").contains(text), "{args:?}: {e:#}");
+                }
+                (result, _) => panic!("{args:?}: {result:?}"),
+            }
+        }
+        let cli =
+            Cli::try_parse_from(["ultronctl", "job", "logs", "x", "-o", "json"]).expect("parses");
+        assert!(check_usage(&cli.command, &Output::plain(Format::Json)).is_err());
+        assert!(check_usage(&cli.command, &out).is_ok());
+    }
+
+    #[test]
     fn completion_scripts_name_the_commands() {
         for shell in [
             CompletionShell::Bash,
@@ -1020,5 +1097,7 @@ mod tests {
         assert_eq!(job_state(&summary(3, 1, 1)), "running");
         assert_eq!(job_state(&summary(3, 1, 0)), "failed");
         assert_eq!(job_state(&summary(3, 0, 0)), "succeeded");
+        assert_eq!(hosts_summary(&summary(3, 1, 1)), "3, 1 failed, 1 pending");
+        assert_eq!(hosts_summary(&summary(3, 0, 0)), "3");
     }
 }

@@ -154,6 +154,8 @@ pub struct Cell {
     /// What `-o wide` shows instead (a whole id), if it differs.
     wide: Option<String>,
     colour: Option<Color>,
+    /// Never cut: an id or a state cut short is no use.
+    keep: bool,
 }
 
 impl Cell {
@@ -162,26 +164,36 @@ impl Cell {
             text: text.into(),
             wide: None,
             colour: None,
+            keep: false,
         }
     }
 
-    /// A state word, coloured by [`state_colour`].
+    /// A state word, coloured by [`state_colour`]; never cut.
     pub fn state(state: impl Into<String>) -> Cell {
         let text = state.into();
         Cell {
             colour: state_colour(&text),
             text,
             wide: None,
+            keep: true,
         }
     }
 
-    /// An id: `short` in a table, `full` with `-o wide`.
+    /// An id: `short` in a table, `full` with `-o wide`; never cut.
     pub fn id(full: impl Into<String>, short: impl Into<String>) -> Cell {
-        let full = full.into();
+        Cell {
+            keep: true,
+            ..Cell::abbreviated(full, short)
+        }
+    }
+
+    /// `short` in a table (and cut further to fit), `full` with `-o wide`.
+    pub fn abbreviated(full: impl Into<String>, short: impl Into<String>) -> Cell {
         Cell {
             text: short.into(),
-            wide: Some(full),
+            wide: Some(full.into()),
             colour: None,
+            keep: false,
         }
     }
 
@@ -203,6 +215,8 @@ impl<T: Into<String>> From<T> for Cell {
 #[derive(Debug, Clone, Default)]
 pub struct Table {
     header: Vec<String>,
+    /// Columns shown with `-o wide` only, by index.
+    wide_only: Vec<usize>,
     rows: Vec<Vec<Cell>>,
 }
 
@@ -210,8 +224,22 @@ impl Table {
     pub fn new(header: &[&str]) -> Table {
         Table {
             header: header.iter().map(|h| h.to_string()).collect(),
+            wide_only: Vec::new(),
             rows: Vec::new(),
         }
+    }
+
+    /// Shows the columns with these headers with `-o wide` only, as
+    /// kubectl does: a table keeps to what fits a terminal.
+    pub fn wide_only(mut self, headers: &[&str]) -> Table {
+        self.wide_only = self
+            .header
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| headers.contains(&h.as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        self
     }
 
     pub fn row(&mut self, cells: Vec<Cell>) -> &mut Table {
@@ -228,19 +256,22 @@ impl Table {
 const CELL_PADDING: usize = 2;
 
 /// No column is narrowed below this (or its header, or its widest cell if
-/// narrower): a state or a short id stays readable.
-const MIN_COLUMN: usize = 10;
+/// narrower).
+const MIN_COLUMN: usize = 6;
 
-/// The table as text: cells cut to fit `width` when given, every cell in
-/// full with `wide`, states coloured with `colour`.
+/// The table as text: cells cut to fit `width` when given, every column
+/// and cell in full with `wide`, states coloured with `colour`.
 pub fn render(table: &Table, wide: bool, colour: bool, width: Option<usize>) -> String {
-    let columns = table.header.len();
     fn shown(row: &[Cell], i: usize, wide: bool) -> &str {
         row.get(i).map(|c| c.shown(wide)).unwrap_or("")
     }
     let one_line = |text: &str| text.replace(['\n', '\r', '\t'], " ");
-    let natural: Vec<usize> = (0..columns)
-        .map(|i| {
+    let columns: Vec<usize> = (0..table.header.len())
+        .filter(|i| wide || !table.wide_only.contains(i))
+        .collect();
+    let natural: Vec<usize> = columns
+        .iter()
+        .map(|&i| {
             table
                 .rows
                 .iter()
@@ -253,13 +284,25 @@ pub fn render(table: &Table, wide: bool, colour: bool, width: Option<usize>) -> 
     // Wide tables are never cut.
     let widths = match width.filter(|_| !wide) {
         Some(width) => {
-            let floors: Vec<usize> = (0..columns)
-                .map(|i| natural[i].min(MIN_COLUMN.max(table.header[i].width())))
+            let floors: Vec<usize> = columns
+                .iter()
+                .zip(&natural)
+                .map(|(&i, &natural)| {
+                    let keep = table
+                        .rows
+                        .iter()
+                        .any(|row| row.get(i).is_some_and(|c| c.keep));
+                    if keep {
+                        natural
+                    } else {
+                        natural.min(MIN_COLUMN.max(table.header[i].width()))
+                    }
+                })
                 .collect();
             fit_widths(
                 &natural,
                 &floors,
-                width.saturating_sub(CELL_PADDING * columns),
+                width.saturating_sub(CELL_PADDING * columns.len()),
             )
         }
         None => natural,
@@ -268,11 +311,10 @@ pub fn render(table: &Table, wide: bool, colour: bool, width: Option<usize>) -> 
     out.load_preset(presets::NOTHING)
         .set_content_arrangement(ContentArrangement::Disabled)
         .set_header(
-            table
-                .header
+            columns
                 .iter()
                 .zip(&widths)
-                .map(|(h, w)| truncate(h, *w))
+                .map(|(&i, w)| truncate(&table.header[i], *w))
                 .collect::<Vec<_>>(),
         );
     if colour {
@@ -281,9 +323,8 @@ pub fn render(table: &Table, wide: bool, colour: bool, width: Option<usize>) -> 
         out.force_no_tty();
     }
     for row in &table.rows {
-        out.add_row((0..columns).map(|i| {
-            let mut cell =
-                comfy_table::Cell::new(truncate(&one_line(shown(row, i, wide)), widths[i]));
+        out.add_row(columns.iter().zip(&widths).map(|(&i, &w)| {
+            let mut cell = comfy_table::Cell::new(truncate(&one_line(shown(row, i, wide)), w));
             if let Some(c) = row.get(i).and_then(|c| c.colour) {
                 cell = cell.fg(c);
             }
@@ -639,6 +680,27 @@ mod tests {
         assert!(!wide.contains('…'), "{wide}");
         // No terminal, no width: nothing is cut.
         assert!(!render(&table, false, false, None).contains('…'));
+    }
+
+    #[test]
+    fn a_table_keeps_ids_and_states_whole_and_leaves_wide_columns_to_wide() {
+        let mut table =
+            Table::new(&["JOB", "STATUS", "REQUESTER", "COMMAND"]).wide_only(&["REQUESTER"]);
+        table.row(vec![
+            Cell::id("0193a1c2-1234-7abc-8def-000000000001", "0193a1c2-1234"),
+            Cell::state("timed_out"),
+            Cell::text("operator:someone-with-a-long-name"),
+            Cell::text("sleep 600 && echo this will not fit in the terminal at all"),
+        ]);
+        let narrow = render(&table, false, false, Some(40));
+        assert!(narrow.contains(" 0193a1c2-1234 "), "{narrow}");
+        assert!(narrow.contains(" timed_out "), "{narrow}");
+        assert!(!narrow.contains("REQUESTER"), "{narrow}");
+        for line in narrow.lines() {
+            assert!(line.width() <= 40, "{line:?}");
+        }
+        let wide = render(&table, true, false, Some(40));
+        assert!(wide.contains("REQUESTER") && wide.contains("operator:someone-with-a-long-name"));
     }
 
     #[test]

@@ -675,3 +675,62 @@ pub fn http_post(
 pub fn packs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packs")
 }
+
+/// A real terminal for ultronctl: a detached tmux server of its own (named
+/// by `socket`), one window of the given size running `command` under a
+/// shell. The server is killed on drop.
+pub struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    pub fn start(socket: &str, columns: u16, command: &str) -> Tmux {
+        let tmux = Tmux {
+            socket: socket.to_string(),
+        };
+        let status = tmux
+            .cmd(&[
+                "new-session",
+                "-d",
+                "-x",
+                &columns.to_string(),
+                "-y",
+                "40",
+                command,
+            ])
+            .status()
+            .expect("run tmux (install Debian's tmux)");
+        assert!(status.success(), "tmux new-session failed");
+        tmux
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("tmux");
+        command.args(["-L", &self.socket]).args(args);
+        command
+    }
+
+    /// What the window shows, as text; a line the terminal wrapped is one
+    /// line, as the program wrote it.
+    pub fn screen(&self) -> String {
+        self.capture(&[])
+    }
+
+    /// [`Tmux::screen`], with its colours as escape sequences.
+    pub fn screen_with_colours(&self) -> String {
+        self.capture(&["-e"])
+    }
+
+    fn capture(&self, extra: &[&str]) -> String {
+        let mut args = vec!["capture-pane", "-p", "-J"];
+        args.extend_from_slice(extra);
+        let output = self.cmd(&args).output().expect("capture");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]).status();
+    }
+}

@@ -181,10 +181,15 @@ impl HiveError {
     /// A target that matches no drone at all; `hint` (`; did you mean
     /// web-1?`, or empty) offers the closest drone ids.
     pub fn no_drone_matches(target: &str, hint: &str) -> Self {
+        let see = if hint.is_empty() {
+            "; see `ultronctl drone list`"
+        } else {
+            " (see `ultronctl drone list`)"
+        };
         HiveError {
             code: ErrorCode::FailedPrecondition,
             message: format!(
-                "target {} matches no online drone{hint}; see `ultronctl drone list`",
+                "target {} matches no online drone{hint}{see}",
                 quote(target)
             ),
             detail: Some(ErrorDetail::OfflineDrones {

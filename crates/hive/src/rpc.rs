@@ -408,8 +408,11 @@ pub fn action_info(action: &ActionRecord) -> Result<v1::ActionInfo, HiveError> {
         .iter()
         .map(|(name, spec)| {
             let default_json = match &spec.default {
-                // A secret's default is a secret too.
-                Some(_) if spec.secret => json_text(&ultron8_core::params::MASK)?,
+                // Packs may give a secret only the empty default; should
+                // another reach here, it is a secret too.
+                Some(value) if spec.secret && value.as_str() != Some("") => {
+                    json_text(&ultron8_core::params::MASK)?
+                }
                 Some(value) => json_text(value)?,
                 None => String::new(),
             };

@@ -47,8 +47,13 @@ impl Hive {
                 .map(|a| a.reference.as_str());
             suggestions = names.take(3).collect();
         }
+        let see = if suggestions.is_empty() {
+            "; actions are `pack.name`, see `ultronctl action list`"
+        } else {
+            " (see `ultronctl action list`)"
+        };
         HiveError::not_found(format!(
-            "no action named {reference:?}{}; actions are `pack.name`, see `ultronctl action list`",
+            "no action named {reference:?}{}{see}",
             did_you_mean(&suggestions)
         ))
     }
