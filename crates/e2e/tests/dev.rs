@@ -220,21 +220,93 @@ fn the_dev_tour_works_without_postgres_or_rabbitmq() {
 }
 
 #[test]
-fn a_dev_hive_refuses_join_tokens_saying_remote_drones_need_a_production_hive() {
+fn a_remote_drone_joining_a_dev_hive_is_told_it_needs_a_production_hive() {
     let root = temp_root("dev-remote");
     let mut hive = DevHive::new(&root);
     hive.start(&[]);
-    // A token would enroll a drone that can never run: its broker is
-    // in-process. The refusal says what to do instead.
+    // A dev hive makes no join tokens, saying where remote drones belong.
     let output = hive.ctl(&["drone", "token", "create"]);
-    assert!(!output.status.success());
-    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
     assert!(
-        message.contains("this is a dev hive") && message.contains("ultron8-hive serve"),
+        stderr(&output).contains("ultron8-hive serve"),
+        "{}",
+        stderr(&output)
+    );
+    // A drone that joins anyway, with a token written into the hive's
+    // store behind its back, is told at registration.
+    let token = mint_join_token(&hive.dir);
+
+    let drone_dir = root.join("remote");
+    let join = Command::new(bin("ultron8-drone"))
+        .args([
+            "join",
+            "--hive",
+            &format!("127.0.0.1:{}", hive.grpc_port),
+            "--token",
+            &token,
+            "--name",
+            "remote-1",
+        ])
+        .arg("--data-dir")
+        .arg(&drone_dir)
+        .output()
+        .expect("join");
+    assert!(
+        join.status.success(),
+        "joining a dev hive works: {}",
+        stderr(&join)
+    );
+
+    let run = Command::new(bin("ultron8-drone"))
+        .args(["run", "--data-dir"])
+        .arg(&drone_dir)
+        .output()
+        .expect("run");
+    assert!(!run.status.success());
+    let message = stderr(&run);
+    assert!(
+        message.contains("embedded in-process broker") && message.contains("ultron8-hive serve"),
         "{message}"
     );
     hive.interrupt();
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A join token written straight into a dev hive's SQLite store, as `dev`
+/// does for its own drone: what `drone token create` refuses to make.
+fn mint_join_token(data_dir: &Path) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        use ultron8_store::Store;
+        let ca = std::fs::read_to_string(data_dir.join("ca.pem")).expect("ca.pem");
+        let ca = ultron8_pki::pem_to_der_certs(&ca)
+            .expect("PEM")
+            .into_iter()
+            .next()
+            .expect("a certificate");
+        let token =
+            ultron8_pki::JoinToken::generate(&ultron8_pki::fingerprint(&ca)).expect("token");
+        let store = ultron8_store::sqlite::SqliteStore::open(&data_dir.join("ultron8.db"))
+            .await
+            .expect("the dev hive's store");
+        let now = chrono::Utc::now();
+        store
+            .create_join_token(&ultron8_store::NewJoinToken {
+                id: token.id.clone(),
+                secret_sha256: token.secret_sha256(),
+                labels: Default::default(),
+                created_by: "test".into(),
+                created_at: now,
+                expires_at: now + chrono::Duration::minutes(5),
+            })
+            .await
+            .expect("store the token");
+        store.close().await;
+        token.encode()
+    })
 }
 
 #[test]
