@@ -51,10 +51,16 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run a command, or a pack action, on every drone the target selects,
-    /// and print each host's result as it arrives.
+    /// printing each host's output as it arrives (`web-1 | ...`, stderr
+    /// `web-1 ! ...`), then its result line.
     ///
-    /// Exits 0 when every host succeeded, 3 when any did not, 1 when the
-    /// job could not be run at all, 2 when the command line is wrong.
+    /// Ctrl-C asks whether to cancel the job (--cancel-on-interrupt: no
+    /// question); a second Ctrl-C stops watching and leaves the job running.
+    ///
+    /// Exits 0 when every host succeeded, 3 when any did not or a host the
+    /// target names was offline (--online-only ignores those), 130 after
+    /// Ctrl-C, 1 when the job could not be run at all, 2 when the command
+    /// line is wrong.
     ///
     /// Targets: '*', globs on drone id or hostname (web-*), lists (web-1,web-2),
     /// labels (label:role=web), combined with and / or / not and parentheses:

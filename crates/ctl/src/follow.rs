@@ -62,6 +62,26 @@ impl Lines {
     }
 }
 
+/// Prints what an ended execution left without a final newline, on each
+/// stream.
+fn flush_lines(
+    lines: &mut HashMap<(String, i32), Lines>,
+    screen: &mut Screen,
+    execution: &v1::Execution,
+) {
+    for stream in [
+        v1::OutputStream::Stdout as i32,
+        v1::OutputStream::Stderr as i32,
+    ] {
+        if let Some(rest) = lines
+            .get_mut(&(execution.id.clone(), stream))
+            .and_then(Lines::flush)
+        {
+            screen.line(&output_line(&execution.drone_id, stream, &rest));
+        }
+    }
+}
+
 /// The line printed for one line of a host's output.
 pub fn output_line(drone: &str, stream: i32, line: &str) -> String {
     let mark = if stream == v1::OutputStream::Stderr as i32 {
@@ -264,17 +284,7 @@ pub async fn follow_run(
                     continue;
                 }
                 if options.data.is_none() {
-                    for stream in [
-                        v1::OutputStream::Stdout as i32,
-                        v1::OutputStream::Stderr as i32,
-                    ] {
-                        if let Some(rest) = lines
-                            .get_mut(&(execution.id.clone(), stream))
-                            .and_then(Lines::flush)
-                        {
-                            screen.line(&output_line(&execution.drone_id, stream, &rest));
-                        }
-                    }
+                    flush_lines(&mut lines, &mut screen, &execution);
                     for line in result_lines(&execution, options.colour) {
                         screen.line(&line);
                     }
@@ -437,17 +447,7 @@ pub async fn logs(
                     .map(|s| s.is_terminal())
                     .unwrap_or(false);
                 if terminal {
-                    for stream in [
-                        v1::OutputStream::Stdout as i32,
-                        v1::OutputStream::Stderr as i32,
-                    ] {
-                        if let Some(rest) = lines
-                            .get_mut(&(execution.id.clone(), stream))
-                            .and_then(Lines::flush)
-                        {
-                            screen.line(&output_line(&execution.drone_id, stream, &rest));
-                        }
-                    }
+                    flush_lines(&mut lines, &mut screen, &execution);
                 }
             }
             Some(Ok(_)) => {}

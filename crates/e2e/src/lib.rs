@@ -537,6 +537,20 @@ impl Drone {
     }
 }
 
+/// Joins each of `names` to `hive`, starts them, and waits until all are
+/// online.
+pub fn start_drones(env: &TestEnv, hive: &Hive, names: &[&str]) -> Vec<Drone> {
+    let mut drones: Vec<Drone> = names
+        .iter()
+        .map(|name| Drone::join(env, hive, name, &[]))
+        .collect();
+    for drone in &mut drones {
+        drone.start();
+    }
+    hive.wait_for_online(names);
+    drones
+}
+
 /// A minimal HTTP/1.0 GET, enough for health endpoints.
 pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
@@ -719,6 +733,13 @@ impl Tmux {
     /// [`Tmux::screen`], with its colours as escape sequences.
     pub fn screen_with_colours(&self) -> String {
         self.capture(&["-e"])
+    }
+
+    /// Types `keys` (tmux key names: `C-c`, `Enter`, or text).
+    pub fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys"];
+        args.extend_from_slice(keys);
+        assert!(self.cmd(&args).status().expect("send-keys").success());
     }
 
     fn capture(&self, extra: &[&str]) -> String {

@@ -8,21 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use ultron8_e2e::{
-    DEADLINE, Drone, Hive, Proc, TestEnv, Tmux, bin, free_port, http_post, packs_dir, stderr,
-    stdout, wait_for,
+    DEADLINE, Hive, Proc, TestEnv, Tmux, bin, free_port, http_post, packs_dir, start_drones,
+    stderr, stdout, wait_for,
 };
-
-fn start_drones(env: &TestEnv, hive: &Hive, names: &[&str]) -> Vec<Drone> {
-    let mut drones: Vec<Drone> = names
-        .iter()
-        .map(|name| Drone::join(env, hive, name, &[]))
-        .collect();
-    for drone in &mut drones {
-        drone.start();
-    }
-    hive.wait_for_online(names);
-    drones
-}
 
 /// ultronctl with no config anywhere: commands that need no hive must not
 /// look for one.

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use ultron8_e2e::{DEADLINE, Drone, Hive, TestEnv, bin, stderr, stdout, wait_for};
+use ultron8_e2e::{DEADLINE, Hive, TestEnv, Tmux, bin, start_drones, stderr, stdout, wait_for};
 
 /// The process group ids the shell commands wrote into `dir` (each command
 /// leads its own group, so `$$` is its group id).
@@ -38,18 +38,6 @@ fn execution_statuses(hive: &Hive, job_id: &str) -> Vec<String> {
         .flatten()
         .filter_map(|e| e["status"].as_str().map(String::from))
         .collect()
-}
-
-fn start_drones(env: &TestEnv, hive: &Hive, names: &[&str]) -> Vec<Drone> {
-    let mut drones: Vec<Drone> = names
-        .iter()
-        .map(|name| Drone::join(env, hive, name, &[]))
-        .collect();
-    for drone in &mut drones {
-        drone.start();
-    }
-    hive.wait_for_online(names);
-    drones
 }
 
 #[test]
@@ -263,47 +251,6 @@ fn a_frozen_drone_has_its_running_execution_declared_lost() {
     kill(pid, Signal::SIGCONT).expect("SIGCONT");
 }
 
-/// tmux on a private socket: a real terminal for ultronctl.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(env: &TestEnv, command: &str) -> Tmux {
-        let socket = format!("u8-{}", &env.vhost);
-        let tmux = Tmux { socket };
-        let status = tmux
-            .cmd(&["new-session", "-d", "-x", "160", "-y", "40", command])
-            .status()
-            .expect("run tmux (install Debian's tmux)");
-        assert!(status.success(), "tmux new-session failed");
-        tmux
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("tmux");
-        command.args(["-L", &self.socket]).args(args);
-        command
-    }
-
-    fn screen(&self) -> String {
-        let output = self.cmd(&["capture-pane", "-p"]).output().expect("capture");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys"];
-        args.extend_from_slice(keys);
-        assert!(self.cmd(&args).status().expect("send-keys").success());
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["kill-server"]).status();
-    }
-}
-
 #[test]
 fn ctrl_c_in_run_asks_then_cancels_and_exits_130() {
     let env = TestEnv::new("ctrl-c");
@@ -316,7 +263,7 @@ fn ctrl_c_in_run_asks_then_cancels_and_exits_130() {
         bin("ultronctl").display(),
         rc.display()
     );
-    let tmux = Tmux::start(&env, &command);
+    let tmux = Tmux::start(&format!("u8-{}", env.vhost), 160, &command);
     wait_for("the command to run", DEADLINE, || {
         let jobs = hive.ctl_json(&["job", "list", "-o", "json"]);
         let job_id = jobs[0]["id"].as_str().unwrap_or_default().to_string();

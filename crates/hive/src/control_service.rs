@@ -76,9 +76,11 @@ impl ControlService for ControlApi {
     ) -> Result<Response<v1::Job>, Status> {
         let actor = operator(&request)?;
         let spec = rpc::job_spec_from_submit(request.into_inner())?;
-        let job = self.hive.submit(&actor, spec).await?;
-        let offline = self.hive.offline_when_submitted(&job.id).await?;
-        Ok(Response::new(rpc::job_to_wire(&job, &offline)))
+        let submitted = self.hive.submit(&actor, spec).await?;
+        Ok(Response::new(rpc::job_to_wire(
+            &submitted.job,
+            &submitted.offline_drones,
+        )))
     }
 
     type WatchJobStream = ExecutionStream;
@@ -239,9 +241,11 @@ impl ControlService for ControlApi {
     ) -> Result<Response<v1::Job>, Status> {
         let actor = operator(&request)?;
         let spec = rpc::job_spec_from_run_action(request.into_inner())?;
-        let job = self.hive.submit(&actor, spec).await?;
-        let offline = self.hive.offline_when_submitted(&job.id).await?;
-        Ok(Response::new(rpc::job_to_wire(&job, &offline)))
+        let submitted = self.hive.submit(&actor, spec).await?;
+        Ok(Response::new(rpc::job_to_wire(
+            &submitted.job,
+            &submitted.offline_drones,
+        )))
     }
 
     async fn list_actions(

@@ -58,6 +58,14 @@ pub struct JobSpec {
     pub ttl: Option<Duration>,
 }
 
+/// A job as submitted: stored, and the drones its target named that were
+/// offline, so not run.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub job: JobRecord,
+    pub offline_drones: Vec<DroneId>,
+}
+
 /// A job planned and not yet written.
 struct PlannedJob {
     job: NewJob,
@@ -79,7 +87,7 @@ impl Hive {
         self: &Arc<Self>,
         actor: &Actor,
         spec: JobSpec,
-    ) -> Result<JobRecord, HiveError> {
+    ) -> Result<Submitted, HiveError> {
         let ttl = self.job_ttl(spec.ttl)?;
         let requester = actor.to_string();
         let planned = match spec.work {
@@ -109,7 +117,8 @@ impl Hive {
         detail["ttl_ms"] = json!(ttl.as_millis() as u64);
         // The target names these too; they are not run, and the submitter
         // is told (see `offline_when_submitted`).
-        detail["offline_drones"] = json!(self.offline_drones_matching(&planned.job.target).await?);
+        let offline_drones = self.offline_drones_matching(&planned.job.target).await?;
+        detail["offline_drones"] = json!(offline_drones);
         let mut audit = self.audit(actor.clone(), AuditVerb::JobSubmitted, detail);
         audit.job_id = Some(planned.job.id.clone());
         audit.action_ref = planned.job.origin.action_ref.clone();
@@ -144,10 +153,15 @@ impl Hive {
                 futures::future::join_all(dispatches).await;
             }
         }
-        self.store
+        let job = self
+            .store
             .get_job(&planned.job.id)
             .await?
-            .ok_or_else(|| HiveError::internal("job vanished right after it was recorded"))
+            .ok_or_else(|| HiveError::internal("job vanished right after it was recorded"))?;
+        Ok(Submitted {
+            job,
+            offline_drones,
+        })
     }
 
     fn job_ttl(&self, requested: Option<Duration>) -> Result<Duration, HiveError> {
