@@ -449,6 +449,16 @@ fn set_validity(
     Ok(())
 }
 
+/// When this CA issued a client certificate, by the hive's clock: its
+/// notBefore plus the allowance for clock skew the CA backdates it by.
+/// Whole seconds (X.509 times have no finer precision).
+pub fn client_certificate_issued_at(der: &[u8]) -> Result<DateTime<Utc>, PkiError> {
+    let cert = parse_cert(der)?;
+    DateTime::from_timestamp(cert.validity().not_before.timestamp(), 0)
+        .map(|not_before| not_before + CLOCK_SKEW)
+        .ok_or_else(|| PkiError::Certificate("notBefore out of range".into()))
+}
+
 /// When a DER certificate stops being valid.
 pub fn certificate_not_after(der: &[u8]) -> Result<DateTime<Utc>, PkiError> {
     let cert = parse_cert(der)?;
