@@ -51,6 +51,19 @@ pub fn call_failed(status: tonic::Status) -> anyhow::Error {
     if causes.contains("received fatal alert") {
         return anyhow::anyhow!("the hive refused the TLS connection: {causes}");
     }
+    // The alert may also be lost to a connection torn down first.
+    if message == "transport error" {
+        let causes = if causes.is_empty() {
+            "no reason given".to_string()
+        } else {
+            causes
+        };
+        return anyhow::anyhow!(
+            "the hive closed the connection ({causes}). If this persists, it refused this \
+             certificate: revoked, expired, or issued by another hive's CA (the hive's log \
+             says which)"
+        );
+    }
     match status.code() {
         Code::Unavailable => anyhow::anyhow!("the hive is unavailable: {message}"),
         Code::Unauthenticated | Code::PermissionDenied => anyhow::anyhow!("not allowed: {message}"),

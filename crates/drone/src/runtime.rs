@@ -1036,5 +1036,14 @@ fn describe_status(status: tonic::Status) -> anyhow::Error {
         message.push_str(&format!(": {cause}"));
         source = cause.source();
     }
+    // The handshake's alert, or the refusal of a call on an older
+    // connection: either way the drone cannot fix it by retrying.
+    if message.contains("CertificateRevoked") || message.contains("was revoked") {
+        message.push_str(
+            ". The hive revoked this drone's certificate: it was removed from the fleet, or \
+             another host was enrolled under its name. To come back, join again with a new \
+             token: ultron8-drone join --name <id> --token <token> --force",
+        );
+    }
     anyhow::anyhow!(message)
 }

@@ -420,6 +420,25 @@ impl Hive {
             .to_string()
     }
 
+    /// Runs `ultron8-drone join` into `data_dir` as `name` with `token`,
+    /// for tests of what join answers.
+    pub fn try_join(&self, data_dir: &Path, name: &str, token: &str) -> Output {
+        Command::new(bin("ultron8-drone"))
+            .args([
+                "join",
+                "--hive",
+                &self.address(),
+                "--token",
+                token,
+                "--name",
+                name,
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .output()
+            .expect("run ultron8-drone join")
+    }
+
     /// Waits until `drone list` shows exactly these drones online.
     pub fn wait_for_online(&self, ids: &[&str]) {
         wait_for(&format!("drones {ids:?} to be online"), DEADLINE, || {

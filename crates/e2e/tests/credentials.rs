@@ -9,23 +9,6 @@ use ultron8_e2e::{Drone, Hive, TestEnv, bin, start_drones, stderr, stdout, wait_
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-fn join(hive: &Hive, data_dir: &std::path::Path, name: &str, token: &str) -> std::process::Output {
-    Command::new(bin("ultron8-drone"))
-        .args([
-            "join",
-            "--hive",
-            &hive.address(),
-            "--token",
-            token,
-            "--name",
-            name,
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .output()
-        .expect("run ultron8-drone join")
-}
-
 fn token(hive: &Hive, args: &[&str]) -> String {
     let mut all = vec!["drone", "token", "create"];
     all.extend_from_slice(args);
@@ -61,7 +44,7 @@ fn a_join_token_cannot_take_over_a_drone_and_a_replaced_one_is_refused() {
     // A host with a fresh token asks for c-1's name: refused, and c-1 goes on.
     let intruder_dir = env.dir.join("intruder");
     let stolen = token(&hive, &[]);
-    let refused = join(&hive, &intruder_dir, "c-1", &stolen);
+    let refused = hive.try_join(&intruder_dir, "c-1", &stolen);
     assert!(!refused.status.success());
     assert!(
         stderr(&refused).contains("already in the fleet")
@@ -78,7 +61,7 @@ fn a_join_token_cannot_take_over_a_drone_and_a_replaced_one_is_refused() {
     drones[0].kill();
     let replace = token(&hive, &["--replace", "c-1"]);
     let rebuilt_dir = env.dir.join("rebuilt");
-    let joined = join(&hive, &rebuilt_dir, "c-1", &replace);
+    let joined = hive.try_join(&rebuilt_dir, "c-1", &replace);
     assert!(joined.status.success(), "{}", stderr(&joined));
     let mut rebuilt = Drone::joined(&env, "c-1", rebuilt_dir);
     rebuilt.start();

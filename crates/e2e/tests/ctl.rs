@@ -290,10 +290,12 @@ fn drone_remove_refuses_an_online_drone_then_takes_it_out_of_the_fleet() {
     let run = hive.ctl(&["run", "-t", "rm-1", "--", "true"]);
     assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
 
-    // The drone, still running, is told why the hive refuses it.
+    // The drone, still running, is refused (its certificate is revoked) and
+    // told why and how to come back.
     wait_for("the drone to hear it was removed", DEADLINE, || {
         let log = drones[0].log_text();
-        if log.contains("was removed from the fleet") {
+        if log.contains("The hive revoked this drone's certificate: it was removed from the fleet")
+        {
             Ok(())
         } else {
             Err(log)

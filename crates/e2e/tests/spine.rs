@@ -658,20 +658,7 @@ fn join_tokens_are_single_use_and_bad_tokens_are_explained() {
     let hive = Hive::start(&env);
     let token = hive.join_token(&["role=web"]);
     let join = |name: &str, token: &str| {
-        Command::new(bin("ultron8-drone"))
-            .args([
-                "join",
-                "--hive",
-                &hive.address(),
-                "--token",
-                token,
-                "--name",
-                name,
-                "--data-dir",
-            ])
-            .arg(env.dir.join(format!("drone-{name}")))
-            .output()
-            .expect("join")
+        hive.try_join(&env.dir.join(format!("drone-{name}")), name, token)
     };
     let first = join("first", &token);
     assert!(first.status.success(), "{}", stderr(&first));

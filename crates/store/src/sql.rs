@@ -74,6 +74,12 @@ use crate::{
     StoreError, TransitionOutcome,
 };
 
+/// Records a revocation; a certificate already revoked keeps its first
+/// record (who revoked it first, and why).
+const INSERT_REVOCATION: &str = "INSERT INTO revoked_certificates \
+     (fingerprint, subject, reason, revoked_at, revoked_by, not_after) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (fingerprint) DO NOTHING";
+
 /// [`Store`] on a SQL database. Cheap to clone: clones share the pools.
 #[derive(Debug)]
 pub struct SqlStore<D: Database> {
@@ -702,22 +708,18 @@ where
                 }
                 // A removed drone's certificate was revoked when it was
                 // removed; that first record stays.
-                sqlx::query(
-                    "INSERT INTO revoked_certificates \
-                         (fingerprint, subject, reason, revoked_at, revoked_by, not_after) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (fingerprint) DO NOTHING",
-                )
-                .bind(fingerprint.as_str())
-                .bind(format!("drone:{}", claim.drone_id))
-                .bind(format!(
-                    "replaced by the enrollment with join token {}",
-                    claim.token_id
-                ))
-                .bind(SqlTime(claim.enrolled_at))
-                .bind(format!("drone:{}", claim.drone_id))
-                .bind(Some(not_after))
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(INSERT_REVOCATION)
+                    .bind(fingerprint.as_str())
+                    .bind(format!("drone:{}", claim.drone_id))
+                    .bind(format!(
+                        "replaced by the enrollment with join token {}",
+                        claim.token_id
+                    ))
+                    .bind(SqlTime(claim.enrolled_at))
+                    .bind(format!("drone:{}", claim.drone_id))
+                    .bind(Some(not_after))
+                    .execute(&mut *tx)
+                    .await?;
                 Some(fingerprint)
             }
         };
@@ -735,19 +737,15 @@ where
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         for revocation in revocations {
-            sqlx::query(
-                "INSERT INTO revoked_certificates \
-                     (fingerprint, subject, reason, revoked_at, revoked_by, not_after) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (fingerprint) DO NOTHING",
-            )
-            .bind(revocation.fingerprint.as_str())
-            .bind(revocation.subject.as_str())
-            .bind(revocation.reason.as_str())
-            .bind(SqlTime(revocation.revoked_at))
-            .bind(revocation.revoked_by.as_str())
-            .bind(revocation.not_after.map(SqlTime))
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(INSERT_REVOCATION)
+                .bind(revocation.fingerprint.as_str())
+                .bind(revocation.subject.as_str())
+                .bind(revocation.reason.as_str())
+                .bind(SqlTime(revocation.revoked_at))
+                .bind(revocation.revoked_by.as_str())
+                .bind(revocation.not_after.map(SqlTime))
+                .execute(&mut *tx)
+                .await?;
         }
         Self::insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
