@@ -205,6 +205,7 @@ impl Hive {
             command: Some(command_to_wire(&item.command)),
             requester: item.requester.clone(),
             cancel: false,
+            action: item.action_ref.clone().unwrap_or_default(),
         })
     }
 
@@ -226,6 +227,7 @@ impl Hive {
             command: None,
             requester: requester.to_string(),
             cancel: true,
+            action: String::new(),
         })
     }
 
