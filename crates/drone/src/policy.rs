@@ -18,7 +18,7 @@ use ultron8_core::drone_policy::{DronePolicy, PolicyDecision, PolicyRefusal, Pol
 use ultron8_proto::convert::command_from_wire;
 use ultron8_proto::v1;
 
-use crate::config::DroneFile;
+use crate::config::{DroneDir, DroneFile};
 use crate::spool::SpooledReport;
 
 /// A user a command runs as, looked up at start.
@@ -83,6 +83,12 @@ impl Policy {
             );
         }
         Ok(Policy { rules, users })
+    }
+
+    /// Reads `drone.toml` in `dir` and checks it as `run` does.
+    pub fn check(dir: &DroneDir) -> anyhow::Result<Policy> {
+        let file = dir.load()?;
+        Policy::load(&file, &dir.config())
     }
 
     /// The policy as one line for the start-up log.
