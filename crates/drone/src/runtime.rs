@@ -11,8 +11,9 @@
 //!
 //! Handling a request: verify the hive's signature, the addressee and the
 //! expiry; journal the execution id (a second delivery of the same id is
-//! acknowledged and dropped); acknowledge the message; run; spool the
-//! result; mark the journal entry finished; deliver.
+//! acknowledged and dropped); acknowledge the message; ask the drone's
+//! `[policy]`, which may refuse it; run, as the policy's user; spool the
+//! result (or the refusal); mark the journal entry finished; deliver.
 
 use std::sync::Arc;
 use std::time::Duration;
