@@ -14,5 +14,6 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod follow;
+pub mod operators;
 pub mod output;
 pub mod status;

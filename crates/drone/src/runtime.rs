@@ -85,6 +85,10 @@ struct Drone {
     stopping: std::sync::atomic::AtomicBool,
     /// What this host's owner lets run (`[policy]` in drone.toml).
     policy: Policy,
+    /// When the hive issued this drone's certificate (Unix ms, the hive's
+    /// clock). Requests signed before it were meant for an earlier holder
+    /// of this drone's name.
+    enrolled_at_ms: i64,
 }
 
 /// How long a stopping drone waits, beyond the kill grace, for its
@@ -122,6 +126,9 @@ pub async fn run(
     };
     let ca = first_cert(&read(dir.ca())?)?;
     let cert = first_cert(&read(dir.cert())?)?;
+    let enrolled_at_ms = ultron8_pki::client_certificate_issued_at(&cert)
+        .with_context(|| format!("cannot read the certificate {}", dir.cert().display()))?
+        .timestamp_millis();
     let key = read(dir.key())?;
     let tls = ultron8_transport::client_config(&ca, &cert, &key)?;
     let channel = ultron8_transport::connect_lazy(&file.hive, &file.server_name, tls)?;
@@ -138,6 +145,7 @@ pub async fn run(
         in_flight: Default::default(),
         stopping: Default::default(),
         policy,
+        enrolled_at_ms,
         file,
     });
     let span = info_span!("drone", drone_id = %drone.file.id);
@@ -508,7 +516,12 @@ impl Drone {
     }
 
     async fn handle(&self, delivery: Delivery, registration: &Registration) {
-        let request = match verify(&delivery.body, &self.file.id, &registration.verifier) {
+        let request = match verify(
+            &delivery.body,
+            &self.file.id,
+            self.enrolled_at_ms,
+            &registration.verifier,
+        ) {
             Ok(request) => request,
             Err(refusal) => {
                 warn!(claimed_execution_id = %refusal.execution_id, reason = %refusal.reason, "refused an action request");
@@ -959,12 +972,16 @@ pub struct Refusal {
     pub reason: String,
 }
 
-/// Checks that a message is a request the hive signed for this drone.
-/// Expiry is checked separately, after the signature, so that only genuine
-/// requests are ever reported as expired.
+/// Checks that a message is a request the hive signed for this drone, since
+/// it enrolled (`enrolled_at_ms`): a request signed for an earlier holder of
+/// the name (a host this one replaced) and replayed from the broker is
+/// refused, although the new host's journal has never seen it. Expiry is
+/// checked separately, after the signature, so that only genuine requests
+/// are ever reported as expired.
 pub fn verify(
     body: &[u8],
     drone_id: &str,
+    enrolled_at_ms: i64,
     verifier: &RequestVerifier,
 ) -> Result<v1::ActionRequest, Refusal> {
     let rejected = |execution_id: String, reason: String| Refusal {
@@ -1002,7 +1019,24 @@ pub fn verify(
             format!("addressed to drone {:?}, not this one", request.drone_id),
         ));
     }
+    if request.issued_at_ms < enrolled_at_ms {
+        return Err(rejected(
+            request.execution_id,
+            format!(
+                "signed at {}, before this drone enrolled at {}: it was meant for an earlier \
+                 holder of the name {drone_id}",
+                ms_text(request.issued_at_ms),
+                ms_text(enrolled_at_ms)
+            ),
+        ));
+    }
     Ok(request)
+}
+
+fn ms_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 fn round_ms(d: Duration) -> Duration {

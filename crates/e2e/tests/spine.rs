@@ -435,6 +435,7 @@ fn forged_misaddressed_and_expired_requests_are_refused_and_audited() {
     let forged_marker = env.dir.join("forged");
     let misaddressed_marker = env.dir.join("misaddressed");
     let expired_marker = env.dir.join("expired");
+    let stale_marker = env.dir.join("stale");
     // Signed by another key, but claiming the hive's key id.
     let forged = {
         let bytes = request("forged-1", "target", 60_000, &forged_marker).encode_to_vec();
@@ -467,6 +468,11 @@ fn forged_misaddressed_and_expired_requests_are_refused_and_audited() {
             &request("expired-1", "target", -1_000, &expired_marker),
         ),
     );
+    // Genuine, unexpired, addressed to this name, but signed an hour before
+    // this drone enrolled: meant for an earlier holder of the name.
+    let mut stale = request("stale-1", "target", 60_000, &stale_marker);
+    stale.issued_at_ms -= 3_600_000;
+    publish_raw(&env, "target", sign(&hive_key, &stale));
     publish_raw(&env, "target", b"not even protobuf".to_vec());
 
     wait_for(
@@ -481,6 +487,7 @@ fn forged_misaddressed_and_expired_requests_are_refused_and_audited() {
                 "expired-1:expired",
                 "forged-1:rejected",
                 "misaddressed-1:rejected",
+                "stale-1:rejected",
             ];
             if claimed == expected {
                 Ok(())
@@ -498,7 +505,16 @@ fn forged_misaddressed_and_expired_requests_are_refused_and_audited() {
         "{reasons:?}"
     );
     assert!(reasons[2].contains("someone-else"), "{reasons:?}");
-    for marker in [&forged_marker, &misaddressed_marker, &expired_marker] {
+    assert!(
+        reasons[3].contains("before this drone enrolled"),
+        "{reasons:?}"
+    );
+    for marker in [
+        &forged_marker,
+        &misaddressed_marker,
+        &expired_marker,
+        &stale_marker,
+    ] {
         assert!(!marker.exists(), "{} was run", marker.display());
     }
     // The drone is unharmed by garbage and still runs genuine work.

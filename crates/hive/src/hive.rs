@@ -56,6 +56,11 @@ pub struct Hive {
     /// so, rather than holding the shutdown up.
     pub stopping: CancellationToken,
     pub started_at: DateTime<Utc>,
+    /// Certificates refused at the handshake and on every call.
+    pub revoked: Arc<crate::revocation::RevokedCertificates>,
+    /// Operator certificates this replica has recorded, so each is written
+    /// to the store once, on its first call.
+    pub operators_recorded: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// A build of the hive: its version and the commit it was built from.
@@ -113,6 +118,8 @@ impl Hive {
             build: BuildInfo::library(),
             stopping: CancellationToken::new(),
             started_at: Utc::now(),
+            revoked: Default::default(),
+            operators_recorded: Default::default(),
         }
         .with_build(BuildInfo::library()))
     }

@@ -44,6 +44,7 @@ pub mod ids;
 pub mod metrics;
 pub mod ops;
 pub mod planning;
+pub mod revocation;
 mod rpc;
 pub mod rulebook;
 pub mod serve;

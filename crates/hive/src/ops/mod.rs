@@ -29,6 +29,7 @@ pub mod follow;
 pub mod health;
 pub mod jobs;
 pub mod lookup;
+pub mod operators;
 pub mod packs;
 pub mod rules;
 pub mod tokens;
