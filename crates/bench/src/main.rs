@@ -166,6 +166,7 @@ fn hot_paths() {
         }),
         requester: "operator:admin".into(),
         cancel: false,
+        action: String::new(),
     }
     .encode_to_vec();
     bench("signing: sign an ActionRequest", "request", 20_000, || {

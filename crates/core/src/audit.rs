@@ -116,6 +116,10 @@ verbs! {
     JobCancelRequested => "job.cancel_requested",
     /// An execution reached a terminal state with a result.
     ExecutionFinished => "execution.finished",
+    /// A drone's own policy (`[policy]` in its drone.toml) refused to run
+    /// a request that verified; the execution ended `failed` with the
+    /// reason, and the record names the rule.
+    ExecutionRefused => "execution.refused",
     /// An execution no drone picked up before its expiry.
     ExecutionExpired => "execution.expired",
     /// A drone joined with a token.

@@ -14,11 +14,13 @@
 //! - [`criteria`]: rule conditions over event payloads.
 //! - [`template`]: parameter and target templates (minijinja).
 //! - [`policy`]: cooldown, concurrency and blast-radius decisions.
+//! - [`drone_policy`]: what a drone's owner lets run on it.
 //! - [`triggers`]: built-in trigger types and their payload shapes.
 //! - [`schedule`]: interval and cron timers.
 
 pub mod audit;
 pub mod criteria;
+pub mod drone_policy;
 pub mod echo;
 mod glob;
 pub mod ids;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
+use ultron8_core::drone_policy::PolicyConfig;
 
 /// `drone.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -23,6 +24,14 @@ pub struct DroneFile {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub settings: DroneSettings,
+    /// What this host's owner lets run on it, whatever the hive asks
+    /// (`ultron8_core::drone_policy`); absent: everything verified runs.
+    #[serde(default, skip_serializing_if = "is_open")]
+    pub policy: PolicyConfig,
+}
+
+fn is_open(policy: &PolicyConfig) -> bool {
+    *policy == PolicyConfig::default()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

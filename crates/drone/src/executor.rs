@@ -47,6 +47,8 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 use ultron8_core::{ExecutionStatus, Program};
 
+use crate::policy::RunAs;
+
 /// The output cap callers use when the request does not name one.
 pub const DEFAULT_OUTPUT_LIMIT: usize = 1024 * 1024;
 
@@ -92,6 +94,8 @@ pub struct ExecSpec {
     pub kill_grace: Duration,
     /// Bytes kept per stream; see [`DEFAULT_OUTPUT_LIMIT`].
     pub output_limit: usize,
+    /// The user to run as (the drone's `[policy]`); `None`: the drone's own.
+    pub user: Option<RunAs>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +185,22 @@ pub async fn run_cancellable(
         .kill_on_drop(false);
     if let Some(dir) = &spec.working_dir {
         command.current_dir(dir);
+    }
+    if let Some(user) = &spec.user {
+        // After the request's environment: a command run as a user sees
+        // that user's home and name, as it would after logging in.
+        command
+            .env("HOME", &user.home)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name);
+        if user.switch {
+            // The child sets its gid, then its uid, before exec. With a
+            // uid and no explicit groups, the standard library also drops
+            // every supplementary group (root's among them); setting the
+            // user's own needs `CommandExt::groups`, not stable yet, so the
+            // command runs with its primary group only.
+            command.uid(user.uid).gid(user.gid);
+        }
     }
 
     // Registered before the spawn, so the child's exit cannot slip in between

@@ -87,6 +87,7 @@ pub async fn join(dir: &DroneDir, options: JoinOptions) -> anyhow::Result<DroneF
         server_name,
         labels: options.labels,
         settings: DroneSettings::default(),
+        policy: Default::default(),
     };
     let text = toml::to_string_pretty(&file).context("cannot render drone.toml")?;
     write(

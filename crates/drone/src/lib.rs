@@ -6,6 +6,8 @@
 //! - [`journal`]: remembers every execution id before it runs, so a
 //!   redelivered request never runs twice.
 //! - [`spool`]: results waiting for the hive, on disk until acknowledged.
+//! - [`policy`]: the owner's `[policy]` in force: what may run here, and
+//!   as which user.
 //! - [`runtime`]: registration, heartbeats, consumption and reporting.
 //! - [`join`]: enrollment with a one-time token.
 //! - [`config`], [`facts`], [`backoff`]: the data directory, host facts
@@ -17,5 +19,6 @@ pub mod executor;
 pub mod facts;
 pub mod join;
 pub mod journal;
+pub mod policy;
 pub mod runtime;
 pub mod spool;

@@ -57,7 +57,25 @@ enum Command {
         force: bool,
     },
     /// Run the drone: register, heartbeat, and execute requests from the hive.
+    ///
+    /// Checks drone.toml first, [policy] included (see check-config), and
+    /// logs the policy in force.
     Run {
+        #[arg(
+            long,
+            env = "ULTRON8_DRONE_DATA_DIR",
+            default_value = "/var/lib/ultron8-drone"
+        )]
+        data_dir: PathBuf,
+    },
+    /// Check drone.toml without running: its settings and [policy]
+    /// (patterns, and that every run_as user exists and the drone may
+    /// become it), then print the policy in force.
+    ///
+    /// Exits 0 when `run` would start with it, 1 naming the problem.
+    ///
+    /// Example: sudo ultron8-drone check-config --data-dir /var/lib/ultron8-drone
+    CheckConfig {
         #[arg(
             long,
             env = "ULTRON8_DRONE_DATA_DIR",
@@ -115,6 +133,13 @@ async fn run(command: Command, shutdown_grace: std::time::Duration) -> anyhow::R
                 "Start it with: ultron8-drone run --data-dir {}",
                 data_dir.display()
             );
+            Ok(())
+        }
+        Command::CheckConfig { data_dir } => {
+            let dir = DroneDir::new(data_dir);
+            let policy = ultron8_drone::policy::Policy::check(&dir)?;
+            println!("{} is valid.", dir.config().display());
+            println!("Policy in force: {}", policy.describe());
             Ok(())
         }
         Command::Run { data_dir } => {

@@ -11,8 +11,9 @@
 //!
 //! Handling a request: verify the hive's signature, the addressee and the
 //! expiry; journal the execution id (a second delivery of the same id is
-//! acknowledged and dropped); acknowledge the message; run; spool the
-//! result; mark the journal entry finished; deliver.
+//! acknowledged and dropped); acknowledge the message; ask the drone's
+//! `[policy]`, which may refuse it; run, as the policy's user; spool the
+//! result (or the refusal); mark the journal entry finished; deliver.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,7 @@ use crate::config::{DroneDir, DroneFile};
 use crate::executor::{self, ExecSpec, StreamKind};
 use crate::facts::{StatsSampler, collect_facts};
 use crate::journal::{Begin, Journal, ProcessRecord};
+use crate::policy::{Policy, RunAs};
 use crate::spool::{Spool, SpooledReport};
 
 /// Supplies the consumer for the broker URL the hive hands out. The
@@ -81,6 +83,8 @@ struct Drone {
     /// Set when the drone is stopping: commands canceled then were not
     /// canceled by an operator.
     stopping: std::sync::atomic::AtomicBool,
+    /// What this host's owner lets run (`[policy]` in drone.toml).
+    policy: Policy,
     /// When the hive issued this drone's certificate (Unix ms, the hive's
     /// clock). Requests signed before it were meant for an earlier holder
     /// of this drone's name.
@@ -113,6 +117,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let file = dir.load()?;
+    // Before anything else: a drone whose policy cannot be enforced must
+    // not take requests.
+    let policy = Policy::load(&file, &dir.config())?;
+    info!(drone_id = %file.id, policy = %policy.describe(), "policy in force");
     let read = |path: std::path::PathBuf| {
         std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
     };
@@ -136,6 +144,7 @@ pub async fn run(
         slots: Arc::new(Semaphore::new(file.settings.max_concurrent.max(1) as usize)),
         in_flight: Default::default(),
         stopping: Default::default(),
+        policy,
         enrolled_at_ms,
         file,
     });
@@ -247,6 +256,7 @@ impl Drone {
                 error: Some(error),
                 started_at_ms: 0,
                 finished_at_ms: now,
+                policy_rule: None,
             };
             self.spool
                 .put(&report)
@@ -422,6 +432,7 @@ impl Drone {
                 error: report.error.unwrap_or_default(),
                 started_at_ms: report.started_at_ms,
                 finished_at_ms: report.finished_at_ms,
+                policy_rule: report.policy_rule.unwrap_or_default(),
             };
             match self.client.clone().report_result(wire).await {
                 Ok(_) => {}
@@ -644,7 +655,17 @@ impl Drone {
         if let Err(e) = delivery.ack().await {
             warn!(error = %e, "cannot acknowledge the message; a redelivery will be recognised by the journal");
         }
-        let report = self.execute(&request).await;
+        // Refused by the policy: journaled and acknowledged like any
+        // request (a redelivery is dropped), and its report goes through
+        // the spool, so the refusal reaches the hive whatever its state.
+        let report = match self.policy.decide(&request) {
+            Ok(run_as) => self.execute(&request, run_as).await,
+            Err(refused) => {
+                warn!(action = %request.action, rule = refused.policy_rule.as_deref().unwrap_or_default(),
+                    reason = refused.error.as_deref().unwrap_or_default(), "refused by this drone's policy; not run");
+                *refused
+            }
+        };
         if let Err(e) = self.spool.put(&report) {
             error!(error = %e, "cannot spool the result; it will be reported lost at the next start");
             return;
@@ -655,7 +676,7 @@ impl Drone {
         self.spooled.notify_one();
     }
 
-    async fn execute(&self, request: &v1::ActionRequest) -> SpooledReport {
+    async fn execute(&self, request: &v1::ActionRequest, user: Option<RunAs>) -> SpooledReport {
         let started = Utc::now();
         let settings = &self.file.settings;
         let command = match command_from_wire(request.command.clone()) {
@@ -679,6 +700,7 @@ impl Drone {
                 output_limit: command
                     .output_limit_bytes
                     .unwrap_or(settings.output_limit_bytes) as usize,
+                user,
             },
             Err(e) => {
                 return SpooledReport {
@@ -694,6 +716,7 @@ impl Drone {
                     error: Some(e),
                     started_at_ms: started.timestamp_millis(),
                     finished_at_ms: Utc::now().timestamp_millis(),
+                    policy_rule: None,
                 };
             }
         };
@@ -714,6 +737,7 @@ impl Drone {
             error: Some(error),
             started_at_ms: started.timestamp_millis(),
             finished_at_ms: Utc::now().timestamp_millis(),
+            policy_rule: None,
         };
         let start = self.report_running(request, started).await;
         let now = Utc::now().timestamp_millis();
@@ -804,6 +828,7 @@ impl Drone {
             error,
             started_at_ms: started.timestamp_millis(),
             finished_at_ms: Utc::now().timestamp_millis(),
+            policy_rule: None,
         }
     }
 

@@ -47,6 +47,10 @@ pub struct SpooledReport {
     pub started_at_ms: i64,
     /// Unix milliseconds, drone clock.
     pub finished_at_ms: i64,
+    /// The rule of the drone's policy that refused to run it; absent in
+    /// files spooled before policies existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_rule: Option<String>,
 }
 
 /// The directory of reports waiting for delivery; see the module docs.

@@ -22,6 +22,7 @@ fn spec(program: Program) -> ExecSpec {
         timeout: Duration::from_secs(30),
         kill_grace: Duration::from_secs(2),
         output_limit: DEFAULT_OUTPUT_LIMIT,
+        user: None,
     }
 }
 

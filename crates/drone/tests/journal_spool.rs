@@ -258,6 +258,7 @@ fn concurrent_begins_of_one_id_let_exactly_one_run() {
 
 fn report(execution_id: &str, finished_at_ms: i64) -> SpooledReport {
     SpooledReport {
+        policy_rule: None,
         execution_id: execution_id.to_string(),
         job_id: "job-7".to_string(),
         status: ExecutionStatus::Failed,

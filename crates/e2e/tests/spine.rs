@@ -397,6 +397,7 @@ fn request(
         }),
         requester: "attacker".into(),
         cancel: false,
+        action: String::new(),
     }
 }
 

@@ -79,6 +79,7 @@ impl Hive {
                     drone_id: execution.drone_id.clone(),
                     requester: job.requester.clone(),
                     command: job.command.clone(),
+                    action_ref: job.origin.action_ref.clone(),
                     created_at: job.created_at,
                     expires_at: execution.expires_at,
                 };

@@ -212,6 +212,7 @@ impl Hive {
             command: Some(command_to_wire(&item.command)),
             requester: item.requester.clone(),
             cancel: false,
+            action: item.action_ref.clone().unwrap_or_default(),
         })
     }
 
@@ -233,6 +234,7 @@ impl Hive {
             command: None,
             requester: requester.to_string(),
             cancel: true,
+            action: String::new(),
         })
     }
 

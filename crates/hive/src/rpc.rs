@@ -167,6 +167,7 @@ pub fn report_from_wire(report: v1::ExecutionReport) -> Result<DroneReport, Hive
             duration_ms: report.duration_ms,
             error: given(report.error),
         },
+        policy_rule: given(report.policy_rule),
     })
 }
 

@@ -1534,6 +1534,94 @@ async fn a_value_rendered_into_a_shell_script_is_one_quoted_word() {
     );
 }
 
+#[tokio::test]
+async fn a_request_names_its_action_and_a_drones_policy_refusal_is_audited_with_its_rule() {
+    let test = TestHive::start().await;
+    test.add_online_drone("web-1", &[]).await;
+    let mut control = test.control().await;
+    // An ad-hoc command names no action.
+    control.submit_job(echo("web-1")).await.expect("submit");
+    let request = tokio::time::timeout(PATIENCE, test.next_request("web-1"))
+        .await
+        .expect("the hive publishes the request");
+    assert_eq!(request.action, "");
+
+    ultronctl::automation::pack(
+        &mut control,
+        ultronctl::automation::PackCommand::Install {
+            path: packs_dir().join("linux"),
+        },
+        &ultronctl::output::Output::plain(ultronctl::output::Format::Json),
+    )
+    .await
+    .expect("install");
+    let job = control
+        .run_action(v1::RunActionRequest {
+            action: "linux.top_processes".into(),
+            parameters_json: "{}".into(),
+            target: "web-1".into(),
+            ttl_ms: 0,
+        })
+        .await
+        .expect("run")
+        .into_inner();
+    // Signed with the rest, for the drone's policy to match.
+    let request = tokio::time::timeout(PATIENCE, test.next_request("web-1"))
+        .await
+        .expect("the hive publishes the request");
+    assert_eq!(request.action, "linux.top_processes");
+
+    let reason = r#"refused by this drone's policy: action `linux.top_processes` (a shell command (program `/bin/sh`)) matches deny_actions "linux.top_*"; not run"#;
+    let mut drone = test.drone("web-1").await;
+    let answer = drone
+        .report_result(v1::ExecutionReport {
+            execution_id: request.execution_id.clone(),
+            status: v1::ExecutionStatus::Failed as i32,
+            error: reason.into(),
+            finished_at_ms: chrono::Utc::now().timestamp_millis(),
+            policy_rule: r#"deny_actions "linux.top_*""#.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("report");
+    assert!(answer.into_inner().applied);
+    let job = control
+        .get_job(v1::GetJobRequest { id: job.id })
+        .await
+        .expect("get job")
+        .into_inner();
+    assert_eq!(
+        status_from_wire(job.executions[0].status).expect("a status"),
+        ExecutionStatus::Failed
+    );
+    assert_eq!(job.executions[0].error, reason);
+    let audit = control
+        .list_audit(v1::ListAuditRequest {
+            drone: "web-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("audit")
+        .into_inner()
+        .entries;
+    let refused: Vec<_> = audit
+        .iter()
+        .filter(|a| a.kind == "execution.refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{audit:?}");
+    assert_eq!(refused[0].execution_id, request.execution_id);
+    assert_eq!(refused[0].actor, "drone:web-1");
+    let detail: serde_json::Value = serde_json::from_str(&refused[0].detail_json).expect("detail");
+    assert_eq!(detail["policy_rule"], r#"deny_actions "linux.top_*""#);
+    assert_eq!(detail["error"], reason);
+    assert!(
+        !audit
+            .iter()
+            .any(|a| a.kind == "execution.finished" && a.execution_id == request.execution_id),
+        "one record per refusal"
+    );
+}
+
 // --- the HTTP listener against slow and greedy clients -----------------------------
 //
 // The listener as `serve::run` runs it (`http::serve`), on 127.0.0.1, spoken

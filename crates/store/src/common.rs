@@ -643,6 +643,7 @@ pub(crate) struct PendingRow {
     pub drone_id: String,
     pub requester: String,
     pub command: JsonValue,
+    pub action_ref: Option<String>,
     pub created_at: SqlTime,
     pub expires_at: SqlTime,
 }
@@ -657,6 +658,7 @@ impl TryFrom<PendingRow> for PendingDispatch {
             job_id: JobId::from(row.job_id),
             drone_id: DroneId::from(row.drone_id),
             requester: row.requester,
+            action_ref: row.action_ref,
             created_at: row.created_at.into(),
             expires_at: row.expires_at.into(),
         })

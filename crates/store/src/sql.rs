@@ -1277,7 +1277,7 @@ where
         // never both.
         sqlx::query_as::<_, PendingRow>(
             "SELECT e.id AS execution_id, e.job_id, e.drone_id, j.requester, j.command, \
-                    e.created_at, e.expires_at \
+                    j.action_ref, e.created_at, e.expires_at \
              FROM executions e JOIN jobs j ON j.id = e.job_id \
              WHERE e.status = 'requested' AND e.created_at < $1 AND e.expires_at >= $2 \
              ORDER BY e.created_at, e.id \

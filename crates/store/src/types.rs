@@ -316,6 +316,9 @@ pub struct PendingDispatch {
     pub drone_id: DroneId,
     pub requester: String,
     pub command: CommandSpec,
+    /// The job's [`JobOrigin::action_ref`], signed into the request so a
+    /// drone's policy can decide by action.
+    pub action_ref: Option<String>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }

@@ -26,6 +26,9 @@ pub struct DroneReport {
     pub finished_at: Option<DateTime<Utc>>,
     /// Kept only with a terminal status.
     pub result: ExecutionResult,
+    /// The rule of the drone's own policy that refused to run it, if one
+    /// did (status `failed`).
+    pub policy_rule: Option<String>,
 }
 
 /// The hive's answer to a drone's report.
@@ -138,17 +141,25 @@ impl Hive {
             )));
         };
         let audit = status.is_terminal().then(|| {
-            let mut audit = self.audit(
-                Actor::Drone(drone_id.to_string()),
-                AuditVerb::ExecutionFinished,
-                json!({
-                    "exit_code": report.result.exit_code,
-                    "duration_ms": report.result.duration_ms,
-                    "error": error_text,
-                    "stdout_truncated": report.result.stdout_truncated,
-                    "stderr_truncated": report.result.stderr_truncated,
-                }),
-            );
+            // A refusal by the drone's own policy is a record of its own
+            // kind, so the trail can be searched for what drones refused.
+            let (verb, detail) = match &report.policy_rule {
+                Some(rule) if status == ExecutionStatus::Failed => (
+                    AuditVerb::ExecutionRefused,
+                    json!({ "policy_rule": rule, "error": error_text }),
+                ),
+                _ => (
+                    AuditVerb::ExecutionFinished,
+                    json!({
+                        "exit_code": report.result.exit_code,
+                        "duration_ms": report.result.duration_ms,
+                        "error": error_text,
+                        "stdout_truncated": report.result.stdout_truncated,
+                        "stderr_truncated": report.result.stderr_truncated,
+                    }),
+                ),
+            };
+            let mut audit = self.audit(Actor::Drone(drone_id.to_string()), verb, detail);
             audit.job_id = Some(execution.job_id.clone());
             audit.execution_id = Some(execution.id.clone());
             audit.drone_id = Some(drone_id.clone());

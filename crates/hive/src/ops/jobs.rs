@@ -145,6 +145,7 @@ impl Hive {
                         drone_id: execution.drone_id.clone(),
                         requester: planned.job.requester.clone(),
                         command: planned.job.command.clone(),
+                        action_ref: planned.job.origin.action_ref.clone(),
                         created_at: planned.job.created_at,
                         expires_at: execution.expires_at,
                     };
