@@ -16,6 +16,9 @@
 //! - [`policy`]: cooldown, concurrency and blast-radius decisions.
 //! - [`triggers`]: built-in trigger types and their payload shapes.
 //! - [`schedule`]: interval and cron timers.
+//! - [`secrets`]: the hive's named secrets: valid names and values, the
+//!   environment variables that carry them, and masking them in output
+//!   that arrives in pieces.
 
 pub mod audit;
 pub mod criteria;
@@ -27,6 +30,7 @@ pub mod params;
 pub mod policy;
 pub mod roles;
 pub mod schedule;
+pub mod secrets;
 pub mod status;
 pub mod target;
 pub mod template;
