@@ -56,6 +56,10 @@ pub struct Hive {
     /// so, rather than holding the shutdown up.
     pub stopping: CancellationToken,
     pub started_at: DateTime<Utc>,
+    /// Seals and opens secrets (`ops::secrets`); None until
+    /// [`Hive::with_secrets_key`]: a hive without one refuses every secret
+    /// operation rather than sealing with a key nobody keeps.
+    pub secrets_key: Option<Arc<dyn crate::keys::KeyProvider>>,
 }
 
 /// A build of the hive: its version and the commit it was built from.
@@ -113,6 +117,7 @@ impl Hive {
             build: BuildInfo::library(),
             stopping: CancellationToken::new(),
             started_at: Utc::now(),
+            secrets_key: None,
         }
         .with_build(BuildInfo::library()))
     }
@@ -131,6 +136,12 @@ impl Hive {
     }
 
     /// Names the build this hive runs as (the binary knows its commit).
+    /// Seals secrets with `key`.
+    pub fn with_secrets_key(mut self, key: Arc<dyn crate::keys::KeyProvider>) -> Hive {
+        self.secrets_key = Some(key);
+        self
+    }
+
     pub fn with_build(mut self, build: BuildInfo) -> Hive {
         self.metrics.set_build(&build.version, &build.commit);
         self.build = build;
