@@ -182,7 +182,10 @@ mod tests {
         let text = format!("token={secret} and again {secret}\n");
         let bytes = text.as_bytes();
         for cut in 0..=bytes.len() {
-            let out = streamed(std::slice::from_ref(&secret), &[&bytes[..cut], &bytes[cut..]]);
+            let out = streamed(
+                std::slice::from_ref(&secret),
+                &[&bytes[..cut], &bytes[cut..]],
+            );
             assert_eq!(
                 out,
                 b"token=******** and again ********\n".to_vec(),
@@ -232,7 +235,14 @@ mod tests {
         for good in ["db_password", "_x", "A1", &"n".repeat(MAX_NAME_LEN)] {
             assert_eq!(check_name(good), Ok(()), "{good}");
         }
-        for bad in ["", "1abc", "db-password", "db.password", "a b", &"n".repeat(MAX_NAME_LEN + 1)] {
+        for bad in [
+            "",
+            "1abc",
+            "db-password",
+            "db.password",
+            "a b",
+            &"n".repeat(MAX_NAME_LEN + 1),
+        ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         assert_eq!(check_value("hunter22"), Ok(()));

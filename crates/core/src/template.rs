@@ -173,9 +173,7 @@ pub fn render_shell_script(source: &str, context: &Value) -> Result<ShellScript,
         secret => minijinja::Value::from_dyn_object(references.clone()),
         ..minijinja::Value::from(Serde(context))
     };
-    let text = template
-        .render(context)
-        .map_err(|e| convert_error(&e, 0))?;
+    let text = template.render(context).map_err(|e| convert_error(&e, 0))?;
     let secrets = references
         .used
         .lock()
@@ -611,7 +609,9 @@ mod tests {
         let plain = render_shell_script("echo {{ user }}", &context).expect("renders");
         assert_eq!(plain.secrets, names(&[]));
         assert_eq!(
-            render_shell_script("echo $HOME", &context).expect("plain").text,
+            render_shell_script("echo $HOME", &context)
+                .expect("plain")
+                .text,
             "echo $HOME"
         );
         // A name that cannot be a secret's is undefined, so an error.
@@ -621,14 +621,17 @@ mod tests {
 
     #[test]
     fn the_reference_runs_as_one_word_holding_the_value() {
-        let script = render_shell_script("printf '%s|' {{ secret.s }}", &json!({}))
-            .expect("renders");
+        let script =
+            render_shell_script("printf '%s|' {{ secret.s }}", &json!({})).expect("renders");
         let output = std::process::Command::new("/bin/sh")
             .args(["-c", &script.text])
             .env("ULTRON8_SECRET_s", "two words $(id) *")
             .output()
             .expect("run sh");
-        assert_eq!(String::from_utf8_lossy(&output.stdout), "two words $(id) *|");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "two words $(id) *|"
+        );
     }
 
     #[test]

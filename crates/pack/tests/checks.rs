@@ -1030,9 +1030,7 @@ fn secrets_go_in_shell_scripts_and_whole_env_values_and_nowhere_else() {
     );
 
     // A parameter may not hide them.
-    let p = action_problems(
-        "name: a\nrunner: noop\nparameters:\n  secret: {type: string}\n",
-    );
+    let p = action_problems("name: a\nrunner: noop\nparameters:\n  secret: {type: string}\n");
     assert!(
         p.iter().any(|problem| problem.contains("is reserved")),
         "{p:?}"

@@ -1681,10 +1681,11 @@ where
         let mut tx = self.begin_write().await?;
         // A row lock cannot hold a name that has no row yet.
         D::lock_names(&mut tx, NamedLock::Secret, &[secret.name.as_str()]).await?;
-        let existing: Option<String> = sqlx::query_scalar("SELECT name FROM secrets WHERE name = $1")
-        .bind(secret.name.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT name FROM secrets WHERE name = $1")
+                .bind(secret.name.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
         let statement = if existing.is_some() {
             "UPDATE secrets SET ciphertext = $2, nonce = $3, key_id = $4, \
              updated_at = $5, updated_by = $6 WHERE name = $1"

@@ -4564,7 +4564,12 @@ async fn secret_audit(store: &dyn Store) -> Vec<(AuditVerb, String)> {
     records.reverse();
     records
         .into_iter()
-        .map(|r| (r.action, r.detail["name"].as_str().unwrap_or_default().to_string()))
+        .map(|r| {
+            (
+                r.action,
+                r.detail["name"].as_str().unwrap_or_default().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -4607,9 +4612,19 @@ pub async fn secrets_are_created_replaced_listed_and_deleted_with_their_audit(
         .await
         .expect("get")
         .expect("stored");
-    assert_eq!(stored.sealed, sealed(3), "the new sealed value, key id included");
-    assert_eq!((stored.created_at, stored.created_by.as_str()), (t(1), "operator:alice"));
-    assert_eq!((stored.updated_at, stored.updated_by.as_str()), (t(3), "operator:bob"));
+    assert_eq!(
+        stored.sealed,
+        sealed(3),
+        "the new sealed value, key id included"
+    );
+    assert_eq!(
+        (stored.created_at, stored.created_by.as_str()),
+        (t(1), "operator:alice")
+    );
+    assert_eq!(
+        (stored.updated_at, stored.updated_by.as_str()),
+        (t(3), "operator:bob")
+    );
 
     let listed = store.list_secrets().await.expect("list");
     let names: Vec<&str> = listed.iter().map(|s| s.name.as_str()).collect();
@@ -4619,14 +4634,23 @@ pub async fn secrets_are_created_replaced_listed_and_deleted_with_their_audit(
     assert_eq!(store.get_secret("nope").await.expect("get unknown"), None);
     assert!(
         store
-            .delete_secret("db_password", &named(AuditVerb::SecretDeleted, "db_password", t(4)))
+            .delete_secret(
+                "db_password",
+                &named(AuditVerb::SecretDeleted, "db_password", t(4))
+            )
             .await
             .expect("delete")
     );
-    assert_eq!(store.get_secret("db_password").await.expect("get deleted"), None);
+    assert_eq!(
+        store.get_secret("db_password").await.expect("get deleted"),
+        None
+    );
     assert!(
         !store
-            .delete_secret("db_password", &named(AuditVerb::SecretDeleted, "db_password", t(5)))
+            .delete_secret(
+                "db_password",
+                &named(AuditVerb::SecretDeleted, "db_password", t(5))
+            )
             .await
             .expect("delete again"),
         "nothing left to delete"
@@ -4676,5 +4700,8 @@ pub async fn a_secret_write_that_fails_leaves_no_trace(store: Arc<dyn Store>) {
         .await
         .expect_err("a nonce of the wrong size is refused");
     assert_eq!(store.get_secret("db_password").await.expect("get"), None);
-    assert!(secret_audit(&*store).await.is_empty(), "no audit record either");
+    assert!(
+        secret_audit(&*store).await.is_empty(),
+        "no audit record either"
+    );
 }
