@@ -129,6 +129,10 @@ verbs! {
     DroneRefusedRequest => "drone.refused_request",
     /// An operator created a join token.
     JoinTokenCreated => "join_token.created",
+    /// An admin had the hive issue an operator certificate.
+    OperatorCreated => "operator.created",
+    /// An admin revoked an operator's certificates.
+    OperatorRevoked => "operator.revoked",
     PackInstalled => "pack.installed",
     PackRemoved => "pack.removed",
     RuleEnabled => "rule.enabled",

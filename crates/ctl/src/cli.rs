@@ -98,6 +98,9 @@ pub enum Command {
     /// Enrolled drones: list, show, remove, and create join tokens.
     #[command(subcommand)]
     Drone(DroneCommand),
+    /// Operators' certificates: issue, list, revoke.
+    #[command(subcommand)]
+    Operator(crate::operators::OperatorCommand),
     /// Jobs: one run over a set of drones.
     #[command(subcommand)]
     Job(JobCommand),
@@ -232,10 +235,17 @@ pub enum DroneCommand {
 pub enum TokenCommand {
     /// Create a one-time token a new drone joins with; it pins this hive's CA
     ///
+    /// A token never takes over the name of a drone in the fleet. To enroll
+    /// a host in an existing drone's place (a rebuilt machine, a lost key),
+    /// make the token with --replace: the drone's current certificate is
+    /// revoked when the new host joins. --name binds a token to one name.
+    ///
     /// A dev hive (`ultron8-hive dev`) refuses: its only drone is the
     /// built-in one. Remote drones need `ultron8-hive serve`.
     ///
     ///   ultronctl drone token create --label role=web --ttl 30m
+    ///   ultronctl drone token create --name web-4
+    ///   ultronctl drone token create --replace web-3
     #[command(verbatim_doc_comment)]
     Create {
         /// Label every drone joining with this token gets, key=value (repeatable)
@@ -244,6 +254,13 @@ pub enum TokenCommand {
         /// How long the token stays valid, e.g. 30m [default: the hive's, 1h]
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<Duration>,
+        /// Only a drone joining with this name can use the token
+        #[arg(long, value_name = "DRONE", conflicts_with = "replace")]
+        name: Option<String>,
+        /// Enroll the joining host as this drone, which is in the fleet,
+        /// revoking its current certificate
+        #[arg(long, value_name = "DRONE")]
+        replace: Option<String>,
     },
 }
 
@@ -478,6 +495,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Audit(command) => crate::automation::audit(&mut client, command, &out).await,
         Command::Secret(command) => crate::secrets::secret(&mut client, command, &out).await,
         Command::Drone(command) => drone(&mut client, command, &out, &config.hive).await,
+        Command::Operator(command) => {
+            crate::operators::operator(&mut client, command, &out, &config).await
+        }
         Command::Job(command) => job(&mut client, command, &out).await,
         Command::Exec(ExecCommand::Get { id }) => {
             let execution = client
@@ -697,11 +717,20 @@ async fn drone(
             }
             Ok(0)
         }
-        DroneCommand::Token(TokenCommand::Create { labels, ttl }) => {
+        DroneCommand::Token(TokenCommand::Create {
+            labels,
+            ttl,
+            name,
+            replace,
+        }) => {
+            let replacing = replace.is_some();
+            let bound = replace.or(name);
             let response = client
                 .create_join_token(v1::CreateJoinTokenRequest {
                     labels: labels.into_iter().collect(),
                     ttl_ms: ttl.map_or(0, |t| t.as_millis() as u64),
+                    drone_id: bound.clone().unwrap_or_default(),
+                    replace: replacing,
                 })
                 .await
                 .map_err(call_failed)?
@@ -715,8 +744,9 @@ async fn drone(
                 }))?;
             } else {
                 println!("{}", response.token);
+                let name = bound.map(|n| format!(" --name {n}")).unwrap_or_default();
                 eprintln!(
-                    "One-time token {}, valid until {}. On the new host run:\n  ultron8-drone join --hive {} --token {}",
+                    "One-time token {}, valid until {}. On the new host run:\n  ultron8-drone join --hive {} --token {}{name}",
                     response.token_id,
                     output::time(response.expires_at_ms)
                         .map(|t| t.to_rfc3339())

@@ -39,10 +39,33 @@ pub async fn connect(config: &CtlConfig) -> anyhow::Result<Client> {
 pub fn call_failed(status: tonic::Status) -> anyhow::Error {
     use tonic::Code;
     let message = status.message().to_string();
+    // TLS 1.3 clients learn that the hive refused their certificate only on
+    // their first call, as an alert under a bare "transport error".
+    let causes = sources(&status);
+    if causes.contains("CertificateRevoked") {
+        return anyhow::anyhow!(
+            "the hive refused this certificate: it was revoked. Ask an admin for a new one \
+             (ultronctl operator create)"
+        );
+    }
+    if causes.contains("received fatal alert") {
+        return anyhow::anyhow!("the hive refused the TLS connection: {causes}");
+    }
     match status.code() {
         Code::Unavailable => anyhow::anyhow!("the hive is unavailable: {message}"),
         Code::Unauthenticated | Code::PermissionDenied => anyhow::anyhow!("not allowed: {message}"),
         Code::DeadlineExceeded => anyhow::anyhow!("the hive did not answer in time: {message}"),
         _ => anyhow::anyhow!(message),
     }
+}
+
+/// The error's sources, joined with ": ".
+fn sources(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = Vec::new();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push(e.to_string());
+        source = e.source();
+    }
+    text.join(": ")
 }

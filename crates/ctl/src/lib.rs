@@ -15,6 +15,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod follow;
+pub mod operators;
 pub mod output;
 pub mod secrets;
 pub mod status;

@@ -26,7 +26,9 @@ pub struct JoinOptions {
 pub async fn join(dir: &DroneDir, options: JoinOptions) -> anyhow::Result<DroneFile> {
     if dir.config().exists() && !options.force {
         bail!(
-            "{} already holds a drone identity; pass --force to replace it (the old certificate keeps working until it expires)",
+            "{} already holds a drone identity; pass --force to replace it. The hive takes a name \
+             in its fleet only with a token made for it: ultronctl drone token create --replace NAME \
+             (the old certificate is then revoked)",
             dir.root().display()
         );
     }

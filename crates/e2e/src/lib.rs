@@ -492,6 +492,11 @@ impl Drone {
             "join failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+        Drone::joined(env, name, data_dir)
+    }
+
+    /// A drone already joined into `data_dir`, not started.
+    pub fn joined(env: &TestEnv, name: &str, data_dir: PathBuf) -> Drone {
         Drone {
             name: name.to_string(),
             data_dir,

@@ -301,6 +301,8 @@ fn mint_join_token(data_dir: &Path) -> String {
                 created_by: "test".into(),
                 created_at: now,
                 expires_at: now + chrono::Duration::minutes(5),
+                drone_id: None,
+                replaces: false,
             })
             .await
             .expect("store the token");

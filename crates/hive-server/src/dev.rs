@@ -314,6 +314,10 @@ async fn join_local_drone(
             created_by: "dev".into(),
             created_at: now,
             expires_at: now + chrono::Duration::minutes(5),
+            // The built-in drone joins again whenever its identity is gone;
+            // its name may still be in the store from the last run.
+            drone_id: Some(LOCAL_DRONE.into()),
+            replaces: true,
         })
         .await?;
     ultron8_drone::join::join(

@@ -113,12 +113,14 @@ pub fn required_role(path: &str) -> Role {
         "ListDrones" | "GetDrone" | "WatchJob" | "FollowJob" | "GetJob" | "ListJobs"
         | "GetExecution" | "ListPacks" | "GetPack" | "ListEvents" | "GetEvent" | "ListRules"
         | "GetRule" | "TestRules" | "ListAudit" | "GetStatus" | "ListActions" | "GetAction"
-        | "ResolveId" => Role::Viewer,
+        | "ResolveId" | "ListOperators" => Role::Viewer,
         "SubmitJob" | "RunAction" | "CancelJob" | "FireEvent" | "SetRuleEnabled" => Role::Operator,
         // Names and dates only: operators see which secrets exist, as the
         // packs they run name them; setting, deleting and reading a value
         // stay with admins (not listed).
         "ListSecrets" => Role::Operator,
+        // CreateOperator, RevokeOperator, CreateJoinToken, RemoveDrone, ...
+        // fall to admin below.
         _ => Role::Admin,
     }
 }
@@ -144,7 +146,8 @@ impl<S> Admit<S> {
         }
     }
 
-    /// Audits refusals by role in `hive`'s trail.
+    /// Audits refusals by role in `hive`'s trail, refuses the certificates
+    /// `hive` revoked, and has it record operators' certificates.
     pub fn auditing(mut self, hive: std::sync::Arc<crate::hive::Hive>) -> Self {
         self.hive = Some(hive);
         self
@@ -261,8 +264,27 @@ where
             Some(injected) => injected.clone(),
             None => Caller::from(ultron8_transport::caller_identity(request.extensions())),
         };
+        let certificate = ultron8_transport::caller_certificate(request.extensions());
+        if let (Some(hive), Some(certificate)) = (&self.hive, &certificate) {
+            // The handshake refuses revoked certificates; this refuses them
+            // on connections opened before they were revoked.
+            let fingerprint = ultron8_pki::fingerprint(certificate);
+            if hive.revoked.contains(&fingerprint) {
+                tracing::warn!(%caller, %fingerprint, "refused a call with a revoked certificate");
+                let status = tonic::Status::from(HiveError::unauthenticated(format!(
+                    "the certificate of {caller} (sha256 {}) was revoked; ask an admin for a new one",
+                    fingerprint.get(..16).unwrap_or(&fingerprint)
+                )));
+                return Either::Right(Either::Left(ready(Ok(status.into_http()))));
+            }
+        }
         match self.admit(&caller, request.uri().path()) {
             Ok(()) => {
+                if let (Some(hive), Some(certificate), Caller::Operator { name, role }) =
+                    (&self.hive, certificate, &caller)
+                {
+                    record_operator(hive, name, role, certificate);
+                }
                 request.extensions_mut().insert(caller);
                 Either::Left(self.inner.call(request))
             }
@@ -298,6 +320,21 @@ where
                 }
             }
         }
+    }
+}
+
+/// Has `hive` record an operator certificate it has not seen yet, without
+/// holding up the call.
+fn record_operator(hive: &std::sync::Arc<crate::hive::Hive>, name: &str, role: &str, der: Vec<u8>) {
+    let fingerprint = ultron8_pki::fingerprint(&der);
+    let seen = match hive.operators_recorded.lock() {
+        Ok(recorded) => recorded.contains(&fingerprint),
+        Err(poisoned) => poisoned.into_inner().contains(&fingerprint),
+    };
+    if !seen {
+        let hive = hive.clone();
+        let (name, role) = (name.to_string(), role.to_string());
+        tokio::spawn(async move { hive.note_operator_certificate(&name, &role, &der).await });
     }
 }
 

@@ -33,8 +33,12 @@ impl ControlService for ControlApi {
         let actor = operator(&request)?;
         let request = request.into_inner();
         let ttl = rpc::join_token_ttl(&request);
+        let binding = rpc::join_token_binding(&request)?;
         let labels = request.labels.into_iter().collect();
-        let issued = self.hive.create_join_token(&actor, labels, ttl).await?;
+        let issued = self
+            .hive
+            .create_join_token(&actor, labels, ttl, binding)
+            .await?;
         Ok(Response::new(rpc::join_token_to_wire(issued)))
     }
 
@@ -427,5 +431,61 @@ impl ControlService for ControlApi {
         let name = request.into_inner().name;
         self.hive.delete_secret(&actor, &name).await?;
         Ok(Response::new(v1::DeleteSecretResponse {}))
+    }
+
+    async fn create_operator(
+        &self,
+        request: Request<v1::CreateOperatorRequest>,
+    ) -> Result<Response<v1::CreateOperatorResponse>, Status> {
+        let actor = operator(&request)?;
+        let request = request.into_inner();
+        let validity = rpc::operator_validity(&request);
+        let issued = self
+            .hive
+            .create_operator(
+                &actor,
+                &request.name,
+                &request.role,
+                &request.csr_der,
+                validity,
+            )
+            .await?;
+        Ok(Response::new(v1::CreateOperatorResponse {
+            certificate_pem: issued.certificate_pem,
+            ca_certificate_pem: issued.ca_certificate_pem,
+            fingerprint: issued.certificate.fingerprint,
+            not_after_ms: rpc::ms(issued.certificate.not_after),
+        }))
+    }
+
+    async fn list_operators(
+        &self,
+        _request: Request<v1::ListOperatorsRequest>,
+    ) -> Result<Response<v1::ListOperatorsResponse>, Status> {
+        let records = self.hive.list_operators().await?;
+        Ok(Response::new(v1::ListOperatorsResponse {
+            certificates: records
+                .into_iter()
+                .map(|r| rpc::operator_certificate_to_wire(r.certificate, r.revoked))
+                .collect(),
+        }))
+    }
+
+    async fn revoke_operator(
+        &self,
+        request: Request<v1::RevokeOperatorRequest>,
+    ) -> Result<Response<v1::RevokeOperatorResponse>, Status> {
+        let actor = operator(&request)?;
+        let request = request.into_inner();
+        let revoked = self
+            .hive
+            .revoke_operator(&actor, &request.name, &request.reason)
+            .await?;
+        Ok(Response::new(v1::RevokeOperatorResponse {
+            revoked: revoked
+                .into_iter()
+                .map(|c| rpc::operator_certificate_to_wire(c, None))
+                .collect(),
+        }))
     }
 }

@@ -288,8 +288,24 @@ impl From<StoreError> for HiveError {
                 HiveError::not_found(format!("{kind} {id} not found"))
             }
             StoreError::JoinTokenInvalid => HiveError::permission_denied(
-                "join token is unknown, already used or expired; create a new one with `ultronctl drone token create`",
+                "join token is unknown, already used, expired, or made for another drone name; \
+                 create a new one with `ultronctl drone token create`",
             ),
+            StoreError::DroneEnrolled {
+                drone_id,
+                enrolled_at,
+                certificate_fingerprint,
+            } => HiveError::failed_precondition(format!(
+                "drone {drone_id} is already in the fleet (enrolled {}, certificate sha256 {}); \
+                 a join token does not take over a drone's name. To enroll this host as \
+                 {drone_id} in its place (a rebuilt host, a lost key), an admin makes a token \
+                 for it: ultronctl drone token create --replace {drone_id}. To free the name: \
+                 ultronctl drone remove {drone_id}. The token was not used up.",
+                enrolled_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                certificate_fingerprint
+                    .get(..16)
+                    .unwrap_or(&certificate_fingerprint),
+            )),
             StoreError::Database(e) => {
                 tracing::error!(error = %e, "database error");
                 HiveError::unavailable("the hive cannot reach its database; try again shortly")

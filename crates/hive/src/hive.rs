@@ -56,6 +56,11 @@ pub struct Hive {
     /// so, rather than holding the shutdown up.
     pub stopping: CancellationToken,
     pub started_at: DateTime<Utc>,
+    /// Certificates refused at the handshake and on every call.
+    pub revoked: Arc<crate::revocation::RevokedCertificates>,
+    /// Operator certificates this replica has recorded, so each is written
+    /// to the store once, on its first call.
+    pub operators_recorded: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Seals and opens secrets (`ops::secrets`); None until
     /// [`Hive::with_secrets_key`]: a hive without one refuses every secret
     /// operation rather than sealing with a key nobody keeps.
@@ -117,6 +122,8 @@ impl Hive {
             build: BuildInfo::library(),
             stopping: CancellationToken::new(),
             started_at: Utc::now(),
+            revoked: Default::default(),
+            operators_recorded: Default::default(),
             secrets_key: None,
         }
         .with_build(BuildInfo::library()))

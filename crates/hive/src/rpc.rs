@@ -90,6 +90,47 @@ pub fn join_token_ttl(request: &v1::CreateJoinTokenRequest) -> Option<Duration> 
     optional_ms(request.ttl_ms)
 }
 
+pub fn join_token_binding(
+    request: &v1::CreateJoinTokenRequest,
+) -> Result<crate::ops::tokens::TokenBinding, HiveError> {
+    use crate::ops::tokens::TokenBinding;
+    match (request.drone_id.is_empty(), request.replace) {
+        (true, false) => Ok(TokenBinding::AnyNewName),
+        (true, true) => Err(HiveError::invalid_argument(
+            "a token that replaces a drone must name it",
+        )),
+        (false, false) => Ok(TokenBinding::Name(DroneId::from(request.drone_id.clone()))),
+        (false, true) => Ok(TokenBinding::Replace(DroneId::from(
+            request.drone_id.clone(),
+        ))),
+    }
+}
+
+pub fn operator_validity(request: &v1::CreateOperatorRequest) -> Option<Duration> {
+    optional_ms(request.validity_ms)
+}
+
+pub fn operator_certificate_to_wire(
+    certificate: ultron8_store::OperatorCertificate,
+    revoked: Option<ultron8_store::RevokedCertificate>,
+) -> v1::OperatorCertificate {
+    let (revoked_at_ms, revoked_by, revocation_reason) = match revoked {
+        Some(r) => (ms(r.revoked_at), r.revoked_by, r.reason),
+        None => (0, String::new(), String::new()),
+    };
+    v1::OperatorCertificate {
+        name: certificate.name,
+        role: certificate.role,
+        fingerprint: certificate.fingerprint,
+        not_after_ms: ms(certificate.not_after),
+        issued_by: certificate.issued_by.unwrap_or_default(),
+        recorded_at_ms: ms(certificate.recorded_at),
+        revoked_at_ms,
+        revoked_by,
+        revocation_reason,
+    }
+}
+
 pub fn enrollment_request(request: v1::EnrollRequest) -> EnrollmentRequest {
     EnrollmentRequest {
         token: request.token,

@@ -31,20 +31,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let identity = HiveIdentity::load(&DataDir::new(&config.data_dir))?;
-    let tls = ultron8_transport::server_config(
-        identity.ca.cert_der(),
-        &identity.server_cert_der,
-        &identity.server_key_pem,
-    )?;
-    let grpc_listener = TcpListener::bind(config.grpc_listen)
-        .await
-        .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_listen))?;
-    let http_listener = TcpListener::bind(config.http_listen)
-        .await
-        .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
-    info!(grpc = %grpc_listener.local_addr()?, http = %http_listener.local_addr()?, ca_fingerprint = %identity.ca.fingerprint(),
-        "hive listening");
-
+    let ca_fingerprint = identity.ca.fingerprint();
     let key_path = config.secrets_key_path();
     let (secrets_key, created) = crate::keys::FileKey::load_or_create(&key_path)?;
     if created {
@@ -56,6 +43,22 @@ pub async fn run(
             .with_build(build)
             .stopping_on(shutdown.clone()),
     );
+    // Before listening: no revoked certificate gets in during start-up.
+    hive.load_revocations().await;
+    let tls = ultron8_transport::server_config(
+        hive.ca.cert_der(),
+        &identity.server_cert_der,
+        &identity.server_key_pem,
+        hive.revoked.clone(),
+    )?;
+    let grpc_listener = TcpListener::bind(hive.config.grpc_listen)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", hive.config.grpc_listen))?;
+    let http_listener = TcpListener::bind(hive.config.http_listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", hive.config.http_listen))?;
+    info!(grpc = %grpc_listener.local_addr()?, http = %http_listener.local_addr()?, %ca_fingerprint,
+        "hive listening");
 
     let health = HealthReporter::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -71,6 +74,12 @@ pub async fn run(
         h.mark_silent_drones_offline().await;
         h.mark_lost_executions().await
     }));
+    let h = hive.clone();
+    tasks.spawn(every(
+        crate::revocation::REFRESH_INTERVAL,
+        shutdown.clone(),
+        async move || h.refresh_revocations_logged().await,
+    ));
     let h = hive.clone();
     tasks.spawn(every(
         std::time::Duration::from_secs(1),
@@ -111,9 +120,10 @@ pub fn grpc_services(
         .build_v1()
         .context("cannot build the reflection service")?;
     Ok(tonic::transport::Server::builder()
-        .add_service(Admit::drones(DroneServiceServer::new(DroneApi {
-            hive: hive.clone(),
-        })))
+        .add_service(
+            Admit::drones(DroneServiceServer::new(DroneApi { hive: hive.clone() }))
+                .auditing(hive.clone()),
+        )
         .add_service(
             Admit::operators(ControlServiceServer::new(ControlApi { hive: hive.clone() }))
                 .auditing(hive.clone()),

@@ -496,7 +496,7 @@ async fn a_drone_joins_with_a_token_registers_and_comes_online() {
         .await
         .create_join_token(v1::CreateJoinTokenRequest {
             labels: [("role".to_string(), "web".to_string())].into(),
-            ttl_ms: 0,
+            ..Default::default()
         })
         .await
         .expect("token")
@@ -553,6 +553,253 @@ async fn a_drone_joins_with_a_token_registers_and_comes_online() {
             .any(|a| a.action.as_str() == "drone.enrolled" && a.actor.to_string() == "drone:web-7"),
         "{audit:?}"
     );
+}
+
+/// Makes a join token through the control service.
+async fn join_token(
+    test: &TestHive,
+    drone_id: &str,
+    replace: bool,
+) -> Result<String, tonic::Status> {
+    test.control()
+        .await
+        .create_join_token(v1::CreateJoinTokenRequest {
+            drone_id: drone_id.into(),
+            replace,
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().token)
+}
+
+async fn enroll(
+    test: &TestHive,
+    token: &str,
+    drone_id: &str,
+) -> Result<v1::EnrollResponse, tonic::Status> {
+    let (_key, csr) = ultron8_pki::generate_key_and_csr(drone_id).expect("csr");
+    test.drone_service_as(Caller::Anonymous)
+        .await
+        .enroll(v1::EnrollRequest {
+            token: token.into(),
+            drone_id: drone_id.into(),
+            csr_der: csr,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn a_join_token_never_takes_over_a_drone_in_the_fleet() {
+    let test = TestHive::start().await;
+    let first = join_token(&test, "", false).await.expect("token");
+    let enrolled = enroll(&test, &first, "web-7").await.expect("enroll web-7");
+    let original = ultron8_pki::fingerprint(&enrolled.certificate_der);
+
+    // Any other token, bound to no name or to this one, is refused for a
+    // name in the fleet; the token stays usable and the drone keeps its
+    // certificate.
+    let stolen = join_token(&test, "", false).await.expect("token");
+    let takeover = enroll(&test, &stolen, "web-7")
+        .await
+        .expect_err("takeover refused");
+    assert_eq!(takeover.code(), Code::FailedPrecondition);
+    assert!(
+        takeover.message().contains("already in the fleet")
+            && takeover
+                .message()
+                .contains("ultronctl drone token create --replace web-7"),
+        "{takeover:?}"
+    );
+    let drone = test
+        .hive
+        .store
+        .get_drone(&"web-7".into())
+        .await
+        .expect("get")
+        .expect("web-7");
+    assert_eq!(drone.certificate_fingerprint, original);
+    enroll(&test, &stolen, "web-8")
+        .await
+        .expect("the refused token was not used up");
+
+    // A token bound to another name is refused like a bad token.
+    let bound = join_token(&test, "web-9", false).await.expect("token");
+    let wrong = enroll(&test, &bound, "web-10")
+        .await
+        .expect_err("bound elsewhere");
+    assert_eq!(wrong.code(), Code::PermissionDenied);
+
+    // A replace token needs a drone to replace.
+    let nothing = join_token(&test, "web-11", true)
+        .await
+        .expect_err("nothing to replace");
+    assert_eq!(nothing.code(), Code::FailedPrecondition);
+
+    // The replace token re-enrolls web-7 and revokes its old certificate.
+    let replace = join_token(&test, "web-7", true)
+        .await
+        .expect("replace token");
+    let again = enroll(&test, &replace, "web-7").await.expect("re-enroll");
+    let renewed = ultron8_pki::fingerprint(&again.certificate_der);
+    assert_ne!(renewed, original);
+    assert!(
+        test.hive.revoked.contains(&original),
+        "the old certificate is refused at once"
+    );
+    assert!(!test.hive.revoked.contains(&renewed));
+    let audit = test
+        .hive
+        .list_audit(&ultron8_store::AuditFilter {
+            drone_id: Some("web-7".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    assert!(
+        audit.iter().any(|a| a.action.as_str() == "drone.enrolled"
+            && a.detail["replaced_certificate"] == original.as_str()),
+        "{audit:?}"
+    );
+}
+
+#[tokio::test]
+async fn removing_a_drone_revokes_its_certificate() {
+    let test = TestHive::start().await;
+    let token = join_token(&test, "", false).await.expect("token");
+    let enrolled = enroll(&test, &token, "web-7").await.expect("enroll");
+    let fingerprint = ultron8_pki::fingerprint(&enrolled.certificate_der);
+    test.control()
+        .await
+        .remove_drone(v1::RemoveDroneRequest {
+            id: "web-7".into(),
+            force: true,
+        })
+        .await
+        .expect("remove");
+    assert!(test.hive.revoked.contains(&fingerprint));
+    // Another replica learns it from the store.
+    let listed = test
+        .hive
+        .store
+        .list_revoked_certificates(chrono::Utc::now())
+        .await
+        .expect("list");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|r| r.fingerprint.as_str())
+            .collect::<Vec<_>>(),
+        [fingerprint.as_str()]
+    );
+}
+
+#[tokio::test]
+async fn admins_issue_list_and_revoke_operator_certificates() {
+    let test = TestHive::start().await;
+    let (_key, csr) = ultron8_pki::generate_operator_key_and_csr("bob").expect("csr");
+    let issued = test
+        .control()
+        .await
+        .create_operator(v1::CreateOperatorRequest {
+            name: "bob".into(),
+            role: "viewer".into(),
+            csr_der: csr.clone(),
+            validity_ms: 0,
+        })
+        .await
+        .expect("create bob")
+        .into_inner();
+    let der = ultron8_pki::pem_to_der_certs(&issued.certificate_pem)
+        .expect("pem")
+        .remove(0);
+    assert_eq!(
+        ultron8_pki::peer_identity(&der).expect("identity"),
+        ultron8_pki::PeerIdentity::Operator {
+            name: "bob".into(),
+            role: "viewer".into()
+        }
+    );
+    let unknown_role = test
+        .control()
+        .await
+        .create_operator(v1::CreateOperatorRequest {
+            name: "eve".into(),
+            role: "root".into(),
+            csr_der: csr,
+            validity_ms: 0,
+        })
+        .await
+        .expect_err("unknown role");
+    assert_eq!(unknown_role.code(), Code::InvalidArgument);
+
+    // Viewers may list, not create or revoke.
+    let mut viewer = test
+        .control_as(Caller::Operator {
+            name: "vic".into(),
+            role: "viewer".into(),
+        })
+        .await;
+    let listed = viewer
+        .list_operators(v1::ListOperatorsRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .certificates;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].name.as_str(), listed[0].role.as_str()),
+        ("bob", "viewer")
+    );
+    let denied = viewer
+        .revoke_operator(v1::RevokeOperatorRequest {
+            name: "bob".into(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("viewers cannot revoke");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    let revoked = test
+        .control()
+        .await
+        .revoke_operator(v1::RevokeOperatorRequest {
+            name: "bob".into(),
+            reason: "left".into(),
+        })
+        .await
+        .expect("revoke")
+        .into_inner()
+        .revoked;
+    assert_eq!(revoked.len(), 1);
+    assert!(test.hive.revoked.contains(&issued.fingerprint));
+    let listed = viewer
+        .list_operators(v1::ListOperatorsRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .certificates;
+    assert_eq!(listed[0].revocation_reason, "left");
+    let twice = test
+        .control()
+        .await
+        .revoke_operator(v1::RevokeOperatorRequest {
+            name: "bob".into(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("already revoked");
+    assert_eq!(twice.code(), Code::FailedPrecondition);
+    let nobody = test
+        .control()
+        .await
+        .revoke_operator(v1::RevokeOperatorRequest {
+            name: "nobody".into(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(nobody.code(), Code::NotFound);
 }
 
 #[tokio::test]

@@ -259,9 +259,40 @@ impl CertificateAuthority {
         validity: Duration,
     ) -> Result<SignedCertificate, PkiError> {
         validate_name("drone id", drone_id)?;
+        let identity = PeerIdentity::Drone {
+            id: drone_id.to_string(),
+        };
+        self.sign_client_csr(csr_der, &identity, validity)
+    }
+
+    /// Signs an operator's CSR as [`sign_drone_csr`](Self::sign_drone_csr)
+    /// signs a drone's: the key stays with the operator, the hive decides
+    /// name, role and validity.
+    pub fn sign_operator_csr(
+        &self,
+        csr_der: &[u8],
+        name: &str,
+        role: &str,
+        validity: Duration,
+    ) -> Result<SignedCertificate, PkiError> {
+        validate_name("operator name", name)?;
+        validate_name("operator role", role)?;
+        let identity = PeerIdentity::Operator {
+            name: name.to_string(),
+            role: role.to_string(),
+        };
+        self.sign_client_csr(csr_der, &identity, validity)
+    }
+
+    fn sign_client_csr(
+        &self,
+        csr_der: &[u8],
+        identity: &PeerIdentity,
+        validity: Duration,
+    ) -> Result<SignedCertificate, PkiError> {
         if validity < Duration::from_secs(1) {
             return Err(PkiError::Validity(format!(
-                "a drone certificate must be valid for at least one second, not {validity:?}"
+                "a client certificate must be valid for at least one second, not {validity:?}"
             )));
         }
         let (rest, csr) = X509CertificationRequest::from_der(csr_der)
@@ -280,13 +311,10 @@ impl CertificateAuthority {
             .ok()
             .and_then(|v| now.checked_add_signed(v))
             .map_or(self.not_after, |t| t.min(self.not_after));
-        let identity = PeerIdentity::Drone {
-            id: drone_id.to_string(),
-        };
-        let params = self.client_params(&identity, now - CLOCK_SKEW, not_after)?;
+        let params = self.client_params(identity, now - CLOCK_SKEW, not_after)?;
         let cert = params
             .signed_by(&public_key, &self.issuer)
-            .map_err(PkiError::generate("sign the drone certificate"))?;
+            .map_err(PkiError::generate("sign the client certificate"))?;
         let cert_der = cert.der().to_vec();
         Ok(SignedCertificate {
             fingerprint: fingerprint(&cert_der),
@@ -352,6 +380,22 @@ pub fn generate_key_and_csr(drone_id: &str) -> Result<(String, Vec<u8>), PkiErro
     let identity = PeerIdentity::Drone {
         id: drone_id.to_string(),
     };
+    key_and_csr(&identity)
+}
+
+/// On an operator's machine, for `ultronctl operator create`: a key that
+/// never leaves it and a CSR the hive signs with the role it grants.
+pub fn generate_operator_key_and_csr(name: &str) -> Result<(String, Vec<u8>), PkiError> {
+    validate_name("operator name", name)?;
+    // The role in the CSR is ignored by the CA, which sets the one granted.
+    let identity = PeerIdentity::Operator {
+        name: name.to_string(),
+        role: "requested".to_string(),
+    };
+    key_and_csr(&identity)
+}
+
+fn key_and_csr(identity: &PeerIdentity) -> Result<(String, Vec<u8>), PkiError> {
     let key = new_key()?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
@@ -403,6 +447,13 @@ fn set_validity(
     params.not_before = epoch + since_epoch(not_before, "notBefore")?;
     params.not_after = epoch + since_epoch(not_after, "notAfter")?;
     Ok(())
+}
+
+/// When a DER certificate stops being valid.
+pub fn certificate_not_after(der: &[u8]) -> Result<DateTime<Utc>, PkiError> {
+    let cert = parse_cert(der)?;
+    DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0)
+        .ok_or_else(|| PkiError::Certificate("notAfter out of range".into()))
 }
 
 fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, PkiError> {

@@ -13,7 +13,10 @@ mod token;
 
 use sha2::{Digest, Sha256};
 
-pub use ca::{CertificateAuthority, IssuedCertificate, SignedCertificate, generate_key_and_csr};
+pub use ca::{
+    CertificateAuthority, IssuedCertificate, SignedCertificate, certificate_not_after,
+    generate_key_and_csr, generate_operator_key_and_csr,
+};
 pub use error::PkiError;
 pub use identity::{PeerIdentity, peer_identity};
 pub use signing::{RequestSigningKey, RequestVerifier};

@@ -17,8 +17,9 @@ use crate::dialect::SqlTime;
 use crate::{
     ActionRecord, AuditRecord, DroneRecord, DroneRemoval, EventOutcome, EventRecord, EventState,
     ExecutionRecord, ExecutionResult, ExecutionUpdate, JobOrigin, JobRecord, JobSummary,
-    NewAuditRecord, NewJob, OutputChunkRecord, OutputStreamKind, PackRecord, PendingDispatch,
-    Result, RuleFiring, RuleRecord, StoreError,
+    NewAuditRecord, NewJob, OperatorCertificate, OperatorCertificateRecord, OutputChunkRecord,
+    OutputStreamKind, PackRecord, PendingDispatch, Result, RevokedCertificate, RuleFiring,
+    RuleRecord, StoreError,
 };
 
 /// Page size used when a caller asks for "no limit" (zero).
@@ -459,6 +460,75 @@ impl TryFrom<DroneRow> for DroneRecord {
             },
             id: DroneId::from(row.id),
         })
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct RevocationRow {
+    pub fingerprint: String,
+    pub subject: String,
+    pub reason: String,
+    pub revoked_at: SqlTime,
+    pub revoked_by: String,
+    pub not_after: Option<SqlTime>,
+}
+
+impl From<RevocationRow> for RevokedCertificate {
+    fn from(row: RevocationRow) -> Self {
+        RevokedCertificate {
+            fingerprint: row.fingerprint,
+            subject: row.subject,
+            reason: row.reason,
+            revoked_at: row.revoked_at.into(),
+            revoked_by: row.revoked_by,
+            not_after: row.not_after.map(Into::into),
+        }
+    }
+}
+
+/// An operator certificate joined with its revocation (all `None` if it
+/// has none).
+#[derive(FromRow)]
+pub(crate) struct OperatorCertificateRow {
+    pub fingerprint: String,
+    pub name: String,
+    pub role: String,
+    pub not_after: SqlTime,
+    pub issued_by: Option<String>,
+    pub recorded_at: SqlTime,
+    pub subject: Option<String>,
+    pub reason: Option<String>,
+    pub revoked_at: Option<SqlTime>,
+    pub revoked_by: Option<String>,
+    pub revoked_not_after: Option<SqlTime>,
+}
+
+impl From<OperatorCertificateRow> for OperatorCertificateRecord {
+    fn from(row: OperatorCertificateRow) -> Self {
+        let revoked = match (row.subject, row.reason, row.revoked_at, row.revoked_by) {
+            (Some(subject), Some(reason), Some(revoked_at), Some(revoked_by)) => {
+                Some(RevokedCertificate {
+                    fingerprint: row.fingerprint.clone(),
+                    subject,
+                    reason,
+                    revoked_at: revoked_at.into(),
+                    revoked_by,
+                    not_after: row.revoked_not_after.map(Into::into),
+                })
+            }
+            _ => None,
+        };
+        OperatorCertificateRecord {
+            certificate: OperatorCertificate {
+                fingerprint: row.fingerprint,
+                name: row.name,
+                role: row.role,
+                not_after: row.not_after.into(),
+                issued_by: row.issued_by,
+                recorded_at: row.recorded_at.into(),
+            },
+            revoked,
+        }
     }
 }
 

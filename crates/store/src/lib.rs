@@ -61,8 +61,16 @@ use ultron8_core::{DroneFacts, HostStats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("join token is unknown, already used or expired")]
+    #[error("join token is unknown, already used, expired or made for another drone name")]
     JoinTokenInvalid,
+    /// An enrollment claimed the name of a drone in the fleet with a token
+    /// not made to replace it.
+    #[error("drone {drone_id} is already in the fleet")]
+    DroneEnrolled {
+        drone_id: DroneId,
+        enrolled_at: DateTime<Utc>,
+        certificate_fingerprint: String,
+    },
     #[error("{kind} {id} not found")]
     NotFound { kind: &'static str, id: String },
     #[error("stored data is corrupt: {0}")]
@@ -119,9 +127,41 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<JoinTokenGrant>;
 
+    /// The join path, in one transaction: consumes the token (as
+    /// [`consume_join_token`](Self::consume_join_token), and only for the
+    /// name it was made for, if any) and records the enrollment. A name in
+    /// the fleet is taken over only with a token made to replace it; the
+    /// certificate it replaces is revoked in the same transaction. Refused
+    /// claims change nothing and leave the token usable: fails with
+    /// [`StoreError::JoinTokenInvalid`] or [`StoreError::DroneEnrolled`].
+    async fn enroll_drone(&self, claim: &EnrollmentClaim) -> Result<EnrollmentGrant>;
+
+    // --- certificates ----------------------------------------------------
+    /// Records revocations (a fingerprint already revoked keeps its first
+    /// record) and their audit record, in one transaction.
+    async fn revoke_certificates(
+        &self,
+        revocations: &[RevokedCertificate],
+        audit: &NewAuditRecord,
+    ) -> Result<()>;
+    /// Revocations of certificates that have not expired at `now` (or whose
+    /// end is unknown).
+    async fn list_revoked_certificates(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RevokedCertificate>>;
+    /// Records an operator certificate; one already recorded is kept as it
+    /// was. Returns whether it was new.
+    async fn record_operator_certificate(&self, certificate: &OperatorCertificate) -> Result<bool>;
+    /// Every recorded operator certificate with its revocation, by name then
+    /// time recorded.
+    async fn list_operator_certificates(&self) -> Result<Vec<OperatorCertificateRecord>>;
+
     // --- drones ----------------------------------------------------------
     /// Creates the drone, or records a re-enrollment of an existing id
-    /// (which brings a removed drone back into the fleet).
+    /// (which brings a removed drone back into the fleet), unconditionally:
+    /// for drones the hive builds in. Joins go through
+    /// [`enroll_drone`](Self::enroll_drone).
     async fn record_enrollment(&self, enrollment: &DroneEnrollment) -> Result<()>;
     /// Stores the facts, marks the drone online and seen at `now`. Fails
     /// with NotFound for a drone that never enrolled or was removed.
@@ -146,8 +186,9 @@ pub trait Store: Send + Sync + 'static {
     /// The drone, removed or not ([`DroneRecord::removed`] says).
     async fn get_drone(&self, drone_id: &DroneId) -> Result<Option<DroneRecord>>;
     /// Takes the drone out of the fleet and appends `audit`, in one
-    /// transaction: it is marked offline and removed, and its record stays
-    /// (executions and audit records name it). False, writing nothing, if
+    /// transaction: it is marked offline and removed, its certificate is
+    /// revoked, and its record stays (executions and audit records name
+    /// it). False, writing nothing, if
     /// no such drone is in the fleet.
     async fn remove_drone(
         &self,

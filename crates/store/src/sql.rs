@@ -56,20 +56,22 @@ use ultron8_core::{DroneFacts, ExecutionStatus, HostStats};
 use crate::common::{
     ACTION_COLUMNS, AUDIT_COLUMNS, ActionRow, AuditRow, BUMP_CATALOG_VERSION, DRONE_COLUMNS,
     DroneRow, EVENT_COLUMNS, EXECUTION_COLUMNS, EventRow, ExecutionRow, HOSTS_OF_RULE_SINCE,
-    JOB_COLUMNS, JobRow, PACK_COLUMNS, PackRow, PendingRow, RULE_COLUMNS, RUNNING_JOBS_OF_RULE,
-    RuleRow, TransitionWrite, blast_window_start, counts_for_every_status, decision_outcome,
-    effective_limit, event_state_name, expiry_audit, finished_state, fired_audit, fired_job,
-    from_json, held_audit, lease_end, matched_rules_json, not_found, observation, output_chunk,
-    output_offset, parse_status, status_counts_by_job, stream_name,
+    JOB_COLUMNS, JobRow, OperatorCertificateRow, PACK_COLUMNS, PackRow, PendingRow, RULE_COLUMNS,
+    RUNNING_JOBS_OF_RULE, RevocationRow, RuleRow, TransitionWrite, blast_window_start,
+    counts_for_every_status, decision_outcome, effective_limit, event_state_name, expiry_audit,
+    finished_state, fired_audit, fired_job, from_json, held_audit, lease_end, matched_rules_json,
+    not_found, observation, output_chunk, output_offset, parse_status, status_counts_by_job,
+    stream_name,
 };
 pub use crate::dialect::{Dialect, NamedLock, RowsAffected, SqlTime};
 use crate::{
     ActionRecord, Activity, AuditFilter, AuditRecord, DroneEnrollment, DroneRecord, DroneRemoval,
-    EventFilter, EventOutcome, EventRecord, ExecutionRecord, ExecutionUpdate, FiringOutcome,
-    ID_INDEXED_PREFIX, IdKind, JobFilter, JobRecord, JobSummary, JoinTokenGrant, NewAuditRecord,
-    NewEvent, NewExecution, NewJob, NewJoinToken, OutputChunkRecord, PackRecord, PendingDispatch,
-    PendingEvents, Result, RuleFiring, RuleRecord, ScriptRecord, SealedValue, SecretRecord,
-    SecretWrite, Store, StoreError, TransitionOutcome,
+    EnrollmentClaim, EnrollmentGrant, EventFilter, EventOutcome, EventRecord, ExecutionRecord,
+    ExecutionUpdate, FiringOutcome, ID_INDEXED_PREFIX, IdKind, JobFilter, JobRecord, JobSummary,
+    JoinTokenGrant, NewAuditRecord, NewEvent, NewExecution, NewJob, NewJoinToken,
+    OperatorCertificate, OperatorCertificateRecord, OutputChunkRecord, PackRecord, PendingDispatch,
+    PendingEvents, Result, RevokedCertificate, RuleFiring, RuleRecord, ScriptRecord, SealedValue,
+    SecretRecord, SecretWrite, Store, StoreError, TransitionOutcome,
 };
 
 /// The columns of `secrets`, in [`SecretRow`]'s order.
@@ -597,8 +599,9 @@ where
 
     async fn create_join_token(&self, token: &NewJoinToken) -> Result<()> {
         sqlx::query(
-            "INSERT INTO join_tokens (id, secret_sha256, labels, created_by, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO join_tokens (id, secret_sha256, labels, created_by, created_at, expires_at, \
+                                      drone_id, replaces) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(token.id.as_str())
         .bind(token.secret_sha256.as_slice())
@@ -606,6 +609,8 @@ where
         .bind(token.created_by.as_str())
         .bind(SqlTime(token.created_at))
         .bind(SqlTime(token.expires_at))
+        .bind(token.drone_id.as_ref().map(DroneId::as_str))
+        .bind(token.replaces)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -626,6 +631,7 @@ where
         let labels: Vec<JsonValue> = sqlx::query_scalar(
             "UPDATE join_tokens SET used_at = $4, used_by = $3 \
              WHERE id = $1 AND secret_sha256 = $2 AND used_at IS NULL AND expires_at > $4 \
+               AND (drone_id IS NULL OR drone_id = $3) \
              RETURNING labels",
         )
         .bind(token_id)
@@ -641,6 +647,193 @@ where
         Ok(JoinTokenGrant {
             labels: from_json(labels, "join_tokens.labels", token_id)?,
         })
+    }
+
+    async fn enroll_drone(&self, claim: &EnrollmentClaim) -> Result<EnrollmentGrant> {
+        let mut tx = self.begin_write().await?;
+        // The token first, under the same conditions as consume_join_token,
+        // plus the name it may be bound to. Every refusal below rolls the
+        // transaction back, so a refused claim does not burn the token.
+        let token: Option<(JsonValue, bool)> = sqlx::query_as(
+            "UPDATE join_tokens SET used_at = $4, used_by = $3 \
+             WHERE id = $1 AND secret_sha256 = $2 AND used_at IS NULL AND expires_at > $4 \
+               AND (drone_id IS NULL OR drone_id = $3) \
+             RETURNING labels, replaces",
+        )
+        .bind(claim.token_id.as_str())
+        .bind(claim.secret_sha256.as_slice())
+        .bind(claim.drone_id.as_str())
+        .bind(SqlTime(claim.enrolled_at))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((labels, replaces)) = token else {
+            tx.rollback().await?;
+            return Err(StoreError::JoinTokenInvalid);
+        };
+        let labels = from_json(labels, "join_tokens.labels", &claim.token_id)?;
+        let current: Option<(String, SqlTime, Option<SqlTime>, SqlTime)> = sqlx::query_as(
+            "SELECT certificate_fingerprint, enrolled_at, removed_at, certificate_not_after \
+             FROM drones WHERE id = $1",
+        )
+        .bind(claim.drone_id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let replaced_certificate = match current {
+            None => {
+                // A new name. Of two joins racing for it, the second's insert
+                // does nothing (the first holds the key) and is refused.
+                let inserted = sqlx::query(
+                    "INSERT INTO drones (id, token_labels, enrolled_at, certificate_fingerprint, \
+                                         certificate_not_after, token_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(claim.drone_id.as_str())
+                .bind(to_json(&labels)?)
+                .bind(SqlTime(claim.enrolled_at))
+                .bind(claim.certificate_fingerprint.as_str())
+                .bind(SqlTime(claim.certificate_not_after))
+                .bind(claim.token_id.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    tx.rollback().await?;
+                    return Err(StoreError::JoinTokenInvalid);
+                }
+                None
+            }
+            Some((fingerprint, enrolled_at, removed_at, not_after)) => {
+                if removed_at.is_none() && !replaces {
+                    tx.rollback().await?;
+                    return Err(StoreError::DroneEnrolled {
+                        drone_id: claim.drone_id.clone(),
+                        enrolled_at: enrolled_at.0,
+                        certificate_fingerprint: fingerprint,
+                    });
+                }
+                // Compare-and-set on the certificate being replaced: of two
+                // joins racing to replace it, one wins.
+                let updated = sqlx::query(
+                    "UPDATE drones SET token_labels = $2, enrolled_at = $3, \
+                         certificate_fingerprint = $4, certificate_not_after = $5, token_id = $6, \
+                         online = false, removed_at = NULL, removed_by = NULL \
+                     WHERE id = $1 AND certificate_fingerprint = $7",
+                )
+                .bind(claim.drone_id.as_str())
+                .bind(to_json(&labels)?)
+                .bind(SqlTime(claim.enrolled_at))
+                .bind(claim.certificate_fingerprint.as_str())
+                .bind(SqlTime(claim.certificate_not_after))
+                .bind(claim.token_id.as_str())
+                .bind(fingerprint.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    tx.rollback().await?;
+                    return Err(StoreError::JoinTokenInvalid);
+                }
+                // A removed drone's certificate was revoked when it was
+                // removed; that first record stays.
+                sqlx::query(
+                    "INSERT INTO revoked_certificates \
+                         (fingerprint, subject, reason, revoked_at, revoked_by, not_after) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (fingerprint) DO NOTHING",
+                )
+                .bind(fingerprint.as_str())
+                .bind(format!("drone:{}", claim.drone_id))
+                .bind(format!(
+                    "replaced by the enrollment with join token {}",
+                    claim.token_id
+                ))
+                .bind(SqlTime(claim.enrolled_at))
+                .bind(format!("drone:{}", claim.drone_id))
+                .bind(Some(not_after))
+                .execute(&mut *tx)
+                .await?;
+                Some(fingerprint)
+            }
+        };
+        tx.commit().await?;
+        Ok(EnrollmentGrant {
+            labels,
+            replaced_certificate,
+        })
+    }
+
+    async fn revoke_certificates(
+        &self,
+        revocations: &[RevokedCertificate],
+        audit: &NewAuditRecord,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for revocation in revocations {
+            sqlx::query(
+                "INSERT INTO revoked_certificates \
+                     (fingerprint, subject, reason, revoked_at, revoked_by, not_after) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (fingerprint) DO NOTHING",
+            )
+            .bind(revocation.fingerprint.as_str())
+            .bind(revocation.subject.as_str())
+            .bind(revocation.reason.as_str())
+            .bind(SqlTime(revocation.revoked_at))
+            .bind(revocation.revoked_by.as_str())
+            .bind(revocation.not_after.map(SqlTime))
+            .execute(&mut *tx)
+            .await?;
+        }
+        Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_revoked_certificates(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RevokedCertificate>> {
+        let rows: Vec<RevocationRow> = sqlx::query_as(
+            "SELECT fingerprint, subject, reason, revoked_at, revoked_by, not_after \
+             FROM revoked_certificates WHERE not_after IS NULL OR not_after > $1 \
+             ORDER BY revoked_at, fingerprint",
+        )
+        .bind(SqlTime(now))
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows.into_iter().map(RevokedCertificate::from).collect())
+    }
+
+    async fn record_operator_certificate(&self, certificate: &OperatorCertificate) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO operator_certificates \
+                 (fingerprint, name, role, not_after, issued_by, recorded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (fingerprint) DO NOTHING",
+        )
+        .bind(certificate.fingerprint.as_str())
+        .bind(certificate.name.as_str())
+        .bind(certificate.role.as_str())
+        .bind(SqlTime(certificate.not_after))
+        .bind(certificate.issued_by.as_deref())
+        .bind(SqlTime(certificate.recorded_at))
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    async fn list_operator_certificates(&self) -> Result<Vec<OperatorCertificateRecord>> {
+        let rows: Vec<OperatorCertificateRow> = sqlx::query_as(
+            "SELECT o.fingerprint, o.name, o.role, o.not_after, o.issued_by, o.recorded_at, \
+                    r.subject, r.reason, r.revoked_at, r.revoked_by, r.not_after AS revoked_not_after \
+             FROM operator_certificates o \
+             LEFT JOIN revoked_certificates r ON r.fingerprint = o.fingerprint \
+             ORDER BY o.name, o.recorded_at, o.fingerprint",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(OperatorCertificateRecord::from)
+            .collect())
     }
 
     async fn record_enrollment(&self, enrollment: &DroneEnrollment) -> Result<()> {
@@ -766,6 +959,20 @@ where
             tx.rollback().await?;
             return Ok(false);
         }
+        // Its certificate goes with it: refused at the next handshake.
+        sqlx::query(
+            "INSERT INTO revoked_certificates \
+                 (fingerprint, subject, reason, revoked_at, revoked_by, not_after) \
+             SELECT certificate_fingerprint, 'drone:' || id, 'drone removed from the fleet', $2, $3, \
+                    certificate_not_after \
+             FROM drones WHERE id = $1 \
+             ON CONFLICT (fingerprint) DO NOTHING",
+        )
+        .bind(drone_id.as_str())
+        .bind(SqlTime(removal.at))
+        .bind(removal.by.as_str())
+        .execute(&mut *tx)
+        .await?;
         Self::insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(true)

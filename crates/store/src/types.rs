@@ -26,11 +26,72 @@ pub struct NewJoinToken {
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The one drone name that may join with the token; `None`: any name
+    /// not already in the fleet.
+    pub drone_id: Option<DroneId>,
+    /// Lets the drone named by `drone_id` be enrolled again while it is in
+    /// the fleet, revoking its current certificate.
+    pub replaces: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct JoinTokenGrant {
     pub labels: BTreeMap<String, String>,
+}
+
+/// A drone joining with a join token, for [`crate::Store::enroll_drone`].
+#[derive(Debug, Clone)]
+pub struct EnrollmentClaim {
+    pub token_id: String,
+    pub secret_sha256: Vec<u8>,
+    pub drone_id: DroneId,
+    /// SHA-256 (hex) of the certificate just issued.
+    pub certificate_fingerprint: String,
+    pub certificate_not_after: DateTime<Utc>,
+    pub enrolled_at: DateTime<Utc>,
+}
+
+/// What an accepted [`EnrollmentClaim`] grants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnrollmentGrant {
+    /// From the join token.
+    pub labels: BTreeMap<String, String>,
+    /// The certificate of the enrollment this one replaced, now revoked.
+    pub replaced_certificate: Option<String>,
+}
+
+/// A certificate the hive refuses before it expires.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RevokedCertificate {
+    /// SHA-256 (hex) of the DER certificate.
+    pub fingerprint: String,
+    /// Whose it was: `drone:web-1`, `operator:alice`.
+    pub subject: String,
+    pub reason: String,
+    pub revoked_at: DateTime<Utc>,
+    pub revoked_by: String,
+    /// `None` when unknown; the row is kept until then.
+    pub not_after: Option<DateTime<Utc>>,
+}
+
+/// An operator certificate the hive issued or was shown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorCertificate {
+    pub fingerprint: String,
+    pub name: String,
+    pub role: String,
+    pub not_after: DateTime<Utc>,
+    /// `None` for one issued offline (`ultron8-hive init`, `ultron8-hive
+    /// operator create`), recorded when first presented.
+    pub issued_by: Option<String>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// An operator certificate and its revocation, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorCertificateRecord {
+    pub certificate: OperatorCertificate,
+    pub revoked: Option<RevokedCertificate>,
 }
 
 #[derive(Debug, Clone)]

@@ -10,7 +10,9 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{DistinguishedName, Error as TlsError};
 
 use crate::TransportError;
 
@@ -46,18 +48,23 @@ fn private_key(key_pem: &str) -> Result<PrivateKeyDer<'static>, TransportError> 
 /// certificates are optional, but one that is presented must chain to
 /// `ca_cert_der` (with clientAuth usage) or the handshake fails. Handlers
 /// decide whether an anonymous caller may proceed (see
-/// [`caller_identity`](crate::caller_identity)).
+/// [`caller_identity`](crate::caller_identity)). A client certificate
+/// `revoked` names fails the handshake.
 pub fn server_config(
     ca_cert_der: &[u8],
     server_cert_der: &[u8],
     server_key_pem: &str,
+    revoked: Arc<dyn RevocationCheck>,
 ) -> Result<Arc<ServerConfig>, TransportError> {
     let provider = provider();
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(roots(ca_cert_der)?, provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TransportError::Verifier(e.to_string()))?;
+    let webpki = WebPkiClientVerifier::builder_with_provider(roots(ca_cert_der)?, provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TransportError::Verifier(e.to_string()))?;
+    let verifier = Arc::new(RevocationAwareVerifier {
+        inner: webpki,
+        revoked,
+    });
     let chain = vec![
         CertificateDer::from(server_cert_der.to_vec()),
         CertificateDer::from(ca_cert_der.to_vec()),
@@ -67,7 +74,96 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, private_key(server_key_pem)?)?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    // No session resumption: a resumed session skips client certificate
+    // verification, so a certificate revoked since the first handshake
+    // would get back in. Clients keep their connections open; a full
+    // handshake on reconnect costs about a millisecond.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
+}
+
+/// Which client certificates the hive no longer accepts although its CA
+/// signed them and they have not expired (a removed drone's, a revoked
+/// operator's). Asked on every handshake, so it must answer from memory.
+pub trait RevocationCheck: Send + Sync + fmt::Debug {
+    fn is_revoked(&self, cert_der: &[u8]) -> bool;
+}
+
+/// Nothing is revoked: for servers without a revocation list.
+#[derive(Debug, Default)]
+pub struct NoRevocations;
+
+impl RevocationCheck for NoRevocations {
+    fn is_revoked(&self, _cert_der: &[u8]) -> bool {
+        false
+    }
+}
+
+/// WebPKI's client verification (chain to the CA, clientAuth usage,
+/// validity), then the revocation list. A CRL would need the CA to sign and
+/// publish lists; the hive already knows what it revoked, so it asks itself.
+#[derive(Debug)]
+struct RevocationAwareVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    revoked: Arc<dyn RevocationCheck>,
+}
+
+impl ClientCertVerifier for RevocationAwareVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, TlsError> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if self.revoked.is_revoked(end_entity) {
+            tracing::warn!(
+                fingerprint = %ultron8_pki::fingerprint(end_entity),
+                "refused a revoked client certificate"
+            );
+            return Err(TlsError::InvalidCertificate(
+                rustls::CertificateError::Revoked,
+            ));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// A client (drone or operator) with its certificate, verifying the server
@@ -229,19 +325,43 @@ mod tests {
     fn configs_refuse_bad_inputs() {
         let ca = ultron8_pki::CertificateAuthority::generate("t").unwrap();
         let server = ca.issue_server(&["localhost".into()], &[]).unwrap();
-        let config = server_config(ca.cert_der(), &server.cert_der, &server.key_pem).unwrap();
+        let config = server_config(
+            ca.cert_der(),
+            &server.cert_der,
+            &server.key_pem,
+            Arc::new(NoRevocations),
+        )
+        .unwrap();
         assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
         assert!(matches!(
-            server_config(ca.cert_der(), &server.cert_der, "nope"),
+            server_config(
+                ca.cert_der(),
+                &server.cert_der,
+                "nope",
+                Arc::new(NoRevocations)
+            ),
             Err(TransportError::PrivateKey(_))
         ));
         assert!(matches!(
-            server_config(b"junk", &server.cert_der, &server.key_pem),
+            server_config(
+                b"junk",
+                &server.cert_der,
+                &server.key_pem,
+                Arc::new(NoRevocations)
+            ),
             Err(TransportError::Certificate(_))
         ));
         // A key that is not the certificate's.
         let other = ca.issue_server(&["localhost".into()], &[]).unwrap();
-        assert!(server_config(ca.cert_der(), &server.cert_der, &other.key_pem).is_err());
+        assert!(
+            server_config(
+                ca.cert_der(),
+                &server.cert_der,
+                &other.key_pem,
+                Arc::new(NoRevocations)
+            )
+            .is_err()
+        );
 
         let op = ca.issue_operator("alice", "admin").unwrap();
         let config = client_config(ca.cert_der(), &op.cert_der, &op.key_pem).unwrap();

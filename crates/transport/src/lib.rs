@@ -17,7 +17,9 @@ use thiserror::Error;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use ultron8_pki::PeerIdentity;
 
-pub use config::{client_config, enrollment_client_config, server_config};
+pub use config::{
+    NoRevocations, RevocationCheck, client_config, enrollment_client_config, server_config,
+};
 pub use dial::{connect, connect_lazy};
 pub use incoming::tls_incoming;
 
@@ -69,6 +71,14 @@ pub fn caller_identity(extensions: &tonic::codegen::http::Extensions) -> Option<
             None
         }
     }
+}
+
+/// The DER client certificate TLS verified for the request's connection;
+/// `None` for a caller without one.
+pub fn caller_certificate(extensions: &tonic::codegen::http::Extensions) -> Option<Vec<u8>> {
+    let tls = extensions.get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    let certs = tls.peer_certs()?;
+    certs.first().map(|leaf| leaf.to_vec())
 }
 
 /// An error and its sources, joined with ": ".

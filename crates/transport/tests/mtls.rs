@@ -54,11 +54,33 @@ type Calls = Arc<Mutex<Vec<Option<PeerIdentity>>>>;
 
 /// Serves the health service with mutual TLS on 127.0.0.1:0.
 async fn start_server() -> (String, Calls) {
+    start_server_revoking(Arc::new(ultron8_transport::NoRevocations)).await
+}
+
+/// A revocation list the test fills while the server runs.
+#[derive(Debug, Default)]
+struct Revoked(Mutex<Vec<String>>);
+
+impl ultron8_transport::RevocationCheck for Revoked {
+    fn is_revoked(&self, cert_der: &[u8]) -> bool {
+        let fingerprint = ultron8_pki::fingerprint(cert_der);
+        self.0.lock().unwrap().contains(&fingerprint)
+    }
+}
+
+async fn start_server_revoking(
+    revoked: Arc<dyn ultron8_transport::RevocationCheck>,
+) -> (String, Calls) {
     let pki = pki();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
-    let config =
-        server_config(pki.ca.cert_der(), &pki.server.cert_der, &pki.server.key_pem).unwrap();
+    let config = server_config(
+        pki.ca.cert_der(),
+        &pki.server.cert_der,
+        &pki.server.key_pem,
+        revoked,
+    )
+    .unwrap();
     let calls: Calls = Arc::default();
     let recorded = calls.clone();
     let (_reporter, health) = tonic_health::server::health_reporter();
@@ -120,6 +142,37 @@ async fn within_deadline<F: std::future::Future<Output = ()>>(test: F) {
     tokio::time::timeout(TEST_DEADLINE, test)
         .await
         .expect("test took too long");
+}
+
+#[tokio::test]
+async fn a_revoked_certificate_is_refused_at_the_handshake() {
+    within_deadline(async {
+        let revoked = Arc::new(Revoked::default());
+        let (address, calls) = start_server_revoking(revoked.clone()).await;
+        let op = pki().ca.issue_operator("mallory", "admin").unwrap();
+        let config = client_config(pki().ca.cert_der(), &op.cert_der, &op.key_pem).unwrap();
+        connect_and_check(&address, "localhost", config.clone())
+            .await
+            .unwrap();
+        revoked
+            .0
+            .lock()
+            .unwrap()
+            .push(ultron8_pki::fingerprint(&op.cert_der));
+        let err = connect_and_check(&address, "localhost", config)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_lowercase().contains("revoked") || err.contains("certificate"),
+            "{err}"
+        );
+        // Another certificate of the same CA is still served.
+        connect_and_check(&address, "localhost", operator_config(&pki().ca, "alice"))
+            .await
+            .unwrap();
+        assert_eq!(calls.lock().unwrap().len(), 2);
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -331,8 +384,13 @@ async fn lazy_channel_reconnects_when_the_server_comes_up() {
 
         let pki = pki();
         let listener = TcpListener::bind(&address).await.unwrap();
-        let config =
-            server_config(pki.ca.cert_der(), &pki.server.cert_der, &pki.server.key_pem).unwrap();
+        let config = server_config(
+            pki.ca.cert_der(),
+            &pki.server.cert_der,
+            &pki.server.key_pem,
+            std::sync::Arc::new(ultron8_transport::NoRevocations),
+        )
+        .unwrap();
         let (_reporter, health) = tonic_health::server::health_reporter();
         tokio::spawn(
             Server::builder()

@@ -13,7 +13,7 @@ use ultron8_core::ids::DroneId;
 use ultron8_core::target;
 use ultron8_core::{DroneFacts, HostStats};
 use ultron8_pki::JoinToken;
-use ultron8_store::{DroneEnrollment, DroneRecord, DroneRemoval, StoreError};
+use ultron8_store::{DroneRecord, DroneRemoval, EnrollmentClaim, StoreError};
 
 use crate::actor::Actor;
 use crate::error::HiveError;
@@ -120,7 +120,8 @@ impl Hive {
                 HiveError::not_found(format!("drone {id} is no longer in the fleet"))
             }));
         }
-        info!(drone_id = %id, %actor, forced = force, "drone removed");
+        self.revoked.insert(drone.certificate_fingerprint.clone());
+        info!(drone_id = %id, %actor, forced = force, "drone removed; its certificate is revoked");
         Ok(DroneRecord {
             online: false,
             removed: Some(removal),
@@ -213,22 +214,30 @@ impl Hive {
         let now = Utc::now();
         let grant = self
             .store
-            .consume_join_token(&token.id, &token.secret_sha256(), &request.drone_id, now)
-            .await?;
-        self.store
-            .record_enrollment(&DroneEnrollment {
+            .enroll_drone(&EnrollmentClaim {
+                token_id: token.id.clone(),
+                secret_sha256: token.secret_sha256(),
                 drone_id: request.drone_id.clone(),
                 certificate_fingerprint: signed.fingerprint.clone(),
                 certificate_not_after: signed.not_after,
-                labels: grant.labels.clone(),
-                token_id: token.id.clone(),
                 enrolled_at: now,
             })
             .await?;
+        if let Some(replaced) = &grant.replaced_certificate {
+            // Refused here at once; other replicas at their next refresh.
+            self.revoked.insert(replaced.clone());
+            warn!(drone_id = %request.drone_id, replaced_certificate = %replaced,
+                "drone re-enrolled; its previous certificate is revoked");
+        }
         let mut audit = self.audit(
             Actor::Drone(request.drone_id.to_string()),
             AuditVerb::DroneEnrolled,
-            json!({ "token_id": token.id, "certificate_fingerprint": signed.fingerprint, "labels": grant.labels }),
+            json!({
+                "token_id": token.id,
+                "certificate_fingerprint": signed.fingerprint,
+                "labels": grant.labels,
+                "replaced_certificate": grant.replaced_certificate,
+            }),
         );
         audit.drone_id = Some(request.drone_id.clone());
         self.store.append_audit(&audit).await?;

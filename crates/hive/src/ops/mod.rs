@@ -31,6 +31,7 @@ pub mod follow;
 pub mod health;
 pub mod jobs;
 pub mod lookup;
+pub mod operators;
 pub mod packs;
 pub mod rules;
 pub mod secrets;

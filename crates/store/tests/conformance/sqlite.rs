@@ -526,6 +526,8 @@ async fn reopening_the_file_keeps_the_state() {
         created_by: "operator:alice".to_string(),
         created_at: t(0),
         expires_at: t(3600),
+        drone_id: None,
+        replaces: false,
     };
 
     let store = SqliteStore::open(&file.path).await.expect("open");

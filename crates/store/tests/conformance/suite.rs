@@ -21,11 +21,12 @@ use ultron8_core::policy::{BlastRadius, Cooldown, Observation, Policy};
 use ultron8_core::{CommandSpec, DroneFacts, ExecutionStatus, HostStats, Program};
 use ultron8_pack::{Action, Manifest, Pack, Rule, RuleAction, Runner, ShellProgram};
 use ultron8_store::{
-    ActionRecord, AuditFilter, DroneEnrollment, DroneRemoval, EventFilter, EventOutcome,
-    EventRecord, EventState, ExecutionResult, ExecutionUpdate, FiringOutcome, IdKind, JobFilter,
-    JobOrigin, NewAuditRecord, NewEvent, NewExecution, NewJob, NewJoinToken, OutputChunkRecord,
-    OutputStreamKind, PackRecord, RuleFiring, RuleRecord, ScriptRecord, SealedValue, SecretWrite,
-    Store, StoreError, TransitionOutcome,
+    ActionRecord, AuditFilter, DroneEnrollment, DroneRemoval, EnrollmentClaim, EventFilter,
+    EventOutcome, EventRecord, EventState, ExecutionResult, ExecutionUpdate, FiringOutcome, IdKind,
+    JobFilter, JobOrigin, NewAuditRecord, NewEvent, NewExecution, NewJob, NewJoinToken,
+    OperatorCertificate, OutputChunkRecord, OutputStreamKind, PackRecord, RevokedCertificate,
+    RuleFiring, RuleRecord, ScriptRecord, SealedValue, SecretWrite, Store, StoreError,
+    TransitionOutcome,
 };
 use uuid::Uuid;
 
@@ -36,6 +37,11 @@ macro_rules! conformance_tests {
         $crate::suite::conformance_tests!(@each $run;
             ping_succeeds,
             join_token_is_consumed_once,
+            enrollment_never_takes_over_a_name_in_the_fleet,
+            a_replace_token_takes_over_and_revokes_the_old_certificate,
+            a_token_bound_to_a_name_enrolls_no_other,
+            removing_a_drone_revokes_its_certificate_and_frees_its_name,
+            operator_certificates_are_recorded_once_and_listed_with_revocations,
             concurrent_join_token_consumption_has_one_winner,
             expired_join_token_is_refused,
             join_token_with_wrong_secret_or_unknown_id_is_refused,
@@ -160,6 +166,8 @@ fn join_token(id: &str, seed: u8, expires_at: DateTime<Utc>) -> NewJoinToken {
         created_by: "operator:alice".to_string(),
         created_at: t(0),
         expires_at,
+        drone_id: None,
+        replaces: false,
     }
 }
 
@@ -395,6 +403,288 @@ pub async fn join_token_is_consumed_once(store: Arc<dyn Store>) {
     assert!(
         matches!(second, Err(StoreError::JoinTokenInvalid)),
         "a used token must be refused, got {second:?}"
+    );
+}
+
+fn claim(token_id: &str, seed: u8, drone_id: &str, certificate: &str, at: i64) -> EnrollmentClaim {
+    EnrollmentClaim {
+        token_id: token_id.to_string(),
+        secret_sha256: secret_hash(seed),
+        drone_id: drone_id.into(),
+        certificate_fingerprint: certificate.to_string(),
+        certificate_not_after: t(at) + Duration::days(90),
+        enrolled_at: t(at),
+    }
+}
+
+fn bound_token(id: &str, seed: u8, drone_id: &str, replaces: bool) -> NewJoinToken {
+    NewJoinToken {
+        drone_id: Some(drone_id.into()),
+        replaces,
+        ..join_token(id, seed, t(3600))
+    }
+}
+
+async fn revoked_fingerprints(store: &dyn Store, now: DateTime<Utc>) -> Vec<String> {
+    store
+        .list_revoked_certificates(now)
+        .await
+        .expect("list revoked")
+        .into_iter()
+        .map(|r| r.fingerprint)
+        .collect()
+}
+
+pub async fn enrollment_never_takes_over_a_name_in_the_fleet(store: Arc<dyn Store>) {
+    store
+        .create_join_token(&join_token("tok-a", 1, t(3600)))
+        .await
+        .expect("token a");
+    store
+        .create_join_token(&join_token("tok-b", 2, t(3600)))
+        .await
+        .expect("token b");
+    let grant = store
+        .enroll_drone(&claim("tok-a", 1, "d1", "cert-1", 10))
+        .await
+        .expect("the first enrollment of d1");
+    assert_eq!(grant.replaced_certificate, None);
+
+    let takeover = store
+        .enroll_drone(&claim("tok-b", 2, "d1", "cert-evil", 20))
+        .await;
+    assert!(
+        matches!(&takeover, Err(StoreError::DroneEnrolled { drone_id, certificate_fingerprint, .. })
+            if drone_id.as_str() == "d1" && certificate_fingerprint == "cert-1"),
+        "a second token must not take over d1: {takeover:?}"
+    );
+    let d1 = store
+        .get_drone(&"d1".into())
+        .await
+        .expect("get")
+        .expect("d1");
+    assert_eq!(
+        d1.certificate_fingerprint, "cert-1",
+        "d1 keeps its certificate"
+    );
+    assert!(revoked_fingerprints(&*store, t(30)).await.is_empty());
+    // The refused claim did not burn the token: it still enrolls a new name.
+    store
+        .enroll_drone(&claim("tok-b", 2, "d2", "cert-2", 30))
+        .await
+        .expect("the unused token enrolls d2");
+}
+
+pub async fn a_replace_token_takes_over_and_revokes_the_old_certificate(store: Arc<dyn Store>) {
+    store
+        .create_join_token(&join_token("tok-a", 1, t(3600)))
+        .await
+        .expect("token a");
+    store
+        .enroll_drone(&claim("tok-a", 1, "d1", "cert-1", 10))
+        .await
+        .expect("enroll d1");
+    store
+        .create_join_token(&bound_token("tok-r", 2, "d1", true))
+        .await
+        .expect("replace token");
+    let grant = store
+        .enroll_drone(&claim("tok-r", 2, "d1", "cert-2", 20))
+        .await
+        .expect("the replace token enrolls d1 again");
+    assert_eq!(grant.replaced_certificate.as_deref(), Some("cert-1"));
+    let d1 = store
+        .get_drone(&"d1".into())
+        .await
+        .expect("get")
+        .expect("d1");
+    assert_eq!(d1.certificate_fingerprint, "cert-2");
+    let revoked = store.list_revoked_certificates(t(30)).await.expect("list");
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].fingerprint, "cert-1");
+    assert_eq!(revoked[0].subject, "drone:d1");
+    // Revocations are listed until the certificate expires, then dropped.
+    assert!(
+        revoked_fingerprints(&*store, t(10) + Duration::days(91))
+            .await
+            .is_empty()
+    );
+    // Used once, like any token.
+    let again = store
+        .enroll_drone(&claim("tok-r", 2, "d1", "cert-3", 40))
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::JoinTokenInvalid)),
+        "{again:?}"
+    );
+}
+
+pub async fn a_token_bound_to_a_name_enrolls_no_other(store: Arc<dyn Store>) {
+    store
+        .create_join_token(&bound_token("tok-n", 1, "web-4", false))
+        .await
+        .expect("token");
+    let other = store
+        .enroll_drone(&claim("tok-n", 1, "web-5", "cert-5", 10))
+        .await;
+    assert!(
+        matches!(other, Err(StoreError::JoinTokenInvalid)),
+        "{other:?}"
+    );
+    assert!(
+        store
+            .get_drone(&"web-5".into())
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let other = store
+        .consume_join_token("tok-n", &secret_hash(1), &"web-5".into(), t(10))
+        .await;
+    assert!(
+        matches!(other, Err(StoreError::JoinTokenInvalid)),
+        "{other:?}"
+    );
+    store
+        .enroll_drone(&claim("tok-n", 1, "web-4", "cert-4", 20))
+        .await
+        .expect("the named drone enrolls");
+}
+
+pub async fn removing_a_drone_revokes_its_certificate_and_frees_its_name(store: Arc<dyn Store>) {
+    store
+        .create_join_token(&join_token("tok-a", 1, t(3600)))
+        .await
+        .expect("token a");
+    store
+        .enroll_drone(&claim("tok-a", 1, "d1", "cert-1", 10))
+        .await
+        .expect("enroll d1");
+    let removal = DroneRemoval {
+        at: t(20),
+        by: "operator:alice".into(),
+    };
+    assert!(
+        store
+            .remove_drone(
+                &"d1".into(),
+                &removal,
+                &audit(AuditVerb::DroneRemoved, t(20))
+            )
+            .await
+            .expect("remove")
+    );
+    let revoked = store.list_revoked_certificates(t(30)).await.expect("list");
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(
+        (
+            revoked[0].fingerprint.as_str(),
+            revoked[0].subject.as_str(),
+            revoked[0].revoked_by.as_str()
+        ),
+        ("cert-1", "drone:d1", "operator:alice")
+    );
+    // A removed name joins again with any token, and is back in the fleet.
+    store
+        .create_join_token(&join_token("tok-b", 2, t(3600)))
+        .await
+        .expect("token b");
+    let grant = store
+        .enroll_drone(&claim("tok-b", 2, "d1", "cert-2", 40))
+        .await
+        .expect("a removed name joins again");
+    assert_eq!(grant.replaced_certificate.as_deref(), Some("cert-1"));
+    let d1 = store
+        .get_drone(&"d1".into())
+        .await
+        .expect("get")
+        .expect("d1");
+    assert!(d1.removed.is_none());
+    assert_eq!(d1.certificate_fingerprint, "cert-2");
+    // The revocation keeps its first record (the removal).
+    let revoked = store.list_revoked_certificates(t(50)).await.expect("list");
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].revoked_by, "operator:alice");
+}
+
+pub async fn operator_certificates_are_recorded_once_and_listed_with_revocations(
+    store: Arc<dyn Store>,
+) {
+    let bob = OperatorCertificate {
+        fingerprint: "b".repeat(64),
+        name: "bob".into(),
+        role: "viewer".into(),
+        not_after: t(86_400),
+        issued_by: Some("operator:alice".into()),
+        recorded_at: t(10),
+    };
+    let admin = OperatorCertificate {
+        fingerprint: "a".repeat(64),
+        name: "admin".into(),
+        role: "admin".into(),
+        not_after: t(86_400),
+        issued_by: None,
+        recorded_at: t(5),
+    };
+    assert!(
+        store
+            .record_operator_certificate(&bob)
+            .await
+            .expect("record bob")
+    );
+    assert!(
+        store
+            .record_operator_certificate(&admin)
+            .await
+            .expect("record admin")
+    );
+    let later = OperatorCertificate {
+        role: "admin".into(),
+        recorded_at: t(99),
+        ..bob.clone()
+    };
+    assert!(
+        !store
+            .record_operator_certificate(&later)
+            .await
+            .expect("record again")
+    );
+
+    store
+        .revoke_certificates(
+            &[RevokedCertificate {
+                fingerprint: bob.fingerprint.clone(),
+                subject: "operator:bob".into(),
+                reason: "left".into(),
+                revoked_at: t(20),
+                revoked_by: "operator:alice".into(),
+                not_after: Some(bob.not_after),
+            }],
+            &audit(AuditVerb::OperatorRevoked, t(20)),
+        )
+        .await
+        .expect("revoke bob");
+    let listed = store.list_operator_certificates().await.expect("list");
+    let names: Vec<(&str, &str, bool)> = listed
+        .iter()
+        .map(|r| {
+            (
+                r.certificate.name.as_str(),
+                r.certificate.role.as_str(),
+                r.revoked.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(names, [("admin", "admin", false), ("bob", "viewer", true)]);
+    assert_eq!(listed[1].certificate, bob, "the first record stays");
+    let revocation = listed[1].revoked.as_ref().expect("bob revoked");
+    assert_eq!(
+        (revocation.reason.as_str(), revocation.revoked_at),
+        ("left", t(20))
+    );
+    assert_eq!(
+        revoked_fingerprints(&*store, t(30)).await,
+        [bob.fingerprint.clone()]
     );
 }
 
