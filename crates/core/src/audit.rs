@@ -151,6 +151,15 @@ verbs! {
     /// engine stopped recording misses; read from older trails, never
     /// written.
     RuleEvaluated => "rule.evaluated",
+    /// An operator created or replaced a secret (the record never holds
+    /// its value).
+    SecretSet => "secret.set",
+    /// An operator deleted a secret.
+    SecretDeleted => "secret.deleted",
+    /// An operator read a secret's value back (`ultronctl secret get`).
+    SecretRevealed => "secret.revealed",
+    /// A drone fetched the secrets of an execution it was about to run.
+    SecretsDelivered => "secret.delivered",
 }
 
 impl fmt::Display for AuditVerb {

@@ -17,6 +17,9 @@
 //! - [`drone_policy`]: what a drone's owner lets run on it.
 //! - [`triggers`]: built-in trigger types and their payload shapes.
 //! - [`schedule`]: interval and cron timers.
+//! - [`secrets`]: the hive's named secrets: valid names and values, the
+//!   environment variables that carry them, and masking them in output
+//!   that arrives in pieces.
 
 pub mod audit;
 pub mod criteria;
@@ -29,6 +32,7 @@ pub mod params;
 pub mod policy;
 pub mod roles;
 pub mod schedule;
+pub mod secrets;
 pub mod status;
 pub mod target;
 pub mod template;

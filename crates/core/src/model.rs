@@ -82,6 +82,13 @@ pub struct CommandSpec {
     /// Secret values to mask wherever the command or its output is shown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redact: Vec<String>,
+    /// Environment variables the drone fills, just before the command
+    /// starts, with the values of the hive's secrets they name (variable →
+    /// secret name). Only names travel and are stored: the drone fetches
+    /// the values over its mutual-TLS connection (`GetExecutionSecrets`)
+    /// and masks them in the output (see [`crate::secrets`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
 }
 
 /// What replaces a secret in output, logs and audit records.
@@ -118,6 +125,7 @@ impl CommandSpec {
             timeout_ms: self.timeout_ms,
             output_limit_bytes: self.output_limit_bytes,
             redact: Vec::new(),
+            secret_env: self.secret_env.clone(),
         }
     }
 }
@@ -135,16 +143,10 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
 
 /// Bytes version of [`redact`] for command output, which may not be UTF-8.
 pub fn redact_bytes(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
-    let mut secrets: Vec<&[u8]> = secrets
-        .iter()
-        .filter(|s| s.chars().count() >= MIN_REDACTED_LEN)
-        .map(String::as_bytes)
-        .collect();
+    let secrets = maskable(secrets);
     if secrets.is_empty() {
         return bytes.to_vec();
     }
-    secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-    secrets.dedup();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     'scan: while i < bytes.len() {
@@ -159,6 +161,20 @@ pub fn redact_bytes(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
         i += 1;
     }
     out
+}
+
+/// The secrets worth masking in free text (at least [`MIN_REDACTED_LEN`]
+/// characters), longest first, without duplicates: the order in which
+/// [`redact_bytes`] and [`crate::secrets::OutputMasker`] try them.
+pub(crate) fn maskable(secrets: &[String]) -> Vec<&[u8]> {
+    let mut secrets: Vec<&[u8]> = secrets
+        .iter()
+        .filter(|s| s.chars().count() >= MIN_REDACTED_LEN)
+        .map(String::as_bytes)
+        .collect();
+    secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    secrets.dedup();
+    secrets
 }
 
 #[cfg(test)]

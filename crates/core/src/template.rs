@@ -142,6 +142,117 @@ pub fn render_shell(source: &str, context: &Value) -> Result<String, TemplateErr
         .map_err(|e| convert_error(&e, 0))
 }
 
+/// A `shell:` script rendered by [`render_shell_script`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShellScript {
+    pub text: String,
+    /// The hive's secrets the script reads (`{{ secret.NAME }}`), each
+    /// through the environment variable [`crate::secrets::env_var`] names.
+    pub secrets: BTreeSet<String>,
+}
+
+/// [`render_shell`] with the hive's secrets: `{{ secret.NAME }}` prints
+/// the quoted expansion `"$ULTRON8_SECRET_NAME"`, never the value, and the
+/// names read are returned so the command can ask the drone to fill those
+/// variables. The reference is one shell word, like any value printed
+/// here; filters apply to the reference, not the value, so use it bare.
+/// A context key `secret` is hidden by the secrets (the pack loader
+/// refuses a parameter of that name).
+pub fn render_shell_script(source: &str, context: &Value) -> Result<ShellScript, TemplateError> {
+    if !is_template(source) {
+        return Ok(ShellScript {
+            text: source.to_string(),
+            secrets: BTreeSet::new(),
+        });
+    }
+    let template = shell_environment()
+        .template_from_str(source)
+        .map_err(|e| convert_error(&e, 0))?;
+    let references = std::sync::Arc::new(SecretReferences::default());
+    let context = minijinja::context! {
+        secret => minijinja::Value::from_dyn_object(references.clone()),
+        ..minijinja::Value::from(Serde(context))
+    };
+    let text = template.render(context).map_err(|e| convert_error(&e, 0))?;
+    let secrets = references
+        .used
+        .lock()
+        .map(|used| used.clone())
+        .unwrap_or_default();
+    Ok(ShellScript { text, secrets })
+}
+
+/// The secret an `env:` value names when it is exactly one
+/// `{{ secret.NAME }}` (whitespace around allowed), which is the one way an
+/// environment variable takes a secret.
+pub fn whole_secret_reference(source: &str) -> Option<String> {
+    let (expression, _) = single_expression(source)?;
+    let name = expression.trim().strip_prefix("secret.")?;
+    crate::secrets::check_name(name).ok()?;
+    Some(name.to_string())
+}
+
+/// The secrets a template names as `secret.NAME` or `secret["NAME"]`, for
+/// messages about where secrets may not go. A scan of the text, not of
+/// the syntax tree, and so only for messages: whether a template reads
+/// `secret` at all is [`check`]'s answer.
+pub fn secret_references(source: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = source;
+    while let Some(at) = rest.find("secret") {
+        let before = &rest[..at];
+        let word_start = before
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+        rest = &rest[at + "secret".len()..];
+        if !word_start {
+            continue;
+        }
+        let name: String = if let Some(tail) = rest.strip_prefix('.') {
+            tail.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        } else if let Some(tail) = rest.strip_prefix("[\"").or(rest.strip_prefix("['")) {
+            tail.chars()
+                .take_while(|c| *c != '"' && *c != '\'')
+                .collect()
+        } else {
+            continue;
+        };
+        if !name.is_empty() {
+            names.insert(name);
+        }
+    }
+    names
+}
+
+/// The `secret` of [`render_shell_script`]: looking a name up prints a
+/// reference to its environment variable and records the name.
+#[derive(Debug, Default)]
+struct SecretReferences {
+    used: std::sync::Mutex<BTreeSet<String>>,
+}
+
+impl minijinja::value::Object for SecretReferences {
+    fn get_value(self: &std::sync::Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        let name = key.as_str()?;
+        crate::secrets::check_name(name).ok()?;
+        if let Ok(mut used) = self.used.lock() {
+            used.insert(name.to_string());
+        }
+        Some(minijinja::Value::from_safe_string(format!(
+            "\"${}\"",
+            crate::secrets::env_var(name)
+        )))
+    }
+
+    fn enumerate(self: &std::sync::Arc<Self>) -> minijinja::value::Enumerator {
+        // Which secrets exist is the hive's to know, not a template's.
+        minijinja::value::Enumerator::NonEnumerable
+    }
+}
+
 /// Renders every string inside `value`, recursively, keeping the type of
 /// single-expression templates.
 pub fn render_value(value: &Value, context: &Value) -> Result<Value, TemplateError> {
@@ -478,6 +589,73 @@ mod tests {
         assert_eq!(
             render_str("rm -rf {{ path }}", &context).as_deref(),
             Ok("rm -rf /x$(id -un)")
+        );
+    }
+
+    #[test]
+    fn a_secret_renders_as_a_reference_to_its_variable_never_its_value() {
+        let context = json!({ "user": "app", "secret": "a parameter value" });
+        let script = render_shell_script(
+            "curl -u {{ user }}:{{ secret.db_password }} https://db\nexport T={{ secret['api_token'] }}\n",
+            &context,
+        )
+        .expect("renders");
+        assert_eq!(
+            script.text,
+            "curl -u 'app':\"$ULTRON8_SECRET_db_password\" https://db\nexport T=\"$ULTRON8_SECRET_api_token\"\n"
+        );
+        assert_eq!(script.secrets, names(&["api_token", "db_password"]));
+        // No secret read, none listed; a script that is no template is as is.
+        let plain = render_shell_script("echo {{ user }}", &context).expect("renders");
+        assert_eq!(plain.secrets, names(&[]));
+        assert_eq!(
+            render_shell_script("echo $HOME", &context)
+                .expect("plain")
+                .text,
+            "echo $HOME"
+        );
+        // A name that cannot be a secret's is undefined, so an error.
+        assert!(render_shell_script("echo {{ secret['no-such'] }}", &context).is_err());
+        assert!(render_shell_script("{% for s in secret %}{{ s }}{% endfor %}", &context).is_err());
+    }
+
+    #[test]
+    fn the_reference_runs_as_one_word_holding_the_value() {
+        let script =
+            render_shell_script("printf '%s|' {{ secret.s }}", &json!({})).expect("renders");
+        let output = std::process::Command::new("/bin/sh")
+            .args(["-c", &script.text])
+            .env("ULTRON8_SECRET_s", "two words $(id) *")
+            .output()
+            .expect("run sh");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "two words $(id) *|"
+        );
+    }
+
+    #[test]
+    fn secrets_are_found_whole_in_env_values_and_named_anywhere() {
+        assert_eq!(
+            whole_secret_reference("{{ secret.db_password }}").as_deref(),
+            Some("db_password")
+        );
+        assert_eq!(
+            whole_secret_reference(" {{- secret.x1 -}} ").as_deref(),
+            Some("x1")
+        );
+        for not_whole in [
+            "Bearer {{ secret.token }}",
+            "{{ secret.token | upper }}",
+            "{{ secret }}",
+            "{{ token }}",
+            "secret.token",
+        ] {
+            assert_eq!(whole_secret_reference(not_whole), None, "{not_whole}");
+        }
+        assert_eq!(
+            secret_references("{{ secret.a }} {{ secret['b'] }} {{ my_secret.c }} {{ secret }}"),
+            names(&["a", "b"])
         );
     }
 

@@ -90,6 +90,11 @@ pub enum Command {
     /// The audit trail: who or what ran what, where, and why.
     #[command(subcommand)]
     Audit(crate::automation::AuditCommand),
+    /// Secrets that pack actions read as {{ secret.NAME }}: set, list, get,
+    /// delete. Values are sealed in the hive and reach a command only in
+    /// its environment, on the drone that runs it.
+    #[command(subcommand)]
+    Secret(crate::secrets::SecretCommand),
     /// Enrolled drones: list, show, remove, and create join tokens.
     #[command(subcommand)]
     Drone(DroneCommand),
@@ -410,6 +415,9 @@ fn check_usage(command: &Command, out: &Output) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => args.check(),
         Command::Job(JobCommand::Logs { .. }) => text_only(out, "job logs"),
+        Command::Secret(crate::secrets::SecretCommand::Delete { .. }) => {
+            text_only(out, "secret delete")
+        }
         // JSON given inline; a file or standard input is read when it is sent.
         Command::Event(crate::automation::EventCommand::Fire { payload, .. })
             if payload != "-" && !payload.starts_with('@') =>
@@ -485,6 +493,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Event(command) => crate::automation::event(&mut client, command, &out).await,
         Command::Rule(command) => crate::automation::rule(&mut client, command, &out).await,
         Command::Audit(command) => crate::automation::audit(&mut client, command, &out).await,
+        Command::Secret(command) => crate::secrets::secret(&mut client, command, &out).await,
         Command::Drone(command) => drone(&mut client, command, &out, &config.hive).await,
         Command::Operator(command) => {
             crate::operators::operator(&mut client, command, &out, &config).await
@@ -955,6 +964,7 @@ async fn submit_command(client: &mut Client, args: &RunArgs) -> anyhow::Result<v
             timeout_ms: args.timeout.map_or(0, |t| t.as_millis() as u64),
             output_limit_bytes: args.output_limit.unwrap_or(0),
             redact: Vec::new(),
+            secret_env: Default::default(),
         }),
         ttl_ms: args.ttl.map_or(0, |t| t.as_millis() as u64),
     };

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 use ultron8_broker::{ActionConsumer, Delivery};
+use ultron8_core::secrets::OutputMasker;
 use ultron8_core::{CommandSpec, ExecutionStatus, Program};
 use ultron8_pki::RequestVerifier;
 use ultron8_proto::convert::{command_from_wire, facts_to_wire, stats_to_wire, status_to_wire};
@@ -104,6 +105,11 @@ const PREFETCH_HEADROOM: u16 = 16;
 /// runs the command anyway: a hive that hangs must not make a command run
 /// late (its expiry is checked again after the wait).
 const START_REPORT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long the hive may take to hand over the secrets a command needs.
+/// Past it the execution fails: a command that needs a secret cannot run
+/// without it.
+const SECRETS_DEADLINE: Duration = Duration::from_secs(10);
 
 struct Registration {
     broker_url: String,
@@ -687,7 +693,11 @@ impl Drone {
             .as_ref()
             .map(|c| c.redact.clone())
             .unwrap_or_default();
-        let spec = match command {
+        let secret_env = command
+            .as_ref()
+            .map(|c| c.secret_env.clone())
+            .unwrap_or_default();
+        let mut spec = match command {
             Ok(command) => ExecSpec {
                 program: command.program,
                 env: command.env,
@@ -754,6 +764,25 @@ impl Drone {
             ))
         } else {
             None
+        };
+        // Secrets last, once the command is known to start: their values
+        // exist on this host only for the command's lifetime, and only in
+        // its environment (never its argv, which every user can read).
+        let mut spec_redact = spec_redact;
+        let refused = match refused {
+            None if !secret_env.is_empty() => {
+                match self.fetch_secrets(&request.execution_id, &secret_env).await {
+                    Ok(values) => {
+                        for (variable, value) in values {
+                            spec_redact.push(value.clone());
+                            spec.env.insert(variable, value);
+                        }
+                        None
+                    }
+                    Err(e) => Some(not_run(ExecutionStatus::Failed, e)),
+                }
+            }
+            refused => refused,
         };
         if let Some(report) = refused {
             if let Ok(mut running) = self.running.lock() {
@@ -872,6 +901,55 @@ impl Drone {
         Ok(command)
     }
 
+    /// The values of the secrets `secret_env` names (variable → secret),
+    /// from the hive, within [`SECRETS_DEADLINE`]; every variable must get
+    /// one. The error says why the command was not run.
+    async fn fetch_secrets(
+        &self,
+        execution_id: &str,
+        secret_env: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<(String, String)>, String> {
+        let names = || {
+            let mut names: Vec<&str> = secret_env.values().map(String::as_str).collect();
+            names.sort_unstable();
+            names.dedup();
+            names.join(", ")
+        };
+        let mut client = self.client.clone();
+        let call = client.get_execution_secrets(v1::GetExecutionSecretsRequest {
+            execution_id: execution_id.to_string(),
+        });
+        let mut answer = match tokio::time::timeout(SECRETS_DEADLINE, call).await {
+            Ok(Ok(answer)) => answer.into_inner().env,
+            Ok(Err(status)) => {
+                return Err(format!(
+                    "cannot get secret(s) {} from the hive: {}; not run",
+                    names(),
+                    status.message()
+                ));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "the hive did not hand over secret(s) {} within {SECRETS_DEADLINE:?}; not run",
+                    names()
+                ));
+            }
+        };
+        let mut values = Vec::with_capacity(secret_env.len());
+        for (variable, name) in secret_env {
+            match answer.remove(variable) {
+                Some(value) => values.push((variable.clone(), value)),
+                None => {
+                    return Err(format!(
+                        "the hive gave no value for secret {name} (variable {variable}); not run"
+                    ));
+                }
+            }
+        }
+        info!(secrets = values.len(), "secrets received");
+        Ok(values)
+    }
+
     /// Tells the hive the command starts, within [`START_REPORT_DEADLINE`].
     /// Best effort (the final report carries the start time anyway), except
     /// that a hive answering "canceled" stops the start.
@@ -936,21 +1014,69 @@ async fn stream_output(
     chunks: mpsc::Receiver<executor::OutputChunk>,
     redact: Vec<String>,
 ) {
-    let stream =
-        tokio_stream::wrappers::ReceiverStream::new(chunks).map(move |chunk| v1::OutputChunk {
-            execution_id: execution_id.clone(),
-            stream: match chunk.stream {
-                StreamKind::Stdout => v1::OutputStream::Stdout as i32,
-                StreamKind::Stderr => v1::OutputStream::Stderr as i32,
-            },
-            offset: chunk.offset,
-            // A secret split across two chunks can escape this; the final
-            // report is masked as a whole.
-            data: ultron8_core::model::redact_bytes(&chunk.data, &redact),
-        });
+    let stream = masked_output(execution_id, chunks, &redact);
     if let Err(status) = client.stream_output(stream).await {
         debug!(error = %describe_status(status), "live output not delivered; the final result carries it");
     }
+}
+
+/// The live output as the hive may see it: each stream masked as a whole
+/// ([`OutputMasker`]), so a secret the command wrote in two pieces is
+/// masked too. The bytes that may begin a secret wait for the next chunk
+/// of their stream, or the end. Offsets count masked bytes, which is what
+/// the final (masked) result holds.
+pub fn masked_output(
+    execution_id: String,
+    chunks: mpsc::Receiver<executor::OutputChunk>,
+    redact: &[String],
+) -> impl futures::Stream<Item = v1::OutputChunk> + Send + 'static {
+    struct Stream {
+        masker: OutputMasker,
+        offset: u64,
+    }
+    let new_stream = || Stream {
+        masker: OutputMasker::new(redact),
+        offset: 0,
+    };
+    let mut streams = [new_stream(), new_stream()];
+    let wire = |kind: StreamKind| match kind {
+        StreamKind::Stdout => v1::OutputStream::Stdout as i32,
+        StreamKind::Stderr => v1::OutputStream::Stderr as i32,
+    };
+    let (tx, rx) = mpsc::channel::<v1::OutputChunk>(16);
+    // A task of its own, so that the end of the input (the command's
+    // output closing) can still flush what each masker held back.
+    let mut chunks = chunks;
+    tokio::spawn(async move {
+        let emit = |streams: &mut [Stream; 2], kind: StreamKind, data: Vec<u8>| {
+            let stream = &mut streams[kind as usize];
+            let chunk = (!data.is_empty()).then(|| v1::OutputChunk {
+                execution_id: execution_id.clone(),
+                stream: wire(kind),
+                offset: stream.offset,
+                data: data.clone(),
+            });
+            stream.offset += data.len() as u64;
+            chunk
+        };
+        while let Some(chunk) = chunks.recv().await {
+            let data = streams[chunk.stream as usize].masker.push(&chunk.data);
+            if let Some(out) = emit(&mut streams, chunk.stream, data)
+                && tx.send(out).await.is_err()
+            {
+                return;
+            }
+        }
+        for kind in [StreamKind::Stdout, StreamKind::Stderr] {
+            let data = streams[kind as usize].masker.finish();
+            if let Some(out) = emit(&mut streams, kind, data)
+                && tx.send(out).await.is_err()
+            {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// How long the end of a command's live output may take to reach the hive
@@ -1071,4 +1197,68 @@ fn describe_status(status: tonic::Status) -> anyhow::Error {
         );
     }
     anyhow::anyhow!(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the hive receives when the command writes `pieces` to stdout
+    /// and `noise` to stderr in between.
+    async fn streamed(secret: &str, pieces: &[&[u8]]) -> (Vec<u8>, Vec<u8>) {
+        let (tx, rx) = mpsc::channel(64);
+        let mut offset = 0;
+        for piece in pieces {
+            tx.send(executor::OutputChunk {
+                stream: StreamKind::Stdout,
+                offset,
+                data: piece.to_vec(),
+            })
+            .await
+            .expect("send");
+            offset += piece.len() as u64;
+            tx.send(executor::OutputChunk {
+                stream: StreamKind::Stderr,
+                offset: 0,
+                data: b"-".to_vec(),
+            })
+            .await
+            .expect("send");
+        }
+        drop(tx);
+        let chunks: Vec<v1::OutputChunk> = masked_output("e1".into(), rx, &[secret.to_string()])
+            .collect()
+            .await;
+        let mut out = (Vec::new(), Vec::new());
+        for chunk in chunks {
+            let stream = if chunk.stream == v1::OutputStream::Stdout as i32 {
+                &mut out.0
+            } else {
+                &mut out.1
+            };
+            assert_eq!(
+                chunk.offset,
+                stream.len() as u64,
+                "offsets count masked bytes"
+            );
+            stream.extend(chunk.data);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_secret_written_in_two_pieces_never_reaches_the_hive_in_clear() {
+        let secret = "correct-horse-battery";
+        let text = format!("user=app password={secret}\n");
+        let bytes = text.as_bytes();
+        for cut in 0..=bytes.len() {
+            let (stdout, stderr) = streamed(secret, &[&bytes[..cut], &bytes[cut..]]).await;
+            assert_eq!(
+                String::from_utf8_lossy(&stdout),
+                "user=app password=********\n",
+                "cut at {cut}"
+            );
+            assert_eq!(stderr, b"--".to_vec(), "the other stream is untouched");
+        }
+    }
 }

@@ -34,8 +34,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create the hive's identity: a CA, the hive's server certificate, the
-    /// request-signing key, and an admin operator certificate with an
-    /// ultronctl config file.
+    /// request-signing key, an admin operator certificate with an
+    /// ultronctl config file, and secrets.key, which seals secrets at rest
+    /// (kept if it exists, even with --force).
     ///
     /// Example: ultron8-hive init --data-dir /var/lib/ultron8 --name hive.example --ip 10.0.0.5
     Init {
@@ -197,6 +198,10 @@ async fn run(command: Command, shutdown_grace: std::time::Duration) -> anyhow::R
             println!("Hive identity created in {}", data_dir.display());
             println!("  CA fingerprint: {}", report.ca_fingerprint);
             println!("  operator:       {admin} (admin)");
+            println!(
+                "  secrets key:    {} (back it up: without it stored secrets cannot be read)",
+                dir.secrets_key().display()
+            );
             println!();
             println!("Next:");
             println!(

@@ -40,7 +40,7 @@ impl Hive {
         } else {
             Fleet::default()
         };
-        plan_action_job(
+        let planned = plan_action_job(
             action,
             given,
             target_text,
@@ -49,7 +49,33 @@ impl Hive {
             ttl,
             &fleet,
             Utc::now(),
-        )
+        )?;
+        // A secret that is not set would fail every execution when its
+        // drone asks for it; refuse before anything is written instead.
+        let needed = &planned.job.command.secret_env;
+        if !needed.is_empty() {
+            let stored: Vec<String> = self
+                .store
+                .list_secrets()
+                .await?
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            let mut names: Vec<String> = needed
+                .values()
+                .filter(|name| !stored.contains(name))
+                .cloned()
+                .collect();
+            names.sort();
+            names.dedup();
+            if !names.is_empty() {
+                return Err(PlanError::MissingSecrets {
+                    action: action.reference(),
+                    names,
+                });
+            }
+        }
+        Ok(planned)
     }
 
     /// Starts a recorded action job: publishes drone executions, or runs

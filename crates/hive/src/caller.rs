@@ -115,6 +115,10 @@ pub fn required_role(path: &str) -> Role {
         | "GetRule" | "TestRules" | "ListAudit" | "GetStatus" | "ListActions" | "GetAction"
         | "ResolveId" | "ListOperators" => Role::Viewer,
         "SubmitJob" | "RunAction" | "CancelJob" | "FireEvent" | "SetRuleEnabled" => Role::Operator,
+        // Names and dates only: operators see which secrets exist, as the
+        // packs they run name them; setting, deleting and reading a value
+        // stay with admins (not listed).
+        "ListSecrets" => Role::Operator,
         // CreateOperator, RevokeOperator, CreateJoinToken, RemoveDrone, ...
         // fall to admin below.
         _ => Role::Admin,

@@ -88,6 +88,11 @@ pub struct HiveConfig {
     pub alertmanager_token: Option<String>,
     /// Largest accepted webhook or Alertmanager body, in bytes.
     pub max_event_bytes: usize,
+    /// The 32-byte key that seals secrets at rest (`ultronctl secret set`),
+    /// kept out of the database on purpose. None: `<data_dir>/secrets.key`,
+    /// created (mode 0600) at the first start that finds none. Every
+    /// replica needs the same key; back it up with the CA.
+    pub secrets_key_file: Option<PathBuf>,
     /// Set by `ultron8-hive dev`, never by a file or a flag: the hive runs
     /// with a built-in drone on an in-process broker, which no other drone
     /// can reach, so it refuses to create join tokens.
@@ -147,6 +152,7 @@ impl Default for HiveConfig {
             webhooks: BTreeMap::new(),
             alertmanager_token: None,
             max_event_bytes: 1024 * 1024,
+            secrets_key_file: None,
             dev: false,
         }
     }
@@ -162,6 +168,9 @@ pub struct ConfigOverrides {
     /// Directory written by `ultron8-hive init` [default: /var/lib/ultron8]
     #[arg(long, env = "ULTRON8_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The key that seals secrets at rest [default: <data-dir>/secrets.key]
+    #[arg(long, env = "ULTRON8_SECRETS_KEY_FILE", value_name = "FILE")]
+    pub secrets_key_file: Option<PathBuf>,
     /// Postgres URL
     #[arg(long, env = "ULTRON8_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
@@ -249,9 +258,17 @@ impl HiveConfig {
         macro_rules! overlay_opt {
             ($($field:ident),*) => { $( if o.$field.is_some() { config.$field = o.$field; } )* };
         }
-        overlay_opt!(database_url, amqp_url, drone_amqp_url);
+        overlay_opt!(database_url, amqp_url, drone_amqp_url, secrets_key_file);
         config.validate()?;
         Ok(config)
+    }
+
+    /// Where the key that seals secrets is: `secrets_key_file`, else
+    /// `secrets.key` in the data directory.
+    pub fn secrets_key_path(&self) -> PathBuf {
+        self.secrets_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(crate::keys::KEY_FILE_NAME))
     }
 
     fn from_file(path: &Path) -> anyhow::Result<HiveConfig> {

@@ -389,6 +389,50 @@ impl ControlService for ControlApi {
         Ok(Response::new(rpc::hive_status_to_wire(status)))
     }
 
+    async fn set_secret(
+        &self,
+        request: Request<v1::SetSecretRequest>,
+    ) -> Result<Response<v1::SecretInfo>, Status> {
+        let actor = operator(&request)?;
+        let request = request.into_inner();
+        let value = secrecy::SecretString::from(request.value);
+        let info = self.hive.set_secret(&actor, &request.name, value).await?;
+        Ok(Response::new(rpc::secret_info_to_wire(info)))
+    }
+
+    async fn list_secrets(
+        &self,
+        _request: Request<v1::ListSecretsRequest>,
+    ) -> Result<Response<v1::ListSecretsResponse>, Status> {
+        let secrets = self.hive.list_secrets().await?;
+        Ok(Response::new(v1::ListSecretsResponse {
+            secrets: secrets.into_iter().map(rpc::secret_info_to_wire).collect(),
+        }))
+    }
+
+    async fn get_secret(
+        &self,
+        request: Request<v1::GetSecretRequest>,
+    ) -> Result<Response<v1::GetSecretResponse>, Status> {
+        let actor = operator(&request)?;
+        let name = request.into_inner().name;
+        let (info, value) = self.hive.reveal_secret(&actor, &name).await?;
+        Ok(Response::new(v1::GetSecretResponse {
+            secret: Some(rpc::secret_info_to_wire(info)),
+            value: secrecy::ExposeSecret::expose_secret(&value).to_string(),
+        }))
+    }
+
+    async fn delete_secret(
+        &self,
+        request: Request<v1::DeleteSecretRequest>,
+    ) -> Result<Response<v1::DeleteSecretResponse>, Status> {
+        let actor = operator(&request)?;
+        let name = request.into_inner().name;
+        self.hive.delete_secret(&actor, &name).await?;
+        Ok(Response::new(v1::DeleteSecretResponse {}))
+    }
+
     async fn create_operator(
         &self,
         request: Request<v1::CreateOperatorRequest>,

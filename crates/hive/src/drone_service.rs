@@ -103,4 +103,28 @@ impl DroneService for DroneApi {
         let content = self.hive.fetch_script(&request.into_inner().sha256).await?;
         Ok(Response::new(v1::FetchScriptResponse { content }))
     }
+
+    async fn get_execution_secrets(
+        &self,
+        request: Request<v1::GetExecutionSecretsRequest>,
+    ) -> Result<Response<v1::GetExecutionSecretsResponse>, Status> {
+        let drone_id = drone(&request)?;
+        self.hive.check_in_fleet(&drone_id).await?;
+        let execution_id = ultron8_core::ids::ExecutionId::from(request.into_inner().execution_id);
+        let env = self
+            .hive
+            .execution_secrets(&drone_id, &execution_id)
+            .await?;
+        Ok(Response::new(v1::GetExecutionSecretsResponse {
+            env: env
+                .into_iter()
+                .map(|(variable, value)| {
+                    (
+                        variable,
+                        secrecy::ExposeSecret::expose_secret(&value).to_string(),
+                    )
+                })
+                .collect(),
+        }))
+    }
 }

@@ -333,6 +333,9 @@ impl From<crate::planning::PlanError> for HiveError {
             // Without the fleet at hand the offline drones are unknown here;
             // `Hive::submit` names them.
             PlanError::NoOnlineDrone { target } => HiveError::no_online_drone(&target, Vec::new()),
+            missing @ PlanError::MissingSecrets { .. } => {
+                HiveError::failed_precondition(missing.to_string())
+            }
             other @ (PlanError::Parameters(_)
             | PlanError::Template(_)
             | PlanError::InvalidTarget(_)

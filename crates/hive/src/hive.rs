@@ -61,6 +61,10 @@ pub struct Hive {
     /// Operator certificates this replica has recorded, so each is written
     /// to the store once, on its first call.
     pub operators_recorded: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Seals and opens secrets (`ops::secrets`); None until
+    /// [`Hive::with_secrets_key`]: a hive without one refuses every secret
+    /// operation rather than sealing with a key nobody keeps.
+    pub secrets_key: Option<Arc<dyn crate::keys::KeyProvider>>,
 }
 
 /// A build of the hive: its version and the commit it was built from.
@@ -120,6 +124,7 @@ impl Hive {
             started_at: Utc::now(),
             revoked: Default::default(),
             operators_recorded: Default::default(),
+            secrets_key: None,
         }
         .with_build(BuildInfo::library()))
     }
@@ -138,6 +143,12 @@ impl Hive {
     }
 
     /// Names the build this hive runs as (the binary knows its commit).
+    /// Seals secrets with `key`.
+    pub fn with_secrets_key(mut self, key: Arc<dyn crate::keys::KeyProvider>) -> Hive {
+        self.secrets_key = Some(key);
+        self
+    }
+
     pub fn with_build(mut self, build: BuildInfo) -> Hive {
         self.metrics.set_build(&build.version, &build.commit);
         self.build = build;

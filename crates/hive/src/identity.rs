@@ -45,6 +45,9 @@ impl DataDir {
     pub fn ultronctl_config(&self) -> PathBuf {
         self.root.join("ultronctl.toml")
     }
+    pub fn secrets_key(&self) -> PathBuf {
+        self.root.join(crate::keys::KEY_FILE_NAME)
+    }
 }
 
 pub struct InitOptions {
@@ -117,6 +120,9 @@ pub fn init(dir: &DataDir, options: &InitOptions) -> anyhow::Result<InitReport> 
         key: dir.operator_key(&options.admin_name),
     };
     write_secret(&dir.ultronctl_config(), ctl.render().as_bytes())?;
+    // Kept when it exists, even with --force: a new key would make every
+    // secret already stored unreadable.
+    crate::keys::FileKey::load_or_create(&dir.secrets_key())?;
 
     Ok(InitReport {
         ca_fingerprint: ca.fingerprint(),

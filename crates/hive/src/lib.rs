@@ -4,6 +4,7 @@
 //!
 //! - [`config`]: layered configuration.
 //! - [`identity`]: the CA, certificates and signing key on disk (`init`).
+//! - [`keys`]: the key that seals secrets at rest, behind a provider trait.
 //! - [`hive`]: shared state and the dispatch/expiry/offline loops.
 //! - [`ops`]: the operations, by noun, with core types in and
 //!   [`error::HiveError`] out.
@@ -41,6 +42,7 @@ pub mod hive;
 pub mod http;
 pub mod identity;
 pub mod ids;
+pub mod keys;
 pub mod metrics;
 pub mod ops;
 pub mod planning;

@@ -37,6 +37,14 @@ pub enum PlanError {
     MissingTarget { action: String },
     #[error("target {} matches no online drone", quote(.target))]
     NoOnlineDrone { target: String },
+    /// The command needs secrets the hive does not hold.
+    #[error(
+        "{action} needs secret{} {}, which {} not set; an admin sets one with `ultronctl secret set NAME`",
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", "),
+        if names.len() == 1 { "is" } else { "are" }
+    )]
+    MissingSecrets { action: String, names: Vec<String> },
     #[error("{0}")]
     Store(#[from] ultron8_store::StoreError),
 }
@@ -150,6 +158,7 @@ pub fn plan_action_job(
                 timeout_ms: action.timeout.map(|t| t.as_millis() as u64),
                 output_limit_bytes: None,
                 redact: secret_values(action, &parameters),
+                secret_env: Default::default(),
             };
             (
                 vec![DroneId::new(HIVE_EXECUTOR)],
@@ -216,6 +225,14 @@ pub fn secret_values(action: &Action, parameters: &Map<String, Value>) -> Vec<St
 
 /// The command a drone runs for a `shell` or `script` action; None for
 /// actions the hive runs itself.
+///
+/// `{{ secret.NAME }}` never renders to a value here (see
+/// [`ultron8_core::secrets`]): in a `shell:` script it is a reference to an
+/// environment variable, an `env:` value that is exactly one becomes an
+/// entry of [`CommandSpec::secret_env`], and anywhere else (argv, a
+/// script's args) it is refused, as argv is readable by every user of the
+/// drone's host. The pack loader refuses the same at install time; this
+/// keeps the rule for packs installed before it did.
 pub fn command_for(
     action: &Action,
     parameters: &Map<String, Value>,
@@ -230,46 +247,82 @@ pub fn command_for(
             ))
         })
     };
+    let no_secret_in = |items: &[String]| {
+        let names: std::collections::BTreeSet<String> = items
+            .iter()
+            .flat_map(|item| template::secret_references(item))
+            .collect();
+        if names.is_empty() {
+            Ok(())
+        } else {
+            Err(PlanError::Template(format!(
+                "{}: argv uses secret {}: {}",
+                action.reference(),
+                names.into_iter().collect::<Vec<_>>().join(", "),
+                SECRETS_THROUGH_THE_ENVIRONMENT
+            )))
+        }
+    };
     let render_all = |items: &[String]| {
+        no_secret_in(items)?;
         items
             .iter()
             .map(|t| render(t))
             .collect::<Result<Vec<_>, _>>()
     };
-    let render_env = |env: &std::collections::BTreeMap<String, String>| {
-        env.iter()
-            .map(|(k, v)| Ok((k.clone(), render(v)?)))
-            .collect::<Result<_, PlanError>>()
+    let mut secret_env = std::collections::BTreeMap::new();
+    let mut render_env = |env: &std::collections::BTreeMap<String, String>| {
+        let mut rendered = std::collections::BTreeMap::new();
+        for (variable, value) in env {
+            match template::whole_secret_reference(value) {
+                Some(name) => {
+                    secret_env.insert(variable.clone(), name);
+                }
+                None => {
+                    rendered.insert(variable.clone(), render(value)?);
+                }
+            }
+        }
+        Ok::<_, PlanError>(rendered)
     };
     let (program, env) = match &action.runner {
         Runner::Shell { program, env } => {
+            let env = render_env(env)?;
             let program = match program {
                 ShellProgram::Argv(args) => Program::Argv(render_all(args)?),
                 // Values are quoted as shell words: see `template::render_shell`.
                 ShellProgram::Script(script) => {
-                    Program::Shell(template::render_shell(script, &context).map_err(|e| {
-                        PlanError::Template(format!(
-                            "{}: template {script:?}: {e}",
-                            action.reference()
-                        ))
-                    })?)
+                    let rendered =
+                        template::render_shell_script(script, &context).map_err(|e| {
+                            PlanError::Template(format!(
+                                "{}: template {script:?}: {e}",
+                                action.reference()
+                            ))
+                        })?;
+                    for name in rendered.secrets {
+                        secret_env.insert(ultron8_core::secrets::env_var(&name), name);
+                    }
+                    Program::Shell(rendered.text)
                 }
             };
-            (program, render_env(env)?)
+            (program, env)
         }
         Runner::Script {
             path,
             sha256,
             args,
             env,
-        } => (
-            Program::Script {
-                sha256: sha256.clone(),
-                name: format!("{}/{path}", action.pack),
-                args: render_all(args)?,
-            },
-            render_env(env)?,
-        ),
+        } => {
+            let env = render_env(env)?;
+            (
+                Program::Script {
+                    sha256: sha256.clone(),
+                    name: format!("{}/{path}", action.pack),
+                    args: render_all(args)?,
+                },
+                env,
+            )
+        }
         Runner::Http { .. } | Runner::Noop => return Ok(None),
     };
     Ok(Some(CommandSpec {
@@ -279,5 +332,10 @@ pub fn command_for(
         timeout_ms: action.timeout.map(|t| t.as_millis() as u64),
         output_limit_bytes: None,
         redact: secret_values(action, parameters),
+        secret_env,
     }))
 }
+
+/// Why a secret may not appear in argv, as the loader and the planner say.
+pub const SECRETS_THROUGH_THE_ENVIRONMENT: &str =
+    "secrets reach commands through the environment; use it in shell: or env:";

@@ -31,6 +31,7 @@ use crate::ops::follow::JobEvent;
 use crate::ops::health::HiveStatus;
 use crate::ops::jobs::{CancelOutcome, CanceledExecution, JobSpec, Work};
 use crate::ops::packs::PackView;
+use crate::ops::secrets::SecretInfo;
 use crate::ops::tokens::IssuedJoinToken;
 use crate::planning::HIVE_EXECUTOR;
 use crate::rulebook::RulePlan;
@@ -613,5 +614,16 @@ pub fn canceled_to_wire(canceled: Vec<CanceledExecution>) -> v1::CancelJobRespon
                 } as i32,
             })
             .collect(),
+    }
+}
+
+pub fn secret_info_to_wire(info: SecretInfo) -> v1::SecretInfo {
+    v1::SecretInfo {
+        name: info.name,
+        created_at_ms: ms(info.created_at),
+        created_by: info.created_by,
+        updated_at_ms: ms(info.updated_at),
+        updated_by: info.updated_by,
+        created: info.created,
     }
 }

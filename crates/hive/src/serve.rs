@@ -32,8 +32,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let identity = HiveIdentity::load(&DataDir::new(&config.data_dir))?;
     let ca_fingerprint = identity.ca.fingerprint();
+    let key_path = config.secrets_key_path();
+    let (secrets_key, created) = crate::keys::FileKey::load_or_create(&key_path)?;
+    if created {
+        info!(path = %key_path.display(), "created the key that seals secrets; back it up with the CA (losing it loses every stored secret)");
+    }
     let hive = Arc::new(
         Hive::new(config, store, publisher, identity.ca, identity.signing_key)?
+            .with_secrets_key(Arc::new(secrets_key))
             .with_build(build)
             .stopping_on(shutdown.clone()),
     );

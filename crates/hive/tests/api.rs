@@ -68,6 +68,7 @@ async fn a_target_matching_only_offline_drones_is_refused_naming_them() {
             timeout_ms: None,
             output_limit_bytes: None,
             redact: Vec::new(),
+            secret_env: Default::default(),
         }),
         target: "label:role=web".into(),
         ttl: None,

@@ -8,7 +8,7 @@ use ultron8_core::params::{ParamSchema, ParamSpec, ParamType};
 use crate::manifest::optional_string;
 use crate::model::{Action, Runner, ShellProgram};
 use crate::problem::{Pos, Sink};
-use crate::templates::{self, Scope};
+use crate::templates::{self, Scope, Secrets, THROUGH_THE_ENVIRONMENT};
 use crate::text::{check_name, check_parameter_name, did_you_mean, list};
 use crate::yaml::{
     Entry, Fields, Node, boolean, duration, integer, mapping, non_empty_string, sequence, string,
@@ -122,6 +122,9 @@ pub(crate) fn decode(stem: &str, node: &Node, ctx: &Context<'_>, sink: &mut Sink
     let scope = Scope::Parameters {
         action: &reference,
         names: &parameter_names,
+        secrets: Secrets::Refused(
+            "the hive sends an http action's secrets nowhere yet; use a shell: action",
+        ),
     };
 
     let runner = fields.required("runner", sink).and_then(|node| {
@@ -175,15 +178,17 @@ pub(crate) fn decode(stem: &str, node: &Node, ctx: &Context<'_>, sink: &mut Sink
 }
 
 fn shell(fields: &Fields<'_>, scope: &Scope<'_>, sink: &mut Sink<'_>) -> Option<Runner> {
-    let env = env(fields, scope, sink);
+    let env = env(fields, &scope.with_secrets(Secrets::Env), sink);
+    let in_argv = scope.with_secrets(Secrets::Refused(THROUGH_THE_ENVIRONMENT));
+    let in_script = scope.with_secrets(Secrets::Shell);
     // Both forms are decoded even when both are given, so that what is
     // wrong inside them is reported in the same round.
     let command = fields
         .entry("command")
-        .map(|entry| argv(&entry.value, scope, sink));
+        .map(|entry| argv(&entry.value, &in_argv, sink));
     let shell = fields.entry("shell").map(|entry| {
         let script = non_empty_string(&entry.value, sink)?;
-        templates::check(script, entry.value.pos, scope, sink).then(|| script.to_string())
+        templates::check(script, entry.value.pos, &in_script, sink).then(|| script.to_string())
     });
     let program = match (command, shell) {
         (Some(_), Some(_)) => {
@@ -247,9 +252,10 @@ fn script(
     scope: &Scope<'_>,
     sink: &mut Sink<'_>,
 ) -> Option<Runner> {
-    let env = env(fields, scope, sink);
+    let env = env(fields, &scope.with_secrets(Secrets::Env), sink);
+    let in_args = scope.with_secrets(Secrets::Refused(THROUGH_THE_ENVIRONMENT));
     let args = match fields.get("args") {
-        Some(node) => template_list(node, scope, sink),
+        Some(node) => template_list(node, &in_args, sink),
         None => Some(Vec::new()),
     };
     let node = fields.required("script", sink)?;

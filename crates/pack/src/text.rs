@@ -38,6 +38,9 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
 /// [`check_name`], plus the words templates reserve.
 pub(crate) fn check_parameter_name(name: &str) -> Result<(), String> {
     check_name(name)?;
+    if name == "secret" {
+        return Err("is reserved: templates read the hive's secrets as `secret.NAME`".to_string());
+    }
     if TEMPLATE_KEYWORDS.contains(&name) {
         return Err(format!(
             "is a template keyword, so templates could not read it (reserved: {})",

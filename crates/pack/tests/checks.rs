@@ -997,3 +997,42 @@ policy: {cooldown: {key: '{{ labels.instance }}', period: 10m}, blast_radius: {m
         let _ = load(&pack, &installed);
     }
 }
+
+// --- secrets ----------------------------------------------------------------
+
+#[test]
+fn secrets_go_in_shell_scripts_and_whole_env_values_and_nowhere_else() {
+    // Where they may go: loads clean.
+    let clean = pack_with(&[(
+        "actions/a.yaml",
+        "name: a\nrunner: shell\nshell: curl -u app:{{ secret.db_password }} https://db\nenv:\n  TOKEN: \"{{ secret.api_token }}\"\n",
+    )]);
+    if let Err(p) = load(&clean, &NothingInstalled) {
+        panic!("{p:?}");
+    }
+
+    // In argv: refused, naming the file, the place and the secret.
+    let p = action_problems(
+        "name: a\nrunner: shell\ncommand: [curl, \"-u\", \"app:{{ secret.db_password }}\"]\n",
+    );
+    assert_problem(
+        &p,
+        "actions/a.yaml:3:23: linux.a uses secret db_password here: secrets reach commands through the environment; use it in shell: or env:",
+    );
+
+    // Inside a longer env value: refused with the way out.
+    let p = action_problems(
+        "name: a\nrunner: shell\nshell: env\nenv:\n  AUTH: \"Bearer {{ secret.api_token }}\"\n",
+    );
+    assert_problem(
+        &p,
+        "actions/a.yaml:5:9: an env value that uses secret api_token must be exactly `{{ secret.NAME }}`; to build a longer value from it, use a shell: script",
+    );
+
+    // A parameter may not hide them.
+    let p = action_problems("name: a\nrunner: noop\nparameters:\n  secret: {type: string}\n");
+    assert!(
+        p.iter().any(|problem| problem.contains("is reserved")),
+        "{p:?}"
+    );
+}

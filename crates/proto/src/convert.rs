@@ -70,6 +70,7 @@ pub fn command_to_wire(command: &CommandSpec) -> v1::Command {
         timeout_ms: command.timeout_ms.unwrap_or(0),
         output_limit_bytes: command.output_limit_bytes.unwrap_or(0),
         redact: command.redact.clone(),
+        secret_env: command.secret_env.clone().into_iter().collect(),
     }
 }
 
@@ -119,6 +120,7 @@ pub fn command_from_wire(command: Option<v1::Command>) -> Result<CommandSpec, Wi
         timeout_ms: nonzero(command.timeout_ms),
         output_limit_bytes: nonzero(command.output_limit_bytes),
         redact: command.redact,
+        secret_env: command.secret_env.into_iter().collect(),
     })
 }
 
@@ -198,6 +200,7 @@ mod tests {
             timeout_ms: Some(5000),
             output_limit_bytes: None,
             redact: vec!["secret".into()],
+            secret_env: [("TOKEN".to_string(), "api_token".to_string())].into(),
         };
         assert_eq!(
             command_from_wire(Some(command_to_wire(&command))),

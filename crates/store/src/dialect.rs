@@ -83,6 +83,9 @@ pub enum NamedLock {
     Pack,
     /// Policy decisions of one rule run one after the other.
     Rule,
+    /// Writes of one secret run one after the other, so that of two
+    /// operators creating it at once one creates and the other replaces.
+    Secret,
 }
 
 /// A point in time as a column holds it: `TIMESTAMPTZ` in Postgres,

@@ -412,4 +412,17 @@ pub trait Store: Send + Sync + 'static {
     async fn catalog_version(&self) -> Result<i64>;
     /// Timers: true for exactly one caller per (rule, tick) across replicas.
     async fn claim_timer_tick(&self, rule: &str, tick: DateTime<Utc>) -> Result<bool>;
+
+    // --- secrets -----------------------------------------------------------
+    /// Creates the secret, or replaces the sealed value of the one of that
+    /// name (keeping when and by whom it was created), with `audit`, in
+    /// one transaction. True when it was created.
+    async fn put_secret(&self, secret: &SecretWrite, audit: &NewAuditRecord) -> Result<bool>;
+    /// Every secret by name; the sealed values are read too, as they are
+    /// useless without the hive's key.
+    async fn list_secrets(&self) -> Result<Vec<SecretRecord>>;
+    async fn get_secret(&self, name: &str) -> Result<Option<SecretRecord>>;
+    /// Deletes the secret with `audit`, in one transaction; false (and no
+    /// record written) when there is none of that name.
+    async fn delete_secret(&self, name: &str, audit: &NewAuditRecord) -> Result<bool>;
 }

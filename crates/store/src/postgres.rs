@@ -140,6 +140,7 @@ impl Dialect for Postgres {
         let space = match kind {
             NamedLock::Pack => PACK_LOCK_SPACE,
             NamedLock::Rule => RULE_LOCK_SPACE,
+            NamedLock::Secret => SECRET_LOCK_SPACE,
         };
         let mut keys: Vec<i32> = names.iter().map(|name| lock_key(name)).collect();
         keys.sort_unstable();
@@ -160,6 +161,7 @@ impl Dialect for Postgres {
 /// one-key form, which the migrator uses, is a separate space.)
 const PACK_LOCK_SPACE: i32 = 0x5538_0001;
 const RULE_LOCK_SPACE: i32 = 0x5538_0002;
+const SECRET_LOCK_SPACE: i32 = 0x5538_0003;
 
 /// The second key for `name`: 32-bit FNV-1a, computed here rather than with
 /// Postgres's undocumented `hashtext` so it cannot change under an upgrade.

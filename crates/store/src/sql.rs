@@ -70,8 +70,8 @@ use crate::{
     ExecutionUpdate, FiringOutcome, ID_INDEXED_PREFIX, IdKind, JobFilter, JobRecord, JobSummary,
     JoinTokenGrant, NewAuditRecord, NewEvent, NewExecution, NewJob, NewJoinToken,
     OperatorCertificate, OperatorCertificateRecord, OutputChunkRecord, PackRecord, PendingDispatch,
-    PendingEvents, Result, RevokedCertificate, RuleFiring, RuleRecord, ScriptRecord, Store,
-    StoreError, TransitionOutcome,
+    PendingEvents, Result, RevokedCertificate, RuleFiring, RuleRecord, ScriptRecord, SealedValue,
+    SecretRecord, SecretWrite, Store, StoreError, TransitionOutcome,
 };
 
 /// Records a revocation; a certificate already revoked keeps its first
@@ -79,6 +79,39 @@ use crate::{
 const INSERT_REVOCATION: &str = "INSERT INTO revoked_certificates \
      (fingerprint, subject, reason, revoked_at, revoked_by, not_after) \
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (fingerprint) DO NOTHING";
+
+/// The columns of `secrets`, in [`SecretRow`]'s order.
+const SECRET_COLUMNS: &str =
+    "name, ciphertext, nonce, key_id, created_at, created_by, updated_at, updated_by";
+
+#[derive(sqlx::FromRow)]
+struct SecretRow {
+    name: String,
+    ciphertext: Vec<u8>,
+    nonce: Vec<u8>,
+    key_id: String,
+    created_at: SqlTime,
+    created_by: String,
+    updated_at: SqlTime,
+    updated_by: String,
+}
+
+impl From<SecretRow> for SecretRecord {
+    fn from(row: SecretRow) -> Self {
+        SecretRecord {
+            name: row.name,
+            sealed: SealedValue {
+                ciphertext: row.ciphertext,
+                nonce: row.nonce,
+                key_id: row.key_id,
+            },
+            created_at: row.created_at.0,
+            created_by: row.created_by,
+            updated_at: row.updated_at.0,
+            updated_by: row.updated_by,
+        }
+    }
+}
 
 /// [`Store`] on a SQL database. Cheap to clone: clones share the pools.
 #[derive(Debug)]
@@ -1847,5 +1880,70 @@ where
         .await?
         .rows_affected();
         Ok(inserted == 1)
+    }
+
+    async fn put_secret(&self, secret: &SecretWrite, audit: &NewAuditRecord) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        // A row lock cannot hold a name that has no row yet.
+        D::lock_names(&mut tx, NamedLock::Secret, &[secret.name.as_str()]).await?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT name FROM secrets WHERE name = $1")
+                .bind(secret.name.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let statement = if existing.is_some() {
+            "UPDATE secrets SET ciphertext = $2, nonce = $3, key_id = $4, \
+             updated_at = $5, updated_by = $6 WHERE name = $1"
+        } else {
+            "INSERT INTO secrets (name, ciphertext, nonce, key_id, created_at, created_by, \
+             updated_at, updated_by) VALUES ($1, $2, $3, $4, $5, $6, $5, $6)"
+        };
+        sqlx::query(statement)
+            .bind(secret.name.as_str())
+            .bind(secret.sealed.ciphertext.as_slice())
+            .bind(secret.sealed.nonce.as_slice())
+            .bind(secret.sealed.key_id.as_str())
+            .bind(SqlTime(secret.at))
+            .bind(secret.by.as_str())
+            .execute(&mut *tx)
+            .await?;
+        Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(existing.is_none())
+    }
+
+    async fn list_secrets(&self) -> Result<Vec<SecretRecord>> {
+        let rows: Vec<SecretRow> = sqlx::query_as(&format!(
+            "SELECT {SECRET_COLUMNS} FROM secrets ORDER BY name"
+        ))
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows.into_iter().map(SecretRecord::from).collect())
+    }
+
+    async fn get_secret(&self, name: &str) -> Result<Option<SecretRecord>> {
+        let row: Option<SecretRow> = sqlx::query_as(&format!(
+            "SELECT {SECRET_COLUMNS} FROM secrets WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.readers)
+        .await?;
+        Ok(row.map(SecretRecord::from))
+    }
+
+    async fn delete_secret(&self, name: &str, audit: &NewAuditRecord) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM secrets WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }

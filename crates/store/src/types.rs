@@ -413,6 +413,41 @@ pub struct ScriptRecord {
     pub content: Vec<u8>,
 }
 
+// --- secrets ---------------------------------------------------------------
+
+/// A secret's value as the hive sealed it: the store never sees it in
+/// clear, and cannot open it (the key is not in the database).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedValue {
+    pub ciphertext: Vec<u8>,
+    /// 24 bytes (XChaCha20-Poly1305).
+    pub nonce: Vec<u8>,
+    /// Which key sealed it.
+    pub key_id: String,
+}
+
+/// Creating or replacing a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretWrite {
+    pub name: String,
+    pub sealed: SealedValue,
+    pub at: DateTime<Utc>,
+    /// Who wrote it (an actor's text, `operator:alice`).
+    pub by: String,
+}
+
+/// A stored secret: its name, when and by whom it was written, and its
+/// sealed value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRecord {
+    pub name: String,
+    pub sealed: SealedValue,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: String,
+}
+
 // --- events ----------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq)]

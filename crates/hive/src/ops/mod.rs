@@ -16,6 +16,8 @@
 //!   reading them.
 //! - [`rules`]: reading, enabling and testing rules.
 //! - [`audit`]: reading the audit trail.
+//! - [`secrets`]: the hive's named secrets, sealed at rest, and their
+//!   delivery to the drone that runs a command needing them.
 //! - [`health`]: readiness and the hive's status summary.
 //! - [`lookup`]: ids by a unique prefix, ids shortened for printing, and
 //!   the closest names to one that matches nothing.
@@ -32,4 +34,5 @@ pub mod lookup;
 pub mod operators;
 pub mod packs;
 pub mod rules;
+pub mod secrets;
 pub mod tokens;

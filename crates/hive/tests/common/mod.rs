@@ -76,7 +76,10 @@ impl TestHive {
                 ca,
                 signing_key,
             )
-            .expect("hive"),
+            .expect("hive")
+            .with_secrets_key(Arc::new(
+                ultron8_hive::keys::FileKey::ephemeral().expect("secrets key"),
+            )),
         );
         let (connections, incoming) = mpsc::unbounded_channel();
         let services =

@@ -287,6 +287,7 @@ async fn file_is_in_wal_mode_and_foreign_keys_are_enforced() {
                 timeout_ms: None,
                 output_limit_bytes: None,
                 redact: Vec::new(),
+                secret_env: Default::default(),
             },
             created_at: t(0),
             origin: Default::default(),

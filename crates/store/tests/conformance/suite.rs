@@ -25,7 +25,8 @@ use ultron8_store::{
     EventOutcome, EventRecord, EventState, ExecutionResult, ExecutionUpdate, FiringOutcome, IdKind,
     JobFilter, JobOrigin, NewAuditRecord, NewEvent, NewExecution, NewJob, NewJoinToken,
     OperatorCertificate, OutputChunkRecord, OutputStreamKind, PackRecord, RevokedCertificate,
-    RuleFiring, RuleRecord, ScriptRecord, Store, StoreError, TransitionOutcome,
+    RuleFiring, RuleRecord, ScriptRecord, SealedValue, SecretWrite, Store, StoreError,
+    TransitionOutcome,
 };
 use uuid::Uuid;
 
@@ -110,6 +111,9 @@ macro_rules! conformance_tests {
             a_removed_drone_leaves_the_fleet_and_keeps_its_history,
             a_removed_drone_joins_again_with_a_new_enrollment,
             a_rule_keeps_the_text_its_pack_wrote,
+            secrets_are_created_replaced_listed_and_deleted_with_their_audit,
+            concurrent_creations_of_one_secret_create_it_once,
+            a_secret_write_that_fails_leaves_no_trace,
         );
     };
     (@each $run:path; $($name:ident),* $(,)?) => {
@@ -224,6 +228,7 @@ fn command(script: &str) -> CommandSpec {
         timeout_ms: Some(30_000),
         output_limit_bytes: None,
         redact: Vec::new(),
+        secret_env: BTreeMap::new(),
     }
 }
 
@@ -4820,4 +4825,173 @@ pub async fn a_rule_keeps_the_text_its_pack_wrote(store: Arc<dyn Store>) {
     assert_eq!(stored, written);
     let listed = store.list_rules(None).await.expect("list rules");
     assert_eq!(listed, [older, written], "ordered by reference");
+}
+
+// --- secrets ------------------------------------------------------------------
+
+fn sealed(seed: u8) -> SealedValue {
+    SealedValue {
+        ciphertext: vec![seed; 40],
+        nonce: vec![seed; 24],
+        key_id: format!("key-{seed}"),
+    }
+}
+
+fn secret_write(name: &str, seed: u8, at: DateTime<Utc>, by: &str) -> SecretWrite {
+    SecretWrite {
+        name: name.to_string(),
+        sealed: sealed(seed),
+        at,
+        by: by.to_string(),
+    }
+}
+
+async fn secret_audit(store: &dyn Store) -> Vec<(AuditVerb, String)> {
+    let mut records = store
+        .list_audit(&AuditFilter::default())
+        .await
+        .expect("list audit");
+    records.reverse();
+    records
+        .into_iter()
+        .map(|r| {
+            (
+                r.action,
+                r.detail["name"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn named(action: AuditVerb, name: &str, at: DateTime<Utc>) -> NewAuditRecord {
+    NewAuditRecord {
+        detail: json!({ "name": name }),
+        ..audit(action, at)
+    }
+}
+
+pub async fn secrets_are_created_replaced_listed_and_deleted_with_their_audit(
+    store: Arc<dyn Store>,
+) {
+    let created = store
+        .put_secret(
+            &secret_write("db_password", 1, t(1), "operator:alice"),
+            &named(AuditVerb::SecretSet, "db_password", t(1)),
+        )
+        .await
+        .expect("create");
+    assert!(created, "a new name is created");
+    store
+        .put_secret(
+            &secret_write("api_token", 2, t(2), "operator:alice"),
+            &named(AuditVerb::SecretSet, "api_token", t(2)),
+        )
+        .await
+        .expect("create another");
+    let replaced = store
+        .put_secret(
+            &secret_write("db_password", 3, t(3), "operator:bob"),
+            &named(AuditVerb::SecretSet, "db_password", t(3)),
+        )
+        .await
+        .expect("replace");
+    assert!(!replaced, "an existing name is replaced");
+
+    let stored = store
+        .get_secret("db_password")
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(
+        stored.sealed,
+        sealed(3),
+        "the new sealed value, key id included"
+    );
+    assert_eq!(
+        (stored.created_at, stored.created_by.as_str()),
+        (t(1), "operator:alice")
+    );
+    assert_eq!(
+        (stored.updated_at, stored.updated_by.as_str()),
+        (t(3), "operator:bob")
+    );
+
+    let listed = store.list_secrets().await.expect("list");
+    let names: Vec<&str> = listed.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["api_token", "db_password"], "by name");
+    assert_eq!(listed[1], stored);
+
+    assert_eq!(store.get_secret("nope").await.expect("get unknown"), None);
+    assert!(
+        store
+            .delete_secret(
+                "db_password",
+                &named(AuditVerb::SecretDeleted, "db_password", t(4))
+            )
+            .await
+            .expect("delete")
+    );
+    assert_eq!(
+        store.get_secret("db_password").await.expect("get deleted"),
+        None
+    );
+    assert!(
+        !store
+            .delete_secret(
+                "db_password",
+                &named(AuditVerb::SecretDeleted, "db_password", t(5))
+            )
+            .await
+            .expect("delete again"),
+        "nothing left to delete"
+    );
+    assert_eq!(
+        secret_audit(&*store).await,
+        [
+            (AuditVerb::SecretSet, "db_password".to_string()),
+            (AuditVerb::SecretSet, "api_token".to_string()),
+            (AuditVerb::SecretSet, "db_password".to_string()),
+            (AuditVerb::SecretDeleted, "db_password".to_string()),
+        ],
+        "one record per change, none for a delete that found nothing"
+    );
+}
+
+pub async fn concurrent_creations_of_one_secret_create_it_once(store: Arc<dyn Store>) {
+    let writers: Vec<_> = (0..8u8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .put_secret(
+                        &secret_write("shared", i, t(i64::from(i)), "operator:alice"),
+                        &named(AuditVerb::SecretSet, "shared", t(i64::from(i))),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for writer in writers {
+        if writer.await.expect("join").expect("put secret") {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1, "one creates, the others replace");
+    assert_eq!(store.list_secrets().await.expect("list").len(), 1);
+    assert_eq!(secret_audit(&*store).await.len(), 8);
+}
+
+pub async fn a_secret_write_that_fails_leaves_no_trace(store: Arc<dyn Store>) {
+    let mut bad = secret_write("db_password", 1, t(1), "operator:alice");
+    bad.sealed.nonce = vec![0; 12];
+    store
+        .put_secret(&bad, &named(AuditVerb::SecretSet, "db_password", t(1)))
+        .await
+        .expect_err("a nonce of the wrong size is refused");
+    assert_eq!(store.get_secret("db_password").await.expect("get"), None);
+    assert!(
+        secret_audit(&*store).await.is_empty(),
+        "no audit record either"
+    );
 }
