@@ -15,6 +15,7 @@
 //! - [`template`]: parameter and target templates (minijinja).
 //! - [`policy`]: cooldown, concurrency and blast-radius decisions.
 //! - [`triggers`]: built-in trigger types and their payload shapes.
+//! - [`intake`]: webhook and Alertmanager bodies read into event payloads.
 //! - [`schedule`]: interval and cron timers.
 
 pub mod audit;
@@ -22,6 +23,7 @@ pub mod criteria;
 pub mod echo;
 mod glob;
 pub mod ids;
+pub mod intake;
 pub mod model;
 pub mod params;
 pub mod policy;
