@@ -275,7 +275,7 @@ async fn run(command: Command, shutdown_grace: std::time::Duration) -> anyhow::R
                 ultron8_hive_server::migrate::run(&database_url, grant_to.as_deref()).await?;
             println!("The database schema is up to date.");
             if let Some(role) = grant_to {
-                println!("Granted {role}:");
+                println!("{role} holds exactly what these statements give it:");
                 for grant in &migrated.grants {
                     println!("  {grant}");
                 }
