@@ -16,6 +16,7 @@
 //! - [`policy`]: cooldown, concurrency and blast-radius decisions.
 //! - [`drone_policy`]: what a drone's owner lets run on it.
 //! - [`triggers`]: built-in trigger types and their payload shapes.
+//! - [`intake`]: webhook and Alertmanager bodies read into event payloads.
 //! - [`schedule`]: interval and cron timers.
 //! - [`secrets`]: the hive's named secrets: valid names and values, the
 //!   environment variables that carry them, and masking them in output
@@ -27,6 +28,7 @@ pub mod drone_policy;
 pub mod echo;
 mod glob;
 pub mod ids;
+pub mod intake;
 pub mod model;
 pub mod params;
 pub mod policy;

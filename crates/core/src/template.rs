@@ -36,12 +36,17 @@
 //!   (`["-s","reload"]`), not Python's `True`/`None`/`['-s']`.
 //! - **Nothing from outside.** No `include`, `import`, `extends` or macros,
 //!   no file system, no environment variables, no clock.
-//! - **Bounded.** A render may execute at most [`FUEL`] instructions (loops
-//!   over a few thousand items are fine; an endless or exponential template
-//!   is stopped with an error), `range()` is capped by minijinja at 100,000
-//!   items, and repeated strings and lists at 100 MB. Template *sources* come
-//!   from installed packs, written by operators; event payloads only ever
-//!   reach templates as data and are never rendered themselves.
+//! - **Bounded in time, not in memory.** A render may execute at most
+//!   [`FUEL`] instructions (loops over a few thousand items are fine; an
+//!   endless template is stopped with an error), `range()` is capped by
+//!   minijinja at 100,000 items, and one repetition (`"x" * n`) at 100 MB.
+//!   Memory is not bounded: a few instructions can build a huge string
+//!   (`{% set s = s ~ s %}` repeated, `| indent(1000000000)`,
+//!   `"%2000000000s" | format(x)`), which minijinja offers no way to limit.
+//!   Template *sources* come from installed packs, written by operators
+//!   allowed to install packs (admins, who can as well run any command on
+//!   every drone); event payloads only ever reach templates as data and
+//!   are never rendered themselves, so a sender cannot choose a template.
 //!
 //! # `shell_quote`
 //!

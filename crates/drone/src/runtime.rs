@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 use ultron8_broker::{ActionConsumer, Delivery};
+use ultron8_core::echo::quote;
 use ultron8_core::secrets::OutputMasker;
 use ultron8_core::{CommandSpec, ExecutionStatus, Program};
 use ultron8_pki::RequestVerifier;
@@ -1126,7 +1127,9 @@ pub fn verify(
     if signed.key_id != verifier.key_id() {
         return Err(rejected(
             claimed_id,
-            format!("signed with unknown key {:?}", signed.key_id),
+            // Quoted shortened: the message may be forged, and the reason
+            // goes to the hive's audit trail.
+            format!("signed with unknown key {}", quote(&signed.key_id)),
         ));
     }
     verifier
@@ -1142,7 +1145,10 @@ pub fn verify(
     if request.drone_id != drone_id {
         return Err(rejected(
             request.execution_id,
-            format!("addressed to drone {:?}, not this one", request.drone_id),
+            format!(
+                "addressed to drone {}, not this one",
+                quote(&request.drone_id)
+            ),
         ));
     }
     if request.issued_at_ms < enrolled_at_ms {
@@ -1202,6 +1208,12 @@ fn describe_status(status: tonic::Status) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ultron8_pki::RequestSigningKey;
+
+    fn key() -> RequestSigningKey {
+        let der = RequestSigningKey::generate_pkcs8().expect("generate");
+        RequestSigningKey::from_pkcs8(&der).expect("load")
+    }
 
     /// What the hive receives when the command writes `pieces` to stdout
     /// and `noise` to stderr in between.
@@ -1260,5 +1272,34 @@ mod tests {
             );
             assert_eq!(stderr, b"--".to_vec(), "the other stream is untouched");
         }
+    }
+
+    /// Anyone who can publish to the broker can send a drone anything: the
+    /// refusal it reports (and the hive audits) quotes what the message
+    /// claims shortened, however long the claim.
+    #[test]
+    fn a_refusal_quotes_a_forged_key_id_shortened() {
+        let key = key();
+        let verifier = RequestVerifier::new(key.public_key());
+        let request = v1::ActionRequest {
+            execution_id: "0198a5c0-0000-7000-8000-000000000001".into(),
+            drone_id: "web-1".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let body = v1::SignedActionRequest {
+            signature: key.sign(&request),
+            key_id: "k".repeat(1_000_000),
+            request,
+        }
+        .encode_to_vec();
+        let refusal = verify(&body, "web-1", 0, &verifier).expect_err("an unknown key");
+        assert_eq!(refusal.status, ExecutionStatus::Rejected);
+        assert!(refusal.reason.len() < 300, "{} bytes", refusal.reason.len());
+        assert!(
+            refusal.reason.starts_with("signed with unknown key \"kkk"),
+            "{}",
+            &refusal.reason[..refusal.reason.len().min(300)]
+        );
     }
 }

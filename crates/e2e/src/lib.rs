@@ -279,6 +279,12 @@ impl Hive {
     /// Like [`Hive::start`], with extra settings in `<data-dir>/hive.toml`
     /// (webhooks, tokens: what only the file can hold).
     pub fn start_with_config(env: &TestEnv, toml: &str) -> Hive {
+        Hive::start_as(env, &env.database_url, toml)
+    }
+
+    /// Like [`Hive::start_with_config`], serving with `database_url`: the
+    /// test's database as another role.
+    pub fn start_as(env: &TestEnv, database_url: &str, toml: &str) -> Hive {
         let data_dir = env.dir.join("hive");
         let grpc_port = free_port();
         let http_port = free_port();
@@ -306,7 +312,7 @@ impl Hive {
             grpc_port,
             http_port,
             proc: None,
-            database_url: env.database_url.clone(),
+            database_url: database_url.to_string(),
             amqp_url: env.amqp_url.clone(),
             logs: env.dir.clone(),
             starts: 0,

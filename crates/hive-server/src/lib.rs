@@ -5,10 +5,14 @@
 //! - [`dev`]: the all-in-one hive + local drone on SQLite and an in-process
 //!   broker.
 //!
+//! And [`migrate`], which prepares the Postgres schema as its owner for a
+//! hive that serves as another role.
+//!
 //! Composition lives here, above the libraries, so that the hive library
 //! never depends on the drone: `dev` is the one place that needs both.
 
 pub mod dev;
+pub mod migrate;
 pub mod serve;
 
 /// This binary's version and the commit it was built from.

@@ -97,6 +97,26 @@ enum Command {
         #[arg(long = "webhook", value_name = "NAME", value_parser = parse_webhook_name)]
         webhooks: Vec<String>,
     },
+    /// Bring the Postgres schema up to date as its owner, and grant the
+    /// role the hive serves as what it needs: every table to read and
+    /// write, but the audit trail only to read and append to.
+    ///
+    /// Run it before the first start and after every upgrade; a hive
+    /// serving as a role that does not own the schema never migrates it
+    /// and refuses to start on a schema that is not current. Without
+    /// --grant-to it only migrates. See "Database roles" in
+    /// docs/operations.md.
+    ///
+    /// Example: ultron8-hive migrate --database-url postgres://ultron8_owner@db/ultron8 --grant-to ultron8_hive
+    #[command(verbatim_doc_comment)]
+    Migrate {
+        /// The schema owner's database URL (not the one the hive serves with)
+        #[arg(long, env = "ULTRON8_OWNER_DATABASE_URL", value_name = "URL")]
+        database_url: String,
+        /// The role the hive serves as, to be granted its privileges
+        #[arg(long, value_name = "ROLE")]
+        grant_to: Option<String>,
+    },
     /// Run the hive against Postgres and RabbitMQ.
     ///
     /// Settings come from defaults, then the config file, then ULTRON8_*
@@ -251,6 +271,23 @@ async fn run(command: Command, shutdown_grace: std::time::Duration) -> anyhow::R
                 webhooks,
             };
             ultron8_hive_server::dev::run(options, shutdown).await
+        }
+        Command::Migrate {
+            database_url,
+            grant_to,
+        } => {
+            let migrated =
+                ultron8_hive_server::migrate::run(&database_url, grant_to.as_deref()).await?;
+            println!("The database schema is up to date.");
+            if let Some(role) = grant_to {
+                println!("{role} holds exactly what these statements give it:");
+                for grant in &migrated.grants {
+                    println!("  {grant}");
+                }
+                println!();
+                println!("Next: ultron8-hive serve --database-url <{role}'s URL> ...");
+            }
+            Ok(())
         }
         Command::Serve {
             overrides,

@@ -82,6 +82,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The schema is not what this build needs, or the roles are not
+    /// what [`postgres::PgStore::grant`] can work with; says what to do.
+    #[error("{0}")]
+    Schema(String),
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -96,7 +96,7 @@ impl PgStore {
             .connect_with(options)
             .await?;
         let store = PgStore::from_pool(pool);
-        store.migrate().await?;
+        store.migrate_if_behind().await?;
         Ok(store)
     }
 
@@ -120,6 +120,194 @@ impl PgStore {
         MIGRATOR.run(&self.writer).await?;
         Ok(())
     }
+
+    /// Leaves a current schema alone, and otherwise migrates it if this
+    /// role may: a new database in whose schema it may create tables, or
+    /// one whose migration table it owns (the one-role setup, where the
+    /// hive owns its tables).
+    ///
+    /// A hive serving as a role that does not own the schema (see
+    /// [`PgStore::grant`]) could not migrate it anyway: it fails here,
+    /// before serving, saying to run `ultron8-hive migrate` as the owner.
+    /// Checking first matters even when nothing is pending: the migrator
+    /// starts with `CREATE TABLE IF NOT EXISTS`, which Postgres refuses to
+    /// a role that may not create tables, table present or not.
+    pub async fn migrate_if_behind(&self) -> Result<()> {
+        let (owned, pending) = match self.schema_state().await? {
+            SchemaState::Current => return Ok(()),
+            SchemaState::New => {
+                let may_create: bool =
+                    sqlx::query_scalar("SELECT has_schema_privilege(current_schema(), 'CREATE')")
+                        .fetch_one(&self.writer)
+                        .await?;
+                (may_create, MIGRATOR.iter().map(|m| m.version).collect())
+            }
+            SchemaState::Differs { owned, pending } => (owned, pending),
+        };
+        match owned {
+            true => self.migrate().await,
+            false => {
+                let user: String = sqlx::query_scalar("SELECT current_user::text")
+                    .fetch_one(&self.writer)
+                    .await?;
+                let what = if pending.is_empty() {
+                    "its applied migrations differ from this hive's (was it migrated by a newer hive?)".to_string()
+                } else {
+                    let versions: Vec<String> = pending.iter().map(i64::to_string).collect();
+                    format!("migrations {} are not applied", versions.join(", "))
+                };
+                Err(crate::StoreError::Schema(format!(
+                    "the database schema is not the one this hive needs: {what}; \
+                     {user} does not own the schema and cannot migrate it. As the schema's owner, run \
+                     `ultron8-hive migrate --database-url <owner's URL> --grant-to {user}`, then start the hive again"
+                )))
+            }
+        }
+    }
+
+    /// Where the schema stands against this build's migrations.
+    async fn schema_state(&self) -> Result<SchemaState> {
+        let owned: Option<bool> = sqlx::query_scalar(
+            "SELECT pg_has_role(current_user, c.relowner, 'USAGE') \
+             FROM pg_class c WHERE c.oid = to_regclass('_sqlx_migrations')",
+        )
+        .fetch_optional(&self.writer)
+        .await?;
+        let Some(owned) = owned else {
+            return Ok(SchemaState::New);
+        };
+        let rows: Vec<(i64, Vec<u8>, bool)> =
+            sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations")
+                .fetch_all(&self.writer)
+                .await?;
+        let applied: std::collections::BTreeSet<(i64, &[u8])> = rows
+            .iter()
+            .filter(|(_, _, success)| *success)
+            .map(|(version, checksum, _)| (*version, checksum.as_slice()))
+            .collect();
+        let wanted: std::collections::BTreeSet<(i64, &[u8])> = MIGRATOR
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| (m.version, &*m.checksum))
+            .collect();
+        if applied == wanted && rows.iter().all(|(_, _, success)| *success) {
+            return Ok(SchemaState::Current);
+        }
+        let pending = wanted
+            .iter()
+            .filter(|(version, _)| !rows.iter().any(|(v, _, _)| v == version))
+            .map(|(version, _)| *version)
+            .collect();
+        Ok(SchemaState::Differs { owned, pending })
+    }
+
+    /// Grants `role` what a hive serving as it needs, and nothing more, so
+    /// that the audit trail is append-only by privilege and not only by
+    /// trigger: a role that does not own `audit_log` cannot disable its
+    /// triggers, alter, truncate or drop it, and without the privileges it
+    /// cannot update or delete its rows.
+    ///
+    /// - `audit_log`: SELECT and INSERT only;
+    /// - `_sqlx_migrations`: SELECT, so that the hive can tell the schema
+    ///   is current ([`PgStore::migrate_if_behind`]);
+    /// - every other table of the schema: SELECT, INSERT, UPDATE, DELETE;
+    /// - the schema: USAGE; its sequences: USAGE and SELECT.
+    ///
+    /// Run as the schema's owner after migrating, and again after every
+    /// migration (new tables need their grants). It first revokes whatever
+    /// `role` held on the schema's tables, so the result is exactly the
+    /// list above however often it runs; all in one transaction, so a
+    /// running hive never sees its privileges half granted. Refuses a role
+    /// that would hold the owner's rights anyway: the owner itself, a
+    /// member of it, or a superuser.
+    pub async fn grant(&self, role: &str) -> Result<Vec<String>> {
+        let refuse = |why: String| Err(crate::StoreError::Schema(why));
+        let found: Option<(bool, bool, bool)> = sqlx::query_as(
+            "SELECT r.rolsuper, r.rolname = current_user, pg_has_role(r.oid, current_user, 'USAGE') \
+             FROM pg_roles r WHERE r.rolname = $1",
+        )
+        .bind(role)
+        .fetch_optional(&self.writer)
+        .await?;
+        match found {
+            None => {
+                return refuse(format!(
+                    "there is no role {role:?}; create it first (CREATE ROLE ... LOGIN)"
+                ));
+            }
+            Some((true, _, _)) => {
+                return refuse(format!(
+                    "{role:?} is a superuser, which no privilege restricts; serve as an ordinary role"
+                ));
+            }
+            Some((_, true, _)) => {
+                return refuse(format!(
+                    "{role:?} is the role running this migration, which owns the schema; \
+                     the hive must serve as another role"
+                ));
+            }
+            Some((_, _, true)) => {
+                return refuse(format!(
+                    "{role:?} is a member of the schema's owner and holds its rights; \
+                     serve as a role that is not"
+                ));
+            }
+            Some(_) => {}
+        }
+        let mut tx = self.writer.begin().await?;
+        let quoted_role: String = sqlx::query_scalar("SELECT quote_ident($1)")
+            .bind(role)
+            .fetch_one(&mut *tx)
+            .await?;
+        let schema: String = sqlx::query_scalar("SELECT quote_ident(current_schema())")
+            .fetch_one(&mut *tx)
+            .await?;
+        let tables: Vec<(String, String)> = sqlx::query_as(
+            "SELECT tablename::text, quote_ident(tablename) FROM pg_tables \
+             WHERE schemaname = current_schema() ORDER BY tablename",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut statements = vec![format!("GRANT USAGE ON SCHEMA {schema} TO {quoted_role}")];
+        for (name, quoted) in &tables {
+            let privileges = match name.as_str() {
+                "audit_log" => "SELECT, INSERT",
+                "_sqlx_migrations" => "SELECT",
+                _ => "SELECT, INSERT, UPDATE, DELETE",
+            };
+            statements.push(format!(
+                "REVOKE ALL ON TABLE {schema}.{quoted} FROM {quoted_role}"
+            ));
+            statements.push(format!(
+                "GRANT {privileges} ON TABLE {schema}.{quoted} TO {quoted_role}"
+            ));
+        }
+        statements.push(format!(
+            "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {quoted_role}"
+        ));
+        for statement in &statements {
+            sqlx::query(statement).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(statements)
+    }
+}
+
+/// See [`PgStore::schema_state`].
+enum SchemaState {
+    /// No migration table: a new database.
+    New,
+    /// Exactly this build's migrations are applied.
+    Current,
+    /// Anything else: migrations pending, one failed half-way, or applied
+    /// ones this build does not know or knows with another checksum.
+    Differs {
+        /// Whether this role owns the migration table (or is a member of
+        /// its owner), and so may migrate.
+        owned: bool,
+        /// This build's migrations not applied.
+        pending: Vec<i64>,
+    },
 }
 
 impl Dialect for Postgres {

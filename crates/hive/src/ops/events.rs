@@ -5,9 +5,8 @@
 use axum::http::HeaderMap;
 use chrono::Utc;
 use ring::hmac;
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use ultron8_core::echo::{elide, quote};
+use ultron8_core::echo::quote;
 use ultron8_core::ids::EventId;
 use ultron8_store::{EventFilter, EventRecord, NewEvent};
 
@@ -179,15 +178,6 @@ impl Hive {
         )
     }
 
-    /// Refuses a body holding a NUL character anywhere, counted as
-    /// malformed.
-    fn refuse_nul_characters(&self, body: &Value, root: &str) -> Result<(), HiveError> {
-        match nul_character_error(body, root) {
-            None => Ok(()),
-            Some(error) => Err(self.refuse(Refusal::Malformed, error)),
-        }
-    }
-
     /// A delivery to the generic webhook `name`, authenticated by bearer
     /// token or by a fresh HMAC-SHA256 signature (see [`check_signature`]),
     /// stored as one `core.webhook`
@@ -226,13 +216,9 @@ impl Hive {
                 HiveError::unauthenticated(format!("webhook {}: {problem}", quote(name))),
             ));
         }
-        let parsed: Value = serde_json::from_slice(body).map_err(|e| {
-            self.refuse(
-                Refusal::Malformed,
-                HiveError::invalid_argument(format!("body is not valid JSON: {e}")),
-            )
+        let parsed = ultron8_core::intake::webhook_body(body).map_err(|message| {
+            self.refuse(Refusal::Malformed, HiveError::invalid_argument(message))
         })?;
-        self.refuse_nul_characters(&parsed, "body")?;
         let mut selected = Map::new();
         for header in &config.headers {
             if let Some(value) = headers.get(header.as_str()).and_then(|v| v.to_str().ok()) {
@@ -274,49 +260,18 @@ impl Hive {
     /// and each under an idempotency key ([`alert_key`]): an alert already
     /// stored is not stored again, and the answer names the event it is.
     pub async fn receive_alertmanager(&self, body: &[u8]) -> Result<Vec<EventId>, HiveError> {
-        let malformed =
-            |message: String| self.refuse(Refusal::Malformed, HiveError::invalid_argument(message));
-        let document: Value = serde_json::from_slice(body)
-            .map_err(|e| malformed(format!("not an Alertmanager webhook payload: {e}")))?;
-        // Checked on the whole notification first, so that no alert of it
-        // is stored when one cannot be.
-        self.refuse_nul_characters(&document, "")?;
-        let payload: AlertmanagerPayload = serde_json::from_value(document)
-            .map_err(|e| malformed(format!("not an Alertmanager webhook payload: {e}")))?;
-        if payload.version != "4" {
-            return Err(malformed(format!(
-                "Alertmanager webhook payload version {} is not supported; expected \"4\"",
-                quote(&payload.version)
-            )));
-        }
-        if let Some(bad) = payload
-            .alerts
-            .iter()
-            .find(|a| a.status != "firing" && a.status != "resolved")
-        {
-            return Err(malformed(format!(
-                "alert status {} is neither \"firing\" nor \"resolved\"",
-                quote(&bad.status)
-            )));
-        }
-        let mut items = Vec::new();
-        for alert in payload.alerts {
-            let key = alert_key(&payload.group_key, &alert);
-            let event = json!({
-                "status": alert.status,
-                "labels": alert.labels,
-                "annotations": alert.annotations,
-                "starts_at": alert.starts_at,
-                "ends_at": alert.ends_at,
-                "fingerprint": alert.fingerprint,
-                "generator_url": alert.generator_url,
-                "receiver": payload.receiver,
-                "group_labels": payload.group_labels,
-                "common_labels": payload.common_labels,
-                "external_url": payload.external_url,
-            });
-            items.push((event, key));
-        }
+        let alerts = ultron8_core::intake::alertmanager(body).map_err(|message| {
+            self.refuse(Refusal::Malformed, HiveError::invalid_argument(message))
+        })?;
+        let items = alerts
+            .into_iter()
+            .map(|alert| {
+                (
+                    alert.payload,
+                    alert.identity.map(|identity| alert_key(&identity)),
+                )
+            })
+            .collect();
         self.ingest_events("alertmanager.alert", "alertmanager", items)
             .await
             .map_err(|e| self.not_stored(e))
@@ -435,74 +390,20 @@ fn same_bytes(given: &[u8], expected: &[u8]) -> bool {
     given.ct_eq(expected).into()
 }
 
-/// What makes an alert of a notification the same as one sent before:
-/// the notification's group key, the alert's fingerprint (a hash of its
-/// labels), when it started and its status. The same alert resolving, or
-/// firing again later (a new start), is a new event. Hashed, as a group
-/// key holds label sets of any length. None when the alert has no
-/// fingerprint or start (not sent by an Alertmanager): nothing then tells
-/// two alerts apart, and each is stored.
-fn alert_key(group_key: &str, alert: &Alert) -> Option<String> {
-    if alert.fingerprint.is_empty() || alert.starts_at.is_empty() {
-        return None;
-    }
-    // A JSON array: no choice of the four values can read as another.
-    let identity = json!([group_key, alert.fingerprint, alert.starts_at, alert.status]);
-    let digest = ring::digest::digest(&ring::digest::SHA256, identity.to_string().as_bytes());
-    Some(format!("alertmanager:{}", hex::encode(digest.as_ref())))
-}
-
-/// Alertmanager's webhook payload, version 4.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AlertmanagerPayload {
-    version: String,
-    #[serde(default)]
-    group_key: String,
-    #[serde(default)]
-    receiver: String,
-    #[serde(default)]
-    group_labels: Map<String, Value>,
-    #[serde(default)]
-    common_labels: Map<String, Value>,
-    #[serde(default, rename = "externalURL")]
-    external_url: String,
-    alerts: Vec<Alert>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Alert {
-    status: String,
-    #[serde(default)]
-    labels: Map<String, Value>,
-    #[serde(default)]
-    annotations: Map<String, Value>,
-    #[serde(default)]
-    starts_at: String,
-    #[serde(default)]
-    ends_at: String,
-    #[serde(default, rename = "generatorURL")]
-    generator_url: String,
-    #[serde(default)]
-    fingerprint: String,
+/// The idempotency key of an alert with this identity (see
+/// [`ultron8_core::intake::alertmanager`]). Hashed, as a group key holds
+/// label sets of any length.
+fn alert_key(identity: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, identity.as_bytes());
+    format!("alertmanager:{}", hex::encode(digest.as_ref()))
 }
 
 /// The error for a body holding a NUL character (see
-/// [`ultron8_core::triggers::nul_character_at`]), naming where, under
-/// `root` (empty: the body is the root). Postgres cannot store one, and
-/// failing at the database would answer "unavailable, retry" for ever.
+/// [`ultron8_core::intake::nul_character_message`]). Postgres cannot store
+/// one, and failing at the database would answer "unavailable, retry" for
+/// ever.
 fn nul_character_error(body: &Value, root: &str) -> Option<HiveError> {
-    let path = ultron8_core::triggers::nul_character_at(body)?;
-    let path = match (root, path.as_str()) {
-        ("", _) => path,
-        (root, "$") => root.to_string(),
-        (root, path) => format!("{root}.{path}"),
-    };
-    Some(HiveError::invalid_argument(format!(
-        "{} holds a NUL character (\\u0000), which the hive cannot store; nothing was stored",
-        elide(&path)
-    )))
+    ultron8_core::intake::nul_character_message(body, root).map(HiveError::invalid_argument)
 }
 
 #[cfg(test)]
