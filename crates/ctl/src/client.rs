@@ -40,7 +40,7 @@ pub fn call_failed(status: tonic::Status) -> anyhow::Error {
     use tonic::Code;
     let message = status.message().to_string();
     // TLS 1.3 clients learn that the hive refused their certificate only on
-    // their first call, as an alert under a bare "transport error".
+    // their first call, as an alert under a client-side error.
     let causes = sources(&status);
     if causes.contains("CertificateRevoked") {
         return anyhow::anyhow!(
@@ -51,17 +51,19 @@ pub fn call_failed(status: tonic::Status) -> anyhow::Error {
     if causes.contains("received fatal alert") {
         return anyhow::anyhow!("the hive refused the TLS connection: {causes}");
     }
-    // The alert may also be lost to a connection torn down first.
-    if message == "transport error" {
-        let causes = if causes.is_empty() {
-            "no reason given".to_string()
-        } else {
-            causes
-        };
+    // A status with a source was made here, by the client, not sent by the
+    // hive: the connection failed. The alert that says why may be lost to
+    // a connection torn down first, so name the likely causes.
+    if std::error::Error::source(&status).is_some()
+        && matches!(
+            status.code(),
+            Code::Unknown | Code::Unavailable | Code::Cancelled | Code::Internal
+        )
+    {
         return anyhow::anyhow!(
-            "the hive closed the connection ({causes}). If this persists, it refused this \
-             certificate: revoked, expired, or issued by another hive's CA (the hive's log \
-             says which)"
+            "the connection to the hive failed ({message}: {causes}). If this persists, the hive \
+             refuses this certificate: revoked, expired, or issued by another hive's CA (the \
+             hive's log says which)"
         );
     }
     match status.code() {
