@@ -52,8 +52,8 @@ pub enum OperatorCommand {
     List,
     /// Revoke every certificate of an operator (admin): refused at once on
     /// this hive's next handshake and on every later call, including
-    /// connections already open. Audited. An admin cannot revoke their
-    /// own name.
+    /// connections already open; a job they are following stops within a
+    /// second. Audited. An admin cannot revoke their own name.
     ///
     ///   ultronctl operator revoke bob --reason "left the team"
     #[command(verbatim_doc_comment)]

@@ -190,3 +190,54 @@ fn operators_are_issued_listed_and_revoked() {
     let audit = hive.ctl_json(&["audit", "list", "-o", "json"]);
     assert!(audit.to_string().contains("operator.revoked"), "{audit}");
 }
+
+#[test]
+fn revoking_an_operator_ends_the_job_they_are_following() {
+    let env = TestEnv::new("revoke-follow");
+    let hive = Hive::start(&env);
+    let _drones = start_drones(&env, &hive, &["f-1"]);
+    let carol_dir = env.dir.join("carol");
+    let created = hive.ctl(&[
+        "operator",
+        "create",
+        "carol",
+        "--role",
+        "operator",
+        "--out",
+        carol_dir.to_str().expect("utf8"),
+    ]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    // carol runs a long command and watches it.
+    let mut run = Command::new(bin("ultronctl"))
+        .args(["run", "-t", "f-1", "--", "sleep", "60"])
+        .env("ULTRONCTL_CONFIG", carol_dir.join("ultronctl.toml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ultronctl as carol");
+    wait_for("carol's command to run", DEADLINE, || {
+        let jobs = hive.ctl_json(&["job", "list", "-o", "json"]);
+        if jobs.to_string().contains("running") {
+            Ok(())
+        } else {
+            Err(jobs.to_string())
+        }
+    });
+    let revoked = hive.ctl(&["operator", "revoke", "carol"]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    // Her open stream ends (well before the command's 60 s), saying why.
+    let ended = wait_for("carol's follow to end", DEADLINE, || {
+        match run.try_wait().map_err(|e| e.to_string())? {
+            Some(status) => Ok(status),
+            None => Err("still following".into()),
+        }
+    });
+    let output = run.wait_with_output().expect("output");
+    assert!(!ended.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("revoked"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

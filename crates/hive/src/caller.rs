@@ -323,6 +323,43 @@ where
     }
 }
 
+/// Ends `stream` (a long-lived answer such as a job follower) with
+/// `Unauthenticated` once the certificate of the connection it was opened
+/// on is revoked, within a second: revocation refuses new calls at once,
+/// and this closes the ones already streaming. A caller without a
+/// certificate (the in-process test harness) is streamed to as it is.
+pub fn until_revoked<T: Send + 'static>(
+    hive: std::sync::Arc<crate::hive::Hive>,
+    certificate: Option<Vec<u8>>,
+    stream: futures::stream::BoxStream<'static, Result<T, tonic::Status>>,
+) -> futures::stream::BoxStream<'static, Result<T, tonic::Status>> {
+    use futures::StreamExt;
+    let Some(certificate) = certificate else {
+        return stream;
+    };
+    let fingerprint = ultron8_pki::fingerprint(&certificate);
+    let watched = hive.clone();
+    let watched_fingerprint = fingerprint.clone();
+    let revoked = async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if watched.revoked.contains(&watched_fingerprint) {
+                return;
+            }
+        }
+    };
+    let notice = futures::stream::once(async move {
+        hive.revoked.contains(&fingerprint).then(|| {
+            Err(tonic::Status::from(HiveError::unauthenticated(
+                "this certificate was revoked while the stream was open; ask an admin for a new one",
+            )))
+        })
+    })
+    .filter_map(futures::future::ready);
+    stream.take_until(revoked).chain(notice).boxed()
+}
+
 /// Has `hive` record an operator certificate it has not seen yet, without
 /// holding up the call.
 fn record_operator(hive: &std::sync::Arc<crate::hive::Hive>, name: &str, role: &str, der: Vec<u8>) {

@@ -111,17 +111,24 @@ impl ControlService for ControlApi {
         &self,
         request: Request<v1::FollowJobRequest>,
     ) -> Result<Response<Self::FollowJobStream>, Status> {
+        let certificate = ultron8_transport::caller_certificate(request.extensions());
         let request = request.into_inner();
         let drone = Some(request.drone_id)
             .filter(|d| !d.is_empty())
             .map(DroneId::from);
         let job_id = self.hive.resolve_job_id(&request.job_id).await?;
         let events = self.hive.follow_job(&job_id, drone, request.follow).await?;
-        let events = events.map(|item| {
-            item.map(|event| rpc::job_event_to_wire(&event))
-                .map_err(Status::from)
-        });
-        Ok(Response::new(Box::pin(events)))
+        let events = events
+            .map(|item| {
+                item.map(|event| rpc::job_event_to_wire(&event))
+                    .map_err(Status::from)
+            })
+            .boxed();
+        Ok(Response::new(crate::caller::until_revoked(
+            self.hive.clone(),
+            certificate,
+            events,
+        )))
     }
 
     async fn cancel_job(
