@@ -152,18 +152,14 @@ impl Policy {
 fn refused(request: &v1::ActionRequest, refusal: &PolicyRefusal) -> Box<SpooledReport> {
     let now = Utc::now().timestamp_millis();
     Box::new(SpooledReport {
-        execution_id: request.execution_id.clone(),
-        job_id: request.job_id.clone(),
-        status: ExecutionStatus::Failed,
-        exit_code: None,
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        stdout_truncated: false,
-        stderr_truncated: false,
-        duration_ms: 0,
-        error: Some(refusal.reason.clone()),
-        started_at_ms: 0,
-        finished_at_ms: now,
         policy_rule: Some(refusal.rule.clone()),
+        ..SpooledReport::without_output(
+            &request.execution_id,
+            &request.job_id,
+            ExecutionStatus::Failed,
+            refusal.reason.clone(),
+            0,
+            now,
+        )
     })
 }

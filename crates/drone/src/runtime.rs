@@ -250,21 +250,14 @@ impl Drone {
                 error = format!("{error}; {note}");
             }
             let now = Utc::now().timestamp_millis();
-            let report = SpooledReport {
-                execution_id: entry.execution_id.clone(),
-                job_id: entry.job_id.clone(),
-                status: ExecutionStatus::Lost,
-                exit_code: None,
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-                stdout_truncated: false,
-                stderr_truncated: false,
-                duration_ms: 0,
-                error: Some(error),
-                started_at_ms: 0,
-                finished_at_ms: now,
-                policy_rule: None,
-            };
+            let report = SpooledReport::without_output(
+                &entry.execution_id,
+                &entry.job_id,
+                ExecutionStatus::Lost,
+                error,
+                0,
+                now,
+            );
             self.spool
                 .put(&report)
                 .context("cannot spool a lost report")?;
@@ -714,41 +707,29 @@ impl Drone {
                 user,
             },
             Err(e) => {
-                return SpooledReport {
-                    execution_id: request.execution_id.clone(),
-                    job_id: request.job_id.clone(),
-                    status: ExecutionStatus::Failed,
-                    exit_code: None,
-                    stdout: Vec::new(),
-                    stderr: Vec::new(),
-                    stdout_truncated: false,
-                    stderr_truncated: false,
-                    duration_ms: 0,
-                    error: Some(e),
-                    started_at_ms: started.timestamp_millis(),
-                    finished_at_ms: Utc::now().timestamp_millis(),
-                    policy_rule: None,
-                };
+                return SpooledReport::without_output(
+                    &request.execution_id,
+                    &request.job_id,
+                    ExecutionStatus::Failed,
+                    e,
+                    started.timestamp_millis(),
+                    Utc::now().timestamp_millis(),
+                );
             }
         };
         let cancel = CancellationToken::new();
         if let Ok(mut running) = self.running.lock() {
             running.insert(request.execution_id.clone(), cancel.clone());
         }
-        let not_run = |status: ExecutionStatus, error: String| SpooledReport {
-            execution_id: request.execution_id.clone(),
-            job_id: request.job_id.clone(),
-            status,
-            exit_code: None,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-            stdout_truncated: false,
-            stderr_truncated: false,
-            duration_ms: 0,
-            error: Some(error),
-            started_at_ms: started.timestamp_millis(),
-            finished_at_ms: Utc::now().timestamp_millis(),
-            policy_rule: None,
+        let not_run = |status: ExecutionStatus, error: String| {
+            SpooledReport::without_output(
+                &request.execution_id,
+                &request.job_id,
+                status,
+                error,
+                started.timestamp_millis(),
+                Utc::now().timestamp_millis(),
+            )
         };
         let start = self.report_running(request, started).await;
         let now = Utc::now().timestamp_millis();

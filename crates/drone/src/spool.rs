@@ -53,6 +53,35 @@ pub struct SpooledReport {
     pub policy_rule: Option<String>,
 }
 
+impl SpooledReport {
+    /// The report of an execution that produced no output: refused, not
+    /// started, or lost. Times are Unix milliseconds, drone clock.
+    pub fn without_output(
+        execution_id: &str,
+        job_id: &str,
+        status: ExecutionStatus,
+        error: String,
+        started_at_ms: i64,
+        finished_at_ms: i64,
+    ) -> SpooledReport {
+        SpooledReport {
+            execution_id: execution_id.to_string(),
+            job_id: job_id.to_string(),
+            status,
+            exit_code: None,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            duration_ms: 0,
+            error: Some(error),
+            started_at_ms,
+            finished_at_ms,
+            policy_rule: None,
+        }
+    }
+}
+
 /// The directory of reports waiting for delivery; see the module docs.
 #[derive(Debug)]
 pub struct Spool {
