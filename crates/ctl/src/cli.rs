@@ -209,8 +209,8 @@ pub enum DroneCommand {
         id: String,
     },
     /// Take a drone out of the fleet: it is no longer listed or targeted,
-    /// and the hive refuses its heartbeats and reports. Its executions and
-    /// audit trail stay readable. Audited.
+    /// and its certificate is revoked, so the hive refuses it from its next
+    /// call on. Its executions and audit trail stay readable. Audited.
     ///
     /// An online drone is refused unless --force: stop ultron8-drone on the
     /// host first. The drone comes back by joining again with a new token
