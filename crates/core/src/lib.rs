@@ -18,6 +18,8 @@
 //! - [`triggers`]: built-in trigger types and their payload shapes.
 //! - [`intake`]: webhook and Alertmanager bodies read into event payloads.
 //! - [`schedule`]: interval and cron timers.
+//! - [`health`]: the state machine of checks and probes: thresholds,
+//!   recovery and flap detection.
 //! - [`secrets`]: the hive's named secrets: valid names and values, the
 //!   environment variables that carry them, and masking them in output
 //!   that arrives in pieces.
@@ -27,6 +29,7 @@ pub mod criteria;
 pub mod drone_policy;
 pub mod echo;
 mod glob;
+pub mod health;
 pub mod ids;
 pub mod intake;
 pub mod model;
