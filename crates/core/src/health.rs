@@ -362,9 +362,7 @@ impl Tracker {
 
     /// Applies the thresholds to the current run of outcomes.
     fn settle(&mut self) -> Option<Transition> {
-        let Some(last) = self.last else {
-            return None;
-        };
+        let last = self.last?;
         let (next, transition) = match last {
             RunOutcome::Unhealthy if self.consecutive >= self.thresholds.failure_threshold => {
                 (CheckState::Failing, Transition::Failing)
