@@ -18,6 +18,8 @@
 //! - [`triggers`]: built-in trigger types and their payload shapes.
 //! - [`intake`]: webhook and Alertmanager bodies read into event payloads.
 //! - [`schedule`]: interval and cron timers.
+//! - [`probe`]: probes of discovered targets: where to connect and how an
+//!   answer is judged.
 //! - [`health`]: the state machine of checks and probes: thresholds,
 //!   recovery and flap detection.
 //! - [`secrets`]: the hive's named secrets: valid names and values, the
@@ -35,6 +37,7 @@ pub mod intake;
 pub mod model;
 pub mod params;
 pub mod policy;
+pub mod probe;
 pub mod roles;
 pub mod schedule;
 pub mod secrets;

@@ -429,4 +429,19 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the secret with `audit`, in one transaction; false (and no
     /// record written) when there is none of that name.
     async fn delete_secret(&self, name: &str, audit: &NewAuditRecord) -> Result<bool>;
+
+    // --- probes --------------------------------------------------------------
+    /// Claims `probe`'s round at `tick`: true for exactly one caller per
+    /// tick across replicas, and never for a tick at or before one claimed
+    /// already. One row per probe, however long it runs.
+    async fn claim_probe_round(&self, probe: &str, tick: DateTime<Utc>) -> Result<bool>;
+    /// The state of `probe` (or of every probe) on each of its targets, by
+    /// probe and target.
+    async fn probe_states(&self, probe: Option<&str>) -> Result<Vec<ProbeStateRecord>>;
+    /// Writes a round of `probe`: upserts each state and forgets the
+    /// probe's targets not among them, in one transaction.
+    async fn save_probe_states(&self, probe: &str, states: &[ProbeStateRecord]) -> Result<()>;
+    /// Forgets the states and rounds of every probe not in `probes` (removed
+    /// with its pack). Returns the states forgotten.
+    async fn retain_probes(&self, probes: &[String]) -> Result<u64>;
 }

@@ -49,6 +49,7 @@ use sqlx::{
     Type,
 };
 use ultron8_core::audit::AuditVerb;
+use ultron8_core::health::RunOutcome;
 use ultron8_core::ids::{DroneId, EventId, ExecutionId, JobId};
 use ultron8_core::policy::{self, Decision};
 use ultron8_core::{DroneFacts, ExecutionStatus, HostStats};
@@ -70,8 +71,8 @@ use crate::{
     ExecutionUpdate, FiringOutcome, ID_INDEXED_PREFIX, IdKind, JobFilter, JobRecord, JobSummary,
     JoinTokenGrant, NewAuditRecord, NewEvent, NewExecution, NewJob, NewJoinToken,
     OperatorCertificate, OperatorCertificateRecord, OutputChunkRecord, PackRecord, PendingDispatch,
-    PendingEvents, Result, RevokedCertificate, RuleFiring, RuleRecord, ScriptRecord, SealedValue,
-    SecretRecord, SecretWrite, Store, StoreError, TransitionOutcome,
+    PendingEvents, ProbeStateRecord, Result, RevokedCertificate, RuleFiring, RuleRecord,
+    ScriptRecord, SealedValue, SecretRecord, SecretWrite, Store, StoreError, TransitionOutcome,
 };
 
 /// Records a revocation; a certificate already revoked keeps its first
@@ -79,6 +80,58 @@ use crate::{
 const INSERT_REVOCATION: &str = "INSERT INTO revoked_certificates \
      (fingerprint, subject, reason, revoked_at, revoked_by, not_after) \
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (fingerprint) DO NOTHING";
+
+/// The columns of `probe_states`, in [`ProbeStateRow`]'s order.
+const PROBE_STATE_COLUMNS: &str = "probe, target, address, state, since, last_run, \
+     last_outcome, detail, latency_us, tracker";
+
+#[derive(sqlx::FromRow)]
+struct ProbeStateRow {
+    probe: String,
+    target: String,
+    address: String,
+    state: String,
+    since: Option<SqlTime>,
+    last_run: SqlTime,
+    last_outcome: String,
+    detail: String,
+    latency_us: i64,
+    tracker: JsonValue,
+}
+
+impl TryFrom<ProbeStateRow> for ProbeStateRecord {
+    type Error = StoreError;
+
+    fn try_from(row: ProbeStateRow) -> Result<Self> {
+        let id = format!("probe {} on {}", row.probe, row.target);
+        let state = row
+            .state
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("state of {id}: {e}")))?;
+        let last_outcome = match row.last_outcome.as_str() {
+            "healthy" => RunOutcome::Healthy,
+            "unhealthy" => RunOutcome::Unhealthy,
+            "error" => RunOutcome::Error,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "last_outcome of {id}: {other:?}"
+                )));
+            }
+        };
+        Ok(ProbeStateRecord {
+            tracker: from_json(row.tracker, "tracker", &id)?,
+            probe: row.probe,
+            target: row.target,
+            address: row.address,
+            state,
+            since: row.since.map(|t| t.0),
+            last_run: row.last_run.0,
+            last_outcome,
+            detail: row.detail,
+            latency_us: row.latency_us,
+        })
+    }
+}
 
 /// The columns of `secrets`, in [`SecretRow`]'s order.
 const SECRET_COLUMNS: &str =
@@ -1945,5 +1998,95 @@ where
         Self::insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    // --- probes --------------------------------------------------------------
+
+    async fn claim_probe_round(&self, probe: &str, tick: DateTime<Utc>) -> Result<bool> {
+        // The row's lock decides between replicas; the WHERE makes a tick at
+        // or before the last one claimed a no-op, so a replica whose clock
+        // lags cannot run a round twice.
+        let claimed = sqlx::query(
+            "INSERT INTO probe_rounds (probe, last_tick) VALUES ($1, $2) \
+             ON CONFLICT (probe) DO UPDATE SET last_tick = excluded.last_tick \
+             WHERE probe_rounds.last_tick < excluded.last_tick",
+        )
+        .bind(probe)
+        .bind(SqlTime(tick))
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(claimed == 1)
+    }
+
+    async fn probe_states(&self, probe: Option<&str>) -> Result<Vec<ProbeStateRecord>> {
+        let mut statement = Statement::new(format!(
+            "SELECT {PROBE_STATE_COLUMNS} FROM probe_states WHERE true"
+        ));
+        statement
+            .and_where("probe = ", probe)
+            .push(" ORDER BY probe, target");
+        let (sql, arguments) = statement.into_parts()?;
+        let rows: Vec<ProbeStateRow> = sqlx::query_as_with(&sql, arguments)
+            .fetch_all(&self.readers)
+            .await?;
+        rows.into_iter().map(ProbeStateRecord::try_from).collect()
+    }
+
+    async fn save_probe_states(&self, probe: &str, states: &[ProbeStateRecord]) -> Result<()> {
+        let trackers = states
+            .iter()
+            .map(|state| to_json(&state.tracker))
+            .collect::<Result<Vec<_>>>()?;
+        let rows: Vec<(&ProbeStateRecord, JsonValue)> = states.iter().zip(trackers).collect();
+        let mut tx = self.begin_write().await?;
+        // A round replaces the probe's rows: targets no longer selected go.
+        sqlx::query("DELETE FROM probe_states WHERE probe = $1")
+            .bind(probe)
+            .execute(&mut *tx)
+            .await?;
+        Self::write_rows(
+            &mut tx,
+            &format!("INSERT INTO probe_states ({PROBE_STATE_COLUMNS}) "),
+            "",
+            &rows,
+            10,
+            |row, (state, tracker)| {
+                row.bind(probe)
+                    .bind(state.target.as_str())
+                    .bind(state.address.as_str())
+                    .bind(state.state.as_str())
+                    .bind(state.since.map(SqlTime))
+                    .bind(SqlTime(state.last_run))
+                    .bind(state.last_outcome.as_str())
+                    .bind(state.detail.as_str())
+                    .bind(state.latency_us)
+                    .bind(tracker.clone());
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn retain_probes(&self, probes: &[String]) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let mut forgotten = 0;
+        for table in ["probe_states", "probe_rounds"] {
+            let mut statement = Statement::new(format!("DELETE FROM {table} WHERE true"));
+            for probe in probes {
+                statement.push(" AND probe <> ").push_bind(probe.as_str());
+            }
+            let (sql, arguments) = statement.into_parts()?;
+            let deleted = sqlx::query_with(&sql, arguments)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if table == "probe_states" {
+                forgotten = deleted;
+            }
+        }
+        tx.commit().await?;
+        Ok(forgotten)
     }
 }

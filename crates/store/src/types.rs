@@ -562,3 +562,28 @@ pub enum FiringOutcome {
     /// processor died before marking the event processed); nothing written.
     AlreadyDecided,
 }
+
+// --- probes ----------------------------------------------------------------
+
+/// Where one probe stands on one target, as the last round left it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeStateRecord {
+    /// The probe, `pack.name`.
+    pub probe: String,
+    /// The target's name (a discovered instance, or a listed address).
+    pub target: String,
+    /// Where it was probed (`host:port` or the URL).
+    pub address: String,
+    pub state: ultron8_core::health::CheckState,
+    /// When the state last changed.
+    pub since: Option<DateTime<Utc>>,
+    pub last_run: DateTime<Utc>,
+    pub last_outcome: ultron8_core::health::RunOutcome,
+    /// What a person reads about the last run (`HTTP 503, expected 2xx`).
+    pub detail: String,
+    /// How long the last run took, in microseconds.
+    pub latency_us: i64,
+    /// The run history the thresholds judge, kept so counts survive a
+    /// restart and a round run by another replica.
+    pub tracker: ultron8_core::health::Tracker,
+}

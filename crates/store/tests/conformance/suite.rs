@@ -16,6 +16,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 use ultron8_core::audit::{Actor, AuditVerb};
 use ultron8_core::criteria::{Criterion, Operator};
+use ultron8_core::health::{CheckState, RunOutcome, Thresholds, Tracker};
 use ultron8_core::ids::{DroneId, EventId, ExecutionId, JobId};
 use ultron8_core::policy::{BlastRadius, Cooldown, Observation, Policy};
 use ultron8_core::{CommandSpec, DroneFacts, ExecutionStatus, HostStats, Program};
@@ -24,9 +25,9 @@ use ultron8_store::{
     ActionRecord, AuditFilter, DroneEnrollment, DroneRemoval, EnrollmentClaim, EventFilter,
     EventOutcome, EventRecord, EventState, ExecutionResult, ExecutionUpdate, FiringOutcome, IdKind,
     JobFilter, JobOrigin, NewAuditRecord, NewEvent, NewExecution, NewJob, NewJoinToken,
-    OperatorCertificate, OutputChunkRecord, OutputStreamKind, PackRecord, RevokedCertificate,
-    RuleFiring, RuleRecord, ScriptRecord, SealedValue, SecretWrite, Store, StoreError,
-    TransitionOutcome,
+    OperatorCertificate, OutputChunkRecord, OutputStreamKind, PackRecord, ProbeStateRecord,
+    RevokedCertificate, RuleFiring, RuleRecord, ScriptRecord, SealedValue, SecretWrite, Store,
+    StoreError, TransitionOutcome,
 };
 use uuid::Uuid;
 
@@ -114,6 +115,8 @@ macro_rules! conformance_tests {
             secrets_are_created_replaced_listed_and_deleted_with_their_audit,
             concurrent_creations_of_one_secret_create_it_once,
             a_secret_write_that_fails_leaves_no_trace,
+            probe_rounds_are_claimed_once_and_never_backwards,
+            probe_states_are_replaced_per_round_and_forgotten_with_their_probe,
         );
     };
     (@each $run:path; $($name:ident),* $(,)?) => {
@@ -4993,5 +4996,146 @@ pub async fn a_secret_write_that_fails_leaves_no_trace(store: Arc<dyn Store>) {
     assert!(
         secret_audit(&*store).await.is_empty(),
         "no audit record either"
+    );
+}
+
+// --- probes -------------------------------------------------------------------
+
+pub async fn probe_rounds_are_claimed_once_and_never_backwards(store: Arc<dyn Store>) {
+    let claim = |probe: &'static str, at: i64| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .claim_probe_round(probe, t(at))
+                .await
+                .expect("claim round")
+        }
+    };
+    assert!(claim("web.http", 10).await, "the first round");
+    assert!(!claim("web.http", 10).await, "the same round again");
+    assert!(
+        !claim("web.http", 5).await,
+        "an earlier round, from a lagging replica"
+    );
+    assert!(claim("web.http", 20).await, "the next round");
+    assert!(claim("web.tcp", 10).await, "another probe");
+
+    const REPLICAS: usize = 4;
+    let barrier = Arc::new(tokio::sync::Barrier::new(REPLICAS));
+    let mut tasks = Vec::new();
+    for _ in 0..REPLICAS {
+        let store = Arc::clone(&store);
+        let barrier = Arc::clone(&barrier);
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            store
+                .claim_probe_round("web.http", t(30))
+                .await
+                .expect("claim round")
+        }));
+    }
+    let mut won = 0;
+    for task in tasks {
+        won += usize::from(task.await.expect("claimer task"));
+    }
+    assert_eq!(won, 1, "one replica runs the round");
+}
+
+fn probe_state(probe: &str, target: &str, state: CheckState, at: i64) -> ProbeStateRecord {
+    let mut tracker = Tracker::new(Thresholds::default());
+    tracker.observe(RunOutcome::Unhealthy, t(at));
+    ProbeStateRecord {
+        probe: probe.into(),
+        target: target.into(),
+        address: format!("http://{target}/healthz"),
+        state,
+        since: Some(t(at - 5)),
+        last_run: t(at),
+        last_outcome: RunOutcome::Unhealthy,
+        detail: "HTTP 503, expected 2xx".into(),
+        latency_us: 1_234,
+        tracker,
+    }
+}
+
+pub async fn probe_states_are_replaced_per_round_and_forgotten_with_their_probe(
+    store: Arc<dyn Store>,
+) {
+    let first = vec![
+        probe_state("web.http", "127.77.0.5:8080", CheckState::Pending, 10),
+        probe_state("web.http", "127.77.0.6:8080", CheckState::Failing, 10),
+    ];
+    store
+        .save_probe_states("web.http", &first)
+        .await
+        .expect("save round");
+    store
+        .save_probe_states(
+            "web.tcp",
+            &[probe_state(
+                "web.tcp",
+                "127.77.0.5:22",
+                CheckState::Healthy,
+                10,
+            )],
+        )
+        .await
+        .expect("save round");
+    assert_eq!(
+        store.probe_states(Some("web.http")).await.expect("read"),
+        first,
+        "every field round-trips, tracker included"
+    );
+
+    // The next round no longer selects .5 and adds .7.
+    let second = vec![
+        probe_state("web.http", "127.77.0.6:8080", CheckState::Failing, 20),
+        probe_state("web.http", "127.77.0.7:8080", CheckState::Pending, 20),
+    ];
+    store
+        .save_probe_states("web.http", &second)
+        .await
+        .expect("save round");
+    let all = store.probe_states(None).await.expect("read");
+    let names: Vec<(&str, &str)> = all
+        .iter()
+        .map(|s| (s.probe.as_str(), s.target.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("web.http", "127.77.0.6:8080"),
+            ("web.http", "127.77.0.7:8080"),
+            ("web.tcp", "127.77.0.5:22"),
+        ]
+    );
+
+    assert!(
+        store
+            .claim_probe_round("web.http", t(20))
+            .await
+            .expect("claim")
+    );
+    assert_eq!(
+        store
+            .retain_probes(&["web.tcp".to_string()])
+            .await
+            .expect("retain"),
+        2
+    );
+    let left: Vec<String> = store
+        .probe_states(None)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|s| s.probe)
+        .collect();
+    assert_eq!(left, vec!["web.tcp"]);
+    assert!(
+        store
+            .claim_probe_round("web.http", t(20))
+            .await
+            .expect("claim"),
+        "a removed probe's rounds are forgotten too"
     );
 }
