@@ -10,6 +10,7 @@
 //! | `core.cron` | a cron timer | `fired_at`, `schedule` | `schedule`, `timezone` |
 //! | `core.escalation` | a policy holding a rule's firing | `rule`, `reason`, `event_id`, `target`, `action` | |
 //! | `core.event` | `ultronctl event fire` | free-form | |
+//! | `probe.failed`, `probe.recovered`, `probe.flapping`, `probe.error` | a probe's transition on one target | `probe`, `target`, `address`, `service`, `source`, `state`, `consecutive`, `detail`, `latency_ms` | |
 //!
 //! Only top-level field names are declared: `core.webhook`'s `body` is
 //! whatever the sender posted, so `body.anything` cannot be checked, but
@@ -53,6 +54,28 @@ pub const CRON: &str = "core.cron";
 pub const ESCALATION: &str = "core.escalation";
 /// `core.event`: fired by hand with `ultronctl event fire`.
 pub const EVENT: &str = "core.event";
+/// `probe.failed`: a probe's target crossed its failure threshold.
+pub const PROBE_FAILED: &str = "probe.failed";
+/// `probe.recovered`: a failing (or erroring) target passed its success
+/// threshold.
+pub const PROBE_RECOVERED: &str = "probe.recovered";
+/// `probe.flapping`: a target's answers changed too often to act on.
+pub const PROBE_FLAPPING: &str = "probe.flapping";
+/// `probe.error`: a probe could not judge a target (a bad address).
+pub const PROBE_ERROR: &str = "probe.error";
+
+/// The payload of every `probe.*` event.
+const PROBE_FIELDS: &[&str] = &[
+    "probe",
+    "target",
+    "address",
+    "service",
+    "source",
+    "state",
+    "consecutive",
+    "detail",
+    "latency_ms",
+];
 
 pub const BUILT_IN: &[TriggerType] = &[
     TriggerType {
@@ -101,6 +124,30 @@ pub const BUILT_IN: &[TriggerType] = &[
         name: EVENT,
         description: "An event fired by hand with `ultronctl event fire`, with any payload.",
         payload_fields: None,
+        parameters: &[],
+    },
+    TriggerType {
+        name: PROBE_FAILED,
+        description: "A probe's target failed `failure_threshold` times in a row.",
+        payload_fields: Some(PROBE_FIELDS),
+        parameters: &[],
+    },
+    TriggerType {
+        name: PROBE_RECOVERED,
+        description: "A failing probe target passed `success_threshold` times in a row.",
+        payload_fields: Some(PROBE_FIELDS),
+        parameters: &[],
+    },
+    TriggerType {
+        name: PROBE_FLAPPING,
+        description: "A probe target's answers changed too often within the flap window; nothing else fires until it settles.",
+        payload_fields: Some(PROBE_FIELDS),
+        parameters: &[],
+    },
+    TriggerType {
+        name: PROBE_ERROR,
+        description: "A probe could not judge a target `failure_threshold` times in a row (its address is unusable).",
+        payload_fields: Some(PROBE_FIELDS),
         parameters: &[],
     },
 ];

@@ -95,6 +95,10 @@ pub enum Command {
     /// its environment, on the drone that runs it.
     #[command(subcommand)]
     Secret(crate::secrets::SecretCommand),
+    /// Probes of discovered targets (HTTP, TCP) from packs: where each
+    /// stands on each target.
+    #[command(subcommand)]
+    Probe(crate::probes::ProbeCommand),
     /// Enrolled drones: list, show, remove, and create join tokens.
     #[command(subcommand)]
     Drone(DroneCommand),
@@ -494,6 +498,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Rule(command) => crate::automation::rule(&mut client, command, &out).await,
         Command::Audit(command) => crate::automation::audit(&mut client, command, &out).await,
         Command::Secret(command) => crate::secrets::secret(&mut client, command, &out).await,
+        Command::Probe(command) => crate::probes::probe(&mut client, command, &out).await,
         Command::Drone(command) => drone(&mut client, command, &out, &config.hive).await,
         Command::Operator(command) => {
             crate::operators::operator(&mut client, command, &out, &config).await

@@ -7,6 +7,7 @@
 //! - [`follow`]: a job's live output, cancel on Ctrl-C, `job logs`.
 //! - [`automation`]: packs, events, rules and the audit trail.
 //! - [`output`]: tables and JSON.
+//! - [`probes`]: where the hive's probes stand (`probe list`).
 //! - [`secrets`]: the hive's named secrets (`secret set|list|get|delete`).
 //! - [`status`]: `version` and `status`.
 
@@ -17,5 +18,6 @@ pub mod config;
 pub mod follow;
 pub mod operators;
 pub mod output;
+pub mod probes;
 pub mod secrets;
 pub mod status;

@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
+use ultron8_core::health::UnknownCheckState;
 use ultron8_core::ids::DroneId;
 use ultron8_proto::v1::{self, control_service_server::ControlService};
 
 use crate::caller::operator;
-use crate::error::ErrorDetail;
+use crate::error::{ErrorDetail, HiveError};
 use crate::hive::Hive;
 use crate::rpc;
 
@@ -438,6 +439,25 @@ impl ControlService for ControlApi {
         let name = request.into_inner().name;
         self.hive.delete_secret(&actor, &name).await?;
         Ok(Response::new(v1::DeleteSecretResponse {}))
+    }
+
+    async fn list_probes(
+        &self,
+        request: Request<v1::ListProbesRequest>,
+    ) -> Result<Response<v1::ListProbesResponse>, Status> {
+        let request = request.into_inner();
+        let state = match request.state.as_str() {
+            "" => None,
+            text => Some(
+                text.parse()
+                    .map_err(|e: UnknownCheckState| HiveError::invalid_argument(e.to_string()))?,
+            ),
+        };
+        let probe = (!request.probe.is_empty()).then_some(request.probe.as_str());
+        let states = self.hive.list_probes(probe, state).await?;
+        Ok(Response::new(v1::ListProbesResponse {
+            targets: states.into_iter().map(rpc::probe_state_to_wire).collect(),
+        }))
     }
 
     async fn create_operator(

@@ -46,6 +46,7 @@ pub mod keys;
 pub mod metrics;
 pub mod ops;
 pub mod planning;
+pub mod probes;
 pub mod revocation;
 mod rpc;
 pub mod rulebook;

@@ -32,6 +32,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use ultron8_core::ExecutionStatus;
+use ultron8_core::health::{CheckState, RunOutcome};
 use ultron8_core::ids::DroneId;
 use ultron8_store::{Store, StoreError};
 
@@ -53,6 +54,23 @@ pub struct ReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuleLabel {
     pub rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabel {
+    probe: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeOutcomeLabel {
+    probe: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeStateLabel {
+    probe: String,
+    state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -276,6 +294,9 @@ pub struct Metrics {
     rule_failures: Family<RuleLabel, Counter>,
     escalations: Family<CauseLabel, Counter>,
     executions_finished: Family<StatusLabel, Counter>,
+    probe_duration: HistogramFamily<ProbeLabel>,
+    probe_runs: Family<ProbeOutcomeLabel, Counter>,
+    probe_targets: Family<ProbeStateLabel, Gauge>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -316,6 +337,9 @@ impl Metrics {
             rule_failures: Family::default(),
             escalations: Family::default(),
             executions_finished: Family::default(),
+            probe_duration: Family::new_with_constructor(latency_buckets),
+            probe_runs: Family::default(),
+            probe_targets: Family::default(),
         };
         metrics.register()
     }
@@ -383,6 +407,21 @@ impl Metrics {
             "rule_failures",
             "Times each rule matched and could not run (no such drone, template error, ...)",
             self.rule_failures.clone(),
+        );
+        r.register(
+            "probe_duration_seconds",
+            "How long each probe's runs took on this replica, from the request to the verdict",
+            self.probe_duration.clone(),
+        );
+        r.register(
+            "probe_runs",
+            "Probe runs on this replica, by probe and outcome (healthy, unhealthy, error)",
+            self.probe_runs.clone(),
+        );
+        r.register(
+            "probe_targets",
+            "Targets of each probe by state, as the last round this replica ran left them",
+            self.probe_targets.clone(),
         );
         r.register(
             "escalations",
@@ -512,6 +551,64 @@ impl Metrics {
             let _ = self.rule_firings.get_or_create(&label);
             let _ = self.rule_holds.get_or_create(&label);
             let _ = self.rule_failures.get_or_create(&label);
+        }
+    }
+
+    /// The probes of a newly loaded catalog: their series exist at 0. The
+    /// target gauges of removed probes go; their counters stay until the
+    /// hive restarts, as clearing a counter would read as a reset.
+    pub fn declare_probes(&self, probes: &[String]) {
+        self.probe_targets.clear();
+        for probe in probes {
+            let _ = self.probe_duration.get_or_create(&ProbeLabel {
+                probe: probe.clone(),
+            });
+            for outcome in [
+                RunOutcome::Healthy,
+                RunOutcome::Unhealthy,
+                RunOutcome::Error,
+            ] {
+                let _ = self.probe_runs.get_or_create(&ProbeOutcomeLabel {
+                    probe: probe.clone(),
+                    outcome: outcome.as_str(),
+                });
+            }
+            for state in CheckState::ALL {
+                let _ = self.probe_targets.get_or_create(&ProbeStateLabel {
+                    probe: probe.clone(),
+                    state: state.as_str(),
+                });
+            }
+        }
+    }
+
+    pub fn probe_ran(&self, probe: &str, outcome: RunOutcome, took: Duration) {
+        self.probe_duration
+            .get_or_create(&ProbeLabel {
+                probe: probe.to_string(),
+            })
+            .observe(took.as_secs_f64());
+        self.probe_runs
+            .get_or_create(&ProbeOutcomeLabel {
+                probe: probe.to_string(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    /// The states of a probe's targets after a round.
+    pub fn probe_states(&self, probe: &str, states: impl Iterator<Item = CheckState>) {
+        let mut counts: HashMap<CheckState, i64> = HashMap::new();
+        for state in states {
+            *counts.entry(state).or_default() += 1;
+        }
+        for state in CheckState::ALL {
+            self.probe_targets
+                .get_or_create(&ProbeStateLabel {
+                    probe: probe.to_string(),
+                    state: state.as_str(),
+                })
+                .set(counts.get(&state).copied().unwrap_or(0));
         }
     }
 

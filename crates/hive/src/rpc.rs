@@ -21,7 +21,7 @@ use ultron8_proto::v1;
 use ultron8_store::{
     ActionRecord, AuditFilter, AuditRecord, DroneRecord, EventFilter, EventRecord, EventState,
     ExecutionRecord, ExecutionResult, IdKind, JobFilter, JobRecord, JobSummary, OutputChunkRecord,
-    OutputStreamKind, RuleRecord,
+    OutputStreamKind, ProbeStateRecord, RuleRecord,
 };
 
 use crate::error::HiveError;
@@ -625,5 +625,20 @@ pub fn secret_info_to_wire(info: SecretInfo) -> v1::SecretInfo {
         updated_at_ms: ms(info.updated_at),
         updated_by: info.updated_by,
         created: info.created,
+    }
+}
+
+pub fn probe_state_to_wire(state: ProbeStateRecord) -> v1::ProbeTargetState {
+    v1::ProbeTargetState {
+        consecutive: state.tracker.consecutive(),
+        probe: state.probe,
+        target: state.target,
+        address: state.address,
+        state: state.state.as_str().to_string(),
+        since_ms: state.since.map_or(0, ms),
+        last_run_ms: ms(state.last_run),
+        last_outcome: state.last_outcome.as_str().to_string(),
+        detail: state.detail,
+        latency_us: u64::try_from(state.latency_us).unwrap_or(0),
     }
 }

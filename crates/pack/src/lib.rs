@@ -166,8 +166,10 @@ mod action;
 mod loader;
 mod manifest;
 mod model;
+mod probe;
 mod problem;
 mod rule;
+mod sensor;
 pub mod source;
 mod templates;
 mod text;
@@ -175,8 +177,8 @@ mod yaml;
 
 pub use loader::load;
 pub use model::{
-    Action, Installed, Manifest, NothingInstalled, Pack, PackFiles, Rule, RuleAction, Runner,
-    Script, ShellProgram,
+    Action, Installed, Manifest, NothingInstalled, Pack, PackFiles, Probe, Rule, RuleAction,
+    Runner, Script, ShellProgram,
 };
 pub use problem::Problem;
 pub use source::{Limits, SourceError, read_dir, read_tarball};

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use ultron8_core::criteria::Criterion;
 use ultron8_core::params::ParamSchema;
 use ultron8_core::policy::Policy;
+use ultron8_core::probe::ProbeSpec;
 use ultron8_core::schedule::Schedule;
 
 /// Relative path (with `/`) -> contents. Built by [`crate::source`], or by
@@ -24,6 +25,10 @@ pub struct Pack {
     pub rules: Vec<Rule>,
     /// Every file under `scripts/`, sorted by path.
     pub scripts: Vec<Script>,
+    /// `sensors/*.yaml` of `kind: probe`, sorted by name. Absent from packs
+    /// stored before probes existed.
+    #[serde(default)]
+    pub probes: Vec<Probe>,
 }
 
 impl Pack {
@@ -238,5 +243,22 @@ impl Installed for Vec<Pack> {
         self.iter()
             .find(|p| p.manifest.name == name)
             .map(|p| p.manifest.version.clone())
+    }
+}
+
+/// `sensors/<name>.yaml` with `kind: probe`: what the hive checks on
+/// discovered targets (or listed addresses), with the thresholds of a check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    pub pack: String,
+    pub name: String,
+    pub description: String,
+    pub spec: ProbeSpec,
+}
+
+impl Probe {
+    /// `pack.name`.
+    pub fn reference(&self) -> String {
+        format!("{}.{}", self.pack, self.name)
     }
 }

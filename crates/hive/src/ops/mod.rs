@@ -18,6 +18,7 @@
 //! - [`audit`]: reading the audit trail.
 //! - [`secrets`]: the hive's named secrets, sealed at rest, and their
 //!   delivery to the drone that runs a command needing them.
+//! - [`probes`]: where each probe stands on each of its targets.
 //! - [`health`]: readiness and the hive's status summary.
 //! - [`lookup`]: ids by a unique prefix, ids shortened for printing, and
 //!   the closest names to one that matches nothing.
@@ -33,6 +34,7 @@ pub mod jobs;
 pub mod lookup;
 pub mod operators;
 pub mod packs;
+pub mod probes;
 pub mod rules;
 pub mod secrets;
 pub mod tokens;

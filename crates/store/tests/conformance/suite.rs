@@ -2418,6 +2418,7 @@ pub(crate) fn pack(name: &str, version: &str, installed_at: DateTime<Utc>) -> Pa
             actions: Vec::new(),
             rules: Vec::new(),
             scripts: Vec::new(),
+            probes: Vec::new(),
         },
         description,
         installed_at,
