@@ -19,14 +19,15 @@
 //!   pack.yaml                   the manifest (required)
 //!   actions/<name>.yaml         one action per file
 //!   rules/<name>.yaml           one rule per file
+//!   sensors/<name>.yaml         one sensor per file, with a `kind` (probe)
 //!   scripts/...                 files used by `script` actions, any layout
 //!   README.md, LICENSE, ...     top-level documentation, not installed
 //! ```
 //!
 //! Nothing is silently ignored: any other directory, a YAML file at the top
-//! other than `pack.yaml`, a file in `actions/` or `rules/` not named
-//! `<name>.yaml`, and anything in `sensors/` or `workflows/` (reserved: not
-//! supported yet) is a problem. Names starting with `.` (`.git/`) are
+//! other than `pack.yaml`, a file in `actions/`, `rules/` or `sensors/` not
+//! named `<name>.yaml`, a sensor without a known `kind`, and anything in
+//! `workflows/` (reserved: not supported yet) is a problem. Names starting with `.` (`.git/`) are
 //! skipped when reading a directory or an archive.
 //!
 //! Objects are referred to as `pack.name`. Pack, action, rule and parameter
