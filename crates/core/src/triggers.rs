@@ -10,6 +10,7 @@
 //! | `core.cron` | a cron timer | `fired_at`, `schedule` | `schedule`, `timezone` |
 //! | `core.escalation` | a policy holding a rule's firing | `rule`, `reason`, `event_id`, `target`, `action` | |
 //! | `core.event` | `ultronctl event fire` | free-form | |
+//! | `drone.check` | a drone's check changing state (`crate::checks`) | `check`, `drone`, `state`, `consecutive`, `output`, `labels`, `at_ms` | |
 //!
 //! Only top-level field names are declared: `core.webhook`'s `body` is
 //! whatever the sender posted, so `body.anything` cannot be checked, but
@@ -53,6 +54,9 @@ pub const CRON: &str = "core.cron";
 pub const ESCALATION: &str = "core.escalation";
 /// `core.event`: fired by hand with `ultronctl event fire`.
 pub const EVENT: &str = "core.event";
+/// `drone.check`: a check on a drone became failing, recovered, flapping or
+/// error (one event per transition, never per run).
+pub const DRONE_CHECK: &str = "drone.check";
 
 pub const BUILT_IN: &[TriggerType] = &[
     TriggerType {
@@ -101,6 +105,20 @@ pub const BUILT_IN: &[TriggerType] = &[
         name: EVENT,
         description: "An event fired by hand with `ultronctl event fire`, with any payload.",
         payload_fields: None,
+        parameters: &[],
+    },
+    TriggerType {
+        name: DRONE_CHECK,
+        description: "A check on a drone changed state: failing, recovered, flapping or error.",
+        payload_fields: Some(&[
+            "check",
+            "drone",
+            "state",
+            "consecutive",
+            "output",
+            "labels",
+            "at_ms",
+        ]),
         parameters: &[],
     },
 ];
@@ -210,6 +228,19 @@ mod tests {
                 &[],
             ),
             (EVENT, None, &[]),
+            (
+                DRONE_CHECK,
+                Some(&[
+                    "check",
+                    "drone",
+                    "state",
+                    "consecutive",
+                    "output",
+                    "labels",
+                    "at_ms",
+                ]),
+                &[],
+            ),
         ];
         assert_eq!(BUILT_IN.len(), table.len());
         for (name, fields, parameters) in table {

@@ -6,16 +6,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use sha2::{Digest, Sha256};
 use ultron8_core::triggers::{self, TriggerType};
 
-use crate::model::{Action, Installed, Pack, PackFiles, Rule, Script};
+use crate::model::{Action, Check, Installed, Pack, PackFiles, Rule, Script};
 use crate::problem::{Pos, Problem, Sink};
 use crate::text::suggest;
 use crate::yaml::{self, Node};
-use crate::{action, manifest, rule};
+use crate::{action, check, manifest, rule};
 
 const MANIFEST: &str = "pack.yaml";
 
-/// The directories a pack may have (`sensors/` and `workflows/` are
-/// reserved and refused until they are supported).
+/// The directories a pack may have (`workflows/` is reserved and refused
+/// until it is supported).
 const DIRECTORIES: &[&str] = &["actions", "rules", "scripts", "sensors", "workflows"];
 
 /// Decodes and checks a whole pack. Either every file is valid and
@@ -118,6 +118,37 @@ pub fn load(files: &PackFiles, installed: &dyn Installed) -> Result<Pack, Vec<Pr
         rules.insert(name, decoded.rule);
     }
 
+    // Sensors: the `kind` chooses the decoder.
+    let check_ctx = check::Context {
+        pack: pack_name.as_deref(),
+        scripts: &script_hashes,
+    };
+    let mut checks: BTreeMap<String, Option<Check>> = BTreeMap::new();
+    let mut sensor_files: BTreeMap<String, &str> = BTreeMap::new();
+    for (path, stem, bytes) in &layout.sensors {
+        let mut sink = Sink::new(path, &mut problems);
+        let Some(node) = parse_file(bytes, &mut sink) else {
+            continue;
+        };
+        let (name, name_pos) = match sensor_kind(&node, &mut sink) {
+            Some(SensorKind::Check) => {
+                let decoded = check::decode(stem, &node, &check_ctx, &mut sink);
+                let Some(name) = decoded.name else { continue };
+                checks.insert(name.clone(), decoded.check);
+                (name, decoded.name_pos)
+            }
+            None => continue,
+        };
+        if let Some(first) = sensor_files.get(&name) {
+            sink.at(
+                name_pos,
+                format!("sensor `{name}` is already defined in {first}"),
+            );
+            continue;
+        }
+        sensor_files.insert(name, path);
+    }
+
     if !problems.is_empty() {
         problems.sort();
         problems.dedup();
@@ -143,12 +174,58 @@ pub fn load(files: &PackFiles, installed: &dyn Installed) -> Result<Pack, Vec<Pr
         .into_values()
         .collect::<Option<Vec<_>>>()
         .ok_or_else(incomplete)?;
+    let checks = checks
+        .into_values()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(incomplete)?;
     Ok(Pack {
         manifest,
         actions,
         rules,
         scripts,
+        checks,
     })
+}
+
+/// The kinds of `sensors/*.yaml`. Another kind is one more variant, its
+/// decoder in its own file.
+enum SensorKind {
+    Check,
+}
+
+const SENSOR_KINDS: &[&str] = &["check"];
+
+/// The `kind` of a sensor file, or the problem with it.
+fn sensor_kind(node: &Node, sink: &mut Sink<'_>) -> Option<SensorKind> {
+    let yaml::Value::Map(entries) = &node.value else {
+        yaml::expected(node, "a sensor (a mapping with a `kind`)", sink);
+        return None;
+    };
+    let Some(entry) = entries.iter().find(|e| e.key == "kind") else {
+        sink.at(
+            node.pos,
+            format!(
+                "missing required key `kind` (kinds: {})",
+                crate::text::list(SENSOR_KINDS.iter().copied())
+            ),
+        );
+        return None;
+    };
+    let kind = yaml::string(&entry.value, sink)?;
+    match kind {
+        "check" => Some(SensorKind::Check),
+        other => {
+            sink.at(
+                entry.value.pos,
+                format!(
+                    "unknown sensor kind `{other}`{} (kinds: {})",
+                    crate::text::did_you_mean(other, SENSOR_KINDS.iter().copied()),
+                    crate::text::list(SENSOR_KINDS.iter().copied())
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// The pack's files by role.
@@ -158,6 +235,7 @@ struct Layout<'a> {
     /// (path, stem, contents)
     actions: Vec<(&'a str, &'a str, &'a [u8])>,
     rules: Vec<(&'a str, &'a str, &'a [u8])>,
+    sensors: Vec<(&'a str, &'a str, &'a [u8])>,
     scripts: Vec<(&'a str, &'a [u8])>,
 }
 
@@ -189,13 +267,13 @@ fn classify<'a>(files: &'a PackFiles, problems: &mut Vec<Problem>) -> Layout<'a>
             [file] => {
                 if file.ends_with(".yaml") || file.ends_with(".yml") {
                     report(format!(
-                        "unexpected file `{file}`: a pack's configuration is pack.yaml, actions/*.yaml and rules/*.yaml"
+                        "unexpected file `{file}`: a pack's configuration is pack.yaml, actions/*.yaml, rules/*.yaml and sensors/*.yaml"
                     ));
                 }
                 // Anything else at the top is documentation (README.md,
                 // LICENSE, CHANGELOG.md) and is not installed.
             }
-            [dir @ ("actions" | "rules"), file] => {
+            [dir @ ("actions" | "rules" | "sensors"), file] => {
                 let Some(stem) = file.strip_suffix(".yaml") else {
                     let hint = match file.strip_suffix(".yml") {
                         Some(stem) => format!("; rename it to {dir}/{stem}.yaml"),
@@ -207,21 +285,18 @@ fn classify<'a>(files: &'a PackFiles, problems: &mut Vec<Problem>) -> Layout<'a>
                     continue;
                 };
                 let entry = (path.as_str(), stem, bytes.as_slice());
-                if *dir == "actions" {
-                    layout.actions.push(entry);
-                } else {
-                    layout.rules.push(entry);
+                match *dir {
+                    "actions" => layout.actions.push(entry),
+                    "rules" => layout.rules.push(entry),
+                    _ => layout.sensors.push(entry),
                 }
             }
-            [dir @ ("actions" | "rules"), ..] => {
+            [dir @ ("actions" | "rules" | "sensors"), ..] => {
                 report(format!(
                     "{dir}/ holds <name>.yaml files only, not subdirectories"
                 ));
             }
             ["scripts", _, ..] => layout.scripts.push((path.as_str(), bytes.as_slice())),
-            ["sensors", ..] => {
-                report("sensors are not supported yet; remove this file from the pack".into());
-            }
             ["workflows", ..] => {
                 report("workflows are not supported yet; remove this file from the pack".into());
             }
@@ -232,7 +307,7 @@ fn classify<'a>(files: &'a PackFiles, problems: &mut Vec<Problem>) -> Layout<'a>
                         .map(|d| format!(" (did you mean `{d}/`?)"))
                         .unwrap_or_default();
                     report(format!(
-                        "unknown directory `{dir}/`{hint} (a pack has pack.yaml, actions/, rules/ and scripts/)"
+                        "unknown directory `{dir}/`{hint} (a pack has pack.yaml, actions/, rules/, sensors/ and scripts/)"
                     ));
                 }
             }

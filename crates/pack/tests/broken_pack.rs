@@ -122,7 +122,7 @@ action: {ref: linux.missing, target: \"*\"}
         .join(", ");
     // (exact problem, or a prefix where the words are core's)
     let expected: Vec<(String, bool)> = vec![
-        ("action/other.yaml:1:1: unknown directory `action/` (did you mean `actions/`?) (a pack has pack.yaml, actions/, rules/ and scripts/)".into(), true),
+        ("action/other.yaml:1:1: unknown directory `action/` (did you mean `actions/`?) (a pack has pack.yaml, actions/, rules/, sensors/ and scripts/)".into(), true),
         ("actions/broken.yaml:3:1: invalid YAML: ".into(), false),
         ("actions/cleanup.yaml:1:7: the action is named `clean_up` but its file is actions/cleanup.yaml; they must match".into(), true),
         ("actions/cleanup.yaml:3:9: scripts/cleanup.sh does not exist in the pack".into(), true),
@@ -158,7 +158,7 @@ action: {ref: linux.missing, target: \"*\"}
         ("rules/timer.yaml:5:13: invalid schedule: ".into(), false),
         ("rules/timer.yaml:7:8: unknown action `core.notify`: pack `core` is not installed or has no action `notify`".into(), true),
         ("rules/timer.yaml:8:11: invalid target expression: ".into(), false),
-        ("sensors/disk.yaml:1:1: sensors are not supported yet; remove this file from the pack".into(), true),
+        ("sensors/disk.yaml:1:1: missing required key `kind` (kinds: check)".into(), true),
         ("workflows/restart.yaml:1:1: workflows are not supported yet; remove this file from the pack".into(), true),
     ];
 

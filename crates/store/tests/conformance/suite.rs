@@ -2415,6 +2415,7 @@ pub(crate) fn pack(name: &str, version: &str, installed_at: DateTime<Utc>) -> Pa
             actions: Vec::new(),
             rules: Vec::new(),
             scripts: Vec::new(),
+            checks: Vec::new(),
         },
         description,
         installed_at,
