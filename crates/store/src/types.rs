@@ -562,3 +562,13 @@ pub enum FiringOutcome {
     /// processor died before marking the event processed); nothing written.
     AlreadyDecided,
 }
+
+/// Where one check stands on one drone, as the drone last reported it
+/// (`Store::replace_drone_checks`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroneCheckRecord {
+    pub drone_id: DroneId,
+    pub status: ultron8_core::checks::CheckStatus,
+    /// When the hive stored the report.
+    pub reported_at: DateTime<Utc>,
+}
