@@ -11,6 +11,7 @@
 //! - [`status`]: `version` and `status`.
 
 pub mod automation;
+pub mod checks;
 pub mod cli;
 pub mod client;
 pub mod config;
