@@ -27,6 +27,7 @@
 //!   that arrives in pieces.
 
 pub mod audit;
+pub mod checks;
 pub mod criteria;
 pub mod drone_policy;
 pub mod echo;

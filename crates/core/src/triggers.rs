@@ -11,6 +11,7 @@
 //! | `core.escalation` | a policy holding a rule's firing | `rule`, `reason`, `event_id`, `target`, `action` | |
 //! | `core.event` | `ultronctl event fire` | free-form | |
 //! | `probe.failed`, `probe.recovered`, `probe.flapping`, `probe.error` | a probe's transition on one target | `probe`, `target`, `address`, `service`, `source`, `state`, `consecutive`, `detail`, `latency_ms` | |
+//! | `drone.check` | a drone's check changing state (`crate::checks`) | `check`, `drone`, `state`, `consecutive`, `output`, `labels`, `at_ms` | |
 //!
 //! Only top-level field names are declared: `core.webhook`'s `body` is
 //! whatever the sender posted, so `body.anything` cannot be checked, but
@@ -76,6 +77,9 @@ const PROBE_FIELDS: &[&str] = &[
     "detail",
     "latency_ms",
 ];
+/// `drone.check`: a check on a drone became failing, recovered, flapping or
+/// error (one event per transition, never per run).
+pub const DRONE_CHECK: &str = "drone.check";
 
 pub const BUILT_IN: &[TriggerType] = &[
     TriggerType {
@@ -140,14 +144,28 @@ pub const BUILT_IN: &[TriggerType] = &[
     },
     TriggerType {
         name: PROBE_FLAPPING,
-        description: "A probe target's answers changed too often within the flap window; nothing else fires until it settles.",
+        description: "A probe target's answers changed too often to act on; nothing fires until it settles.",
         payload_fields: Some(PROBE_FIELDS),
         parameters: &[],
     },
     TriggerType {
         name: PROBE_ERROR,
-        description: "A probe could not judge a target `failure_threshold` times in a row (its address is unusable).",
+        description: "A probe could not judge a target `failure_threshold` times in a row.",
         payload_fields: Some(PROBE_FIELDS),
+        parameters: &[],
+    },
+    TriggerType {
+        name: DRONE_CHECK,
+        description: "A check on a drone changed state: failing, recovered, flapping or error.",
+        payload_fields: Some(&[
+            "check",
+            "drone",
+            "state",
+            "consecutive",
+            "output",
+            "labels",
+            "at_ms",
+        ]),
         parameters: &[],
     },
 ];
@@ -257,6 +275,23 @@ mod tests {
                 &[],
             ),
             (EVENT, None, &[]),
+            (PROBE_FAILED, Some(PROBE_FIELDS), &[]),
+            (PROBE_RECOVERED, Some(PROBE_FIELDS), &[]),
+            (PROBE_FLAPPING, Some(PROBE_FIELDS), &[]),
+            (PROBE_ERROR, Some(PROBE_FIELDS), &[]),
+            (
+                DRONE_CHECK,
+                Some(&[
+                    "check",
+                    "drone",
+                    "state",
+                    "consecutive",
+                    "output",
+                    "labels",
+                    "at_ms",
+                ]),
+                &[],
+            ),
         ];
         assert_eq!(BUILT_IN.len(), table.len());
         for (name, fields, parameters) in table {

@@ -102,6 +102,9 @@ pub enum Command {
     /// Enrolled drones: list, show, remove, and create join tokens.
     #[command(subcommand)]
     Drone(DroneCommand),
+    /// Checks the drones run (from packs' sensors/): where each stands.
+    #[command(subcommand)]
+    Check(crate::checks::CheckCommand),
     /// Operators' certificates: issue, list, revoke.
     #[command(subcommand)]
     Operator(crate::operators::OperatorCommand),
@@ -500,6 +503,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Secret(command) => crate::secrets::secret(&mut client, command, &out).await,
         Command::Probe(command) => crate::probes::probe(&mut client, command, &out).await,
         Command::Drone(command) => drone(&mut client, command, &out, &config.hive).await,
+        Command::Check(command) => crate::checks::check(&mut client, command, &out).await,
         Command::Operator(command) => {
             crate::operators::operator(&mut client, command, &out, &config).await
         }

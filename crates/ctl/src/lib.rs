@@ -12,6 +12,7 @@
 //! - [`status`]: `version` and `status`.
 
 pub mod automation;
+pub mod checks;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -117,10 +117,11 @@ pub fn colour_wanted(terminal: bool, no_color: Option<&str>, term: Option<&str>)
 /// not, yellow for what is under way; none for the rest.
 pub fn state_colour(state: &str) -> Option<Color> {
     match state {
-        "succeeded" | "online" | "processed" | "enabled" | "yes" | "ok" => Some(Color::Green),
-        "failed" | "timed_out" | "lost" | "rejected" | "expired" | "offline" | "error" => {
-            Some(Color::Red)
+        "succeeded" | "online" | "processed" | "enabled" | "yes" | "ok" | "healthy" => {
+            Some(Color::Green)
         }
+        "failed" | "timed_out" | "lost" | "rejected" | "expired" | "offline" | "error"
+        | "failing" | "flapping" => Some(Color::Red),
         "running" | "dispatched" | "requested" | "pending" => Some(Color::Yellow),
         "canceled" | "disabled" | "no" => Some(Color::Magenta),
         _ => None,

@@ -92,6 +92,11 @@ impl DroneDir {
     pub fn spool(&self) -> PathBuf {
         self.root.join("spool")
     }
+    /// The verified check set, the checks' state and their spooled
+    /// transitions.
+    pub fn checks(&self) -> PathBuf {
+        self.root.join("checks")
+    }
 
     pub fn load(&self) -> anyhow::Result<DroneFile> {
         let path = self.config();

@@ -6,6 +6,8 @@
 //! - [`journal`]: remembers every execution id before it runs, so a
 //!   redelivered request never runs twice.
 //! - [`spool`]: results waiting for the hive, on disk until acknowledged.
+//! - [`checks`]: the checks the hive signed for this drone, run on their
+//!   intervals; their transitions spooled until the hive has them.
 //! - [`policy`]: the owner's `[policy]` in force: what may run here, and
 //!   as which user.
 //! - [`runtime`]: registration, heartbeats, consumption and reporting.
@@ -14,6 +16,7 @@
 //!   and stats, reconnect pacing.
 
 pub mod backoff;
+pub mod checks;
 pub mod config;
 pub mod executor;
 pub mod facts;

@@ -149,6 +149,35 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// The user to run a check as, or why this host's policy refuses it. A
+    /// check is judged as an action named by its `pack.name`, with its
+    /// program: `deny_actions`, `allow_actions`, `run_as_action` and the
+    /// command rules apply to it as to a pack action.
+    pub fn decide_check(
+        &self,
+        reference: &str,
+        program: &ultron8_core::Program,
+    ) -> Result<Option<RunAs>, PolicyRefusal> {
+        match self.rules.decide(PolicyRequest {
+            action: Some(reference),
+            program,
+        }) {
+            PolicyDecision::Run { run_as: None } => Ok(None),
+            PolicyDecision::Run { run_as: Some(name) } => self
+                .users
+                .get(&name)
+                .cloned()
+                .map(Some)
+                .ok_or(PolicyRefusal {
+                    rule: "run_as".into(),
+                    reason: format!("user {name:?} was not looked up at start; not run"),
+                }),
+            PolicyDecision::Refuse(refusal) => Err(refusal),
+        }
+    }
+}
+
 fn refused(request: &v1::ActionRequest, refusal: &PolicyRefusal) -> Box<SpooledReport> {
     let now = Utc::now().timestamp_millis();
     Box::new(SpooledReport {

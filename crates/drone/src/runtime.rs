@@ -36,6 +36,7 @@ use ultron8_proto::convert::{command_from_wire, facts_to_wire, stats_to_wire, st
 use ultron8_proto::v1::{self, drone_service_client::DroneServiceClient};
 
 use crate::backoff::Backoff;
+use crate::checks::Checks;
 use crate::config::{DroneDir, DroneFile};
 use crate::executor::{self, ExecSpec, StreamKind};
 use crate::facts::{StatsSampler, collect_facts};
@@ -91,6 +92,8 @@ struct Drone {
     /// clock). Requests signed before it were meant for an earlier holder
     /// of this drone's name.
     enrolled_at_ms: i64,
+    /// The checks the hive signed for this drone.
+    checks: Arc<Checks>,
 }
 
 /// How long a stopping drone waits, beyond the kill grace, for its
@@ -139,8 +142,20 @@ pub async fn run(
     let key = read(dir.key())?;
     let tls = ultron8_transport::client_config(&ca, &cert, &key)?;
     let channel = ultron8_transport::connect_lazy(&file.hive, &file.server_name, tls)?;
+    let client = DroneServiceClient::new(channel);
+    // Checks run from the set last verified, before the hive answers and
+    // whether it ever does.
+    let checks = Checks::open(
+        &dir.checks(),
+        &file.id,
+        client.clone(),
+        policy.clone(),
+        dir.scripts(),
+        file.settings.kill_grace,
+        shutdown.child_token(),
+    )?;
     let drone = Arc::new(Drone {
-        client: DroneServiceClient::new(channel),
+        client,
         journal: Journal::open(&dir.journal())
             .with_context(|| format!("cannot open the journal in {}", dir.journal().display()))?,
         spool: Spool::open(&dir.spool())
@@ -153,10 +168,13 @@ pub async fn run(
         stopping: Default::default(),
         policy,
         enrolled_at_ms,
+        checks,
         file,
     });
     let span = info_span!("drone", drone_id = %drone.file.id);
     async move {
+        drone.checks.start();
+        let deliver_transitions = tokio::spawn(drone.checks.clone().deliver_loop());
         drone.report_interrupted_executions().await?;
         // Forgetting an id is safe only once no copy of its request can
         // still arrive: far beyond any sane TTL and the broker's redelivery.
@@ -167,12 +185,16 @@ pub async fn run(
         }
         let registration = tokio::select! {
             registration = drone.register_until_accepted() => registration,
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => {
+                let _ = deliver_transitions.await;
+                return Ok(());
+            }
         };
         let consumer = consumers(&registration.broker_url)?;
         let registration = Arc::new(registration);
 
         let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(drone.checks.clone().refresh_loop());
         tasks.spawn(
             drone
                 .clone()
@@ -187,6 +209,7 @@ pub async fn run(
         shutdown.cancelled().await;
         drone.stop_in_flight().await;
         tasks.shutdown().await;
+        let _ = deliver_transitions.await;
         Ok(())
     }
     .instrument(span)
@@ -336,10 +359,14 @@ impl Drone {
             .map(|b| b.url)
             .filter(|u| !u.is_empty())
             .context("the hive sent no broker address")?;
-        let verifier = RequestVerifier::new(response.request_signing_public_key);
+        let verifier = RequestVerifier::new(response.request_signing_public_key.clone());
         if verifier.key_id() != response.request_signing_key_id {
             anyhow::bail!("the hive's signing key does not match its key id; refusing to trust it");
         }
+        self.checks.registered(
+            verifier.clone(),
+            response.request_signing_public_key.clone(),
+        );
         Ok(Registration {
             broker_url,
             verifier,
@@ -369,10 +396,14 @@ impl Drone {
                 stats: Some(stats_to_wire(&sampler.sample())),
                 running_execution_ids: running,
                 spooled_results: u32::try_from(spooled).unwrap_or(u32::MAX),
+                checks: self.checks.summary(),
+                check_set_version: self.checks.version(),
             };
             match self.client.clone().heartbeat(request).await {
                 Ok(response) => {
-                    let asked = response.into_inner().heartbeat_interval_ms;
+                    let response = response.into_inner();
+                    self.checks.announced(&response.check_set_version);
+                    let asked = response.heartbeat_interval_ms;
                     if asked > 0 {
                         interval = Duration::from_millis(asked.max(200) as u64);
                     }
@@ -847,39 +878,7 @@ impl Drone {
     /// by content hash the first time, verified, and cached under its hash
     /// (so a cached file can be trusted again without re-fetching).
     async fn resolve_script(&self, mut command: CommandSpec) -> Result<CommandSpec, String> {
-        let Program::Script { sha256, name, args } = &command.program else {
-            return Ok(command);
-        };
-        let path = self.scripts_dir.join(sha256);
-        if !path.exists() {
-            let content = self
-                .client
-                .clone()
-                .fetch_script(v1::FetchScriptRequest {
-                    sha256: sha256.clone(),
-                })
-                .await
-                .map_err(|status| {
-                    format!(
-                        "cannot fetch script `{name}` from the hive: {}",
-                        status.message()
-                    )
-                })?
-                .into_inner()
-                .content;
-            let actual = hex::encode(Sha256::digest(&content));
-            if &actual != sha256 {
-                return Err(format!(
-                    "script `{name}` from the hive has SHA-256 {actual}, expected {sha256}; not run"
-                ));
-            }
-            std::fs::create_dir_all(&self.scripts_dir)
-                .and_then(|()| ultron8_host::write_atomically(&path, &content, 0o700))
-                .map_err(|e| format!("cannot cache script `{name}`: {e}"))?;
-        }
-        let mut argv = vec![path.display().to_string()];
-        argv.extend(args.iter().cloned());
-        command.program = Program::Argv(argv);
+        command.program = resolve_program(&self.client, &self.scripts_dir, command.program).await?;
         Ok(command)
     }
 
@@ -1059,6 +1058,49 @@ pub fn masked_output(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Turns a pack script into a local file to exec: fetched from the hive
+/// by content hash the first time, verified, and cached under its hash
+/// (so a cached file can be trusted again without re-fetching). Other
+/// programs pass unchanged.
+pub(crate) async fn resolve_program(
+    client: &DroneServiceClient<Channel>,
+    scripts_dir: &std::path::Path,
+    program: Program,
+) -> Result<Program, String> {
+    let Program::Script { sha256, name, args } = program else {
+        return Ok(program);
+    };
+    let path = scripts_dir.join(&sha256);
+    if !path.exists() {
+        let content = client
+            .clone()
+            .fetch_script(v1::FetchScriptRequest {
+                sha256: sha256.clone(),
+            })
+            .await
+            .map_err(|status| {
+                format!(
+                    "cannot fetch script `{name}` from the hive: {}",
+                    status.message()
+                )
+            })?
+            .into_inner()
+            .content;
+        let actual = hex::encode(Sha256::digest(&content));
+        if actual != sha256 {
+            return Err(format!(
+                "script `{name}` from the hive has SHA-256 {actual}, expected {sha256}; not run"
+            ));
+        }
+        std::fs::create_dir_all(scripts_dir)
+            .and_then(|()| ultron8_host::write_atomically(&path, &content, 0o700))
+            .map_err(|e| format!("cannot cache script `{name}`: {e}"))?;
+    }
+    let mut argv = vec![path.display().to_string()];
+    argv.extend(args);
+    Ok(Program::Argv(argv))
 }
 
 /// How long the end of a command's live output may take to reach the hive

@@ -113,7 +113,7 @@ pub fn required_role(path: &str) -> Role {
         "ListDrones" | "GetDrone" | "WatchJob" | "FollowJob" | "GetJob" | "ListJobs"
         | "GetExecution" | "ListPacks" | "GetPack" | "ListEvents" | "GetEvent" | "ListRules"
         | "GetRule" | "TestRules" | "ListAudit" | "GetStatus" | "ListActions" | "GetAction"
-        | "ResolveId" | "ListOperators" | "ListProbes" => Role::Viewer,
+        | "ResolveId" | "ListOperators" | "ListChecks" | "ListProbes" => Role::Viewer,
         "SubmitJob" | "RunAction" | "CancelJob" | "FireEvent" | "SetRuleEnabled" => Role::Operator,
         // Names and dates only: operators see which secrets exist, as the
         // packs they run name them; setting, deleting and reading a value

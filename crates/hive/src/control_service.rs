@@ -515,4 +515,15 @@ impl ControlService for ControlApi {
                 .collect(),
         }))
     }
+
+    async fn list_checks(
+        &self,
+        request: Request<v1::ListChecksRequest>,
+    ) -> Result<Response<v1::ListChecksResponse>, Status> {
+        let (target, state) = rpc::list_checks_request(request.into_inner())?;
+        let checks = self.hive.list_checks(target.as_deref(), state).await?;
+        Ok(Response::new(v1::ListChecksResponse {
+            checks: checks.into_iter().map(rpc::drone_check_to_wire).collect(),
+        }))
+    }
 }

@@ -48,10 +48,14 @@ impl DroneService for DroneApi {
         let drone_id = drone(&request)?;
         let request = request.into_inner();
         let spooled = u64::from(request.spooled_results);
+        let summary = rpc::check_summary_from_wire(&request.checks)?;
         let stats = rpc::heartbeat_stats(request);
         let interval = self.hive.heartbeat(&drone_id, &stats, spooled).await?;
+        self.hive.record_check_summary(&drone_id, summary).await?;
+        let check_set_version = self.hive.check_set_version(&drone_id).await?;
         Ok(Response::new(v1::HeartbeatResponse {
             heartbeat_interval_ms: rpc::interval_ms(interval),
+            check_set_version,
         }))
     }
 
@@ -126,5 +130,32 @@ impl DroneService for DroneApi {
                 })
                 .collect(),
         }))
+    }
+
+    async fn get_checks(
+        &self,
+        request: Request<v1::GetChecksRequest>,
+    ) -> Result<Response<v1::GetChecksResponse>, Status> {
+        let drone_id = drone(&request)?;
+        let signed = self.hive.signed_check_set(&drone_id).await?;
+        Ok(Response::new(v1::GetChecksResponse {
+            check_set: signed.bytes,
+            signature: signed.signature,
+            key_id: signed.key_id,
+        }))
+    }
+
+    async fn report_check_transitions(
+        &self,
+        request: Request<v1::ReportCheckTransitionsRequest>,
+    ) -> Result<Response<v1::ReportCheckTransitionsResponse>, Status> {
+        let drone_id = drone(&request)?;
+        self.hive.check_in_fleet(&drone_id).await?;
+        let transitions = rpc::check_transitions_from_wire(request.into_inner())?;
+        let stored = self
+            .hive
+            .report_check_transitions(&drone_id, transitions)
+            .await?;
+        Ok(Response::new(v1::ReportCheckTransitionsResponse { stored }))
     }
 }

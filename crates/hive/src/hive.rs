@@ -45,6 +45,8 @@ pub struct Hive {
     pub output_arrived: tokio::sync::broadcast::Sender<ExecutionId>,
     /// The rules engine's compiled rules, reloaded when the catalog changes.
     pub rules: crate::rulebook::RuleCache,
+    /// The installed drone checks, as of one catalog version.
+    pub checks: crate::ops::checks::CheckCatalog,
     /// Rate-limits the escalations of failing rules.
     pub failure_escalations: crate::rulebook::EscalationLimiter,
     /// For `http` actions.
@@ -118,6 +120,7 @@ impl Hive {
             output_arrived: tokio::sync::broadcast::channel(OUTPUT_NOTICES).0,
             rules: Default::default(),
             failure_escalations: Default::default(),
+            checks: Default::default(),
             http: http_client()?,
             build: BuildInfo::library(),
             stopping: CancellationToken::new(),

@@ -642,3 +642,82 @@ pub fn probe_state_to_wire(state: ProbeStateRecord) -> v1::ProbeTargetState {
         latency_us: u64::try_from(state.latency_us).unwrap_or(0),
     }
 }
+
+// --- drone checks ------------------------------------------------------------
+
+fn check_state(text: &str) -> Result<ultron8_core::health::CheckState, HiveError> {
+    text.parse()
+        .map_err(|e: ultron8_core::health::UnknownCheckState| {
+            HiveError::invalid_argument(e.to_string())
+        })
+}
+
+fn nonzero_ms(ms: i64) -> Option<i64> {
+    (ms != 0).then_some(ms)
+}
+
+pub fn check_summary_from_wire(
+    checks: &[v1::CheckStatus],
+) -> Result<Vec<ultron8_core::checks::CheckStatus>, HiveError> {
+    checks
+        .iter()
+        .map(|c| {
+            Ok(ultron8_core::checks::CheckStatus {
+                check: c.check.clone(),
+                state: check_state(&c.state)?,
+                since_ms: nonzero_ms(c.since_ms),
+                last_run_ms: nonzero_ms(c.last_run_ms),
+                last_output: c.last_output.clone(),
+            })
+        })
+        .collect()
+}
+
+pub fn check_transitions_from_wire(
+    request: v1::ReportCheckTransitionsRequest,
+) -> Result<Vec<ultron8_core::checks::CheckTransition>, HiveError> {
+    request
+        .transitions
+        .into_iter()
+        .map(|t| {
+            let state = t
+                .state
+                .parse()
+                .map_err(|e: ultron8_core::health::UnknownCheckState| {
+                    HiveError::invalid_argument(e.to_string())
+                })?;
+            Ok(ultron8_core::checks::CheckTransition {
+                id: t.id,
+                check: t.check,
+                state,
+                consecutive: t.consecutive,
+                output: t.output,
+                at_ms: t.at_ms,
+            })
+        })
+        .collect()
+}
+
+pub fn list_checks_request(
+    request: v1::ListChecksRequest,
+) -> Result<(Option<String>, Option<ultron8_core::health::CheckState>), HiveError> {
+    let target = (!request.target.trim().is_empty()).then_some(request.target);
+    let state = if request.state.is_empty() {
+        None
+    } else {
+        Some(check_state(&request.state)?)
+    };
+    Ok((target, state))
+}
+
+pub fn drone_check_to_wire(record: ultron8_store::DroneCheckRecord) -> v1::DroneCheckInfo {
+    v1::DroneCheckInfo {
+        drone_id: record.drone_id.to_string(),
+        check: record.status.check,
+        state: record.status.state.as_str().to_string(),
+        since_ms: record.status.since_ms.unwrap_or(0),
+        last_run_ms: record.status.last_run_ms.unwrap_or(0),
+        last_output: record.status.last_output,
+        reported_at_ms: ms(record.reported_at),
+    }
+}

@@ -19,15 +19,15 @@
 //!   pack.yaml                   the manifest (required)
 //!   actions/<name>.yaml         one action per file
 //!   rules/<name>.yaml           one rule per file
-//!   sensors/<name>.yaml         one sensor per file, with a `kind` (probe)
-//!   scripts/...                 files used by `script` actions, any layout
+//!   sensors/<name>.yaml         one sensor per file, with a `kind` (check, probe)
+//!   scripts/...                 files used by `script` actions and checks, any layout
 //!   README.md, LICENSE, ...     top-level documentation, not installed
 //! ```
 //!
 //! Nothing is silently ignored: any other directory, a YAML file at the top
 //! other than `pack.yaml`, a file in `actions/`, `rules/` or `sensors/` not
-//! named `<name>.yaml`, a sensor without a known `kind`, and anything in
-//! `workflows/` (reserved: not supported yet) is a problem. Names starting with `.` (`.git/`) are
+//! named `<name>.yaml`, a sensor whose `kind` is missing or unknown, and
+//! anything in `workflows/` (reserved: not supported yet) is a problem. Names starting with `.` (`.git/`) are
 //! skipped when reading a directory or an archive.
 //!
 //! Objects are referred to as `pack.name`. Pack, action, rule and parameter
@@ -157,6 +157,23 @@
 //!   `max_concurrent` (at least 1), `blast_radius` (`window` required, and
 //!   `max_hosts` at least 1 and/or `max_percent` in (0, 100]).
 //!
+//! ## `sensors/<name>.yaml`
+//!
+//! The `kind` chooses the format; `check` is a command drones run on an
+//! interval (see `docs/packs.md`, "Checks"):
+//!
+//! ```yaml
+//! kind: check
+//! name: node_ok                      # default: the file name
+//! targets: "label:role=k8s-node"     # default "*"
+//! command: [/usr/local/bin/node-check, --quick]   # or shell: "...", or script: x.sh + args
+//! interval: 30s                      # default 30s, at least 100ms
+//! timeout: 10s                       # default min(10s, interval/2); < interval
+//! failure_threshold: 4               # default 3
+//! success_threshold: 2               # default 1
+//! flap: {max_changes: 5, window: 10m}   # default; `false` for none
+//! ```
+//!
 //! ## Problems
 //!
 //! Each [`Problem`] renders as `file:line:column: message`, 1-based, at
@@ -164,6 +181,7 @@
 //! They are sorted by file and position.
 
 mod action;
+mod check;
 mod loader;
 mod manifest;
 mod model;
@@ -178,7 +196,7 @@ mod yaml;
 
 pub use loader::load;
 pub use model::{
-    Action, Installed, Manifest, NothingInstalled, Pack, PackFiles, Probe, Rule, RuleAction,
+    Action, Check, Installed, Manifest, NothingInstalled, Pack, PackFiles, Probe, Rule, RuleAction,
     Runner, Script, ShellProgram,
 };
 pub use problem::Problem;

@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use sha2::{Digest, Sha256};
 use ultron8_core::triggers::{self, TriggerType};
 
-use crate::model::{Action, Installed, Pack, PackFiles, Probe, Rule, Script};
+use crate::model::{Action, Check, Installed, Pack, PackFiles, Probe, Rule, Script};
 use crate::problem::{Pos, Problem, Sink};
 use crate::text::suggest;
 use crate::yaml::{self, Node};
-use crate::{action, manifest, probe, rule};
+use crate::{action, check, manifest, probe, rule};
 
 const MANIFEST: &str = "pack.yaml";
 
@@ -120,6 +120,11 @@ pub fn load(files: &PackFiles, installed: &dyn Installed) -> Result<Pack, Vec<Pr
 
     // Sensors: the `kind` chooses the decoder. Names are shared by every
     // kind, as events and `ultronctl` name them alike.
+    let check_ctx = check::Context {
+        pack: pack_name.as_deref(),
+        scripts: &script_hashes,
+    };
+    let mut checks: BTreeMap<String, Option<Check>> = BTreeMap::new();
     let mut probes: BTreeMap<String, Option<Probe>> = BTreeMap::new();
     let mut sensor_files: BTreeMap<String, &str> = BTreeMap::new();
     for (path, stem, bytes) in &layout.sensors {
@@ -128,6 +133,14 @@ pub fn load(files: &PackFiles, installed: &dyn Installed) -> Result<Pack, Vec<Pr
             continue;
         };
         let (name, name_pos) = match sensor_kind(&node, &mut sink) {
+            Some(SensorKind::Check) => {
+                let decoded = check::decode(stem, &node, &check_ctx, &mut sink);
+                let Some(name) = decoded.name else { continue };
+                if !sensor_files.contains_key(&name) {
+                    checks.insert(name.clone(), decoded.check);
+                }
+                (name, decoded.name_pos)
+            }
             Some(SensorKind::Probe) => {
                 let decoded = probe::decode(pack_name.as_deref(), stem, &node, &mut sink);
                 let Some(name) = decoded.name else { continue };
@@ -173,6 +186,10 @@ pub fn load(files: &PackFiles, installed: &dyn Installed) -> Result<Pack, Vec<Pr
         .into_values()
         .collect::<Option<Vec<_>>>()
         .ok_or_else(incomplete)?;
+    let checks = checks
+        .into_values()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(incomplete)?;
     let probes = probes
         .into_values()
         .collect::<Option<Vec<_>>>()
@@ -182,6 +199,7 @@ pub fn load(files: &PackFiles, installed: &dyn Installed) -> Result<Pack, Vec<Pr
         actions,
         rules,
         scripts,
+        checks,
         probes,
     })
 }
@@ -189,10 +207,11 @@ pub fn load(files: &PackFiles, installed: &dyn Installed) -> Result<Pack, Vec<Pr
 /// The kinds of `sensors/*.yaml`. Another kind is one more variant, its
 /// decoder in its own file.
 enum SensorKind {
+    Check,
     Probe,
 }
 
-const SENSOR_KINDS: &[&str] = &["probe"];
+const SENSOR_KINDS: &[&str] = &["check", "probe"];
 
 /// The `kind` of a sensor file, or the problem with it.
 fn sensor_kind(node: &Node, sink: &mut Sink<'_>) -> Option<SensorKind> {
@@ -212,6 +231,7 @@ fn sensor_kind(node: &Node, sink: &mut Sink<'_>) -> Option<SensorKind> {
     };
     let kind = yaml::string(&entry.value, sink)?;
     match kind {
+        "check" => Some(SensorKind::Check),
         "probe" => Some(SensorKind::Probe),
         other => {
             sink.at(

@@ -29,6 +29,10 @@ pub struct Pack {
     /// stored before probes existed.
     #[serde(default)]
     pub probes: Vec<Probe>,
+    /// `sensors/*.yaml` of `kind: check`, sorted by name. Absent from packs
+    /// stored before checks existed.
+    #[serde(default)]
+    pub checks: Vec<Check>,
 }
 
 impl Pack {
@@ -38,6 +42,42 @@ impl Pack {
 
     pub fn rule(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+/// `sensors/<name>.yaml` with `kind: check`: a command the drones matched
+/// by `targets` run every `interval`, with thresholds into `drone.check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    pub pack: String,
+    pub name: String,
+    pub description: String,
+    /// A target expression (`ultron8_core::target`), parsed at install.
+    pub targets: String,
+    /// `Script` carries the pack path (`scripts/...`) as its name.
+    pub program: ultron8_core::Program,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub thresholds: ultron8_core::health::Thresholds,
+}
+
+impl Check {
+    /// `pack.name`.
+    pub fn reference(&self) -> String {
+        format!("{}.{}", self.pack, self.name)
+    }
+
+    /// What a drone runs.
+    pub fn spec(&self) -> ultron8_core::checks::CheckSpec {
+        ultron8_core::checks::CheckSpec {
+            reference: self.reference(),
+            program: self.program.clone(),
+            interval: self.interval,
+            timeout: self.timeout,
+            thresholds: self.thresholds,
+        }
     }
 }
 

@@ -10,9 +10,8 @@ use crate::problem::{Pos, Sink};
 use crate::text::check_name;
 use crate::yaml::{Fields, Node, Value, duration, integer, string};
 
-/// The shortest interval a sensor may have: short enough for tests and
-/// demonstrations, long enough that a typo (`1ms`) cannot busy-loop a host.
-pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// The shortest interval a sensor may have (the drone enforces it too).
+use ultron8_core::checks::MIN_INTERVAL;
 
 const FLAP_KEYS: &[&str] = &["max_changes", "window"];
 

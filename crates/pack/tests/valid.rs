@@ -379,6 +379,7 @@ fn expected_pack() -> Pack {
             },
         ],
         probes: Vec::new(),
+        checks: Vec::new(),
     }
 }
 

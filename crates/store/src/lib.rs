@@ -444,4 +444,18 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets the states and rounds of every probe not in `probes` (removed
     /// with its pack). Returns the states forgotten.
     async fn retain_probes(&self, probes: &[String]) -> Result<u64>;
+
+    // --- drone checks --------------------------------------------------------
+    /// Replaces what `drone_id` last reported of its checks with `checks`
+    /// (its whole summary: a check not in it is gone), in one transaction.
+    /// Nothing is written for a drone the store does not know.
+    async fn replace_drone_checks(
+        &self,
+        drone_id: &DroneId,
+        checks: &[ultron8_core::checks::CheckStatus],
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// The latest reported checks of every drone in the fleet (removed
+    /// drones skipped), by drone then check.
+    async fn list_drone_checks(&self) -> Result<Vec<DroneCheckRecord>>;
 }

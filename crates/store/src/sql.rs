@@ -66,13 +66,14 @@ use crate::common::{
 };
 pub use crate::dialect::{Dialect, NamedLock, RowsAffected, SqlTime};
 use crate::{
-    ActionRecord, Activity, AuditFilter, AuditRecord, DroneEnrollment, DroneRecord, DroneRemoval,
-    EnrollmentClaim, EnrollmentGrant, EventFilter, EventOutcome, EventRecord, ExecutionRecord,
-    ExecutionUpdate, FiringOutcome, ID_INDEXED_PREFIX, IdKind, JobFilter, JobRecord, JobSummary,
-    JoinTokenGrant, NewAuditRecord, NewEvent, NewExecution, NewJob, NewJoinToken,
-    OperatorCertificate, OperatorCertificateRecord, OutputChunkRecord, PackRecord, PendingDispatch,
-    PendingEvents, ProbeStateRecord, Result, RevokedCertificate, RuleFiring, RuleRecord,
-    ScriptRecord, SealedValue, SecretRecord, SecretWrite, Store, StoreError, TransitionOutcome,
+    ActionRecord, Activity, AuditFilter, AuditRecord, DroneCheckRecord, DroneEnrollment,
+    DroneRecord, DroneRemoval, EnrollmentClaim, EnrollmentGrant, EventFilter, EventOutcome,
+    EventRecord, ExecutionRecord, ExecutionUpdate, FiringOutcome, ID_INDEXED_PREFIX, IdKind,
+    JobFilter, JobRecord, JobSummary, JoinTokenGrant, NewAuditRecord, NewEvent, NewExecution,
+    NewJob, NewJoinToken, OperatorCertificate, OperatorCertificateRecord, OutputChunkRecord,
+    PackRecord, PendingDispatch, PendingEvents, ProbeStateRecord, Result, RevokedCertificate,
+    RuleFiring, RuleRecord, ScriptRecord, SealedValue, SecretRecord, SecretWrite, Store,
+    StoreError, TransitionOutcome,
 };
 
 /// Records a revocation; a certificate already revoked keeps its first
@@ -1998,6 +1999,77 @@ where
         Self::insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    // --- drone checks --------------------------------------------------------
+
+    async fn replace_drone_checks(
+        &self,
+        drone_id: &DroneId,
+        checks: &[ultron8_core::checks::CheckStatus],
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let known: Option<String> = sqlx::query_scalar("SELECT id FROM drones WHERE id = $1")
+            .bind(drone_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if known.is_none() {
+            tx.rollback().await?;
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM drone_checks WHERE drone_id = $1")
+            .bind(drone_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        for check in checks {
+            sqlx::query(
+                "INSERT INTO drone_checks (drone_id, check_ref, state, since_ms, last_run_ms, \
+                 last_output, reported_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (drone_id, check_ref) DO NOTHING",
+            )
+            .bind(drone_id.as_str())
+            .bind(check.check.as_str())
+            .bind(check.state.as_str())
+            .bind(check.since_ms.unwrap_or(0))
+            .bind(check.last_run_ms.unwrap_or(0))
+            .bind(check.last_output.as_str())
+            .bind(SqlTime(at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_drone_checks(&self) -> Result<Vec<DroneCheckRecord>> {
+        let rows: Vec<(String, String, String, i64, i64, String, SqlTime)> = sqlx::query_as(
+            "SELECT c.drone_id, c.check_ref, c.state, c.since_ms, c.last_run_ms, c.last_output, \
+             c.reported_at FROM drone_checks c JOIN drones d ON d.id = c.drone_id \
+             WHERE d.removed_at IS NULL ORDER BY c.drone_id, c.check_ref",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter()
+            .map(
+                |(drone_id, check, state, since_ms, last_run_ms, last_output, reported_at)| {
+                    let state = state.parse().map_err(|e| {
+                        StoreError::Corrupt(format!("drone_checks row ({drone_id}, {check}): {e}"))
+                    })?;
+                    Ok(DroneCheckRecord {
+                        drone_id: DroneId::from(drone_id),
+                        status: ultron8_core::checks::CheckStatus {
+                            check,
+                            state,
+                            since_ms: (since_ms != 0).then_some(since_ms),
+                            last_run_ms: (last_run_ms != 0).then_some(last_run_ms),
+                            last_output,
+                        },
+                        reported_at: reported_at.0,
+                    })
+                },
+            )
+            .collect()
     }
 
     // --- probes --------------------------------------------------------------

@@ -587,3 +587,13 @@ pub struct ProbeStateRecord {
     /// restart and a round run by another replica.
     pub tracker: ultron8_core::health::Tracker,
 }
+
+/// Where one check stands on one drone, as the drone last reported it
+/// (`Store::replace_drone_checks`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroneCheckRecord {
+    pub drone_id: DroneId,
+    pub status: ultron8_core::checks::CheckStatus,
+    /// When the hive stored the report.
+    pub reported_at: DateTime<Utc>,
+}

@@ -19,12 +19,16 @@
 //! - [`secrets`]: the hive's named secrets, sealed at rest, and their
 //!   delivery to the drone that runs a command needing them.
 //! - [`probes`]: where each probe stands on each of its targets.
+//! - [`checks`]: drone checks: each drone's signed check set, the
+//!   transitions drones report (`drone.check` events, once each), their
+//!   summaries, and `check list`.
 //! - [`health`]: readiness and the hive's status summary.
 //! - [`lookup`]: ids by a unique prefix, ids shortened for printing, and
 //!   the closest names to one that matches nothing.
 
 pub mod actions;
 pub mod audit;
+pub mod checks;
 pub mod drones;
 pub mod events;
 pub mod executions;

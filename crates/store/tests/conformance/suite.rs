@@ -117,6 +117,7 @@ macro_rules! conformance_tests {
             a_secret_write_that_fails_leaves_no_trace,
             probe_rounds_are_claimed_once_and_never_backwards,
             probe_states_are_replaced_per_round_and_forgotten_with_their_probe,
+            a_drones_check_summary_replaces_the_last_one,
         );
     };
     (@each $run:path; $($name:ident),* $(,)?) => {
@@ -2419,6 +2420,7 @@ pub(crate) fn pack(name: &str, version: &str, installed_at: DateTime<Utc>) -> Pa
             rules: Vec::new(),
             scripts: Vec::new(),
             probes: Vec::new(),
+            checks: Vec::new(),
         },
         description,
         installed_at,
@@ -5139,4 +5141,146 @@ pub async fn probe_states_are_replaced_per_round_and_forgotten_with_their_probe(
             .expect("claim"),
         "a removed probe's rounds are forgotten too"
     );
+}
+
+fn check_status(
+    check: &str,
+    state: ultron8_core::health::CheckState,
+    since_ms: Option<i64>,
+    output: &str,
+) -> ultron8_core::checks::CheckStatus {
+    ultron8_core::checks::CheckStatus {
+        check: check.to_string(),
+        state,
+        since_ms,
+        last_run_ms: since_ms.map(|ms| ms + 1),
+        last_output: output.to_string(),
+    }
+}
+
+pub async fn a_drones_check_summary_replaces_the_last_one(store: Arc<dyn Store>) {
+    use ultron8_core::health::CheckState::{Failing, Healthy, Pending};
+    enroll(&*store, "web-1", t(0)).await;
+    enroll(&*store, "web-2", t(0)).await;
+    let web1: DroneId = "web-1".into();
+    let web2: DroneId = "web-2".into();
+    store
+        .replace_drone_checks(
+            &web1,
+            &[
+                check_status("k8s.node_ok", Healthy, Some(5), "ok"),
+                check_status("k8s.disk", Pending, None, ""),
+            ],
+            t(1),
+        )
+        .await
+        .expect("first summary");
+    store
+        .replace_drone_checks(
+            &web2,
+            &[check_status(
+                "k8s.node_ok",
+                Failing,
+                Some(7),
+                "kubelet down ✗",
+            )],
+            t(1),
+        )
+        .await
+        .expect("web-2 summary");
+    // The next summary replaces web-1's whole: k8s.disk is gone.
+    store
+        .replace_drone_checks(
+            &web1,
+            &[check_status("k8s.node_ok", Failing, Some(9), "no /run/ok")],
+            t(2),
+        )
+        .await
+        .expect("second summary");
+    // A drone the store does not know writes nothing and is no error.
+    store
+        .replace_drone_checks(
+            &"ghost".into(),
+            &[check_status("k8s.node_ok", Failing, Some(9), "")],
+            t(2),
+        )
+        .await
+        .expect("unknown drone");
+
+    let listed = store.list_drone_checks().await.expect("list");
+    let rows: Vec<(
+        String,
+        String,
+        ultron8_core::health::CheckState,
+        Option<i64>,
+        Option<i64>,
+        String,
+        DateTime<Utc>,
+    )> = listed
+        .into_iter()
+        .map(|r| {
+            (
+                r.drone_id.to_string(),
+                r.status.check,
+                r.status.state,
+                r.status.since_ms,
+                r.status.last_run_ms,
+                r.status.last_output,
+                r.reported_at,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (
+                "web-1".into(),
+                "k8s.node_ok".into(),
+                Failing,
+                Some(9),
+                Some(10),
+                "no /run/ok".into(),
+                t(2)
+            ),
+            (
+                "web-2".into(),
+                "k8s.node_ok".into(),
+                Failing,
+                Some(7),
+                Some(8),
+                "kubelet down ✗".into(),
+                t(1)
+            ),
+        ]
+    );
+
+    // A removed drone's checks leave the list with it.
+    let mut record = audit(AuditVerb::DroneRemoved, t(3));
+    record.drone_id = Some("web-2".into());
+    store
+        .remove_drone(
+            &web2,
+            &DroneRemoval {
+                at: t(3),
+                by: "operator:alice".to_string(),
+            },
+            &record,
+        )
+        .await
+        .expect("remove");
+    let left: Vec<String> = store
+        .list_drone_checks()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.drone_id.to_string())
+        .collect();
+    assert_eq!(left, vec!["web-1".to_string()]);
+
+    // An empty summary clears the drone's checks.
+    store
+        .replace_drone_checks(&web1, &[], t(4))
+        .await
+        .expect("empty summary");
+    assert!(store.list_drone_checks().await.expect("list").is_empty());
 }
