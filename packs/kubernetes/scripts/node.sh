@@ -253,7 +253,7 @@ do_status() {
     unschedulable=$(kubectl get node "$node" -o 'jsonpath={.spec.unschedulable}')
     echo "node/$node unschedulable: ${unschedulable:-false}"
     echo "taints:"
-    node_taints | sed -n 's/^\(.*\):\([A-Za-z]*\)=\(.*\)$/  \1=\3:\2/p'
+    node_taints | sed -e 's/^\(.*\):\([A-Za-z]*\)=$/  \1:\2/' -e t -e 's/^\(.*\):\([A-Za-z]*\)=\(.*\)$/  \1=\3:\2/'
     if [ "$rec_seen" = true ]; then
         echo "$ANNOTATION: $raw"
     else
