@@ -218,6 +218,42 @@ fn cordon_and_taint_then_undo_restore_the_node_exactly() {
     assert!(out.contains("unschedulable: false"), "{out}");
     assert!(out.contains("dedicated=db:NoSchedule"), "{out}");
     assert!(out.contains("nothing to undo"), "{out}");
+
+    // remediate, as the example rule runs it: drain (which cordons) and
+    // taint, one record; undo takes all of it back.
+    let out = ok(
+        &hive,
+        "remediate",
+        &[
+            "drain=true",
+            "taint=true",
+            "timeout=60",
+            "by=rule:kubernetes.remediate_failing_node",
+        ],
+    );
+    assert!(out.contains("node/k8s-node-1 drained"), "{out}");
+    let record = cluster.record();
+    assert_eq!(record["cordoned"], true, "{record}");
+    assert_eq!(
+        record["taints"],
+        json!(["ultron8.io/node-check-failed=true:NoSchedule"])
+    );
+    assert_eq!(record["by"], "rule:kubernetes.remediate_failing_node");
+    let changes = cluster.changes();
+    let order: Vec<&str> = changes
+        .iter()
+        .rev()
+        .take(5)
+        .rev()
+        .map(|c| c[0].as_str())
+        .collect();
+    assert_eq!(
+        order,
+        ["cordon", "annotate", "drain", "taint", "annotate"],
+        "{changes:?}"
+    );
+    ok(&hive, "undo", &[]);
+    assert_eq!(cluster.node(), original);
 }
 
 #[test]
