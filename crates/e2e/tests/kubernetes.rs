@@ -7,11 +7,11 @@
 //! lines the drone ran. The stand-in is not a Kubernetes API: what needs a
 //! real cluster is listed in docs/kubernetes.md.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use serde_json::{Value, json};
-use ultron8_e2e::{Drone, Hive, TestEnv, packs_dir, stderr, stdout};
+use ultron8_e2e::{DEADLINE, Drone, Hive, TestEnv, packs_dir, stderr, stdout, wait_for};
 
 const NODE: &str = "k8s-node-1";
 const ANNOTATION: &str = "ultron8.io/remediation";
@@ -78,13 +78,19 @@ impl Cluster {
 /// A hive with the pack, and the drone `node-a` on the node `k8s-node-1`
 /// (its `NODE_NAME`, as the DaemonSet sets it), kubectl being the stand-in.
 fn setup(name: &str, node: &Value) -> (TestEnv, Hive, Drone, Cluster) {
+    setup_with_pack(name, node, |_| packs_dir().join("kubernetes"))
+}
+
+/// Like [`setup`], installing the pack `pack` returns (given the test's
+/// directory).
+fn setup_with_pack(
+    name: &str,
+    node: &Value,
+    pack: impl FnOnce(&Path) -> PathBuf,
+) -> (TestEnv, Hive, Drone, Cluster) {
     let env = TestEnv::new(name);
     let hive = Hive::start(&env);
-    let output = hive.ctl(&[
-        "pack",
-        "install",
-        &packs_dir().join("kubernetes").display().to_string(),
-    ]);
+    let output = hive.ctl(&["pack", "install", &pack(&env.dir).display().to_string()]);
     assert!(output.status.success(), "install: {}", stderr(&output));
     let cluster = Cluster::new(&env);
     cluster.set(&json!({"nodes": {NODE: node}}));
@@ -417,6 +423,147 @@ fn drain_respects_disruption_budgets_and_a_failing_kubectl_fails_the_execution()
         calls,
         "no kubectl call for bad input"
     );
+}
+
+/// The example rules of docs/examples/kubernetes, wired to the pack's
+/// actions. This branch has no `drone.check` trigger yet (the checks work
+/// adds it), so the rules are installed with `core.event`, which takes any
+/// payload, and fired with the payload a `drone.check` event carries:
+/// everything but the trigger's name is what will run.
+#[test]
+fn the_example_rules_remediate_a_failing_node_and_undo_it_on_recovery() {
+    let original = node(false, json!([]));
+    let (_env, hive, _drone, cluster) = setup_with_pack("k8s-rules", &original, |dir| {
+        let pack = dir.join("kubernetes-pack");
+        copy_dir(&packs_dir().join("kubernetes"), &pack);
+        let examples =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/kubernetes/rules");
+        std::fs::create_dir_all(pack.join("rules")).expect("mkdir");
+        for rule in ["remediate_failing_node", "undo_on_recovery"] {
+            let text =
+                std::fs::read_to_string(examples.join(format!("{rule}.yaml"))).expect("read rule");
+            assert!(text.contains("trigger: drone.check"), "{text}");
+            std::fs::write(
+                pack.join(format!("rules/{rule}.yaml")),
+                text.replace("trigger: drone.check", "trigger: core.event"),
+            )
+            .expect("write rule");
+        }
+        pack
+    });
+    let fire = |state: &str| {
+        let payload = json!({
+            "check": "kubernetes.node_check",
+            "drone": "node-a",
+            "state": state,
+            "consecutive": 4,
+            "output": "containerd is not answering",
+            "labels": {"node": NODE, "role": "k8s-node"},
+        });
+        let output = hive.ctl(&[
+            "event",
+            "fire",
+            "core.event",
+            "--payload",
+            &payload.to_string(),
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+    };
+
+    fire("failing");
+    wait_for(
+        "the failing node to be drained and tainted",
+        DEADLINE,
+        || {
+            let node = cluster.node();
+            let record = cluster.record();
+            if node["spec"]["taints"].is_array()
+                && record["taints"].as_array().is_some_and(|t| !t.is_empty())
+            {
+                Ok(())
+            } else {
+                Err(format!("{node}"))
+            }
+        },
+    );
+    let record = cluster.record();
+    assert_eq!(record["cordoned"], true, "{record}");
+    assert_eq!(record["by"], "rule:kubernetes.remediate_failing_node");
+    assert_eq!(cluster.node()["spec"]["unschedulable"], true);
+    assert!(
+        cluster
+            .changes()
+            .iter()
+            .any(|c| c[0] == "drain" && c.contains(&"--timeout=300s".to_string())),
+        "{:?}",
+        cluster.changes()
+    );
+
+    // A flapping or erroring check acts on nothing.
+    fire("flapping");
+    fire("recovered");
+    wait_for("the recovered node to be restored", DEADLINE, || {
+        let node = cluster.node();
+        if node == original {
+            Ok(())
+        } else {
+            Err(format!("{node}"))
+        }
+    });
+
+    // Failing again within the cooldown: held, and the node left alone.
+    let changes = cluster.changes().len();
+    fire("failing");
+    wait_for("the second failure to be held", DEADLINE, || {
+        let records = hive.ctl_json(&[
+            "audit",
+            "list",
+            "--rule",
+            "kubernetes.remediate_failing_node",
+            "-o",
+            "json",
+        ]);
+        let held = records
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["kind"] == "rule.held");
+        if held {
+            Ok(())
+        } else {
+            Err(records.to_string())
+        }
+    });
+    assert_eq!(cluster.changes().len(), changes);
+    assert_eq!(cluster.node(), original);
+    let fired = hive.ctl_json(&[
+        "audit",
+        "list",
+        "--rule",
+        "kubernetes.undo_on_recovery",
+        "-o",
+        "json",
+    ]);
+    let fired = fired
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["kind"] == "rule.fired")
+        .count();
+    assert_eq!(fired, 1, "undo fires on recovered only");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
