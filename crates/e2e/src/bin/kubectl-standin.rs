@@ -637,3 +637,98 @@ fn render(pieces: &[Piece], value: &Value, out: &mut String) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(state: &mut Value, args: &[&str]) -> Result<String, String> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        run(&args, state).map(|o| o.stdout).map_err(|f| f.stderr)
+    }
+
+    fn cluster() -> Value {
+        json!({"nodes": {"n1": {
+            "metadata": {"name": "n1", "annotations": {"a.b/c": "x"}},
+            "spec": {"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}, {"key": "e", "effect": "NoExecute"}]}
+        }}})
+    }
+
+    #[test]
+    fn jsonpath_reads_escaped_fields_ranges_and_missing_fields_as_kubectl_prints_them() {
+        let mut state = cluster();
+        let get = |state: &mut Value, template: &str| {
+            call(
+                state,
+                &["get", "node", "n1", "-o", &format!("jsonpath={template}")],
+            )
+            .unwrap()
+        };
+        assert_eq!(get(&mut state, r"{.metadata.annotations.a\.b/c}"), "x");
+        assert_eq!(get(&mut state, "{.spec.unschedulable}"), "");
+        assert_eq!(
+            get(
+                &mut state,
+                r#"{range .spec.taints[*]}{.key}:{.effect}={.value}{"\n"}{end}"#
+            ),
+            "k:NoSchedule=v\ne:NoExecute=\n"
+        );
+        assert_eq!(get(&mut state, "{.spec.taints[1].key}"), "e");
+        assert_eq!(get(&mut state, "name={.metadata.name}"), "name=n1");
+        assert!(
+            call(&mut state, &["get", "node", "n2", "-o", "json"])
+                .unwrap_err()
+                .contains("NotFound")
+        );
+    }
+
+    #[test]
+    fn taint_refuses_a_duplicate_without_overwrite_and_removes_by_key_and_effect() {
+        let mut state = cluster();
+        let err = call(&mut state, &["taint", "nodes", "n1", "k=w:NoSchedule"]).unwrap_err();
+        assert!(err.contains("--overwrite is false"), "{err}");
+        call(
+            &mut state,
+            &["taint", "nodes", "n1", "k=w:NoSchedule", "--overwrite"],
+        )
+        .unwrap();
+        assert_eq!(state["nodes"]["n1"]["spec"]["taints"][0]["value"], "w");
+        let err = call(&mut state, &["taint", "nodes", "n1", "k:NoExecute-"]).unwrap_err();
+        assert!(err.contains("not found"), "{err}");
+        assert_eq!(
+            call(&mut state, &["taint", "nodes", "n1", "k:NoSchedule-"]).unwrap(),
+            "node/n1 untainted\n"
+        );
+        call(&mut state, &["taint", "nodes", "n1", "e-"]).unwrap();
+        assert_eq!(state["nodes"]["n1"]["spec"].get("taints"), None);
+    }
+
+    #[test]
+    fn cordon_says_already_and_annotate_needs_overwrite_to_change_a_value() {
+        let mut state = cluster();
+        assert_eq!(
+            call(&mut state, &["cordon", "n1"]).unwrap(),
+            "node/n1 cordoned\n"
+        );
+        assert_eq!(
+            call(&mut state, &["cordon", "n1"]).unwrap(),
+            "node/n1 already cordoned\n"
+        );
+        assert_eq!(
+            call(&mut state, &["uncordon", "n1"]).unwrap(),
+            "node/n1 uncordoned\n"
+        );
+        assert_eq!(state["nodes"]["n1"]["spec"].get("unschedulable"), None);
+        let err = call(&mut state, &["annotate", "node", "n1", "a.b/c=y"]).unwrap_err();
+        assert!(err.contains("--overwrite is false"), "{err}");
+        call(
+            &mut state,
+            &["annotate", "node", "n1", "--overwrite", "a.b/c=y"],
+        )
+        .unwrap();
+        call(&mut state, &["annotate", "node", "n1", "a.b/c-"]).unwrap();
+        assert_eq!(state["nodes"]["n1"]["metadata"].get("annotations"), None);
+        let err = call(&mut state, &["drain", "n1", "--bogus"]).unwrap_err();
+        assert!(err.contains("unknown flag: --bogus"), "{err}");
+    }
+}
