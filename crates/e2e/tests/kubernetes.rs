@@ -260,6 +260,24 @@ fn cordon_and_taint_then_undo_restore_the_node_exactly() {
     );
     ok(&hive, "undo", &[]);
     assert_eq!(cluster.node(), original);
+
+    // Several taints of Ultron8's: one given a new value in place, one
+    // removed by key, the rest by undo.
+    ok(&hive, "taint", &["key=a", "value=1"]);
+    ok(
+        &hive,
+        "taint",
+        &["key=b", "value=2", "effect=PreferNoSchedule"],
+    );
+    ok(&hive, "taint", &["key=a", "value=3"]);
+    assert_eq!(
+        cluster.record()["taints"],
+        json!(["b=2:PreferNoSchedule", "a=3:NoSchedule"])
+    );
+    ok(&hive, "untaint", &["key=b"]);
+    assert_eq!(cluster.record()["taints"], json!(["a=3:NoSchedule"]));
+    ok(&hive, "undo", &[]);
+    assert_eq!(cluster.node(), original);
 }
 
 #[test]
