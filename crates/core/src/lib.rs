@@ -26,6 +26,7 @@
 
 pub mod audit;
 pub mod criteria;
+pub mod discovery;
 pub mod drone_policy;
 pub mod echo;
 mod glob;

@@ -10,6 +10,7 @@
 //! | `core.cron` | a cron timer | `fired_at`, `schedule` | `schedule`, `timezone` |
 //! | `core.escalation` | a policy holding a rule's firing | `rule`, `reason`, `event_id`, `target`, `action` | |
 //! | `core.event` | `ultronctl event fire` | free-form | |
+//! | `fleet.service` | the hive's discovery, when a service's healthy count changes | `service`, `instances`, `healthy`, `unhealthy` | |
 //!
 //! Only top-level field names are declared: `core.webhook`'s `body` is
 //! whatever the sender posted, so `body.anything` cannot be checked, but
@@ -53,6 +54,10 @@ pub const CRON: &str = "core.cron";
 pub const ESCALATION: &str = "core.escalation";
 /// `core.event`: fired by hand with `ultronctl event fire`.
 pub const EVENT: &str = "core.event";
+/// `fleet.service`: a service's count of healthy instances changed (see
+/// [`crate::discovery::service_changes`]); `unhealthy` lists the names of
+/// its instances that are not healthy.
+pub const FLEET_SERVICE: &str = "fleet.service";
 
 pub const BUILT_IN: &[TriggerType] = &[
     TriggerType {
@@ -101,6 +106,12 @@ pub const BUILT_IN: &[TriggerType] = &[
         name: EVENT,
         description: "An event fired by hand with `ultronctl event fire`, with any payload.",
         payload_fields: None,
+        parameters: &[],
+    },
+    TriggerType {
+        name: FLEET_SERVICE,
+        description: "A service's count of healthy instances changed: its instances, healthy count and the names of those not healthy.",
+        payload_fields: Some(&["service", "instances", "healthy", "unhealthy"]),
         parameters: &[],
     },
 ];
