@@ -463,6 +463,9 @@ pub trait Store: Send + Sync + 'static {
         holder: &str,
         refresh: &SourceRefresh,
     ) -> Result<bool>;
+    /// Makes source `name` due at `at` (a targets file that changed is
+    /// read again at once rather than at its next interval).
+    async fn mark_source_due(&self, name: &str, at: DateTime<Utc>) -> Result<()>;
     /// The inventory, by service then name then source.
     async fn list_targets(
         &self,

@@ -2206,6 +2206,17 @@ where
         Ok(true)
     }
 
+    async fn mark_source_due(&self, name: &str, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE discovery_sources SET next_due_at = $2 WHERE name = $1 AND next_due_at > $2",
+        )
+        .bind(name)
+        .bind(SqlTime(at))
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     async fn list_targets(&self, filter: &TargetFilter) -> Result<Vec<Instance>> {
         let mut statement = Statement::new(format!(
             "SELECT {TARGET_COLUMNS} FROM fleet_targets WHERE true"

@@ -18,6 +18,8 @@
 //! - [`audit`]: reading the audit trail.
 //! - [`secrets`]: the hive's named secrets, sealed at rest, and their
 //!   delivery to the drone that runs a command needing them.
+//! - [`fleet`]: discovery sources and the fleet views of the inventory
+//!   they feed (summary, services, health).
 //! - [`health`]: readiness and the hive's status summary.
 //! - [`lookup`]: ids by a unique prefix, ids shortened for printing, and
 //!   the closest names to one that matches nothing.
@@ -27,6 +29,7 @@ pub mod audit;
 pub mod drones;
 pub mod events;
 pub mod executions;
+pub mod fleet;
 pub mod follow;
 pub mod health;
 pub mod jobs;
