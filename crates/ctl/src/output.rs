@@ -27,12 +27,15 @@ pub enum Format {
     Json,
     /// YAML, the same data as JSON
     Yaml,
+    /// CSV with a header row, for spreadsheets: one row per item, nested
+    /// values as JSON
+    Csv,
 }
 
 impl Format {
     /// JSON or YAML: data for programs rather than text for people.
     pub fn is_data(self) -> bool {
-        matches!(self, Format::Json | Format::Yaml)
+        matches!(self, Format::Json | Format::Yaml | Format::Csv)
     }
 }
 
@@ -117,11 +120,14 @@ pub fn colour_wanted(terminal: bool, no_color: Option<&str>, term: Option<&str>)
 /// not, yellow for what is under way; none for the rest.
 pub fn state_colour(state: &str) -> Option<Color> {
     match state {
-        "succeeded" | "online" | "processed" | "enabled" | "yes" | "ok" => Some(Color::Green),
-        "failed" | "timed_out" | "lost" | "rejected" | "expired" | "offline" | "error" => {
-            Some(Color::Red)
+        "succeeded" | "online" | "processed" | "enabled" | "yes" | "ok" | "healthy" => {
+            Some(Color::Green)
         }
-        "running" | "dispatched" | "requested" | "pending" => Some(Color::Yellow),
+        "failed" | "timed_out" | "lost" | "rejected" | "expired" | "offline" | "error"
+        | "unhealthy" | "down" => Some(Color::Red),
+        "running" | "dispatched" | "requested" | "pending" | "unknown" | "degraded" => {
+            Some(Color::Yellow)
+        }
         "canceled" | "disabled" | "no" => Some(Color::Magenta),
         _ => None,
     }
@@ -142,8 +148,67 @@ fn ansi_code(colour: Color) -> u8 {
 pub fn data_text<T: Serialize>(format: Format, value: &T) -> anyhow::Result<String> {
     Ok(match format {
         Format::Yaml => serde_norway::to_string(value)?.trim_end().to_string(),
+        Format::Csv => csv_text(&serde_json::to_value(value)?)?,
         _ => serde_json::to_string_pretty(value)?,
     })
+}
+
+/// A list of objects (or one object) as CSV (RFC 4180): a header of every
+/// field name in the order first seen, then one row per object; a field
+/// an object lacks or holds null is empty, nested values are compact JSON.
+pub fn csv_text(value: &serde_json::Value) -> anyhow::Result<String> {
+    use serde_json::Value;
+    let rows: Vec<&serde_json::Map<String, Value>> = match value {
+        Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::Object(fields) => Ok(fields),
+                _ => Err(anyhow::anyhow!("this command's data is not a table; use -o json")),
+            })
+            .collect::<anyhow::Result<_>>()?,
+        Value::Object(fields) => vec![fields],
+        _ => anyhow::bail!("this command's data is not a table; use -o json"),
+    };
+    let mut columns: Vec<&str> = Vec::new();
+    for row in &rows {
+        for key in row.keys() {
+            if !columns.contains(&key.as_str()) {
+                columns.push(key);
+            }
+        }
+    }
+    let mut text = String::new();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .map(|cell| csv_field(cell))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    text.push_str(&line(columns.iter().map(|c| c.to_string()).collect()));
+    for row in rows {
+        text.push_str("\r\n");
+        text.push_str(&line(
+            columns
+                .iter()
+                .map(|column| match row.get(*column) {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(text)) => text.clone(),
+                    Some(other) => other.to_string(),
+                })
+                .collect(),
+        ));
+    }
+    Ok(text)
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
 }
 
 /// One cell of a [`Table`].
@@ -622,6 +687,23 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    #[test]
+    fn csv_has_a_header_of_every_field_and_quotes_what_needs_it() {
+        let value = serde_json::json!([
+            {"name": "127.0.0.1", "cpu": 61.5, "service": "Web, public", "error": null},
+            {"name": "127.0.0.2", "cpu": null, "note": "said \"no\"\nthen left", "labels": {"a": "b"}},
+        ]);
+        assert_eq!(
+            csv_text(&value).unwrap(),
+            "name,cpu,service,error,note,labels\r\n\
+             127.0.0.1,61.5,\"Web, public\",,,\r\n\
+             127.0.0.2,,,,\"said \"\"no\"\"\nthen left\",\"{\"\"a\"\":\"\"b\"\"}\""
+        );
+        assert_eq!(csv_text(&serde_json::json!({"a": 1})).unwrap(), "a\r\n1");
+        assert!(csv_text(&serde_json::json!([1, 2])).is_err());
+        assert!(csv_text(&serde_json::json!("text")).is_err());
+    }
 
     #[test]
     fn long_cells_are_cut_with_an_ellipsis_to_the_column() {
