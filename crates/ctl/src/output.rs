@@ -148,7 +148,7 @@ fn ansi_code(colour: Color) -> u8 {
 pub fn data_text<T: Serialize>(format: Format, value: &T) -> anyhow::Result<String> {
     Ok(match format {
         Format::Yaml => serde_norway::to_string(value)?.trim_end().to_string(),
-        Format::Csv => csv_text(&serde_json::to_value(value)?)?,
+        Format::Csv => csv_text(value)?,
         _ => serde_json::to_string_pretty(value)?,
     })
 }
@@ -156,28 +156,37 @@ pub fn data_text<T: Serialize>(format: Format, value: &T) -> anyhow::Result<Stri
 /// A list of objects (or one object) as CSV (RFC 4180): a header of every
 /// field name in the order first seen, then one row per object; a field
 /// an object lacks or holds null is empty, nested values are compact JSON.
-pub fn csv_text(value: &serde_json::Value) -> anyhow::Result<String> {
-    use serde_json::Value;
-    let rows: Vec<&serde_json::Map<String, Value>> = match value {
-        Value::Array(items) => items
+/// Read through YAML's value, which keeps the fields in the order the
+/// type declares them (serde_json's sorts them).
+pub fn csv_text<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
+    use serde_norway::Value;
+    let not_a_table = || anyhow::anyhow!("this command's data is not a table; use -o json");
+    let value = serde_norway::to_value(value)?;
+    let rows: Vec<&serde_norway::Mapping> = match &value {
+        Value::Sequence(items) => items
             .iter()
-            .map(|item| match item {
-                Value::Object(fields) => Ok(fields),
-                _ => Err(anyhow::anyhow!("this command's data is not a table; use -o json")),
-            })
+            .map(|item| item.as_mapping().ok_or_else(not_a_table))
             .collect::<anyhow::Result<_>>()?,
-        Value::Object(fields) => vec![fields],
-        _ => anyhow::bail!("this command's data is not a table; use -o json"),
+        Value::Mapping(fields) => vec![fields],
+        _ => return Err(not_a_table()),
     };
-    let mut columns: Vec<&str> = Vec::new();
+    let text_of = |value: &Value| -> anyhow::Result<String> {
+        Ok(match value {
+            Value::Null => String::new(),
+            Value::String(text) => text.clone(),
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => n.to_string(),
+            other => serde_json::to_string(other)?,
+        })
+    };
+    let mut columns: Vec<&Value> = Vec::new();
     for row in &rows {
         for key in row.keys() {
-            if !columns.contains(&key.as_str()) {
+            if !columns.contains(&key) {
                 columns.push(key);
             }
         }
     }
-    let mut text = String::new();
     let line = |cells: Vec<String>| {
         cells
             .iter()
@@ -185,19 +194,14 @@ pub fn csv_text(value: &serde_json::Value) -> anyhow::Result<String> {
             .collect::<Vec<_>>()
             .join(",")
     };
-    text.push_str(&line(columns.iter().map(|c| c.to_string()).collect()));
+    let mut text = line(columns.iter().map(|c| text_of(c)).collect::<anyhow::Result<_>>()?);
     for row in rows {
         text.push_str("\r\n");
-        text.push_str(&line(
-            columns
-                .iter()
-                .map(|column| match row.get(*column) {
-                    None | Some(Value::Null) => String::new(),
-                    Some(Value::String(text)) => text.clone(),
-                    Some(other) => other.to_string(),
-                })
-                .collect(),
-        ));
+        let cells = columns
+            .iter()
+            .map(|column| row.get(*column).map_or(Ok(String::new()), text_of))
+            .collect::<anyhow::Result<_>>()?;
+        text.push_str(&line(cells));
     }
     Ok(text)
 }
@@ -690,15 +694,26 @@ mod tests {
 
     #[test]
     fn csv_has_a_header_of_every_field_and_quotes_what_needs_it() {
-        let value = serde_json::json!([
-            {"name": "127.0.0.1", "cpu": 61.5, "service": "Web, public", "error": null},
-            {"name": "127.0.0.2", "cpu": null, "note": "said \"no\"\nthen left", "labels": {"a": "b"}},
-        ]);
+        #[derive(Serialize)]
+        struct Row {
+            name: &'static str,
+            cpu: Option<f64>,
+            service: Option<&'static str>,
+            error: Option<&'static str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            note: Option<&'static str>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            labels: Vec<&'static str>,
+        }
+        let value = vec![
+            Row { name: "127.0.0.1", cpu: Some(61.5), service: Some("Web, public"), error: None, note: None, labels: vec![] },
+            Row { name: "127.0.0.2", cpu: None, service: None, error: None, note: Some("said \"no\"\nthen left"), labels: vec!["a", "b"] },
+        ];
         assert_eq!(
             csv_text(&value).unwrap(),
             "name,cpu,service,error,note,labels\r\n\
              127.0.0.1,61.5,\"Web, public\",,,\r\n\
-             127.0.0.2,,,,\"said \"\"no\"\"\nthen left\",\"{\"\"a\"\":\"\"b\"\"}\""
+             127.0.0.2,,,,\"said \"\"no\"\"\nthen left\",\"[\"\"a\"\",\"\"b\"\"]\""
         );
         assert_eq!(csv_text(&serde_json::json!({"a": 1})).unwrap(), "a\r\n1");
         assert!(csv_text(&serde_json::json!([1, 2])).is_err());
