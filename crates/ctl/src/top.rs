@@ -122,6 +122,9 @@ pub async fn top(
             },
         }
     };
+    // Stop reading the terminal before giving it back, so keys typed
+    // for the shell afterwards reach the shell.
+    drop(events);
     drop(terminal);
     drop(guard);
     outcome
