@@ -48,7 +48,12 @@ pub enum SourceCommand {
         #[arg(long, value_name = "PATH", group = "kind")]
         file: Option<String>,
         /// A fixed list of instances, comma-separated
-        #[arg(long = "static", value_name = "A,B,C", value_delimiter = ',', group = "kind")]
+        #[arg(
+            long = "static",
+            value_name = "A,B,C",
+            value_delimiter = ',',
+            group = "kind"
+        )]
         static_list: Option<Vec<String>>,
         /// The drones a target expression selects, with their heartbeat figures
         #[arg(long, value_name = "TARGET", group = "kind")]
@@ -275,7 +280,11 @@ fn or_dash(text: &str) -> &str {
     if text.is_empty() { "-" } else { text }
 }
 
-pub async fn source(client: &mut Client, command: SourceCommand, out: &Output) -> anyhow::Result<u8> {
+pub async fn source(
+    client: &mut Client,
+    command: SourceCommand,
+    out: &Output,
+) -> anyhow::Result<u8> {
     match command {
         SourceCommand::Add {
             name,
@@ -363,7 +372,14 @@ pub async fn source(client: &mut Client, command: SourceCommand, out: &Output) -
                 return Ok(0);
             }
             let mut table = Table::new(&[
-                "NAME", "KIND", "LOCATION", "EVERY", "INSTANCES", "REFRESHED", "ERROR", "ORIGIN",
+                "NAME",
+                "KIND",
+                "LOCATION",
+                "EVERY",
+                "INSTANCES",
+                "REFRESHED",
+                "ERROR",
+                "ORIGIN",
                 "CREATED BY",
             ])
             .wide_only(&["ORIGIN", "CREATED BY"]);
@@ -427,7 +443,11 @@ pub async fn all_instances(
     }
 }
 
-fn summary_request(filter: InstanceFilter, sort: &str, descending: bool) -> v1::FleetSummaryRequest {
+fn summary_request(
+    filter: InstanceFilter,
+    sort: &str,
+    descending: bool,
+) -> v1::FleetSummaryRequest {
     v1::FleetSummaryRequest {
         source: filter.source.unwrap_or_default(),
         service: filter.service.unwrap_or_default(),
@@ -438,7 +458,11 @@ fn summary_request(filter: InstanceFilter, sort: &str, descending: bool) -> v1::
     }
 }
 
-pub async fn target(client: &mut Client, command: TargetCommand, out: &Output) -> anyhow::Result<u8> {
+pub async fn target(
+    client: &mut Client,
+    command: TargetCommand,
+    out: &Output,
+) -> anyhow::Result<u8> {
     match command {
         TargetCommand::List { filter } => {
             let instances = all_instances(client, summary_request(filter, "name", false)).await?;
@@ -447,7 +471,11 @@ pub async fn target(client: &mut Client, command: TargetCommand, out: &Output) -
     }
 }
 
-fn print_instances(instances: &[v1::FleetInstance], out: &Output, with_source: bool) -> anyhow::Result<u8> {
+fn print_instances(
+    instances: &[v1::FleetInstance],
+    out: &Output,
+    with_source: bool,
+) -> anyhow::Result<u8> {
     if out.is_data() {
         out.data(&instances.iter().map(InstanceView::from).collect::<Vec<_>>())?;
         return Ok(0);
@@ -459,7 +487,15 @@ fn print_instances(instances: &[v1::FleetInstance], out: &Output, with_source: b
         return Ok(0);
     }
     let header = [
-        "NAME", "ADDRESS", "SERVICE", "CPU", "MEMORY", "STATUS", "ERROR", "SOURCE", "LAST SEEN",
+        "NAME",
+        "ADDRESS",
+        "SERVICE",
+        "CPU",
+        "MEMORY",
+        "STATUS",
+        "ERROR",
+        "SOURCE",
+        "LAST SEEN",
     ];
     let mut table = Table::new(&header).wide_only(if with_source {
         &["LAST SEEN"][..]
@@ -518,7 +554,13 @@ pub async fn fleet(client: &mut Client, command: FleetCommand, out: &Output) -> 
                 return Ok(0);
             }
             let mut table = Table::new(&[
-                "SERVICE", "INSTANCES", "HEALTHY", "UNHEALTHY", "UNKNOWN", "AVG CPU", "AVG MEMORY",
+                "SERVICE",
+                "INSTANCES",
+                "HEALTHY",
+                "UNHEALTHY",
+                "UNKNOWN",
+                "AVG CPU",
+                "AVG MEMORY",
                 "STATUS",
             ]);
             for s in &services {

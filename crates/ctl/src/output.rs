@@ -194,7 +194,12 @@ pub fn csv_text<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
             .collect::<Vec<_>>()
             .join(",")
     };
-    let mut text = line(columns.iter().map(|c| text_of(c)).collect::<anyhow::Result<_>>()?);
+    let mut text = line(
+        columns
+            .iter()
+            .map(|c| text_of(c))
+            .collect::<anyhow::Result<_>>()?,
+    );
     for row in rows {
         text.push_str("\r\n");
         let cells = columns
@@ -706,8 +711,22 @@ mod tests {
             labels: Vec<&'static str>,
         }
         let value = vec![
-            Row { name: "127.0.0.1", cpu: Some(61.5), service: Some("Web, public"), error: None, note: None, labels: vec![] },
-            Row { name: "127.0.0.2", cpu: None, service: None, error: None, note: Some("said \"no\"\nthen left"), labels: vec!["a", "b"] },
+            Row {
+                name: "127.0.0.1",
+                cpu: Some(61.5),
+                service: Some("Web, public"),
+                error: None,
+                note: None,
+                labels: vec![],
+            },
+            Row {
+                name: "127.0.0.2",
+                cpu: None,
+                service: None,
+                error: None,
+                note: Some("said \"no\"\nthen left"),
+                labels: vec!["a", "b"],
+            },
         ];
         assert_eq!(
             csv_text(&value).unwrap(),

@@ -203,8 +203,15 @@ fn draw(terminal: &mut Terminal<CrosstermBackend<Stdout>>, view: &View) -> anyho
             ],
         )
         .header(
-            Row::new(["NAME", "CPU", "CPU TREND", "MEMORY", "MEMORY TREND", "STATUS"])
-                .style(Style::default().add_modifier(Modifier::BOLD)),
+            Row::new([
+                "NAME",
+                "CPU",
+                "CPU TREND",
+                "MEMORY",
+                "MEMORY TREND",
+                "STATUS",
+            ])
+            .style(Style::default().add_modifier(Modifier::BOLD)),
         )
         .block(Block::default().borders(Borders::TOP));
         frame.render_widget(table, body);

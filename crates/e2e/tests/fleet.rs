@@ -18,7 +18,11 @@ use ultron8_e2e::{DEADLINE, Hive, TestEnv, Tmux, bin, http_get, stderr, wait_for
 /// How one instance of the fake API answers.
 #[derive(Clone, Debug)]
 enum Answer {
-    Report { service: &'static str, cpu: u32, memory: u32 },
+    Report {
+        service: &'static str,
+        cpu: u32,
+        memory: u32,
+    },
     Malformed,
     Fails,
     /// Answers only after this long.
@@ -57,27 +61,45 @@ impl FakeCloud {
                     .route("/{id}", axum::routing::get(instance))
                     .with_state(state);
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                axum::serve(listener, app).await.expect("serve the fake API");
+                axum::serve(listener, app)
+                    .await
+                    .expect("serve the fake API");
             });
         });
         FakeCloud { url, inventory }
     }
 
     fn set(&self, id: &str, answer: Answer) {
-        self.inventory.lock().unwrap().insert(id.to_string(), answer);
+        self.inventory
+            .lock()
+            .expect("the fake inventory")
+            .insert(id.to_string(), answer);
     }
 }
 
 async fn servers(State(inventory): State<Inventory>) -> Response {
-    let ids: Vec<String> = inventory.lock().unwrap().keys().cloned().collect();
+    let ids: Vec<String> = inventory
+        .lock()
+        .expect("the fake inventory")
+        .keys()
+        .cloned()
+        .collect();
     axum::Json(ids).into_response()
 }
 
 async fn instance(State(inventory): State<Inventory>, Path(id): Path<String>) -> Response {
-    let answer = inventory.lock().unwrap().get(&id).cloned();
+    let answer = inventory
+        .lock()
+        .expect("the fake inventory")
+        .get(&id)
+        .cloned();
     match answer {
         None => StatusCode::NOT_FOUND.into_response(),
-        Some(Answer::Report { service, cpu, memory }) => axum::Json(json!({
+        Some(Answer::Report {
+            service,
+            cpu,
+            memory,
+        }) => axum::Json(json!({
             "cpu": format!("{cpu}%"),
             "service": service,
             "memory": format!("{memory}%"),
@@ -96,7 +118,11 @@ async fn instance(State(inventory): State<Inventory>, Path(id): Path<String>) ->
 }
 
 fn report(service: &'static str, cpu: u32, memory: u32) -> Answer {
-    Answer::Report { service, cpu, memory }
+    Answer::Report {
+        service,
+        cpu,
+        memory,
+    }
 }
 
 /// The instances of `fleet summary -o json`, by name.
@@ -105,7 +131,7 @@ fn summary(hive: &Hive) -> BTreeMap<String, Value> {
         .as_array()
         .expect("a list")
         .iter()
-        .map(|i| (i["name"].as_str().unwrap().to_string(), i.clone()))
+        .map(|i| (i["name"].as_str().expect("a name").to_string(), i.clone()))
         .collect()
 }
 
@@ -114,7 +140,12 @@ fn services(hive: &Hive) -> BTreeMap<String, Value> {
         .as_array()
         .expect("a list")
         .iter()
-        .map(|s| (s["service"].as_str().unwrap().to_string(), s.clone()))
+        .map(|s| {
+            (
+                s["service"].as_str().expect("a service").to_string(),
+                s.clone(),
+            )
+        })
         .collect()
 }
 
@@ -136,16 +167,34 @@ fn a_discovery_api_feeds_summary_services_health_events_and_metrics() {
         ("127.0.2.4", report("UserService", 40, 40)),
     ]);
     let added = hive.ctl_json(&[
-        "source", "add", "cloud", "--http", &cloud.url, "--timeout", "1s", "--concurrency", "4",
-        "--interval", "1s", "-o", "json",
+        "source",
+        "add",
+        "cloud",
+        "--http",
+        &cloud.url,
+        "--timeout",
+        "1s",
+        "--concurrency",
+        "4",
+        "--interval",
+        "1s",
+        "-o",
+        "json",
     ]);
     assert_eq!(added["kind"], "http");
 
     let fleet = wait_for("the first refresh", DEADLINE, || {
         let fleet = summary(&hive);
-        if fleet.len() == 7 { Ok(fleet) } else { Err(format!("{fleet:?}")) }
+        if fleet.len() == 7 {
+            Ok(fleet)
+        } else {
+            Err(format!("{fleet:?}"))
+        }
     });
-    assert_eq!(fleet["127.0.1.3"]["status"], "unhealthy", "cpu 90 % >= 80 %");
+    assert_eq!(
+        fleet["127.0.1.3"]["status"], "unhealthy",
+        "cpu 90 % >= 80 %"
+    );
     assert_eq!(fleet["127.0.1.1"]["status"], "healthy");
     assert!(close(&fleet["127.0.1.1"]["cpu"], 10.0));
     assert_eq!(fleet["127.0.1.1"]["address"], "127.0.1.1");
@@ -168,27 +217,57 @@ fn a_discovery_api_feeds_summary_services_health_events_and_metrics() {
         }
     });
     let error = |id: &str| fleet[id]["error"].as_str().unwrap_or_default().to_string();
-    assert!(error("127.0.2.2").contains("malformed report"), "{}", error("127.0.2.2"));
+    assert!(
+        error("127.0.2.2").contains("malformed report"),
+        "{}",
+        error("127.0.2.2")
+    );
     assert!(error("127.0.2.3").contains("500"), "{}", error("127.0.2.3"));
-    assert!(error("127.0.2.4").contains("timed out"), "{}", error("127.0.2.4"));
+    assert!(
+        error("127.0.2.4").contains("timed out"),
+        "{}",
+        error("127.0.2.4")
+    );
     for id in ["127.0.2.2", "127.0.2.3", "127.0.2.4"] {
         assert_eq!(fleet[id]["cpu"], Value::Null, "{id} has no figures");
-        assert_eq!(fleet[id]["service"], "UserService", "{id} keeps its service");
+        assert_eq!(
+            fleet[id]["service"], "UserService",
+            "{id} keeps its service"
+        );
     }
 
     let by_service = services(&hive);
     let auth = &by_service["AuthService"];
-    assert_eq!((auth["instances"].as_u64(), auth["healthy"].as_u64()), (Some(3), Some(2)));
-    assert!(close(&auth["avg_cpu"], (10.0 + 30.0 + 90.0) / 3.0), "{auth}");
-    assert!(close(&auth["avg_memory"], (20.0 + 40.0 + 10.0) / 3.0), "{auth}");
+    assert_eq!(
+        (auth["instances"].as_u64(), auth["healthy"].as_u64()),
+        (Some(3), Some(2))
+    );
+    assert!(
+        close(&auth["avg_cpu"], (10.0 + 30.0 + 90.0) / 3.0),
+        "{auth}"
+    );
+    assert!(
+        close(&auth["avg_memory"], (20.0 + 40.0 + 10.0) / 3.0),
+        "{auth}"
+    );
     assert_eq!(auth["status"], "degraded");
     let users = &by_service["UserService"];
     assert_eq!(
-        (users["instances"].as_u64(), users["healthy"].as_u64(), users["unknown"].as_u64()),
+        (
+            users["instances"].as_u64(),
+            users["healthy"].as_u64(),
+            users["unknown"].as_u64()
+        ),
         (Some(4), Some(1), Some(3))
     );
-    assert!(close(&users["avg_cpu"], 55.0), "only instances with figures count: {users}");
-    assert_eq!(users["not_healthy"], json!(["127.0.2.2", "127.0.2.3", "127.0.2.4"]));
+    assert!(
+        close(&users["avg_cpu"], 55.0),
+        "only instances with figures count: {users}"
+    );
+    assert_eq!(
+        users["not_healthy"],
+        json!(["127.0.2.2", "127.0.2.3", "127.0.2.4"])
+    );
 
     // Sorting and filtering.
     let busiest = hive.ctl_json(&["fleet", "summary", "--sort", "cpu", "--desc", "-o", "json"]);
@@ -199,7 +278,10 @@ fn a_discovery_api_feeds_summary_services_health_events_and_metrics() {
     let csv = String::from_utf8_lossy(&csv.stdout).to_string();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 4, "{csv}");
-    assert!(lines[0].starts_with("name,address,service,cpu,memory,status"), "{csv}");
+    assert!(
+        lines[0].starts_with("name,address,service,cpu,memory,status"),
+        "{csv}"
+    );
 
     // Health: exit 1 with a service below the minimum, 0 without.
     let flagged = hive.ctl(&["fleet", "health", "--min-healthy", "2", "-o", "json"]);
@@ -210,22 +292,32 @@ fn a_discovery_api_feeds_summary_services_health_events_and_metrics() {
         .unwrap()
         .iter()
         .filter(|s| s["flagged"] == true)
-        .map(|s| s["service"].as_str().unwrap())
+        .map(|s| s["service"].as_str().expect("a service"))
         .collect();
     assert_eq!(flagged_names, ["UserService"]);
     let fine = hive.ctl(&["fleet", "health", "--min-healthy", "1"]);
     assert_eq!(fine.status.code(), Some(0), "{}", stderr(&fine));
     let strict = hive.ctl(&["fleet", "health", "--min-healthy", "3"]);
     assert_eq!(strict.status.code(), Some(1));
-    assert!(stderr(&strict).contains("2 of 2 services have fewer than 3"), "{}", stderr(&strict));
+    assert!(
+        stderr(&strict).contains("2 of 2 services have fewer than 3"),
+        "{}",
+        stderr(&strict)
+    );
 
     // A rule could act on this: UserService went from 4 healthy to 1.
     let events = wait_for("a fleet.service event", DEADLINE, || {
         let events = hive.ctl_json(&["event", "list", "--trigger", "fleet.service", "-o", "json"]);
-        let found = events.as_array().unwrap().iter().any(|e| {
-            e["payload"]["service"] == "UserService" && e["payload"]["healthy"] == 1
-        });
-        if found { Ok(events) } else { Err(events.to_string()) }
+        let found = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["payload"]["service"] == "UserService" && e["payload"]["healthy"] == 1);
+        if found {
+            Ok(events)
+        } else {
+            Err(events.to_string())
+        }
     });
     let event = events
         .as_array()
@@ -258,7 +350,11 @@ fn a_discovery_api_feeds_summary_services_health_events_and_metrics() {
     cloud.set("127.0.2.2", report("UserService", 5, 5));
     wait_for("refreshes after the restart", DEADLINE, || {
         let fleet = summary(&hive);
-        if fleet["127.0.2.2"]["status"] == "healthy" { Ok(()) } else { Err(format!("{fleet:?}")) }
+        if fleet["127.0.2.2"]["status"] == "healthy" {
+            Ok(())
+        } else {
+            Err(format!("{fleet:?}"))
+        }
     });
 
     // Removing it takes its instances away; a viewer cannot add one.
@@ -267,7 +363,11 @@ fn a_discovery_api_feeds_summary_services_health_events_and_metrics() {
     assert!(summary(&hive).is_empty());
     let again = hive.ctl(&["source", "remove", "cloud"]);
     assert!(!again.status.success());
-    assert!(stderr(&again).contains("no source named"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("no source named"),
+        "{}",
+        stderr(&again)
+    );
 }
 
 #[test]
@@ -275,11 +375,22 @@ fn a_targets_file_is_read_again_when_it_changes() {
     let env = TestEnv::new("fleet-file");
     let hive = Hive::start(&env);
     let path = env.dir.join("targets.txt");
-    std::fs::write(&path, "# racks\nweb-1 127.0.3.1 service=web\nweb-2 127.0.3.2 service=web\n")
-        .expect("write");
+    std::fs::write(
+        &path,
+        "# racks\nweb-1 127.0.3.1 service=web\nweb-2 127.0.3.2 service=web\n",
+    )
+    .expect("write");
     let path_text = path.to_str().unwrap();
     // An hour's interval: only the change can make it read the file again.
-    let added = hive.ctl(&["source", "add", "racks", "--file", path_text, "--interval", "1h"]);
+    let added = hive.ctl(&[
+        "source",
+        "add",
+        "racks",
+        "--file",
+        path_text,
+        "--interval",
+        "1h",
+    ]);
     assert!(added.status.success(), "{}", stderr(&added));
     let names = |hive: &Hive| -> Vec<String> {
         hive.ctl_json(&["target", "list", "--source", "racks", "-o", "json"])
@@ -291,23 +402,38 @@ fn a_targets_file_is_read_again_when_it_changes() {
     };
     wait_for("the file's targets", DEADLINE, || {
         let listed = names(&hive);
-        if listed == ["web-1", "web-2"] { Ok(()) } else { Err(format!("{listed:?}")) }
+        if listed == ["web-1", "web-2"] {
+            Ok(())
+        } else {
+            Err(format!("{listed:?}"))
+        }
     });
     let first = hive.ctl_json(&["target", "list", "-o", "json"]);
     assert_eq!(first[0]["service"], "web");
     assert_eq!(first[0]["status"], "unknown", "a file gives no figures");
 
-    std::fs::write(&path, "web-1 127.0.3.1 service=web\ndb-1 127.0.3.9 service=db\n").expect("rewrite");
+    std::fs::write(
+        &path,
+        "web-1 127.0.3.1 service=web\ndb-1 127.0.3.9 service=db\n",
+    )
+    .expect("rewrite");
     wait_for("the changed file's targets", DEADLINE, || {
         let listed = names(&hive);
-        if listed == ["db-1", "web-1"] { Ok(()) } else { Err(format!("{listed:?}")) }
+        if listed == ["db-1", "web-1"] {
+            Ok(())
+        } else {
+            Err(format!("{listed:?}"))
+        }
     });
 
     // A broken file keeps the last good inventory and says why on the source.
     std::fs::write(&path, "web-1\nweb-1\n").expect("break");
     let sources = wait_for("the error on the source", DEADLINE, || {
         let sources = hive.ctl_json(&["source", "list", "-o", "json"]);
-        if sources[0]["last_error"].as_str().is_some_and(|e| e.contains("line 2")) {
+        if sources[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("line 2"))
+        {
             Ok(sources)
         } else {
             Err(sources.to_string())
@@ -321,8 +447,17 @@ fn a_targets_file_is_read_again_when_it_changes() {
     assert_eq!(relative.status.code(), Some(2), "{}", stderr(&relative));
     let bad_url = hive.ctl(&["source", "add", "bad", "--http", "ftp://127.0.0.1"]);
     assert!(!bad_url.status.success());
-    assert!(stderr(&bad_url).contains("not an http:// or https:// URL"), "{}", stderr(&bad_url));
-    assert_eq!(hive.ctl_json(&["source", "list", "-o", "json"]).as_array().map(Vec::len), Some(1));
+    assert!(
+        stderr(&bad_url).contains("not an http:// or https:// URL"),
+        "{}",
+        stderr(&bad_url)
+    );
+    assert_eq!(
+        hive.ctl_json(&["source", "list", "-o", "json"])
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
 }
 
 #[test]
@@ -334,7 +469,15 @@ fn fleet_top_draws_redraws_and_gives_the_terminal_back() {
         ("127.0.4.2", report("AuthService", 85, 30)),
         ("127.0.4.3", report("OtherService", 1, 1)),
     ]);
-    let added = hive.ctl(&["source", "add", "cloud", "--http", &cloud.url, "--interval", "1s"]);
+    let added = hive.ctl(&[
+        "source",
+        "add",
+        "cloud",
+        "--http",
+        &cloud.url,
+        "--interval",
+        "1s",
+    ]);
     assert!(added.status.success(), "{}", stderr(&added));
     wait_for("the inventory", DEADLINE, || {
         let n = summary(&hive).len();
@@ -346,7 +489,11 @@ fn fleet_top_draws_redraws_and_gives_the_terminal_back() {
         hive.ctl_config().display(),
         bin("ultronctl").display()
     );
-    let tmux = Tmux::start(&format!("u8t-{}", env.vhost), 120, "bash --norc --noprofile");
+    let tmux = Tmux::start(
+        &format!("u8t-{}", env.vhost),
+        120,
+        "bash --norc --noprofile",
+    );
     for (round, quit_key) in [(1, "q"), (2, "C-c")] {
         tmux.keys(&[&top, "Enter"]);
         let screen = wait_for("fleet top to draw", DEADLINE, || {
@@ -358,36 +505,66 @@ fn fleet_top_draws_redraws_and_gives_the_terminal_back() {
             }
         });
         assert!(screen.contains("2 instances, 1 healthy"), "{screen}");
-        assert!(!screen.contains("127.0.4.3"), "another service's instance: {screen}");
+        assert!(
+            !screen.contains("127.0.4.3"),
+            "another service's instance: {screen}"
+        );
         // The unhealthy instance is highlighted (red).
         let coloured = tmux.screen_with_colours();
-        let line = coloured.lines().find(|l| l.contains("127.0.4.2")).unwrap_or_default();
+        let line = coloured
+            .lines()
+            .find(|l| l.contains("127.0.4.2"))
+            .unwrap_or_default();
         // tmux writes red as 31 or as colour 1 of 256.
         assert!(line.contains("31m") || line.contains("38;5;1m"), "{line:?}");
-        let healthy = coloured.lines().find(|l| l.contains("127.0.4.1")).unwrap_or_default();
-        assert!(!healthy.contains("38;5;1m") && !healthy.contains("31m"), "{healthy:?}");
+        let healthy = coloured
+            .lines()
+            .find(|l| l.contains("127.0.4.1"))
+            .unwrap_or_default();
+        assert!(
+            !healthy.contains("38;5;1m") && !healthy.contains("31m"),
+            "{healthy:?}"
+        );
 
         // New figures are drawn.
         let cpu = 40 + round;
         cloud.set("127.0.4.1", report("AuthService", cpu, 20));
         wait_for("fleet top to redraw", DEADLINE, || {
             let screen = tmux.screen();
-            if screen.contains(&format!("{cpu}.0%")) { Ok(()) } else { Err(screen) }
+            if screen.contains(&format!("{cpu}.0%")) {
+                Ok(())
+            } else {
+                Err(screen)
+            }
         });
 
         tmux.keys(&[quit_key]);
         // Keys typed before ultronctl has exited would be its to read.
         wait_for("fleet top to leave the screen", DEADLINE, || {
             let screen = tmux.screen();
-            if screen.contains("fleet top: AuthService") { Err(screen) } else { Ok(()) }
+            if screen.contains("fleet top: AuthService") {
+                Err(screen)
+            } else {
+                Ok(())
+            }
         });
         let marker = format!("back-{}", round * 1000 + 1);
         tmux.keys(&[&format!("echo back-$(({round} * 1000 + 1))"), "Enter"]);
         let screen = wait_for("the shell prompt after fleet top", DEADLINE, || {
             let screen = tmux.screen();
-            if screen.lines().any(|l| l.trim() == marker) { Ok(screen) } else { Err(screen) }
+            if screen.lines().any(|l| l.trim() == marker) {
+                Ok(screen)
+            } else {
+                Err(screen)
+            }
         });
-        assert!(!screen.contains("fleet top: AuthService"), "the main screen is back: {screen}");
-        assert!(screen.contains("fleet top --service AuthService"), "the command line is there again: {screen}");
+        assert!(
+            !screen.contains("fleet top: AuthService"),
+            "the main screen is back: {screen}"
+        );
+        assert!(
+            screen.contains("fleet top --service AuthService"),
+            "the command line is there again: {screen}"
+        );
     }
 }

@@ -551,7 +551,10 @@ impl ControlService for ControlApi {
         let request = request.into_inner();
         let services = self
             .hive
-            .fleet_services(rpc::non_empty(request.source), rpc::non_empty(request.service))
+            .fleet_services(
+                rpc::non_empty(request.source),
+                rpc::non_empty(request.service),
+            )
             .await?;
         Ok(Response::new(v1::FleetServicesResponse {
             services: services.into_iter().map(rpc::service_to_wire).collect(),
@@ -565,7 +568,11 @@ impl ControlService for ControlApi {
         let min_healthy = request.into_inner().min_healthy as usize;
         let health = self.hive.fleet_health(min_healthy).await?;
         Ok(Response::new(v1::FleetHealthResponse {
-            services: health.services.into_iter().map(rpc::service_to_wire).collect(),
+            services: health
+                .services
+                .into_iter()
+                .map(rpc::service_to_wire)
+                .collect(),
             flagged: health.flagged,
         }))
     }

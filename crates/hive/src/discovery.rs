@@ -71,7 +71,12 @@ impl Hive {
             };
             let now = Utc::now();
             for source in sources {
-                if state.in_flight.lock().map(|set| set.contains(&source.name)).unwrap_or(true) {
+                if state
+                    .in_flight
+                    .lock()
+                    .map(|set| set.contains(&source.name))
+                    .unwrap_or(true)
+                {
                     continue;
                 }
                 if source.next_due_at > now && !self.file_changed(&state, &source, now).await {
@@ -109,7 +114,12 @@ impl Hive {
 
     /// Whether `source`'s targets file changed since this replica last
     /// saw it; if so the source is made due now.
-    async fn file_changed(&self, state: &LoopState, source: &SourceRecord, now: DateTime<Utc>) -> bool {
+    async fn file_changed(
+        &self,
+        state: &LoopState,
+        source: &SourceRecord,
+        now: DateTime<Utc>,
+    ) -> bool {
         let SourceSpec::File { path } = &source.spec else {
             return false;
         };
@@ -119,7 +129,11 @@ impl Hive {
         let changed = state
             .file_times
             .lock()
-            .map(|times| times.get(&source.name).is_some_and(|seen| *seen != modified))
+            .map(|times| {
+                times
+                    .get(&source.name)
+                    .is_some_and(|seen| *seen != modified)
+            })
             .unwrap_or(false);
         if changed {
             if let Err(e) = self.store.mark_source_due(&source.name, now).await {
@@ -225,16 +239,15 @@ impl Hive {
         state: &LoopState,
     ) -> Result<Vec<Observation>, String> {
         match &source.spec {
-            SourceSpec::Static { targets } => {
-                Ok(targets.iter().map(Observation::named).collect())
-            }
+            SourceSpec::Static { targets } => Ok(targets.iter().map(Observation::named).collect()),
             SourceSpec::File { path } => {
                 let (text, modified) = read_targets_file(path).await?;
                 if let Ok(mut times) = state.file_times.lock() {
                     times.insert(source.name.clone(), modified);
                 }
                 parse_targets_file(&text).map_err(|problems| {
-                    let listed: Vec<String> = problems.iter().take(5).map(|p| p.to_string()).collect();
+                    let listed: Vec<String> =
+                        problems.iter().take(5).map(|p| p.to_string()).collect();
                     format!(
                         "{path}: {}{}",
                         listed.join("; "),
@@ -377,11 +390,7 @@ async fn get(
     limit: usize,
 ) -> Result<Vec<u8>, String> {
     let fetch = async {
-        let mut response = client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| describe(&e))?;
+        let mut response = client.get(url).send().await.map_err(|e| describe(&e))?;
         let status = response.status();
         if !status.is_success() {
             return Err(format!("HTTP {status}"));

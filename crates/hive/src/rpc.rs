@@ -11,13 +11,13 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use ultron8_core::discovery::{Instance, InstanceStatus, ServiceSummary, SourceSpec};
 use ultron8_core::ids::{DroneId, EventId, ExecutionId, JobId};
 use ultron8_core::{DroneFacts, ExecutionStatus, HostStats};
 use ultron8_proto::convert::{
     command_from_wire, command_to_wire, facts_from_wire, facts_to_wire, stats_from_wire,
     stats_to_wire, status_from_wire, status_to_wire,
 };
-use ultron8_core::discovery::{Instance, InstanceStatus, ServiceSummary, SourceSpec};
 use ultron8_proto::v1;
 use ultron8_store::SourceRecord;
 use ultron8_store::{

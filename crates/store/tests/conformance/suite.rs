@@ -5135,7 +5135,12 @@ pub async fn sources_are_created_listed_and_removed_with_their_audit_and_instanc
             .expect("finish")
     );
     assert_eq!(
-        store.get_source("cloud").await.unwrap().unwrap().instances,
+        store
+            .get_source("cloud")
+            .await
+            .expect("store call")
+            .expect("store call")
+            .instances,
         1
     );
 
@@ -5197,14 +5202,14 @@ pub async fn one_claimant_of_a_due_source_wins_and_a_lost_lease_stores_nothing(
         !store
             .claim_source("cloud", "hive-a", t(9), t(69))
             .await
-            .unwrap(),
+            .expect("store call"),
         "not due yet"
     );
     assert!(
         !store
             .claim_source("nope", "hive-a", t(10), t(70))
             .await
-            .unwrap(),
+            .expect("store call"),
         "no such source"
     );
 
@@ -5223,12 +5228,15 @@ pub async fn one_claimant_of_a_due_source_wins_and_a_lost_lease_stores_nothing(
         claims.push(claimant.await.expect("join").expect("claim"));
     }
     assert_eq!(claims.iter().filter(|won| **won).count(), 1, "{claims:?}");
-    let winner = format!("hive-{}", claims.iter().position(|won| *won).unwrap());
+    let winner = format!(
+        "hive-{}",
+        claims.iter().position(|won| *won).expect("store call")
+    );
     assert!(
         !store
             .claim_source("cloud", "hive-x", t(69), t(129))
             .await
-            .unwrap(),
+            .expect("store call"),
         "the lease holds"
     );
 
@@ -5237,7 +5245,7 @@ pub async fn one_claimant_of_a_due_source_wins_and_a_lost_lease_stores_nothing(
         store
             .claim_source("cloud", "hive-x", t(70), t(130))
             .await
-            .unwrap()
+            .expect("store call")
     );
     let late = refresh(
         vec![fleet_instance("cloud", "127.0.0.9", "Web", 1.0, t(71))],
@@ -5247,14 +5255,14 @@ pub async fn one_claimant_of_a_due_source_wins_and_a_lost_lease_stores_nothing(
         !store
             .finish_source_refresh("cloud", &winner, &late)
             .await
-            .unwrap(),
+            .expect("store call"),
         "lease lost"
     );
     assert!(
         store
             .list_targets(&TargetFilter::default())
             .await
-            .unwrap()
+            .expect("store call")
             .is_empty()
     );
 
@@ -5266,9 +5274,13 @@ pub async fn one_claimant_of_a_due_source_wins_and_a_lost_lease_stores_nothing(
         store
             .finish_source_refresh("cloud", "hive-x", &fresh)
             .await
-            .unwrap()
+            .expect("store call")
     );
-    let source = store.get_source("cloud").await.unwrap().unwrap();
+    let source = store
+        .get_source("cloud")
+        .await
+        .expect("store call")
+        .expect("store call");
     assert_eq!(
         (source.last_refresh_at, source.next_due_at),
         (Some(t(72)), t(102))
@@ -5277,14 +5289,14 @@ pub async fn one_claimant_of_a_due_source_wins_and_a_lost_lease_stores_nothing(
         !store
             .claim_source("cloud", "hive-a", t(101), t(161))
             .await
-            .unwrap(),
+            .expect("store call"),
         "not due again yet"
     );
     assert!(
         store
             .claim_source("cloud", "hive-a", t(102), t(162))
             .await
-            .unwrap(),
+            .expect("store call"),
         "due again"
     );
 }
@@ -5298,7 +5310,12 @@ pub async fn a_refresh_replaces_its_sources_instances_only(store: Arc<dyn Store>
             )
             .await
             .expect("create");
-        assert!(store.claim_source(name, "hive", t(0), t(60)).await.unwrap());
+        assert!(
+            store
+                .claim_source(name, "hive", t(0), t(60))
+                .await
+                .expect("store call")
+        );
     }
     let a1 = vec![
         fleet_instance("a", "127.0.0.1", "Web", 10.0, t(1)),
@@ -5309,7 +5326,7 @@ pub async fn a_refresh_replaces_its_sources_instances_only(store: Arc<dyn Store>
         store
             .finish_source_refresh("a", "hive", &refresh(a1.clone(), t(1)))
             .await
-            .unwrap()
+            .expect("store call")
     );
     let mut failing = fleet_instance("b", "127.0.0.4", "Db", 0.0, t(2));
     failing.cpu = None;
@@ -5322,10 +5339,13 @@ pub async fn a_refresh_replaces_its_sources_instances_only(store: Arc<dyn Store>
         store
             .finish_source_refresh("b", "hive", &refresh(vec![failing.clone()], t(2)))
             .await
-            .unwrap()
+            .expect("store call")
     );
 
-    let all = store.list_targets(&TargetFilter::default()).await.unwrap();
+    let all = store
+        .list_targets(&TargetFilter::default())
+        .await
+        .expect("store call");
     let keys: Vec<(&str, &str)> = all
         .iter()
         .map(|i| (i.service.as_str(), i.name.as_str()))
@@ -5344,13 +5364,18 @@ pub async fn a_refresh_replaces_its_sources_instances_only(store: Arc<dyn Store>
     assert_eq!(all[1], failing);
 
     // The next refresh of a drops one instance and changes another.
-    assert!(store.claim_source("a", "hive", t(31), t(91)).await.unwrap());
+    assert!(
+        store
+            .claim_source("a", "hive", t(31), t(91))
+            .await
+            .expect("store call")
+    );
     let a2 = vec![fleet_instance("a", "127.0.0.2", "Web", 15.0, t(31))];
     assert!(
         store
             .finish_source_refresh("a", "hive", &refresh(a2.clone(), t(31)))
             .await
-            .unwrap()
+            .expect("store call")
     );
     let of_a = store
         .list_targets(&TargetFilter {
@@ -5358,7 +5383,7 @@ pub async fn a_refresh_replaces_its_sources_instances_only(store: Arc<dyn Store>
             ..TargetFilter::default()
         })
         .await
-        .unwrap();
+        .expect("store call");
     assert_eq!(of_a, a2);
     let db = store
         .list_targets(&TargetFilter {
@@ -5366,7 +5391,7 @@ pub async fn a_refresh_replaces_its_sources_instances_only(store: Arc<dyn Store>
             ..TargetFilter::default()
         })
         .await
-        .unwrap();
+        .expect("store call");
     assert_eq!(db, [failing], "b's instance is untouched");
 }
 
@@ -5378,15 +5403,25 @@ pub async fn a_failed_refresh_keeps_the_instances(store: Arc<dyn Store>) {
         )
         .await
         .expect("create");
-    assert!(store.claim_source("a", "hive", t(0), t(60)).await.unwrap());
+    assert!(
+        store
+            .claim_source("a", "hive", t(0), t(60))
+            .await
+            .expect("store call")
+    );
     let before = vec![fleet_instance("a", "127.0.0.1", "Web", 10.0, t(1))];
     assert!(
         store
             .finish_source_refresh("a", "hive", &refresh(before.clone(), t(1)))
             .await
-            .unwrap()
+            .expect("store call")
     );
-    assert!(store.claim_source("a", "hive", t(31), t(91)).await.unwrap());
+    assert!(
+        store
+            .claim_source("a", "hive", t(31), t(91))
+            .await
+            .expect("store call")
+    );
     let failed = SourceRefresh {
         error: Some("GET /servers: connection refused".to_string()),
         ..refresh(Vec::new(), t(32))
@@ -5395,13 +5430,20 @@ pub async fn a_failed_refresh_keeps_the_instances(store: Arc<dyn Store>) {
         store
             .finish_source_refresh("a", "hive", &failed)
             .await
-            .unwrap()
+            .expect("store call")
     );
     assert_eq!(
-        store.list_targets(&TargetFilter::default()).await.unwrap(),
+        store
+            .list_targets(&TargetFilter::default())
+            .await
+            .expect("store call"),
         before
     );
-    let source = store.get_source("a").await.unwrap().unwrap();
+    let source = store
+        .get_source("a")
+        .await
+        .expect("store call")
+        .expect("store call");
     assert_eq!(
         source.last_error.as_deref(),
         Some("GET /servers: connection refused")
