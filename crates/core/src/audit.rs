@@ -160,6 +160,10 @@ verbs! {
     SecretRevealed => "secret.revealed",
     /// A drone fetched the secrets of an execution it was about to run.
     SecretsDelivered => "secret.delivered",
+    /// An admin added a discovery source (`ultronctl source add`).
+    SourceAdded => "source.added",
+    /// An admin removed a discovery source and its instances.
+    SourceRemoved => "source.removed",
 }
 
 impl fmt::Display for AuditVerb {

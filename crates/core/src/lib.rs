@@ -29,6 +29,7 @@
 pub mod audit;
 pub mod checks;
 pub mod criteria;
+pub mod discovery;
 pub mod drone_policy;
 pub mod echo;
 mod glob;

@@ -10,6 +10,7 @@
 //! | `core.cron` | a cron timer | `fired_at`, `schedule` | `schedule`, `timezone` |
 //! | `core.escalation` | a policy holding a rule's firing | `rule`, `reason`, `event_id`, `target`, `action` | |
 //! | `core.event` | `ultronctl event fire` | free-form | |
+//! | `fleet.service` | the hive's discovery, when a service's healthy count changes | `service`, `instances`, `healthy`, `unhealthy` | |
 //! | `probe.failed`, `probe.recovered`, `probe.flapping`, `probe.error` | a probe's transition on one target | `probe`, `target`, `address`, `service`, `source`, `state`, `consecutive`, `detail`, `latency_ms` | |
 //! | `drone.check` | a drone's check changing state (`crate::checks`) | `check`, `drone`, `state`, `consecutive`, `output`, `labels`, `at_ms` | |
 //!
@@ -53,6 +54,10 @@ pub const INTERVAL: &str = "core.interval";
 pub const CRON: &str = "core.cron";
 /// `core.escalation`: a policy held a rule's firing.
 pub const ESCALATION: &str = "core.escalation";
+/// `fleet.service`: a service's count of healthy instances changed (see
+/// [`crate::discovery::service_changes`]); `unhealthy` lists the names of
+/// its instances that are not healthy.
+pub const FLEET_SERVICE: &str = "fleet.service";
 /// `core.event`: fired by hand with `ultronctl event fire`.
 pub const EVENT: &str = "core.event";
 /// `probe.failed`: a probe's target crossed its failure threshold.
@@ -168,6 +173,12 @@ pub const BUILT_IN: &[TriggerType] = &[
         ]),
         parameters: &[],
     },
+    TriggerType {
+        name: FLEET_SERVICE,
+        description: "A service's count of healthy instances changed.",
+        payload_fields: Some(&["service", "instances", "healthy", "unhealthy"]),
+        parameters: &[],
+    },
 ];
 
 pub fn built_in(name: &str) -> Option<&'static TriggerType> {
@@ -278,6 +289,11 @@ mod tests {
             (PROBE_FAILED, Some(PROBE_FIELDS), &[]),
             (PROBE_RECOVERED, Some(PROBE_FIELDS), &[]),
             (PROBE_FLAPPING, Some(PROBE_FIELDS), &[]),
+            (
+                FLEET_SERVICE,
+                Some(&["service", "instances", "healthy", "unhealthy"]),
+                &[],
+            ),
             (PROBE_ERROR, Some(PROBE_FIELDS), &[]),
             (
                 DRONE_CHECK,

@@ -95,6 +95,17 @@ pub enum Command {
     /// its environment, on the drone that runs it.
     #[command(subcommand)]
     Secret(crate::secrets::SecretCommand),
+    /// The fleet's instances, from every discovery source: summary,
+    /// per-service figures, health against a minimum, and a live top.
+    #[command(subcommand)]
+    Fleet(crate::fleet::FleetCommand),
+    /// Discovery sources that feed the fleet views: a cloud API, a
+    /// targets file, a static list, the drones. add, list, remove.
+    #[command(subcommand)]
+    Source(crate::fleet::SourceCommand),
+    /// The instances the discovery sources listed.
+    #[command(subcommand)]
+    Target(crate::fleet::TargetCommand),
     /// Probes of discovered targets (HTTP, TCP) from packs: where each
     /// stands on each target.
     #[command(subcommand)]
@@ -422,6 +433,7 @@ fn check_usage(command: &Command, out: &Output) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => args.check(),
         Command::Job(JobCommand::Logs { .. }) => text_only(out, "job logs"),
+        Command::Fleet(crate::fleet::FleetCommand::Top { .. }) => text_only(out, "fleet top"),
         Command::Secret(crate::secrets::SecretCommand::Delete { .. }) => {
             text_only(out, "secret delete")
         }
@@ -502,6 +514,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Audit(command) => crate::automation::audit(&mut client, command, &out).await,
         Command::Secret(command) => crate::secrets::secret(&mut client, command, &out).await,
         Command::Probe(command) => crate::probes::probe(&mut client, command, &out).await,
+        Command::Fleet(command) => crate::fleet::fleet(&mut client, command, &out).await,
+        Command::Source(command) => crate::fleet::source(&mut client, command, &out).await,
+        Command::Target(command) => crate::fleet::target(&mut client, command, &out).await,
         Command::Drone(command) => drone(&mut client, command, &out, &config.hive).await,
         Command::Check(command) => crate::checks::check(&mut client, command, &out).await,
         Command::Operator(command) => {

@@ -27,12 +27,15 @@ pub enum Format {
     Json,
     /// YAML, the same data as JSON
     Yaml,
+    /// CSV with a header row, for spreadsheets: one row per item, nested
+    /// values as JSON
+    Csv,
 }
 
 impl Format {
     /// JSON or YAML: data for programs rather than text for people.
     pub fn is_data(self) -> bool {
-        matches!(self, Format::Json | Format::Yaml)
+        matches!(self, Format::Json | Format::Yaml | Format::Csv)
     }
 }
 
@@ -121,8 +124,10 @@ pub fn state_colour(state: &str) -> Option<Color> {
             Some(Color::Green)
         }
         "failed" | "timed_out" | "lost" | "rejected" | "expired" | "offline" | "error"
-        | "failing" | "flapping" => Some(Color::Red),
-        "running" | "dispatched" | "requested" | "pending" => Some(Color::Yellow),
+        | "failing" | "flapping" | "unhealthy" | "down" => Some(Color::Red),
+        "running" | "dispatched" | "requested" | "pending" | "unknown" | "degraded" => {
+            Some(Color::Yellow)
+        }
         "canceled" | "disabled" | "no" => Some(Color::Magenta),
         _ => None,
     }
@@ -143,8 +148,76 @@ fn ansi_code(colour: Color) -> u8 {
 pub fn data_text<T: Serialize>(format: Format, value: &T) -> anyhow::Result<String> {
     Ok(match format {
         Format::Yaml => serde_norway::to_string(value)?.trim_end().to_string(),
+        Format::Csv => csv_text(value)?,
         _ => serde_json::to_string_pretty(value)?,
     })
+}
+
+/// A list of objects (or one object) as CSV (RFC 4180): a header of every
+/// field name in the order first seen, then one row per object; a field
+/// an object lacks or holds null is empty, nested values are compact JSON.
+/// Read through YAML's value, which keeps the fields in the order the
+/// type declares them (serde_json's sorts them).
+pub fn csv_text<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
+    use serde_norway::Value;
+    let not_a_table = || anyhow::anyhow!("this command's data is not a table; use -o json");
+    let value = serde_norway::to_value(value)?;
+    let rows: Vec<&serde_norway::Mapping> = match &value {
+        Value::Sequence(items) => items
+            .iter()
+            .map(|item| item.as_mapping().ok_or_else(not_a_table))
+            .collect::<anyhow::Result<_>>()?,
+        Value::Mapping(fields) => vec![fields],
+        _ => return Err(not_a_table()),
+    };
+    let text_of = |value: &Value| -> anyhow::Result<String> {
+        Ok(match value {
+            Value::Null => String::new(),
+            Value::String(text) => text.clone(),
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => n.to_string(),
+            other => serde_json::to_string(other)?,
+        })
+    };
+    let mut columns: Vec<&Value> = Vec::new();
+    for row in &rows {
+        for key in row.keys() {
+            if !columns.contains(&key) {
+                columns.push(key);
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .map(|cell| csv_field(cell))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut text = line(
+        columns
+            .iter()
+            .map(|c| text_of(c))
+            .collect::<anyhow::Result<_>>()?,
+    );
+    for row in rows {
+        text.push_str("\r\n");
+        let cells = columns
+            .iter()
+            .map(|column| row.get(*column).map_or(Ok(String::new()), text_of))
+            .collect::<anyhow::Result<_>>()?;
+        text.push_str(&line(cells));
+    }
+    Ok(text)
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
 }
 
 /// One cell of a [`Table`].
@@ -623,6 +696,48 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    #[test]
+    fn csv_has_a_header_of_every_field_and_quotes_what_needs_it() {
+        #[derive(Serialize)]
+        struct Row {
+            name: &'static str,
+            cpu: Option<f64>,
+            service: Option<&'static str>,
+            error: Option<&'static str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            note: Option<&'static str>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            labels: Vec<&'static str>,
+        }
+        let value = vec![
+            Row {
+                name: "127.0.0.1",
+                cpu: Some(61.5),
+                service: Some("Web, public"),
+                error: None,
+                note: None,
+                labels: vec![],
+            },
+            Row {
+                name: "127.0.0.2",
+                cpu: None,
+                service: None,
+                error: None,
+                note: Some("said \"no\"\nthen left"),
+                labels: vec!["a", "b"],
+            },
+        ];
+        assert_eq!(
+            csv_text(&value).unwrap(),
+            "name,cpu,service,error,note,labels\r\n\
+             127.0.0.1,61.5,\"Web, public\",,,\r\n\
+             127.0.0.2,,,,\"said \"\"no\"\"\nthen left\",\"[\"\"a\"\",\"\"b\"\"]\""
+        );
+        assert_eq!(csv_text(&serde_json::json!({"a": 1})).unwrap(), "a\r\n1");
+        assert!(csv_text(&serde_json::json!([1, 2])).is_err());
+        assert!(csv_text(&serde_json::json!("text")).is_err());
+    }
 
     #[test]
     fn long_cells_are_cut_with_an_ellipsis_to_the_column() {

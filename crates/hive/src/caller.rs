@@ -114,6 +114,7 @@ pub fn required_role(path: &str) -> Role {
         | "GetExecution" | "ListPacks" | "GetPack" | "ListEvents" | "GetEvent" | "ListRules"
         | "GetRule" | "TestRules" | "ListAudit" | "GetStatus" | "ListActions" | "GetAction"
         | "ResolveId" | "ListOperators" | "ListChecks" | "ListProbes" => Role::Viewer,
+        "ListSources" | "FleetSummary" | "FleetServices" | "FleetHealth" => Role::Viewer,
         "SubmitJob" | "RunAction" | "CancelJob" | "FireEvent" | "SetRuleEnabled" => Role::Operator,
         // Names and dates only: operators see which secrets exist, as the
         // packs they run name them; setting, deleting and reading a value

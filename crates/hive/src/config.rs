@@ -93,6 +93,8 @@ pub struct HiveConfig {
     /// created (mode 0600) at the first start that finds none. Every
     /// replica needs the same key; back it up with the CA.
     pub secrets_key_file: Option<PathBuf>,
+    /// Discovery and the fleet views (`[fleet]`).
+    pub fleet: FleetConfig,
     /// Set by `ultron8-hive dev`, never by a file or a flag: the hive runs
     /// with a built-in drone on an in-process broker, which no other drone
     /// can reach, so it refuses to create join tokens.
@@ -153,7 +155,42 @@ impl Default for HiveConfig {
             alertmanager_token: None,
             max_event_bytes: 1024 * 1024,
             secrets_key_file: None,
+            fleet: FleetConfig::default(),
             dev: false,
+        }
+    }
+}
+
+/// `[fleet]`: how instances are judged, and how often the hive looks for
+/// sources due a refresh.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetConfig {
+    /// An instance whose CPU is at or above this percentage is unhealthy.
+    pub cpu_threshold: f64,
+    /// An instance whose memory is at or above this percentage is unhealthy.
+    pub memory_threshold: f64,
+    /// How often each replica looks for sources due a refresh (and for
+    /// changed targets files).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            cpu_threshold: 80.0,
+            memory_threshold: 80.0,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl FleetConfig {
+    pub fn thresholds(&self) -> ultron8_core::discovery::Thresholds {
+        ultron8_core::discovery::Thresholds {
+            cpu: self.cpu_threshold,
+            memory: self.memory_threshold,
         }
     }
 }
@@ -327,6 +364,17 @@ impl HiveConfig {
                 humantime::format_duration(self.lost_after),
                 humantime::format_duration(self.offline_after)
             );
+        }
+        for (name, value) in [
+            ("fleet.cpu_threshold", self.fleet.cpu_threshold),
+            ("fleet.memory_threshold", self.fleet.memory_threshold),
+        ] {
+            if !(value > 0.0 && value <= 100.0) {
+                bail!("{name} is a percentage above 0 and at most 100; got {value}");
+            }
+        }
+        if self.fleet.poll_interval.is_zero() {
+            bail!("fleet.poll_interval must be greater than zero");
         }
         Ok(())
     }

@@ -526,4 +526,85 @@ impl ControlService for ControlApi {
             checks: checks.into_iter().map(rpc::drone_check_to_wire).collect(),
         }))
     }
+
+    async fn add_source(
+        &self,
+        request: Request<v1::AddSourceRequest>,
+    ) -> Result<Response<v1::SourceInfo>, Status> {
+        let actor = operator(&request)?;
+        let (name, spec, interval) = rpc::source_from_wire(request.into_inner())?;
+        let source = self.hive.add_source(&actor, &name, spec, interval).await?;
+        Ok(Response::new(rpc::source_to_wire(source)))
+    }
+
+    async fn list_sources(
+        &self,
+        _request: Request<v1::ListSourcesRequest>,
+    ) -> Result<Response<v1::ListSourcesResponse>, Status> {
+        let sources = self.hive.list_sources().await?;
+        Ok(Response::new(v1::ListSourcesResponse {
+            sources: sources.into_iter().map(rpc::source_to_wire).collect(),
+        }))
+    }
+
+    async fn remove_source(
+        &self,
+        request: Request<v1::RemoveSourceRequest>,
+    ) -> Result<Response<v1::RemoveSourceResponse>, Status> {
+        let actor = operator(&request)?;
+        let name = request.into_inner().name;
+        self.hive.remove_source(&actor, &name).await?;
+        Ok(Response::new(v1::RemoveSourceResponse {}))
+    }
+
+    async fn fleet_summary(
+        &self,
+        request: Request<v1::FleetSummaryRequest>,
+    ) -> Result<Response<v1::FleetSummaryResponse>, Status> {
+        let request = request.into_inner();
+        let history = request.history;
+        let query = rpc::instance_query(request)?;
+        let page = self.hive.fleet_instances(&query).await?;
+        Ok(Response::new(v1::FleetSummaryResponse {
+            total: u32::try_from(page.total).unwrap_or(u32::MAX),
+            instances: page
+                .instances
+                .into_iter()
+                .map(|instance| rpc::instance_to_wire(instance, history))
+                .collect(),
+        }))
+    }
+
+    async fn fleet_services(
+        &self,
+        request: Request<v1::FleetServicesRequest>,
+    ) -> Result<Response<v1::FleetServicesResponse>, Status> {
+        let request = request.into_inner();
+        let services = self
+            .hive
+            .fleet_services(
+                rpc::non_empty(request.source),
+                rpc::non_empty(request.service),
+            )
+            .await?;
+        Ok(Response::new(v1::FleetServicesResponse {
+            services: services.into_iter().map(rpc::service_to_wire).collect(),
+        }))
+    }
+
+    async fn fleet_health(
+        &self,
+        request: Request<v1::FleetHealthRequest>,
+    ) -> Result<Response<v1::FleetHealthResponse>, Status> {
+        let min_healthy = request.into_inner().min_healthy as usize;
+        let health = self.hive.fleet_health(min_healthy).await?;
+        Ok(Response::new(v1::FleetHealthResponse {
+            services: health
+                .services
+                .into_iter()
+                .map(rpc::service_to_wire)
+                .collect(),
+            flagged: health.flagged,
+        }))
+    }
 }

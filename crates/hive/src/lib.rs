@@ -34,6 +34,7 @@ pub mod actor;
 pub mod caller;
 pub mod config;
 pub mod control_service;
+pub mod discovery;
 pub mod drone_service;
 pub mod engine;
 pub mod error;

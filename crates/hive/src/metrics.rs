@@ -74,6 +74,11 @@ struct ProbeStateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabel {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: String,
 }
@@ -269,6 +274,10 @@ pub struct Metrics {
     jobs: Gauge,
     executions: Family<StatusLabel, Gauge>,
     drones: Family<StateLabel, Gauge>,
+    /// Per service of the inventory; no per-instance series (a fleet of
+    /// thousands of instances would be thousands of series per scrape).
+    fleet_service_instances: Family<ServiceLabel, Gauge>,
+    fleet_service_healthy: Family<ServiceLabel, Gauge>,
     pending_events: Gauge,
     oldest_pending_event_age: Gauge<f64, AtomicU64>,
     ready: Gauge,
@@ -312,6 +321,8 @@ impl Metrics {
             jobs: Gauge::default(),
             executions: Family::default(),
             drones: Family::default(),
+            fleet_service_instances: Family::default(),
+            fleet_service_healthy: Family::default(),
             pending_events: Gauge::default(),
             oldest_pending_event_age: Gauge::default(),
             ready: Gauge::default(),
@@ -443,6 +454,16 @@ impl Metrics {
             "drones",
             "Enrolled drones, by state (online: heartbeat recently)",
             self.drones.clone(),
+        );
+        r.register(
+            "fleet_service_instances",
+            "Instances of each service in the discovered inventory",
+            self.fleet_service_instances.clone(),
+        );
+        r.register(
+            "fleet_service_healthy",
+            "Healthy instances of each service in the discovered inventory",
+            self.fleet_service_healthy.clone(),
         );
         r.register(
             "drone_spooled_results",
@@ -776,6 +797,24 @@ impl Metrics {
                 .set(count as i64);
         }
         self.pending_events.set(backlog.count);
+        let inventory = store
+            .list_targets(&ultron8_store::TargetFilter::default())
+            .await?;
+        // Services that are gone drop their series rather than staying at
+        // their last counts.
+        self.fleet_service_instances.clear();
+        self.fleet_service_healthy.clear();
+        for summary in ultron8_core::discovery::summarize_services(&inventory) {
+            let label = ServiceLabel {
+                service: summary.service,
+            };
+            self.fleet_service_instances
+                .get_or_create(&label)
+                .set(summary.instances as i64);
+            self.fleet_service_healthy
+                .get_or_create(&label)
+                .set(summary.healthy as i64);
+        }
         let age = backlog.oldest_received_at.map_or(0.0, |at| {
             (now - at).to_std().unwrap_or_default().as_secs_f64()
         });

@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use ultron8_core::discovery::{Instance, InstanceStatus, ServiceSummary, SourceSpec};
 use ultron8_core::ids::{DroneId, EventId, ExecutionId, JobId};
 use ultron8_core::{DroneFacts, ExecutionStatus, HostStats};
 use ultron8_proto::convert::{
@@ -18,6 +19,7 @@ use ultron8_proto::convert::{
     stats_to_wire, status_from_wire, status_to_wire,
 };
 use ultron8_proto::v1;
+use ultron8_store::SourceRecord;
 use ultron8_store::{
     ActionRecord, AuditFilter, AuditRecord, DroneRecord, EventFilter, EventRecord, EventState,
     ExecutionRecord, ExecutionResult, IdKind, JobFilter, JobRecord, JobSummary, OutputChunkRecord,
@@ -27,6 +29,7 @@ use ultron8_store::{
 use crate::error::HiveError;
 use crate::ops::drones::{Enrollment, EnrollmentRequest, Registration};
 use crate::ops::executions::DroneReport;
+use crate::ops::fleet::InstanceQuery;
 use crate::ops::follow::JobEvent;
 use crate::ops::health::HiveStatus;
 use crate::ops::jobs::{CancelOutcome, CanceledExecution, JobSpec, Work};
@@ -719,5 +722,149 @@ pub fn drone_check_to_wire(record: ultron8_store::DroneCheckRecord) -> v1::Drone
         last_run_ms: record.status.last_run_ms.unwrap_or(0),
         last_output: record.status.last_output,
         reported_at_ms: ms(record.reported_at),
+    }
+}
+
+// --- fleet --------------------------------------------------------------------
+
+/// An empty wire string as "not given".
+pub fn non_empty(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
+}
+
+/// `AddSource`'s name, spec (with the defaults of zero fields filled in)
+/// and interval.
+pub fn source_from_wire(
+    request: v1::AddSourceRequest,
+) -> Result<(String, SourceSpec, Option<Duration>), HiveError> {
+    use v1::add_source_request::Spec;
+    let spec = match request.spec {
+        None => {
+            return Err(HiveError::invalid_argument(
+                "a source needs one of http, file, static or drones",
+            ));
+        }
+        Some(Spec::Http(http)) => SourceSpec::Http {
+            url: http.url,
+            concurrency: if http.concurrency == 0 {
+                ultron8_core::discovery::DEFAULT_HTTP_CONCURRENCY
+            } else {
+                http.concurrency
+            },
+            timeout_ms: if http.timeout_ms == 0 {
+                ultron8_core::discovery::DEFAULT_HTTP_TIMEOUT.as_millis() as u64
+            } else {
+                http.timeout_ms
+            },
+        },
+        Some(Spec::File(path)) => SourceSpec::File { path },
+        Some(Spec::StaticList(list)) => SourceSpec::Static {
+            targets: list.targets,
+        },
+        Some(Spec::Drones(drones)) => SourceSpec::Drones {
+            target: drones.target,
+            service_label: if drones.service_label.is_empty() {
+                "service".to_string()
+            } else {
+                drones.service_label
+            },
+        },
+    };
+    let interval = (request.interval_ms > 0).then(|| Duration::from_millis(request.interval_ms));
+    Ok((request.name, spec, interval))
+}
+
+/// Where a source looks, as one line of text.
+pub fn source_location(spec: &SourceSpec) -> String {
+    match spec {
+        SourceSpec::Static { targets } => targets.join(","),
+        SourceSpec::File { path } => path.clone(),
+        SourceSpec::Http { url, .. } => url.clone(),
+        SourceSpec::Drones {
+            target,
+            service_label,
+        } => format!("{target} (service label {service_label})"),
+    }
+}
+
+pub fn source_to_wire(source: SourceRecord) -> v1::SourceInfo {
+    v1::SourceInfo {
+        kind: source.spec.kind().as_str().to_string(),
+        location: source_location(&source.spec),
+        name: source.name,
+        interval_ms: u64::try_from(source.interval.as_millis()).unwrap_or(u64::MAX),
+        origin: source.origin,
+        created_at_ms: ms(source.created_at),
+        created_by: source.created_by,
+        last_refresh_at_ms: source.last_refresh_at.map(ms).unwrap_or_default(),
+        last_error: source.last_error.unwrap_or_default(),
+        instances: source.instances,
+        next_due_at_ms: ms(source.next_due_at),
+    }
+}
+
+pub fn instance_query(request: v1::FleetSummaryRequest) -> Result<InstanceQuery, HiveError> {
+    let status = match request.status.as_str() {
+        "" => None,
+        text => Some(
+            text.parse::<InstanceStatus>()
+                .map_err(|e| HiveError::invalid_argument(format!("status: {e}")))?,
+        ),
+    };
+    Ok(InstanceQuery {
+        source: non_empty(request.source),
+        service: non_empty(request.service),
+        status,
+        sort: request
+            .sort
+            .parse()
+            .map_err(|e: String| HiveError::invalid_argument(format!("sort: {e}")))?,
+        descending: request.descending,
+        offset: request.offset as usize,
+        limit: (request.limit > 0).then_some(request.limit as usize),
+    })
+}
+
+pub fn instance_to_wire(instance: Instance, history: bool) -> v1::FleetInstance {
+    v1::FleetInstance {
+        source: instance.source,
+        name: instance.name,
+        address: instance.address.unwrap_or_default(),
+        service: instance.service,
+        labels: instance.labels.into_iter().collect(),
+        cpu: instance.cpu,
+        memory: instance.memory,
+        status: instance.status.as_str().to_string(),
+        error: instance.error.unwrap_or_default(),
+        last_seen_ms: instance.last_seen.map(ms).unwrap_or_default(),
+        updated_at_ms: ms(instance.updated_at),
+        history: if history {
+            instance
+                .history
+                .into_iter()
+                .map(|s| v1::FleetSample {
+                    at_ms: s.at_ms,
+                    cpu: s.cpu,
+                    memory: s.memory,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+pub fn service_to_wire(summary: ServiceSummary) -> v1::FleetServiceSummary {
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    v1::FleetServiceSummary {
+        status: summary.status().as_str().to_string(),
+        service: summary.service,
+        instances: count(summary.instances),
+        healthy: count(summary.healthy),
+        unhealthy: count(summary.unhealthy),
+        unknown: count(summary.unknown),
+        avg_cpu: summary.avg_cpu,
+        avg_memory: summary.avg_memory,
+        not_healthy: summary.not_healthy,
     }
 }

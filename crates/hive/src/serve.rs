@@ -69,6 +69,7 @@ pub async fn run(
     let heartbeat = hive.config.heartbeat_interval;
     tasks.spawn(hive.clone().run_rules_engine(shutdown.clone()));
     tasks.spawn(hive.clone().run_timers(shutdown.clone()));
+    tasks.spawn(hive.clone().run_discovery(shutdown.clone()));
     tasks.spawn(hive.clone().run_probes(shutdown.clone()));
     let h = hive.clone();
     tasks.spawn(every(heartbeat, shutdown.clone(), async move || {

@@ -430,6 +430,48 @@ pub trait Store: Send + Sync + 'static {
     /// record written) when there is none of that name.
     async fn delete_secret(&self, name: &str, audit: &NewAuditRecord) -> Result<bool>;
 
+    // --- fleet: discovery sources and targets ------------------------------
+    /// Creates the source with `audit`, in one transaction; false (and
+    /// nothing written) when one of that name exists. It is due at once.
+    async fn create_source(&self, source: &NewSource, audit: &NewAuditRecord) -> Result<bool>;
+    /// Every source by name, with how many instances each listed.
+    async fn list_sources(&self) -> Result<Vec<SourceRecord>>;
+    async fn get_source(&self, name: &str) -> Result<Option<SourceRecord>>;
+    /// Deletes the source and its instances with `audit`, in one
+    /// transaction; false (and nothing written) when there is none.
+    async fn remove_source(&self, name: &str, audit: &NewAuditRecord) -> Result<bool>;
+    /// Takes the lease on refreshing source `name` for `holder` until
+    /// `lease_until`, if it is due (`next_due_at <= now`) and nobody else
+    /// holds an unexpired lease: true for exactly one of several
+    /// concurrent claimants (replicas), so a source is polled by one
+    /// replica at a time.
+    async fn claim_source(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Stores a refresh `holder` made under its lease and gives the lease
+    /// back, in one transaction: the source's instances become exactly
+    /// `refresh.instances` (unless the refresh failed as a whole). False,
+    /// and nothing written, when `holder` no longer holds the lease (it
+    /// expired and another replica took it) or the source was removed.
+    async fn finish_source_refresh(
+        &self,
+        name: &str,
+        holder: &str,
+        refresh: &SourceRefresh,
+    ) -> Result<bool>;
+    /// Makes source `name` due at `at` (a targets file that changed is
+    /// read again at once rather than at its next interval).
+    async fn mark_source_due(&self, name: &str, at: DateTime<Utc>) -> Result<()>;
+    /// The inventory, by service then name then source.
+    async fn list_targets(
+        &self,
+        filter: &TargetFilter,
+    ) -> Result<Vec<ultron8_core::discovery::Instance>>;
+
     // --- probes --------------------------------------------------------------
     /// Claims `probe`'s round at `tick`: true for exactly one caller per
     /// tick across replicas, and never for a tick at or before one claimed

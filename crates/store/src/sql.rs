@@ -75,6 +75,8 @@ use crate::{
     RuleFiring, RuleRecord, ScriptRecord, SealedValue, SecretRecord, SecretWrite, Store,
     StoreError, TransitionOutcome,
 };
+use crate::{NewSource, SourceRecord, SourceRefresh, TargetFilter};
+use ultron8_core::discovery::{Instance, InstanceStatus, Sample, SourceSpec};
 
 /// Records a revocation; a certificate already revoked keeps its first
 /// record (who revoked it first, and why).
@@ -164,6 +166,99 @@ impl From<SecretRow> for SecretRecord {
             updated_at: row.updated_at.0,
             updated_by: row.updated_by,
         }
+    }
+}
+
+// --- fleet: discovery sources and targets ------------------------------------
+
+/// The columns of `discovery_sources` (as `s`), in [`SourceRow`]'s order,
+/// with the number of instances the source listed.
+const SOURCE_COLUMNS: &str = "s.name, s.spec, s.interval_ms, s.origin, s.created_at, \
+     s.created_by, s.next_due_at, s.last_refresh_at, s.last_error, \
+     (SELECT COUNT(*) FROM fleet_targets t WHERE t.source = s.name) AS instances";
+
+#[derive(sqlx::FromRow)]
+struct SourceRow {
+    name: String,
+    spec: JsonValue,
+    interval_ms: i64,
+    origin: String,
+    created_at: SqlTime,
+    created_by: String,
+    next_due_at: SqlTime,
+    last_refresh_at: Option<SqlTime>,
+    last_error: Option<String>,
+    instances: i64,
+}
+
+impl TryFrom<SourceRow> for SourceRecord {
+    type Error = StoreError;
+    fn try_from(row: SourceRow) -> Result<Self> {
+        let spec: SourceSpec = from_json(row.spec, "spec", &row.name)?;
+        Ok(SourceRecord {
+            interval: std::time::Duration::from_millis(
+                u64::try_from(row.interval_ms).map_err(|_| {
+                    StoreError::Corrupt(format!("interval_ms of source {}", row.name))
+                })?,
+            ),
+            name: row.name,
+            spec,
+            origin: row.origin,
+            created_at: row.created_at.0,
+            created_by: row.created_by,
+            next_due_at: row.next_due_at.0,
+            last_refresh_at: row.last_refresh_at.map(|t| t.0),
+            last_error: row.last_error,
+            instances: u64::try_from(row.instances).unwrap_or_default(),
+        })
+    }
+}
+
+/// The columns of `fleet_targets`, in [`TargetRow`]'s order.
+const TARGET_COLUMNS: &str = "source, name, address, service, labels, cpu, memory, status, \
+     error, last_seen, updated_at, history";
+
+#[derive(sqlx::FromRow)]
+struct TargetRow {
+    source: String,
+    name: String,
+    address: Option<String>,
+    service: String,
+    labels: JsonValue,
+    cpu: Option<f64>,
+    memory: Option<f64>,
+    status: String,
+    error: Option<String>,
+    last_seen: Option<SqlTime>,
+    updated_at: SqlTime,
+    history: JsonValue,
+}
+
+impl TryFrom<TargetRow> for Instance {
+    type Error = StoreError;
+    fn try_from(row: TargetRow) -> Result<Self> {
+        let id = format!("{}/{}", row.source, row.name);
+        let history: Vec<(i64, f64, f64)> = from_json(row.history, "history", &id)?;
+        Ok(Instance {
+            labels: from_json(row.labels, "labels", &id)?,
+            status: row
+                .status
+                .parse::<InstanceStatus>()
+                .map_err(|e| StoreError::Corrupt(format!("status of {id}: {e}")))?,
+            source: row.source,
+            name: row.name,
+            address: row.address,
+            service: row.service,
+            cpu: row.cpu,
+            memory: row.memory,
+            error: row.error,
+            last_seen: row.last_seen.map(|t| t.0),
+            updated_at: row.updated_at.0,
+            history: history
+                .into_iter()
+                .map(|(at_ms, cpu, memory)| Sample { at_ms, cpu, memory })
+                .collect(),
+        })
     }
 }
 
@@ -344,6 +439,8 @@ where
     for<'r> bool: Decode<'r, D>,
     for<'r> SqlTime: Decode<'r, D>,
     for<'r> JsonValue: Decode<'r, D>,
+    for<'q> Option<f64>: Encode<'q, D> + Type<D>,
+    for<'r> f64: Decode<'r, D> + Type<D>,
 {
     async fn begin_write(&self) -> Result<Transaction<'static, D>> {
         Ok(self.writer.begin_with(D::BEGIN_WRITE).await?)
@@ -639,6 +736,8 @@ where
     for<'r> bool: Decode<'r, D>,
     for<'r> SqlTime: Decode<'r, D>,
     for<'r> JsonValue: Decode<'r, D>,
+    for<'q> Option<f64>: Encode<'q, D> + Type<D>,
+    for<'r> f64: Decode<'r, D> + Type<D>,
 {
     async fn ping(&self) -> Result<()> {
         // Through a reader: a readiness probe should not queue behind writes.
@@ -2160,5 +2259,191 @@ where
         }
         tx.commit().await?;
         Ok(forgotten)
+    }
+    // --- fleet: discovery sources and targets ------------------------------
+
+    async fn create_source(&self, source: &NewSource, audit: &NewAuditRecord) -> Result<bool> {
+        let interval_ms = i64::try_from(source.interval.as_millis()).unwrap_or(i64::MAX);
+        let mut tx = self.begin_write().await?;
+        // The primary key decides between two operators adding one name.
+        let inserted = sqlx::query(
+            "INSERT INTO discovery_sources (name, kind, spec, interval_ms, origin, created_at, \
+             created_by, next_due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $6) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(source.name.as_str())
+        .bind(source.spec.kind().as_str())
+        .bind(to_json(&source.spec)?)
+        .bind(interval_ms)
+        .bind(source.origin.as_str())
+        .bind(SqlTime(source.created_at))
+        .bind(source.created_by.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn list_sources(&self) -> Result<Vec<SourceRecord>> {
+        let rows: Vec<SourceRow> = sqlx::query_as(&format!(
+            "SELECT {SOURCE_COLUMNS} FROM discovery_sources s ORDER BY s.name"
+        ))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter().map(SourceRecord::try_from).collect()
+    }
+
+    async fn get_source(&self, name: &str) -> Result<Option<SourceRecord>> {
+        sqlx::query_as::<_, SourceRow>(&format!(
+            "SELECT {SOURCE_COLUMNS} FROM discovery_sources s WHERE s.name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.readers)
+        .await?
+        .map(SourceRecord::try_from)
+        .transpose()
+    }
+
+    async fn remove_source(&self, name: &str, audit: &NewAuditRecord) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM fleet_targets WHERE source = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query("DELETE FROM discovery_sources WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn claim_source(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool> {
+        // One conditional UPDATE: of concurrent claims, Postgres lets one
+        // change the row and re-checks the others' conditions against
+        // what it wrote (the lease is no longer free); SQLite's single
+        // writer runs them one after the other.
+        let claimed = sqlx::query(
+            "UPDATE discovery_sources SET lease_holder = $2, lease_until = $4 \
+             WHERE name = $1 AND next_due_at <= $3 \
+               AND (lease_until IS NULL OR lease_until <= $3 OR lease_holder = $2)",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(SqlTime(now))
+        .bind(SqlTime(lease_until))
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(claimed == 1)
+    }
+
+    async fn finish_source_refresh(
+        &self,
+        name: &str,
+        holder: &str,
+        refresh: &SourceRefresh,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let released = sqlx::query(
+            "UPDATE discovery_sources SET lease_holder = NULL, lease_until = NULL, \
+             last_refresh_at = $3, last_error = $4, next_due_at = $5 \
+             WHERE name = $1 AND lease_holder = $2",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(SqlTime(refresh.at))
+        .bind(refresh.error.as_deref())
+        .bind(SqlTime(refresh.next_due_at))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if released == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if refresh.error.is_none() {
+            sqlx::query("DELETE FROM fleet_targets WHERE source = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            let mut rows = Vec::with_capacity(refresh.instances.len());
+            for instance in refresh.instances.iter().filter(|i| i.source == name) {
+                let history: Vec<(i64, f64, f64)> = instance
+                    .history
+                    .iter()
+                    .map(|s| (s.at_ms, s.cpu, s.memory))
+                    .collect();
+                rows.push((instance, to_json(&instance.labels)?, to_json(&history)?));
+            }
+            Self::write_rows(
+                &mut tx,
+                &format!("INSERT INTO fleet_targets ({TARGET_COLUMNS}) "),
+                "",
+                &rows,
+                12,
+                |row, (instance, labels, history)| {
+                    row.bind(instance.source.as_str())
+                        .bind(instance.name.as_str())
+                        .bind(instance.address.as_deref())
+                        .bind(instance.service.as_str())
+                        .bind(Some(labels))
+                        .bind(instance.cpu)
+                        .bind(instance.memory)
+                        .bind(instance.status.as_str())
+                        .bind(instance.error.as_deref())
+                        .bind(instance.last_seen.map(SqlTime))
+                        .bind(SqlTime(instance.updated_at))
+                        .bind(Some(history));
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn mark_source_due(&self, name: &str, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE discovery_sources SET next_due_at = $2 WHERE name = $1 AND next_due_at > $2",
+        )
+        .bind(name)
+        .bind(SqlTime(at))
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_targets(&self, filter: &TargetFilter) -> Result<Vec<Instance>> {
+        let mut statement = Statement::new(format!(
+            "SELECT {TARGET_COLUMNS} FROM fleet_targets WHERE true"
+        ));
+        statement
+            .and_where("source = ", filter.source.as_deref())
+            .and_where("service = ", filter.service.as_deref())
+            .push(" ORDER BY service, name, source");
+        let (sql, arguments) = statement.into_parts()?;
+        let rows: Vec<TargetRow> = sqlx::query_as_with(&sql, arguments)
+            .fetch_all(&self.readers)
+            .await?;
+        rows.into_iter().map(Instance::try_from).collect()
     }
 }

@@ -597,3 +597,54 @@ pub struct DroneCheckRecord {
     /// When the hive stored the report.
     pub reported_at: DateTime<Utc>,
 }
+
+// --- fleet: discovery sources and their instances ---------------------------
+
+/// A discovery source as stored (see `migrations/*/0009_discovery.sql`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceRecord {
+    pub name: String,
+    pub spec: ultron8_core::discovery::SourceSpec,
+    pub interval: std::time::Duration,
+    /// `operator` for `ultronctl source add`, `pack:<name>` for a pack's.
+    pub origin: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub next_due_at: DateTime<Utc>,
+    pub last_refresh_at: Option<DateTime<Utc>>,
+    /// Why the last refresh failed as a whole; None after one that did not.
+    pub last_error: Option<String>,
+    /// How many instances it listed at its last refresh.
+    pub instances: u64,
+}
+
+/// What `create_source` writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSource {
+    pub name: String,
+    pub spec: ultron8_core::discovery::SourceSpec,
+    pub interval: std::time::Duration,
+    pub origin: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+/// One refresh of a source, as [`crate::Store::finish_source_refresh`]
+/// stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceRefresh {
+    /// The source's whole inventory after the refresh (instances of other
+    /// sources are ignored). Ignored when `error` is set: a source that
+    /// could not be listed keeps its instances as they were.
+    pub instances: Vec<ultron8_core::discovery::Instance>,
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
+    pub next_due_at: DateTime<Utc>,
+}
+
+/// Which instances `list_targets` returns; every filter given must hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetFilter {
+    pub source: Option<String>,
+    pub service: Option<String>,
+}

@@ -18,6 +18,8 @@
 //! - [`audit`]: reading the audit trail.
 //! - [`secrets`]: the hive's named secrets, sealed at rest, and their
 //!   delivery to the drone that runs a command needing them.
+//! - [`fleet`]: discovery sources and the fleet views of the inventory
+//!   they feed (summary, services, health).
 //! - [`probes`]: where each probe stands on each of its targets.
 //! - [`checks`]: drone checks: each drone's signed check set, the
 //!   transitions drones report (`drone.check` events, once each), their
@@ -32,6 +34,7 @@ pub mod checks;
 pub mod drones;
 pub mod events;
 pub mod executions;
+pub mod fleet;
 pub mod follow;
 pub mod health;
 pub mod jobs;

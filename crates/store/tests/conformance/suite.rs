@@ -16,6 +16,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 use ultron8_core::audit::{Actor, AuditVerb};
 use ultron8_core::criteria::{Criterion, Operator};
+use ultron8_core::discovery::{Instance, InstanceStatus, Sample, SourceSpec};
 use ultron8_core::health::{CheckState, RunOutcome, Thresholds, Tracker};
 use ultron8_core::ids::{DroneId, EventId, ExecutionId, JobId};
 use ultron8_core::policy::{BlastRadius, Cooldown, Observation, Policy};
@@ -29,6 +30,7 @@ use ultron8_store::{
     RevokedCertificate, RuleFiring, RuleRecord, ScriptRecord, SealedValue, SecretWrite, Store,
     StoreError, TransitionOutcome,
 };
+use ultron8_store::{NewSource, SourceRefresh, TargetFilter};
 use uuid::Uuid;
 
 /// Expands to one `#[tokio::test]` per conformance test, each calling
@@ -115,6 +117,10 @@ macro_rules! conformance_tests {
             secrets_are_created_replaced_listed_and_deleted_with_their_audit,
             concurrent_creations_of_one_secret_create_it_once,
             a_secret_write_that_fails_leaves_no_trace,
+            sources_are_created_listed_and_removed_with_their_audit_and_instances,
+            one_claimant_of_a_due_source_wins_and_a_lost_lease_stores_nothing,
+            a_refresh_replaces_its_sources_instances_only,
+            a_failed_refresh_keeps_the_instances,
             probe_rounds_are_claimed_once_and_never_backwards,
             probe_states_are_replaced_per_round_and_forgotten_with_their_probe,
             a_drones_check_summary_replaces_the_last_one,
@@ -5283,4 +5289,453 @@ pub async fn a_drones_check_summary_replaces_the_last_one(store: Arc<dyn Store>)
         .await
         .expect("empty summary");
     assert!(store.list_drone_checks().await.expect("list").is_empty());
+}
+
+// --- fleet: discovery sources and targets ------------------------------------
+
+fn http_source(name: &str, at: DateTime<Utc>) -> NewSource {
+    NewSource {
+        name: name.to_string(),
+        spec: SourceSpec::Http {
+            url: "http://127.0.0.1:9001".to_string(),
+            concurrency: 8,
+            timeout_ms: 2000,
+        },
+        interval: std::time::Duration::from_secs(30),
+        origin: "operator".to_string(),
+        created_at: at,
+        created_by: "operator:alice".to_string(),
+    }
+}
+
+fn fleet_instance(
+    source: &str,
+    name: &str,
+    service: &str,
+    cpu: f64,
+    at: DateTime<Utc>,
+) -> Instance {
+    Instance {
+        source: source.to_string(),
+        name: name.to_string(),
+        address: Some(name.to_string()),
+        service: service.to_string(),
+        labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+        cpu: Some(cpu),
+        memory: Some(12.5),
+        status: if cpu >= 80.0 {
+            InstanceStatus::Unhealthy
+        } else {
+            InstanceStatus::Healthy
+        },
+        error: None,
+        last_seen: Some(at),
+        updated_at: at,
+        history: vec![
+            Sample {
+                at_ms: at.timestamp_millis() - 30_000,
+                cpu: 1.25,
+                memory: 2.5,
+            },
+            Sample {
+                at_ms: at.timestamp_millis(),
+                cpu,
+                memory: 12.5,
+            },
+        ],
+    }
+}
+
+fn refresh(instances: Vec<Instance>, at: DateTime<Utc>) -> SourceRefresh {
+    SourceRefresh {
+        instances,
+        error: None,
+        at,
+        next_due_at: at + Duration::seconds(30),
+    }
+}
+
+pub async fn sources_are_created_listed_and_removed_with_their_audit_and_instances(
+    store: Arc<dyn Store>,
+) {
+    assert!(
+        store
+            .create_source(
+                &http_source("cloud", t(1)),
+                &named(AuditVerb::SourceAdded, "cloud", t(1))
+            )
+            .await
+            .expect("create")
+    );
+    assert!(
+        !store
+            .create_source(
+                &http_source("cloud", t(2)),
+                &named(AuditVerb::SourceAdded, "cloud", t(2))
+            )
+            .await
+            .expect("create again"),
+        "a name is created once"
+    );
+    let files = NewSource {
+        spec: SourceSpec::File {
+            path: "/etc/ultron8/targets".to_string(),
+        },
+        ..http_source("files", t(3))
+    };
+    store
+        .create_source(&files, &named(AuditVerb::SourceAdded, "files", t(3)))
+        .await
+        .expect("create another");
+
+    let listed = store.list_sources().await.expect("list");
+    let names: Vec<&str> = listed.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["cloud", "files"]);
+    let cloud = &listed[0];
+    assert_eq!(cloud.spec, http_source("cloud", t(1)).spec);
+    assert_eq!(cloud.interval, std::time::Duration::from_secs(30));
+    assert_eq!(
+        (cloud.created_at, cloud.next_due_at),
+        (t(1), t(1)),
+        "due at once"
+    );
+    assert_eq!((cloud.last_refresh_at, cloud.instances), (None, 0));
+    assert_eq!(
+        store
+            .get_source("files")
+            .await
+            .expect("get")
+            .map(|s| s.spec),
+        Some(files.spec)
+    );
+    assert_eq!(store.get_source("nope").await.expect("get unknown"), None);
+
+    assert!(
+        store
+            .claim_source("cloud", "hive-a", t(5), t(65))
+            .await
+            .expect("claim")
+    );
+    let instances = vec![fleet_instance("cloud", "127.0.0.1", "Web", 10.0, t(6))];
+    assert!(
+        store
+            .finish_source_refresh("cloud", "hive-a", &refresh(instances, t(6)))
+            .await
+            .expect("finish")
+    );
+    assert_eq!(
+        store
+            .get_source("cloud")
+            .await
+            .expect("store call")
+            .expect("store call")
+            .instances,
+        1
+    );
+
+    assert!(
+        store
+            .remove_source("cloud", &named(AuditVerb::SourceRemoved, "cloud", t(7)))
+            .await
+            .expect("remove")
+    );
+    assert!(
+        !store
+            .remove_source("cloud", &named(AuditVerb::SourceRemoved, "cloud", t(8)))
+            .await
+            .expect("remove again")
+    );
+    assert!(
+        store
+            .list_targets(&TargetFilter::default())
+            .await
+            .expect("targets")
+            .is_empty(),
+        "its instances went with it"
+    );
+    let trail = store
+        .list_audit(&AuditFilter::default())
+        .await
+        .expect("audit");
+    let verbs: Vec<(AuditVerb, String)> = trail
+        .iter()
+        .map(|r| {
+            (
+                r.action,
+                r.detail["name"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verbs,
+        [
+            (AuditVerb::SourceRemoved, "cloud".to_string()),
+            (AuditVerb::SourceAdded, "files".to_string()),
+            (AuditVerb::SourceAdded, "cloud".to_string()),
+        ],
+        "one record per change, none for refused ones"
+    );
+}
+
+pub async fn one_claimant_of_a_due_source_wins_and_a_lost_lease_stores_nothing(
+    store: Arc<dyn Store>,
+) {
+    store
+        .create_source(
+            &http_source("cloud", t(10)),
+            &named(AuditVerb::SourceAdded, "cloud", t(10)),
+        )
+        .await
+        .expect("create");
+    assert!(
+        !store
+            .claim_source("cloud", "hive-a", t(9), t(69))
+            .await
+            .expect("store call"),
+        "not due yet"
+    );
+    assert!(
+        !store
+            .claim_source("nope", "hive-a", t(10), t(70))
+            .await
+            .expect("store call"),
+        "no such source"
+    );
+
+    let claimants: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .claim_source("cloud", &format!("hive-{i}"), t(10), t(70))
+                    .await
+            })
+        })
+        .collect();
+    let mut claims = Vec::new();
+    for claimant in claimants {
+        claims.push(claimant.await.expect("join").expect("claim"));
+    }
+    assert_eq!(claims.iter().filter(|won| **won).count(), 1, "{claims:?}");
+    let winner = format!(
+        "hive-{}",
+        claims.iter().position(|won| *won).expect("store call")
+    );
+    assert!(
+        !store
+            .claim_source("cloud", "hive-x", t(69), t(129))
+            .await
+            .expect("store call"),
+        "the lease holds"
+    );
+
+    // The winner stalls past its lease; another replica takes over.
+    assert!(
+        store
+            .claim_source("cloud", "hive-x", t(70), t(130))
+            .await
+            .expect("store call")
+    );
+    let late = refresh(
+        vec![fleet_instance("cloud", "127.0.0.9", "Web", 1.0, t(71))],
+        t(71),
+    );
+    assert!(
+        !store
+            .finish_source_refresh("cloud", &winner, &late)
+            .await
+            .expect("store call"),
+        "lease lost"
+    );
+    assert!(
+        store
+            .list_targets(&TargetFilter::default())
+            .await
+            .expect("store call")
+            .is_empty()
+    );
+
+    let fresh = refresh(
+        vec![fleet_instance("cloud", "127.0.0.1", "Web", 1.0, t(72))],
+        t(72),
+    );
+    assert!(
+        store
+            .finish_source_refresh("cloud", "hive-x", &fresh)
+            .await
+            .expect("store call")
+    );
+    let source = store
+        .get_source("cloud")
+        .await
+        .expect("store call")
+        .expect("store call");
+    assert_eq!(
+        (source.last_refresh_at, source.next_due_at),
+        (Some(t(72)), t(102))
+    );
+    assert!(
+        !store
+            .claim_source("cloud", "hive-a", t(101), t(161))
+            .await
+            .expect("store call"),
+        "not due again yet"
+    );
+    assert!(
+        store
+            .claim_source("cloud", "hive-a", t(102), t(162))
+            .await
+            .expect("store call"),
+        "due again"
+    );
+}
+
+pub async fn a_refresh_replaces_its_sources_instances_only(store: Arc<dyn Store>) {
+    for name in ["a", "b"] {
+        store
+            .create_source(
+                &http_source(name, t(0)),
+                &named(AuditVerb::SourceAdded, name, t(0)),
+            )
+            .await
+            .expect("create");
+        assert!(
+            store
+                .claim_source(name, "hive", t(0), t(60))
+                .await
+                .expect("store call")
+        );
+    }
+    let a1 = vec![
+        fleet_instance("a", "127.0.0.1", "Web", 10.0, t(1)),
+        fleet_instance("a", "127.0.0.2", "Web", 90.0, t(1)),
+        fleet_instance("a", "127.0.0.3", "Db", 20.0, t(1)),
+    ];
+    assert!(
+        store
+            .finish_source_refresh("a", "hive", &refresh(a1.clone(), t(1)))
+            .await
+            .expect("store call")
+    );
+    let mut failing = fleet_instance("b", "127.0.0.4", "Db", 0.0, t(2));
+    failing.cpu = None;
+    failing.memory = None;
+    failing.status = InstanceStatus::Unknown;
+    failing.error = Some("timed out after 2s".to_string());
+    failing.address = None;
+    failing.last_seen = None;
+    assert!(
+        store
+            .finish_source_refresh("b", "hive", &refresh(vec![failing.clone()], t(2)))
+            .await
+            .expect("store call")
+    );
+
+    let all = store
+        .list_targets(&TargetFilter::default())
+        .await
+        .expect("store call");
+    let keys: Vec<(&str, &str)> = all
+        .iter()
+        .map(|i| (i.service.as_str(), i.name.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("Db", "127.0.0.3"),
+            ("Db", "127.0.0.4"),
+            ("Web", "127.0.0.1"),
+            ("Web", "127.0.0.2")
+        ],
+        "by service, then name"
+    );
+    assert_eq!(all[2], a1[0], "every field round-trips");
+    assert_eq!(all[1], failing);
+
+    // The next refresh of a drops one instance and changes another.
+    assert!(
+        store
+            .claim_source("a", "hive", t(31), t(91))
+            .await
+            .expect("store call")
+    );
+    let a2 = vec![fleet_instance("a", "127.0.0.2", "Web", 15.0, t(31))];
+    assert!(
+        store
+            .finish_source_refresh("a", "hive", &refresh(a2.clone(), t(31)))
+            .await
+            .expect("store call")
+    );
+    let of_a = store
+        .list_targets(&TargetFilter {
+            source: Some("a".to_string()),
+            ..TargetFilter::default()
+        })
+        .await
+        .expect("store call");
+    assert_eq!(of_a, a2);
+    let db = store
+        .list_targets(&TargetFilter {
+            service: Some("Db".to_string()),
+            ..TargetFilter::default()
+        })
+        .await
+        .expect("store call");
+    assert_eq!(db, [failing], "b's instance is untouched");
+}
+
+pub async fn a_failed_refresh_keeps_the_instances(store: Arc<dyn Store>) {
+    store
+        .create_source(
+            &http_source("a", t(0)),
+            &named(AuditVerb::SourceAdded, "a", t(0)),
+        )
+        .await
+        .expect("create");
+    assert!(
+        store
+            .claim_source("a", "hive", t(0), t(60))
+            .await
+            .expect("store call")
+    );
+    let before = vec![fleet_instance("a", "127.0.0.1", "Web", 10.0, t(1))];
+    assert!(
+        store
+            .finish_source_refresh("a", "hive", &refresh(before.clone(), t(1)))
+            .await
+            .expect("store call")
+    );
+    assert!(
+        store
+            .claim_source("a", "hive", t(31), t(91))
+            .await
+            .expect("store call")
+    );
+    let failed = SourceRefresh {
+        error: Some("GET /servers: connection refused".to_string()),
+        ..refresh(Vec::new(), t(32))
+    };
+    assert!(
+        store
+            .finish_source_refresh("a", "hive", &failed)
+            .await
+            .expect("store call")
+    );
+    assert_eq!(
+        store
+            .list_targets(&TargetFilter::default())
+            .await
+            .expect("store call"),
+        before
+    );
+    let source = store
+        .get_source("a")
+        .await
+        .expect("store call")
+        .expect("store call");
+    assert_eq!(
+        source.last_error.as_deref(),
+        Some("GET /servers: connection refused")
+    );
+    assert_eq!(source.last_refresh_at, Some(t(32)));
 }
