@@ -114,6 +114,25 @@ fn a_failing_probe_fires_its_rule_once_and_its_recovery_once() {
             service.port
         ),
     );
+    // The same service as discovered: a targets file lists it as web-1.
+    let targets = env.dir.join("targets.txt");
+    std::fs::write(
+        &targets,
+        format!("web-1 127.0.0.1:{} service=api\n", service.port),
+    )
+    .expect("write targets");
+    let added = hive.ctl(&[
+        "source",
+        "add",
+        "racks",
+        "--file",
+        &targets.display().to_string(),
+    ]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    write(
+        pack.join("sensors/api_discovered.yaml"),
+        "kind: probe\ntargets: {service: api}\nhttp: {path: /healthz}\ninterval: 300ms\nfailure_threshold: 1\n",
+    );
     // Nothing listens on port 1 of this loopback address.
     write(
         pack.join("sensors/closed_port.yaml"),
@@ -227,6 +246,15 @@ fn a_failing_probe_fires_its_rule_once_and_its_recovery_once() {
         "no second restart"
     );
 
+    // The discovered instance is probed by its name, at its address.
+    let discovered = state_of(&hive, "web.api_discovered").expect("a state");
+    assert_eq!(discovered["target"], "web-1", "{discovered}");
+    assert_eq!(
+        discovered["address"],
+        format!("http://127.0.0.1:{}/healthz", service.port)
+    );
+    assert_eq!(discovered["state"], "healthy", "{discovered}");
+
     // The closed port fails at once, and says why.
     wait_for_runs(&hive, "web.closed_port", "failing", 1);
     let closed = state_of(&hive, "web.closed_port").expect("a state");
@@ -252,7 +280,9 @@ fn a_failing_probe_fires_its_rule_once_and_its_recovery_once() {
     let missing = hive.ctl(&["probe", "list", "--probe", "web.nope"]);
     assert!(!missing.status.success());
     assert!(
-        stderr(&missing).contains("no probe \"web.nope\"; installed: web.api, web.closed_port"),
+        stderr(&missing).contains(
+            "no probe \"web.nope\"; installed: web.api, web.api_discovered, web.closed_port"
+        ),
         "{}",
         stderr(&missing)
     );

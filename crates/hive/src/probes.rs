@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 use ultron8_core::health::{Tracker, Transition};
 use ultron8_core::probe::{self, HttpProbe, ProbeCheck, ProbeTargets, Verdict};
 use ultron8_pack::Probe;
-use ultron8_store::{ProbeStateRecord, StoreError};
+use ultron8_store::{ProbeStateRecord, StoreError, TargetFilter};
 
 use crate::hive::Hive;
 
@@ -99,14 +99,37 @@ pub struct ProbeTarget {
 }
 
 impl Hive {
-    /// The discovered instances a probe selects by source or service.
-    // Discovery lands with the fleet's inventory; until then a probe
-    // selecting by source or service has no discovered targets.
+    /// The discovered instances a probe selects by source or service, at
+    /// their address (or their name, when the source gave no address).
     async fn discovered_probe_targets(
         &self,
-        _targets: &ProbeTargets,
+        targets: &ProbeTargets,
     ) -> Result<Vec<ProbeTarget>, StoreError> {
-        Ok(Vec::new())
+        let instances = self
+            .store
+            .list_targets(&TargetFilter {
+                source: targets.source.clone(),
+                service: targets.service.clone(),
+            })
+            .await?;
+        Ok(instances
+            .into_iter()
+            .filter(|instance| {
+                targets.selects(
+                    &instance.source,
+                    (!instance.service.is_empty()).then_some(instance.service.as_str()),
+                )
+            })
+            .map(|instance| ProbeTarget {
+                address: instance
+                    .address
+                    .clone()
+                    .unwrap_or_else(|| instance.name.clone()),
+                service: (!instance.service.is_empty()).then_some(instance.service),
+                source: Some(instance.source),
+                name: instance.name,
+            })
+            .collect())
     }
 }
 
