@@ -139,6 +139,7 @@ impl Hive {
         let clock = Instant::now();
         let (status, mut result) = match &action.runner {
             Runner::Http { .. } => self.http_request(action, parameters).await,
+            Runner::Escalate => self.escalate_action(job_id, action, parameters).await,
             _ => (ExecutionStatus::Succeeded, ExecutionResult::default()),
         };
         result.duration_ms = clock.elapsed().as_millis() as u64;
@@ -283,6 +284,80 @@ impl Hive {
             },
             result,
         )
+    }
+}
+
+impl Hive {
+    /// `runner: escalate`: raises `core.escalation` with the rule and event
+    /// the job came from and the action's `reason`. Refused for a job that
+    /// a `core.escalation` event fired: an escalation raising another
+    /// would loop.
+    async fn escalate_action(
+        &self,
+        job_id: &JobId,
+        action: &Action,
+        parameters: &Map<String, Value>,
+    ) -> (ExecutionStatus, ExecutionResult) {
+        let failed = |error: String| {
+            (
+                ExecutionStatus::Failed,
+                ExecutionResult {
+                    error: Some(error),
+                    ..ExecutionResult::default()
+                },
+            )
+        };
+        let job = match self.store.get_job(job_id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return failed(format!("job {job_id} is not stored")),
+            Err(e) => return failed(format!("cannot read job {job_id}: {e}")),
+        };
+        if let Some(event_id) = &job.origin.event_id {
+            match self.store.get_event(event_id).await {
+                Ok(Some(event)) if event.trigger == ultron8_core::triggers::ESCALATION => {
+                    return failed(format!(
+                        "{} does not run for a core.escalation event: an escalation raising another would loop",
+                        action.reference()
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => return failed(format!("cannot read event {event_id}: {e}")),
+            }
+        }
+        let reason = parameters
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let payload = json!({
+            "rule": job.origin.rule.clone().unwrap_or_default(),
+            "reason": reason,
+            "event_id": job.origin.event_id.as_ref().map(|id| id.to_string()).unwrap_or_default(),
+            "target": parameters.get("target").and_then(Value::as_str).unwrap_or_default(),
+            "action": action.reference(),
+        });
+        match self
+            .ingest_event(
+                ultron8_core::triggers::ESCALATION,
+                payload,
+                &format!("action:{}", action.reference()),
+            )
+            .await
+        {
+            Ok(event_id) => {
+                self.metrics
+                    .escalated(crate::metrics::EscalationCause::Action);
+                (
+                    ExecutionStatus::Succeeded,
+                    ExecutionResult {
+                        stdout: format!("raised core.escalation {event_id}: {reason}\n")
+                            .into_bytes(),
+                        ..ExecutionResult::default()
+                    },
+                )
+            }
+            Err(e) => failed(format!("cannot store the escalation: {e}")),
+        }
     }
 }
 

@@ -185,6 +185,8 @@ pub enum EscalationCause {
     Held,
     /// A rule matched and could not run.
     Failed,
+    /// An action of the escalate runner raised it.
+    Action,
 }
 
 impl EscalationCause {
@@ -192,6 +194,7 @@ impl EscalationCause {
         match self {
             EscalationCause::Held => "held",
             EscalationCause::Failed => "failed",
+            EscalationCause::Action => "action",
         }
     }
 }
@@ -540,7 +543,11 @@ impl Metrics {
                 dependency: dependency.to_string(),
             });
         }
-        for cause in [EscalationCause::Held, EscalationCause::Failed] {
+        for cause in [
+            EscalationCause::Held,
+            EscalationCause::Failed,
+            EscalationCause::Action,
+        ] {
             let _ = self.escalations.get_or_create(&CauseLabel {
                 cause: cause.as_str().to_string(),
             });

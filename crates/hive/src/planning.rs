@@ -206,6 +206,7 @@ fn runner_name(runner: &Runner) -> &'static str {
         Runner::Script { .. } => "script",
         Runner::Http { .. } => "http",
         Runner::Noop => "noop",
+        Runner::Escalate => "escalate",
     }
 }
 
@@ -323,7 +324,7 @@ pub fn command_for(
                 env,
             )
         }
-        Runner::Http { .. } | Runner::Noop => return Ok(None),
+        Runner::Http { .. } | Runner::Noop | Runner::Escalate => return Ok(None),
     };
     Ok(Some(CommandSpec {
         program,

@@ -29,7 +29,7 @@ const KEYS: &[&str] = &[
     "parameters",
 ];
 
-const RUNNERS: &[&str] = &["shell", "script", "http", "noop"];
+const RUNNERS: &[&str] = &["shell", "script", "http", "noop", "escalate"];
 
 /// The keys that configure one runner or another; each runner accepts only
 /// its own, so a `command` on an http action is an error, not ignored.
@@ -154,6 +154,7 @@ pub(crate) fn decode(stem: &str, node: &Node, ctx: &Context<'_>, sink: &mut Sink
             "shell" => shell(&fields, &scope, sink),
             "script" => script(&fields, ctx, &scope, sink),
             "http" => http(&fields, &scope, sink),
+            "escalate" => escalate(&fields, &parameters, sink),
             _ => Some(Runner::Noop),
         }
     });
@@ -619,5 +620,27 @@ pub(crate) fn type_name(kind: ParamType) -> &'static str {
         ParamType::Boolean => "a boolean",
         ParamType::Array => "a list",
         ParamType::Object => "a mapping",
+    }
+}
+
+/// `runner: escalate`: the escalation's reason is the action's `reason`
+/// parameter, which must be a string.
+fn escalate(fields: &Fields<'_>, parameters: &ParamSchema, sink: &mut Sink<'_>) -> Option<Runner> {
+    match parameters.get("reason") {
+        Some(spec) if spec.kind == ParamType::String => Some(Runner::Escalate),
+        Some(_) => {
+            sink.at(
+                fields.get("parameters").map_or(fields.pos, |n| n.pos),
+                "the escalate runner's `reason` parameter must be a string",
+            );
+            None
+        }
+        None => {
+            sink.at(
+                fields.pos,
+                "the escalate runner needs a `reason` parameter (type: string): the escalation says why",
+            );
+            None
+        }
     }
 }

@@ -61,7 +61,7 @@
 //! ```yaml
 //! name: restart_service                     # required
 //! description: Restart a systemd service
-//! runner: shell                             # required: shell | script | http | noop
+//! runner: shell                             # required: shell | script | http | noop | escalate
 //! command: ["systemctl", "restart", "{{ service }}"]
 //! env: { SYSTEMD_COLORS: "0" }
 //! timeout: 60s
@@ -90,6 +90,9 @@
 //!   `expect_status` lists the statuses that mean success (100-599; left
 //!   out, any 2xx).
 //! - `noop`: does nothing; for rules that only record or escalate.
+//! - `escalate`, in the hive: raises `core.escalation` with the firing's
+//!   rule and event and the action's `reason` parameter (required, a
+//!   string).
 //!
 //! Every `command` element, `shell`, `args` element, `env` value, and the
 //! `url`, header values and `body` are templates over the parameters:

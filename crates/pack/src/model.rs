@@ -156,6 +156,10 @@ pub enum Runner {
     },
     /// Does nothing: for rules that only record, hold or escalate.
     Noop,
+    /// Raises a `core.escalation` event naming the rule and event that
+    /// fired it, with the action's `reason` parameter: for a person (a rule
+    /// on `core.escalation` that pages) or another rule.
+    Escalate,
 }
 
 impl Runner {
@@ -165,6 +169,7 @@ impl Runner {
             Runner::Script { .. } => "script",
             Runner::Http { .. } => "http",
             Runner::Noop => "noop",
+            Runner::Escalate => "escalate",
         }
     }
 }

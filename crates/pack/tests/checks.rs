@@ -167,7 +167,7 @@ fn problems_are_sorted_and_render_as_file_line_column() {
         rendered,
         [
             "actions/a.yaml:1:1: missing required key `runner`",
-            "actions/b.yaml:2:9: unknown runner `nope` (runners: shell, script, http, noop)",
+            "actions/b.yaml:2:9: unknown runner `nope` (runners: shell, script, http, noop, escalate)",
             "pack.yaml:3:1: unknown key `colour` (expected one of: name, version, description, author, dependencies)",
         ]
     );
@@ -1035,4 +1035,27 @@ fn secrets_go_in_shell_scripts_and_whole_env_values_and_nowhere_else() {
         p.iter().any(|problem| problem.contains("is reserved")),
         "{p:?}"
     );
+}
+
+#[test]
+fn an_escalate_action_needs_a_string_reason() {
+    let p = action_problems("name: a\nrunner: escalate\n");
+    assert_problem(
+        &p,
+        "actions/a.yaml:1:1: the escalate runner needs a `reason` parameter (type: string)",
+    );
+    let p = action_problems("name: a\nrunner: escalate\nparameters: {reason: {type: integer}}\n");
+    assert_problem(
+        &p,
+        "actions/a.yaml:3:13: the escalate runner's `reason` parameter must be a string",
+    );
+    let pack = load(
+        &pack_with(&[(
+            "actions/a.yaml",
+            "name: a\nrunner: escalate\nparameters: {reason: {type: string, required: true}}\n",
+        )]),
+        &NothingInstalled,
+    )
+    .unwrap();
+    assert_eq!(pack.action("a").map(|a| a.runner.kind()), Some("escalate"));
 }
