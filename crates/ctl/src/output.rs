@@ -121,9 +121,7 @@ pub fn state_colour(state: &str) -> Option<Color> {
             Some(Color::Green)
         }
         "failed" | "timed_out" | "lost" | "rejected" | "expired" | "offline" | "error"
-        | "failing" | "flapping" => {
-            Some(Color::Red)
-        }
+        | "failing" | "flapping" => Some(Color::Red),
         "running" | "dispatched" | "requested" | "pending" => Some(Color::Yellow),
         "canceled" | "disabled" | "no" => Some(Color::Magenta),
         _ => None,

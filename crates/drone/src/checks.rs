@@ -32,11 +32,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tracing::{debug, error, info, warn};
+use ultron8_core::ExecutionStatus;
 use ultron8_core::checks::{
     self, CheckSet, CheckSpec, CheckStatus, CheckTransition, MAX_OUTPUT_BYTES,
 };
 use ultron8_core::health::{CommandEnd, RunOutcome, Tracker, classify_exit};
-use ultron8_core::ExecutionStatus;
 use ultron8_pki::RequestVerifier;
 use ultron8_proto::v1::{self, drone_service_client::DroneServiceClient};
 
@@ -104,7 +104,9 @@ pub fn verify_set(
 ) -> Result<CheckSet, String> {
     verifier
         .verify(&checks::signed_bytes(bytes), signature)
-        .map_err(|_| "the check set's signature does not verify: forged or corrupted".to_string())?;
+        .map_err(|_| {
+            "the check set's signature does not verify: forged or corrupted".to_string()
+        })?;
     let set: CheckSet = serde_json::from_slice(bytes)
         .map_err(|e| format!("the signed check set does not decode: {e}"))?;
     if set.drone_id != drone_id {
@@ -180,7 +182,9 @@ impl Checks {
                 *lock(&checks.set) = Some(set);
             }
             Ok(None) => {}
-            Err(e) => error!(error = %e, "the stored check set is refused; running no check until the hive sends one"),
+            Err(e) => {
+                error!(error = %e, "the stored check set is refused; running no check until the hive sends one")
+            }
         }
         Ok(Arc::new(checks))
     }
@@ -240,7 +244,9 @@ impl Checks {
             .is_none_or(|(_, key)| *key != public_key);
         *lock(&self.verifier) = Some((verifier, public_key));
         if changed && lock(&self.set).is_some() {
-            info!("the hive's signing key is not the one the stored check set was verified with; fetching the set again");
+            info!(
+                "the hive's signing key is not the one the stored check set was verified with; fetching the set again"
+            );
             *lock(&self.wanted) = Some("(key changed)".into());
             self.refresh.notify_one();
         }
@@ -413,13 +419,16 @@ impl Checks {
             Ok(user) => user,
             Err(refusal) => return (RunOutcome::Error, refusal.reason),
         };
-        let program =
-            match crate::runtime::resolve_program(&self.client, &self.scripts_dir, spec.program.clone())
-                .await
-            {
-                Ok(program) => program,
-                Err(e) => return (RunOutcome::Error, e),
-            };
+        let program = match crate::runtime::resolve_program(
+            &self.client,
+            &self.scripts_dir,
+            spec.program.clone(),
+        )
+        .await
+        {
+            Ok(program) => program,
+            Err(e) => return (RunOutcome::Error, e),
+        };
         let exec = ExecSpec {
             program,
             env: BTreeMap::new(),
@@ -474,7 +483,9 @@ impl Checks {
             info!(check = %spec.reference, state = %transition.state, consecutive = transition.consecutive, "check transition");
             match self.spool(&transition) {
                 Ok(()) => self.spooled.notify_one(),
-                Err(e) => error!(error = %e, check = %spec.reference, "cannot spool a check transition; it is lost"),
+                Err(e) => {
+                    error!(error = %e, check = %spec.reference, "cannot spool a check transition; it is lost")
+                }
             }
         }
         self.save_state();
@@ -493,7 +504,9 @@ impl Checks {
 
     fn spool(&self, transition: &CheckTransition) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(transition).map_err(std::io::Error::other)?;
-        let path = self.transitions_dir().join(format!("{}.json", transition.id));
+        let path = self
+            .transitions_dir()
+            .join(format!("{}.json", transition.id));
         ultron8_host::write_atomically(&path, &bytes, 0o600)?;
         std::fs::File::open(self.transitions_dir())?.sync_all()
     }
@@ -508,8 +521,9 @@ impl Checks {
             }
             match std::fs::read(&path)
                 .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<CheckTransition>(&b).map_err(|e| e.to_string()))
-            {
+                .and_then(|b| {
+                    serde_json::from_slice::<CheckTransition>(&b).map_err(|e| e.to_string())
+                }) {
                 Ok(transition) => pending.push((path, transition)),
                 Err(e) => {
                     warn!(path = %path.display(), error = %e, "corrupt spooled transition moved aside");
@@ -619,7 +633,9 @@ fn new_transition_id() -> String {
 /// A poisoned lock still holds consistent data here (every critical
 /// section is a plain assignment or map edit), so it is taken anyway.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

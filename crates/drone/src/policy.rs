@@ -164,12 +164,15 @@ impl Policy {
             program,
         }) {
             PolicyDecision::Run { run_as: None } => Ok(None),
-            PolicyDecision::Run { run_as: Some(name) } => {
-                self.users.get(&name).cloned().map(Some).ok_or(PolicyRefusal {
+            PolicyDecision::Run { run_as: Some(name) } => self
+                .users
+                .get(&name)
+                .cloned()
+                .map(Some)
+                .ok_or(PolicyRefusal {
                     rule: "run_as".into(),
                     reason: format!("user {name:?} was not looked up at start; not run"),
-                })
-            }
+                }),
             PolicyDecision::Refuse(refusal) => Err(refusal),
         }
     }

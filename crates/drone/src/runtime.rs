@@ -363,8 +363,10 @@ impl Drone {
         if verifier.key_id() != response.request_signing_key_id {
             anyhow::bail!("the hive's signing key does not match its key id; refusing to trust it");
         }
-        self.checks
-            .registered(verifier.clone(), response.request_signing_public_key.clone());
+        self.checks.registered(
+            verifier.clone(),
+            response.request_signing_public_key.clone(),
+        );
         Ok(Registration {
             broker_url,
             verifier,
@@ -876,8 +878,7 @@ impl Drone {
     /// by content hash the first time, verified, and cached under its hash
     /// (so a cached file can be trusted again without re-fetching).
     async fn resolve_script(&self, mut command: CommandSpec) -> Result<CommandSpec, String> {
-        command.program =
-            resolve_program(&self.client, &self.scripts_dir, command.program).await?;
+        command.program = resolve_program(&self.client, &self.scripts_dir, command.program).await?;
         Ok(command)
     }
 

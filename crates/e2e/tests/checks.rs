@@ -145,7 +145,14 @@ fn wait_for_state(hive: &Hive, drone: &str, check: &str, state: &str) {
 fn check_events(hive: &Hive) -> Vec<(String, String, String)> {
     let mut events: Vec<(String, String, String)> = hive
         .ctl_json(&[
-            "event", "list", "--trigger", "drone.check", "--limit", "500", "-o", "json",
+            "event",
+            "list",
+            "--trigger",
+            "drone.check",
+            "--limit",
+            "500",
+            "-o",
+            "json",
         ])
         .as_array()
         .cloned()
@@ -172,12 +179,14 @@ fn jobs_of(hive: &Hive, rule: &str) -> usize {
 }
 
 fn wait_for_jobs(hive: &Hive, rule: &str, count: usize) {
-    wait_for(&format!("{count} job(s) of {rule}"), DEADLINE, || {
-        match jobs_of(hive, rule) {
+    wait_for(
+        &format!("{count} job(s) of {rule}"),
+        DEADLINE,
+        || match jobs_of(hive, rule) {
             n if n == count => Ok(()),
             n => Err(format!("{n} jobs; events: {:?}", check_events(hive))),
-        }
-    });
+        },
+    );
 }
 
 /// The last run of a check on a drone, as the drone reported it (its
@@ -250,11 +259,7 @@ fn a_failing_check_fires_its_rule_once_and_its_twin_undoes_it_on_recovery() {
         vec![("node-1".into(), "nodes.node_ok".into(), "failing".into())]
     );
     let failing = hive.ctl_json(&["check", "list", "--state", "failing", "-o", "json"]);
-    assert_eq!(
-        failing.as_array().map(Vec::len),
-        Some(1),
-        "{failing}"
-    );
+    assert_eq!(failing.as_array().map(Vec::len), Some(1), "{failing}");
     let selected = hive.ctl_json(&["check", "list", "-t", "node-2", "-o", "json"]);
     assert_eq!(selected[0]["drone"], "node-2", "{selected}");
     assert_eq!(selected.as_array().map(Vec::len), Some(1));
@@ -280,14 +285,19 @@ fn a_failing_check_fires_its_rule_once_and_its_twin_undoes_it_on_recovery() {
     let text = stdout(&table);
     assert!(text.contains("DRONE") && text.contains("STATE"), "{text}");
     assert!(
-        text.lines()
-            .any(|l| l.trim_start().starts_with("node-1") && l.contains("nodes.node_ok") && l.contains("healthy")),
+        text.lines().any(|l| l.trim_start().starts_with("node-1")
+            && l.contains("nodes.node_ok")
+            && l.contains("healthy")),
         "{text}"
     );
     // A bad state is refused, naming the states.
     let bad = hive.ctl(&["check", "list", "--state", "down"]);
     assert!(!bad.status.success());
-    assert!(stderr(&bad).contains("pending, healthy, failing, flapping or error"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("pending, healthy, failing, flapping or error"),
+        "{}",
+        stderr(&bad)
+    );
 }
 
 #[test]
@@ -313,9 +323,15 @@ fn a_flapping_check_fires_nothing_where_the_same_runs_unwatched_would_fail() {
     let extra = [
         (
             "flappy.yaml",
-            sensor(&env.dir.join("flappy.count"), "{max_changes: 2, window: 1h}"),
+            sensor(
+                &env.dir.join("flappy.count"),
+                "{max_changes: 2, window: 1h}",
+            ),
         ),
-        ("unwatched.yaml", sensor(&env.dir.join("unwatched.count"), "false")),
+        (
+            "unwatched.yaml",
+            sensor(&env.dir.join("unwatched.count"), "false"),
+        ),
     ];
     install(&hive, &nodes_pack(&env.dir, &extra));
     let ok = env.dir.join("ok/node-1");
@@ -339,7 +355,10 @@ fn a_flapping_check_fires_nothing_where_the_same_runs_unwatched_would_fail() {
     };
     assert_eq!(of("nodes.unwatched"), vec!["failing".to_string()]);
     assert_eq!(of("nodes.flappy"), vec!["flapping".to_string()]);
-    assert_eq!(state_of(&hive, "node-1", "nodes.flappy").as_deref(), Some("flapping"));
+    assert_eq!(
+        state_of(&hive, "node-1", "nodes.flappy").as_deref(),
+        Some("flapping")
+    );
 }
 
 #[test]
@@ -367,12 +386,14 @@ fn checks_run_while_the_hive_is_down_and_their_transitions_arrive_once() {
     hive.proc.as_mut().expect("hive runs").stop();
     // The node fails: the transition waits on the drone's disk.
     std::fs::remove_file(&ok).expect("remove");
-    wait_for("the failing transition spooled", DEADLINE, || {
-        match spooled_count() {
+    wait_for(
+        "the failing transition spooled",
+        DEADLINE,
+        || match spooled_count() {
             1 => Ok(()),
             n => Err(format!("{n} spooled")),
-        }
-    });
+        },
+    );
     // The drone restarts meanwhile: it runs the set it verified before,
     // and remembers the check is failing (no second `failing`).
     node1.kill();
@@ -386,12 +407,14 @@ fn checks_run_while_the_hive_is_down_and_their_transitions_arrive_once() {
         }
     });
     write(&ok, "");
-    wait_for("the recovered transition spooled", DEADLINE, || {
-        match spooled_count() {
+    wait_for(
+        "the recovered transition spooled",
+        DEADLINE,
+        || match spooled_count() {
             2 => Ok(()),
             n => Err(format!("{n} spooled")),
-        }
-    });
+        },
+    );
 
     // The hive returns: each transition arrives once, and fires once.
     hive.restart();

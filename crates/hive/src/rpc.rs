@@ -632,7 +632,9 @@ pub fn secret_info_to_wire(info: SecretInfo) -> v1::SecretInfo {
 
 fn check_state(text: &str) -> Result<ultron8_core::health::CheckState, HiveError> {
     text.parse()
-        .map_err(|e: ultron8_core::health::UnknownCheckState| HiveError::invalid_argument(e.to_string()))
+        .map_err(|e: ultron8_core::health::UnknownCheckState| {
+            HiveError::invalid_argument(e.to_string())
+        })
 }
 
 fn nonzero_ms(ms: i64) -> Option<i64> {

@@ -86,8 +86,8 @@ pub(crate) fn decode(stem: &str, node: &Node, ctx: &Context<'_>, sink: &mut Sink
     let description = optional_string(&fields, "description", sink).unwrap_or_default();
 
     let targets = match fields.get("targets") {
-        Some(node) => non_empty_string(node, sink).and_then(|text| {
-            match ultron8_core::target::parse(text) {
+        Some(node) => {
+            non_empty_string(node, sink).and_then(|text| match ultron8_core::target::parse(text) {
                 Ok(_) => Some(text.to_string()),
                 Err(e) => {
                     sink.at(
@@ -96,8 +96,8 @@ pub(crate) fn decode(stem: &str, node: &Node, ctx: &Context<'_>, sink: &mut Sink
                     );
                     None
                 }
-            }
-        }),
+            })
+        }
         None => Some("*".to_string()),
     };
 
@@ -140,14 +140,33 @@ pub(crate) fn decode(stem: &str, node: &Node, ctx: &Context<'_>, sink: &mut Sink
     };
 
     let defaults = Thresholds::default();
-    let failure_threshold = threshold(&fields, "failure_threshold", defaults.failure_threshold, sink);
-    let success_threshold = threshold(&fields, "success_threshold", defaults.success_threshold, sink);
+    let failure_threshold = threshold(
+        &fields,
+        "failure_threshold",
+        defaults.failure_threshold,
+        sink,
+    );
+    let success_threshold = threshold(
+        &fields,
+        "success_threshold",
+        defaults.success_threshold,
+        sink,
+    );
     let flap = match fields.entry("flap") {
         None => Some(defaults.flap),
         Some(entry) => flap(&entry.value, sink),
     };
 
-    let check = match (name.clone(), targets, program, interval, timeout, failure_threshold, success_threshold, flap) {
+    let check = match (
+        name.clone(),
+        targets,
+        program,
+        interval,
+        timeout,
+        failure_threshold,
+        success_threshold,
+        flap,
+    ) {
         (
             Some(name),
             Some(targets),
@@ -231,13 +250,21 @@ fn argv(node: &Node, sink: &mut Sink<'_>) -> Option<Vec<String>> {
         argv.push(string(item, sink)?.to_string());
     }
     if argv[0].trim().is_empty() {
-        sink.at(items[0].pos, "the program (first element) must not be empty");
+        sink.at(
+            items[0].pos,
+            "the program (first element) must not be empty",
+        );
         return None;
     }
     Some(argv)
 }
 
-fn script(node: &Node, fields: &Fields<'_>, ctx: &Context<'_>, sink: &mut Sink<'_>) -> Option<Program> {
+fn script(
+    node: &Node,
+    fields: &Fields<'_>,
+    ctx: &Context<'_>,
+    sink: &mut Sink<'_>,
+) -> Option<Program> {
     let args = match fields.get("args") {
         Some(node) => {
             let items = sequence(node, "a list of arguments", sink)?;
@@ -293,7 +320,10 @@ fn threshold(fields: &Fields<'_>, key: &str, default: u32, sink: &mut Sink<'_>) 
     match integer(node, sink)? {
         n @ 1..=1000 => Some(n as u32),
         n => {
-            sink.at(node.pos, format!("`{key}` must be between 1 and 1000, not {n}"));
+            sink.at(
+                node.pos,
+                format!("`{key}` must be between 1 and 1000, not {n}"),
+            );
             None
         }
     }
@@ -310,15 +340,19 @@ fn flap(node: &Node, sink: &mut Sink<'_>) -> Option<Option<FlapDetection>> {
         FLAP_KEYS,
         sink,
     )?;
-    let max_changes = fields.required("max_changes", sink).and_then(|node| {
-        match integer(node, sink)? {
-            n @ 1..=1000 => Some(n as u32),
-            n => {
-                sink.at(node.pos, format!("`max_changes` must be between 1 and 1000, not {n}"));
-                None
-            }
-        }
-    });
+    let max_changes =
+        fields
+            .required("max_changes", sink)
+            .and_then(|node| match integer(node, sink)? {
+                n @ 1..=1000 => Some(n as u32),
+                n => {
+                    sink.at(
+                        node.pos,
+                        format!("`max_changes` must be between 1 and 1000, not {n}"),
+                    );
+                    None
+                }
+            });
     let window = fields
         .required("window", sink)
         .and_then(|node| duration(node, sink));

@@ -194,8 +194,8 @@ mod yaml;
 
 pub use loader::load;
 pub use model::{
-    Action, Check, Installed, Manifest, NothingInstalled, Pack, PackFiles, Rule, RuleAction, Runner,
-    Script, ShellProgram,
+    Action, Check, Installed, Manifest, NothingInstalled, Pack, PackFiles, Rule, RuleAction,
+    Runner, Script, ShellProgram,
 };
 pub use problem::Problem;
 pub use source::{Limits, SourceError, read_dir, read_tarball};

@@ -78,7 +78,10 @@ flap: {max_changes: 5, window: 10m}
 #[test]
 fn defaults_name_from_the_file_and_every_drone_and_the_core_thresholds() {
     let checks = load_checks(&[
-        ("sensors/disk_ok.yaml", "kind: check\nshell: test -f /run/ok\n"),
+        (
+            "sensors/disk_ok.yaml",
+            "kind: check\nshell: test -f /run/ok\n",
+        ),
         (
             "sensors/fast.yaml",
             "kind: check\nshell: \"true\"\ninterval: 1s\nflap: false\n",

@@ -65,13 +65,13 @@ use crate::common::{
 };
 pub use crate::dialect::{Dialect, NamedLock, RowsAffected, SqlTime};
 use crate::{
-    ActionRecord, Activity, AuditFilter, DroneCheckRecord, AuditRecord, DroneEnrollment, DroneRecord, DroneRemoval,
-    EnrollmentClaim, EnrollmentGrant, EventFilter, EventOutcome, EventRecord, ExecutionRecord,
-    ExecutionUpdate, FiringOutcome, ID_INDEXED_PREFIX, IdKind, JobFilter, JobRecord, JobSummary,
-    JoinTokenGrant, NewAuditRecord, NewEvent, NewExecution, NewJob, NewJoinToken,
-    OperatorCertificate, OperatorCertificateRecord, OutputChunkRecord, PackRecord, PendingDispatch,
-    PendingEvents, Result, RevokedCertificate, RuleFiring, RuleRecord, ScriptRecord, SealedValue,
-    SecretRecord, SecretWrite, Store, StoreError, TransitionOutcome,
+    ActionRecord, Activity, AuditFilter, AuditRecord, DroneCheckRecord, DroneEnrollment,
+    DroneRecord, DroneRemoval, EnrollmentClaim, EnrollmentGrant, EventFilter, EventOutcome,
+    EventRecord, ExecutionRecord, ExecutionUpdate, FiringOutcome, ID_INDEXED_PREFIX, IdKind,
+    JobFilter, JobRecord, JobSummary, JoinTokenGrant, NewAuditRecord, NewEvent, NewExecution,
+    NewJob, NewJoinToken, OperatorCertificate, OperatorCertificateRecord, OutputChunkRecord,
+    PackRecord, PendingDispatch, PendingEvents, Result, RevokedCertificate, RuleFiring, RuleRecord,
+    ScriptRecord, SealedValue, SecretRecord, SecretWrite, Store, StoreError, TransitionOutcome,
 };
 
 /// Records a revocation; a certificate already revoked keeps its first
@@ -2000,9 +2000,7 @@ where
             .map(
                 |(drone_id, check, state, since_ms, last_run_ms, last_output, reported_at)| {
                     let state = state.parse().map_err(|e| {
-                        StoreError::Corrupt(format!(
-                            "drone_checks row ({drone_id}, {check}): {e}"
-                        ))
+                        StoreError::Corrupt(format!("drone_checks row ({drone_id}, {check}): {e}"))
                     })?;
                     Ok(DroneCheckRecord {
                         drone_id: DroneId::from(drone_id),

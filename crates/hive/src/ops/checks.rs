@@ -205,7 +205,10 @@ impl Hive {
     ) -> Result<Vec<DroneCheckRecord>, HiveError> {
         let expr = match target {
             Some(text) => Some(target::parse(text).map_err(|e| {
-                HiveError::invalid_argument(format!("invalid target expression: {}", e.render(text)))
+                HiveError::invalid_argument(format!(
+                    "invalid target expression: {}",
+                    e.render(text)
+                ))
             })?),
             None => None,
         };

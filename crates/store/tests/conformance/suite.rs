@@ -5033,7 +5033,12 @@ pub async fn a_drones_check_summary_replaces_the_last_one(store: Arc<dyn Store>)
     store
         .replace_drone_checks(
             &web2,
-            &[check_status("k8s.node_ok", Failing, Some(7), "kubelet down ✗")],
+            &[check_status(
+                "k8s.node_ok",
+                Failing,
+                Some(7),
+                "kubelet down ✗",
+            )],
             t(1),
         )
         .await
@@ -5058,7 +5063,15 @@ pub async fn a_drones_check_summary_replaces_the_last_one(store: Arc<dyn Store>)
         .expect("unknown drone");
 
     let listed = store.list_drone_checks().await.expect("list");
-    let rows: Vec<(String, String, ultron8_core::health::CheckState, Option<i64>, Option<i64>, String, DateTime<Utc>)> = listed
+    let rows: Vec<(
+        String,
+        String,
+        ultron8_core::health::CheckState,
+        Option<i64>,
+        Option<i64>,
+        String,
+        DateTime<Utc>,
+    )> = listed
         .into_iter()
         .map(|r| {
             (
@@ -5075,8 +5088,24 @@ pub async fn a_drones_check_summary_replaces_the_last_one(store: Arc<dyn Store>)
     assert_eq!(
         rows,
         vec![
-            ("web-1".into(), "k8s.node_ok".into(), Failing, Some(9), Some(10), "no /run/ok".into(), t(2)),
-            ("web-2".into(), "k8s.node_ok".into(), Failing, Some(7), Some(8), "kubelet down ✗".into(), t(1)),
+            (
+                "web-1".into(),
+                "k8s.node_ok".into(),
+                Failing,
+                Some(9),
+                Some(10),
+                "no /run/ok".into(),
+                t(2)
+            ),
+            (
+                "web-2".into(),
+                "k8s.node_ok".into(),
+                Failing,
+                Some(7),
+                Some(8),
+                "kubelet down ✗".into(),
+                t(1)
+            ),
         ]
     );
 
