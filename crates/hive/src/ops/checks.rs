@@ -27,8 +27,12 @@ use crate::planning;
 /// version.
 #[derive(Default)]
 pub struct CheckCatalog {
-    cached: tokio::sync::Mutex<Option<(i64, Arc<Vec<(TargetExpr, CheckSpec)>>)>>,
+    /// (catalog version, the checks then)
+    cached: tokio::sync::Mutex<Option<(i64, InstalledChecks)>>,
 }
+
+/// Every installed check with its parsed target, sorted by reference.
+type InstalledChecks = Arc<Vec<(TargetExpr, CheckSpec)>>;
 
 /// A check set as the drone receives it: the bytes, and the signature over
 /// [`checks::signed_bytes`] of them.
@@ -44,7 +48,7 @@ pub struct SignedCheckSet {
 pub const MAX_TRANSITIONS_PER_REPORT: usize = 500;
 
 impl Hive {
-    async fn installed_checks(&self) -> Result<Arc<Vec<(TargetExpr, CheckSpec)>>, HiveError> {
+    async fn installed_checks(&self) -> Result<InstalledChecks, HiveError> {
         let version = self.store.catalog_version().await?;
         let mut cached = self.checks.cached.lock().await;
         if let Some((at, checks)) = cached.as_ref()
