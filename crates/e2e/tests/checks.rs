@@ -260,6 +260,14 @@ fn a_failing_check_fires_its_rule_once_and_its_twin_undoes_it_on_recovery() {
     );
     let failing = hive.ctl_json(&["check", "list", "--state", "failing", "-o", "json"]);
     assert_eq!(failing.as_array().map(Vec::len), Some(1), "{failing}");
+    let (_, metrics) = ultron8_e2e::http_get(hive.http_port, "/metrics").expect("metrics");
+    for line in [
+        "ultron8_checks{state=\"failing\"} 1",
+        "ultron8_checks{state=\"healthy\"} 1",
+        "ultron8_checks{state=\"flapping\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
     let selected = hive.ctl_json(&["check", "list", "-t", "node-2", "-o", "json"]);
     assert_eq!(selected[0]["drone"], "node-2", "{selected}");
     assert_eq!(selected.as_array().map(Vec::len), Some(1));

@@ -251,6 +251,7 @@ pub struct Metrics {
     jobs: Gauge,
     executions: Family<StatusLabel, Gauge>,
     drones: Family<StateLabel, Gauge>,
+    checks: Family<StateLabel, Gauge>,
     pending_events: Gauge,
     oldest_pending_event_age: Gauge<f64, AtomicU64>,
     ready: Gauge,
@@ -291,6 +292,7 @@ impl Metrics {
             jobs: Gauge::default(),
             executions: Family::default(),
             drones: Family::default(),
+            checks: Family::default(),
             pending_events: Gauge::default(),
             oldest_pending_event_age: Gauge::default(),
             ready: Gauge::default(),
@@ -404,6 +406,11 @@ impl Metrics {
             "drones",
             "Enrolled drones, by state (online: heartbeat recently)",
             self.drones.clone(),
+        );
+        r.register(
+            "checks",
+            "Checks on drones, by state, as the drones last reported them",
+            self.checks.clone(),
         );
         r.register(
             "drone_spooled_results",
@@ -677,6 +684,17 @@ impl Metrics {
                     state: state.to_string(),
                 })
                 .set(count as i64);
+        }
+        let checks = store.list_drone_checks().await?;
+        // Every state, so a state no check is in reads 0 rather than
+        // keeping its last value.
+        for state in ultron8_core::health::CheckState::ALL {
+            let count = checks.iter().filter(|c| c.status.state == state).count();
+            self.checks
+                .get_or_create(&StateLabel {
+                    state: state.as_str().to_string(),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
         self.pending_events.set(backlog.count);
         let age = backlog.oldest_received_at.map_or(0.0, |at| {
