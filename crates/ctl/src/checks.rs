@@ -66,6 +66,7 @@ impl From<&v1::DroneCheckInfo> for CheckView {
 pub async fn check(client: &mut Client, command: CheckCommand, out: &Output) -> anyhow::Result<u8> {
     match command {
         CheckCommand::List { target, state } => {
+            let filtered = target.is_some() || state.is_some();
             let checks = client
                 .list_checks(v1::ListChecksRequest {
                     target: target.unwrap_or_default(),
@@ -77,6 +78,10 @@ pub async fn check(client: &mut Client, command: CheckCommand, out: &Output) -> 
                 .checks;
             if out.is_data() {
                 out.data(&checks.iter().map(CheckView::from).collect::<Vec<_>>())?;
+                return Ok(0);
+            }
+            if checks.is_empty() && filtered {
+                eprintln!("No check matches.");
                 return Ok(0);
             }
             if checks.is_empty() {

@@ -7,9 +7,6 @@ use std::path::{Path, PathBuf};
 
 use ultron8_e2e::{DEADLINE, Drone, Hive, TestEnv, stderr, stdout, wait_for};
 
-/// Heartbeats every 300 ms, so summaries and new check sets arrive fast.
-const HIVE_TOML: &str = "heartbeat_interval = \"300ms\"\n";
-
 /// How often the node check runs.
 const INTERVAL_MS: i64 = 400;
 
@@ -216,7 +213,7 @@ fn wait_for_runs(hive: &Hive, drone: &str, check: &str, runs: i64) {
 #[test]
 fn a_failing_check_fires_its_rule_once_and_its_twin_undoes_it_on_recovery() {
     let env = TestEnv::new("checks");
-    let hive = Hive::start_with_config(&env, HIVE_TOML);
+    let hive = Hive::start(&env);
     install(&hive, &nodes_pack(&env.dir, &[]));
     let ok1 = env.dir.join("ok/node-1");
     let ok2 = env.dir.join("ok/node-2");
@@ -311,7 +308,7 @@ fn a_failing_check_fires_its_rule_once_and_its_twin_undoes_it_on_recovery() {
 #[test]
 fn a_flapping_check_fires_nothing_where_the_same_runs_unwatched_would_fail() {
     let env = TestEnv::new("checks-flap");
-    let hive = Hive::start_with_config(&env, HIVE_TOML);
+    let hive = Hive::start(&env);
     // The same script for both: healthy, unhealthy, healthy, then
     // unhealthy for good. Three changes, then a steady failure.
     let script = |counter: &Path| {
@@ -372,7 +369,7 @@ fn a_flapping_check_fires_nothing_where_the_same_runs_unwatched_would_fail() {
 #[test]
 fn checks_run_while_the_hive_is_down_and_their_transitions_arrive_once() {
     let env = TestEnv::new("checks-away");
-    let mut hive = Hive::start_with_config(&env, HIVE_TOML);
+    let mut hive = Hive::start(&env);
     install(&hive, &nodes_pack(&env.dir, &[]));
     let ok = env.dir.join("ok/node-1");
     let mut node1 = node(&env, &hive, "node-1", &ok);
