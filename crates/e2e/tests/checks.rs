@@ -306,7 +306,8 @@ fn a_failing_check_fires_its_rule_once_and_its_twin_undoes_it_on_recovery() {
 }
 
 #[test]
-fn a_flapping_check_fires_nothing_where_the_same_runs_unwatched_would_fail() {
+fn a_flapping_check_fires_nothing_where_the_same_runs_unwatched_would_fail_and_a_refused_one_is_an_error()
+ {
     let env = TestEnv::new("checks-flap");
     let hive = Hive::start(&env);
     // The same script for both: healthy, unhealthy, healthy, then
@@ -337,10 +338,24 @@ fn a_flapping_check_fires_nothing_where_the_same_runs_unwatched_would_fail() {
             "unwatched.yaml",
             sensor(&env.dir.join("unwatched.count"), "false"),
         ),
+        // The drone's policy refuses this one: an error, never a failure.
+        (
+            "refused.yaml",
+            "kind: check\ntargets: node-1\nshell: \"true\"\ninterval: 300ms\ntimeout: 250ms\n"
+                .to_string(),
+        ),
     ];
     install(&hive, &nodes_pack(&env.dir, &extra));
     let ok = env.dir.join("ok/node-1");
-    let _node = node(&env, &hive, "node-1", &ok);
+    write(&ok, "");
+    let mut node1 = Drone::join(&env, &hive, "node-1", &["role=k8s-node"]);
+    let config = node1.data_dir.join("drone.toml");
+    let text = std::fs::read_to_string(&config).expect("read drone.toml");
+    write(
+        &config,
+        &format!("{text}\n[policy]\ndeny_actions = [\"nodes.refused\"]\n"),
+    );
+    start_node(&mut node1, &ok);
     hive.wait_for_online(&["node-1"]);
 
     // Without flap detection the steady failure fires once...
@@ -360,6 +375,19 @@ fn a_flapping_check_fires_nothing_where_the_same_runs_unwatched_would_fail() {
     };
     assert_eq!(of("nodes.unwatched"), vec!["failing".to_string()]);
     assert_eq!(of("nodes.flappy"), vec!["flapping".to_string()]);
+    // The refused check is in error, saying why, and raised one `error`.
+    assert_eq!(of("nodes.refused"), vec!["error".to_string()]);
+    let refused = checks(&hive)
+        .into_iter()
+        .find(|c| c["check"] == "nodes.refused")
+        .expect("the refused check is listed");
+    assert_eq!(refused["state"], "error", "{refused}");
+    assert!(
+        refused["last_output"].as_str().is_some_and(|o| o
+            .contains("refused by this drone's policy")
+            && o.contains("deny_actions")),
+        "{refused}"
+    );
     assert_eq!(
         state_of(&hive, "node-1", "nodes.flappy").as_deref(),
         Some("flapping")
