@@ -10,7 +10,8 @@ use crate::output::{self, Cell, Output, Table};
 #[derive(Subcommand)]
 pub enum CheckCommand {
     /// Every check on every drone: its state, since when, its last run and
-    /// last line of output, as each drone last reported (with its heartbeat).
+    /// last line of output, as each drone last reported (with its heartbeat;
+    /// -o wide adds when the hive last stored a change).
     ///
     /// States: pending (not enough runs yet), healthy, failing
     /// (failure_threshold unhealthy runs in a row), error (the check could
@@ -92,9 +93,9 @@ pub async fn check(client: &mut Client, command: CheckCommand, out: &Output) -> 
                 return Ok(0);
             }
             let mut table = Table::new(&[
-                "DRONE", "CHECK", "STATE", "SINCE", "LAST RUN", "OUTPUT", "REPORTED",
+                "DRONE", "CHECK", "STATE", "SINCE", "LAST RUN", "OUTPUT", "UPDATED",
             ])
-            .wide_only(&["REPORTED"]);
+            .wide_only(&["UPDATED"]);
             for c in &checks {
                 table.row(vec![
                     Cell::text(&c.drone_id),
