@@ -10,7 +10,8 @@ use crate::output::{self, Cell, Output, Table};
 #[derive(Subcommand)]
 pub enum CheckCommand {
     /// Every check on every drone: its state, since when, its last run and
-    /// last line of output, as each drone last reported (with its heartbeat).
+    /// last line of output, as each drone last reported (with its heartbeat;
+    /// -o wide adds when the hive last stored a change).
     ///
     /// States: pending (not enough runs yet), healthy, failing
     /// (failure_threshold unhealthy runs in a row), error (the check could
@@ -66,6 +67,7 @@ impl From<&v1::DroneCheckInfo> for CheckView {
 pub async fn check(client: &mut Client, command: CheckCommand, out: &Output) -> anyhow::Result<u8> {
     match command {
         CheckCommand::List { target, state } => {
+            let filtered = target.is_some() || state.is_some();
             let checks = client
                 .list_checks(v1::ListChecksRequest {
                     target: target.unwrap_or_default(),
@@ -79,6 +81,10 @@ pub async fn check(client: &mut Client, command: CheckCommand, out: &Output) -> 
                 out.data(&checks.iter().map(CheckView::from).collect::<Vec<_>>())?;
                 return Ok(0);
             }
+            if checks.is_empty() && filtered {
+                eprintln!("No check matches.");
+                return Ok(0);
+            }
             if checks.is_empty() {
                 eprintln!(
                     "No checks reported. Checks come from packs (sensors/<name>.yaml, kind: check); \
@@ -87,9 +93,9 @@ pub async fn check(client: &mut Client, command: CheckCommand, out: &Output) -> 
                 return Ok(0);
             }
             let mut table = Table::new(&[
-                "DRONE", "CHECK", "STATE", "SINCE", "LAST RUN", "OUTPUT", "REPORTED",
+                "DRONE", "CHECK", "STATE", "SINCE", "LAST RUN", "OUTPUT", "UPDATED",
             ])
-            .wide_only(&["REPORTED"]);
+            .wide_only(&["UPDATED"]);
             for c in &checks {
                 table.row(vec![
                     Cell::text(&c.drone_id),

@@ -578,8 +578,11 @@ impl Checks {
             };
             match self.client.clone().report_check_transitions(request).await {
                 Ok(_) => {}
-                Err(status) if status.code() == tonic::Code::InvalidArgument => {
-                    error!(error = %status.message(), "the hive refused check transitions permanently; dropping them");
+                Err(status) if crate::runtime::is_permanent(&status) => {
+                    // It will never take them (e.g. this drone was removed
+                    // from the fleet); retrying would not change that.
+                    error!(error = %status.message(), count = batch.len(),
+                        "the hive refused check transitions permanently; dropping them");
                 }
                 Err(status) => {
                     anyhow::bail!("{:?}: {}", status.code(), status.message())

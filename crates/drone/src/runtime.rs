@@ -1198,7 +1198,7 @@ fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
 }
 
-fn is_permanent(status: &tonic::Status) -> bool {
+pub(crate) fn is_permanent(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
         tonic::Code::InvalidArgument

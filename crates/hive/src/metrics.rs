@@ -281,6 +281,7 @@ pub struct Metrics {
     /// thousands of instances would be thousands of series per scrape).
     fleet_service_instances: Family<ServiceLabel, Gauge>,
     fleet_service_healthy: Family<ServiceLabel, Gauge>,
+    checks: Family<StateLabel, Gauge>,
     pending_events: Gauge,
     oldest_pending_event_age: Gauge<f64, AtomicU64>,
     ready: Gauge,
@@ -326,6 +327,7 @@ impl Metrics {
             drones: Family::default(),
             fleet_service_instances: Family::default(),
             fleet_service_healthy: Family::default(),
+            checks: Family::default(),
             pending_events: Gauge::default(),
             oldest_pending_event_age: Gauge::default(),
             ready: Gauge::default(),
@@ -467,6 +469,11 @@ impl Metrics {
             "fleet_service_healthy",
             "Healthy instances of each service in the discovered inventory",
             self.fleet_service_healthy.clone(),
+        );
+        r.register(
+            "checks",
+            "Checks on drones, by state, as the drones last reported them",
+            self.checks.clone(),
         );
         r.register(
             "drone_spooled_results",
@@ -802,6 +809,17 @@ impl Metrics {
                     state: state.to_string(),
                 })
                 .set(count as i64);
+        }
+        let checks = store.list_drone_checks().await?;
+        // Every state, so a state no check is in reads 0 rather than
+        // keeping its last value.
+        for state in ultron8_core::health::CheckState::ALL {
+            let count = checks.iter().filter(|c| c.status.state == state).count();
+            self.checks
+                .get_or_create(&StateLabel {
+                    state: state.as_str().to_string(),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
         self.pending_events.set(backlog.count);
         let inventory = store

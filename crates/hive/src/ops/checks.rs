@@ -27,8 +27,17 @@ use crate::planning;
 /// version.
 #[derive(Default)]
 pub struct CheckCatalog {
-    cached: tokio::sync::Mutex<Option<(i64, Arc<Vec<(TargetExpr, CheckSpec)>>)>>,
+    /// (catalog version, the checks then)
+    cached: tokio::sync::Mutex<Option<(i64, InstalledChecks)>>,
+    /// A digest of the summary this replica last stored per drone: a
+    /// summary that did not change (a drone with no checks, most of all)
+    /// costs no write. Another replica's write is not seen here, so a
+    /// drone moving between replicas is written again, which is harmless.
+    stored_summaries: std::sync::Mutex<std::collections::HashMap<DroneId, u64>>,
 }
+
+/// Every installed check with its parsed target, sorted by reference.
+type InstalledChecks = Arc<Vec<(TargetExpr, CheckSpec)>>;
 
 /// A check set as the drone receives it: the bytes, and the signature over
 /// [`checks::signed_bytes`] of them.
@@ -44,7 +53,7 @@ pub struct SignedCheckSet {
 pub const MAX_TRANSITIONS_PER_REPORT: usize = 500;
 
 impl Hive {
-    async fn installed_checks(&self) -> Result<Arc<Vec<(TargetExpr, CheckSpec)>>, HiveError> {
+    async fn installed_checks(&self) -> Result<InstalledChecks, HiveError> {
         let version = self.store.catalog_version().await?;
         let mut cached = self.checks.cached.lock().await;
         if let Some((at, checks)) = cached.as_ref()
@@ -190,9 +199,39 @@ impl Hive {
         }
         summary.sort_by(|a, b| a.check.cmp(&b.check));
         summary.dedup_by(|a, b| a.check == b.check);
+        let digest = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            for status in &summary {
+                (
+                    &status.check,
+                    status.state.as_str(),
+                    status.since_ms,
+                    status.last_run_ms,
+                    &status.last_output,
+                )
+                    .hash(&mut hasher);
+            }
+            hasher.finish()
+        };
+        let unchanged = |stored: &std::collections::HashMap<DroneId, u64>| {
+            stored.get(drone_id) == Some(&digest)
+        };
+        if self
+            .checks
+            .stored_summaries
+            .lock()
+            .map(|stored| unchanged(&stored))
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
         self.store
             .replace_drone_checks(drone_id, &summary, Utc::now())
             .await?;
+        if let Ok(mut stored) = self.checks.stored_summaries.lock() {
+            stored.insert(drone_id.clone(), digest);
+        }
         Ok(())
     }
 

@@ -5214,47 +5214,22 @@ pub async fn a_drones_check_summary_replaces_the_last_one(store: Arc<dyn Store>)
         .expect("unknown drone");
 
     let listed = store.list_drone_checks().await.expect("list");
-    let rows: Vec<(
-        String,
-        String,
-        ultron8_core::health::CheckState,
-        Option<i64>,
-        Option<i64>,
-        String,
-        DateTime<Utc>,
-    )> = listed
-        .into_iter()
-        .map(|r| {
-            (
-                r.drone_id.to_string(),
-                r.status.check,
-                r.status.state,
-                r.status.since_ms,
-                r.status.last_run_ms,
-                r.status.last_output,
-                r.reported_at,
-            )
-        })
-        .collect();
+    let record = |drone: &str, status, at| ultron8_store::DroneCheckRecord {
+        drone_id: drone.into(),
+        status,
+        reported_at: at,
+    };
     assert_eq!(
-        rows,
+        listed,
         vec![
-            (
-                "web-1".into(),
-                "k8s.node_ok".into(),
-                Failing,
-                Some(9),
-                Some(10),
-                "no /run/ok".into(),
+            record(
+                "web-1",
+                check_status("k8s.node_ok", Failing, Some(9), "no /run/ok"),
                 t(2)
             ),
-            (
-                "web-2".into(),
-                "k8s.node_ok".into(),
-                Failing,
-                Some(7),
-                Some(8),
-                "kubelet down ✗".into(),
+            record(
+                "web-2",
+                check_status("k8s.node_ok", Failing, Some(7), "kubelet down ✗"),
                 t(1)
             ),
         ]
