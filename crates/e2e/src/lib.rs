@@ -11,6 +11,8 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`), `ULTRON8_TEST_AMQP_HOST`
 //! (default `127.0.0.1:5672`, user guest/guest).
 
+pub mod cloud;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
