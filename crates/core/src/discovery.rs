@@ -502,7 +502,10 @@ pub fn parse_percent(value: &serde_json::Value) -> Result<f64, PayloadError> {
         Some(n) if n.is_finite() && (0.0..=100.0).contains(&n) => Ok(n),
         _ => Err(PayloadError(format!(
             "{} is not a percentage between 0 and 100",
-            crate::echo::quote(&value.to_string())
+            match value {
+                serde_json::Value::String(text) => crate::echo::quote(text),
+                other => crate::echo::quote(&other.to_string()),
+            }
         ))),
     }
 }

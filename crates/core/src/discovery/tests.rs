@@ -307,7 +307,7 @@ fn source_specs_are_checked() {
             service_label: "service".into(),
         },
         SourceSpec::Drones {
-            target: "all".into(),
+            target: "*".into(),
             service_label: String::new(),
         },
     ] {
@@ -315,7 +315,7 @@ fn source_specs_are_checked() {
     }
     assert!(
         SourceSpec::Drones {
-            target: "all".into(),
+            target: "*".into(),
             service_label: "service".into()
         }
         .check()
