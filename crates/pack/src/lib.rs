@@ -162,6 +162,7 @@
 //! the YAML node concerned; a problem about a whole file points at `1:1`.
 //! They are sorted by file and position.
 
+pub mod discovery_source;
 mod action;
 mod loader;
 mod manifest;

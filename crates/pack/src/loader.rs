@@ -118,6 +118,37 @@ pub fn load(files: &PackFiles, installed: &dyn Installed) -> Result<Pack, Vec<Pr
         rules.insert(name, decoded.rule);
     }
 
+    // Sensors: the `kind` picks the decoder.
+    let mut sources: BTreeMap<String, crate::discovery_source::SourceDecl> = BTreeMap::new();
+    for (path, stem, bytes) in &layout.sensors {
+        let mut sink = Sink::new(path, &mut problems);
+        let Some(node) = parse_file(bytes, &mut sink) else {
+            continue;
+        };
+        let kind = match &node.value {
+            crate::yaml::Value::Map(entries) => entries
+                .iter()
+                .find(|e| e.key == "kind")
+                .map(|e| (e.value.as_str(), e.value.pos)),
+            _ => None,
+        };
+        match kind {
+            Some((Some("source"), _)) => {
+                if let Some(source) = crate::discovery_source::decode(stem, &node, &mut sink) {
+                    sources.insert(source.name.clone(), source);
+                }
+            }
+            Some((other, pos)) => sink.at(
+                pos,
+                format!(
+                    "unknown sensor kind {}; expected `source`",
+                    other.map_or_else(|| "(not a string)".to_string(), |k| format!("`{k}`"))
+                ),
+            ),
+            None => sink.at(node.pos, "a sensor needs `kind` (`source`)"),
+        }
+    }
+
     if !problems.is_empty() {
         problems.sort();
         problems.dedup();
@@ -148,6 +179,7 @@ pub fn load(files: &PackFiles, installed: &dyn Installed) -> Result<Pack, Vec<Pr
         actions,
         rules,
         scripts,
+        sources: sources.into_values().collect(),
     })
 }
 
@@ -159,6 +191,8 @@ struct Layout<'a> {
     actions: Vec<(&'a str, &'a str, &'a [u8])>,
     rules: Vec<(&'a str, &'a str, &'a [u8])>,
     scripts: Vec<(&'a str, &'a [u8])>,
+    /// (path, stem, contents)
+    sensors: Vec<(&'a str, &'a str, &'a [u8])>,
 }
 
 /// Sorts files into roles and reports every file that has none, so that
@@ -219,8 +253,14 @@ fn classify<'a>(files: &'a PackFiles, problems: &mut Vec<Problem>) -> Layout<'a>
                 ));
             }
             ["scripts", _, ..] => layout.scripts.push((path.as_str(), bytes.as_slice())),
+            ["sensors", file] => match file.strip_suffix(".yaml") {
+                Some(stem) => layout.sensors.push((path.as_str(), stem, bytes.as_slice())),
+                None => report(format!(
+                    "unexpected file in sensors/: expected sensors/<name>.yaml, not `{file}`"
+                )),
+            },
             ["sensors", ..] => {
-                report("sensors are not supported yet; remove this file from the pack".into());
+                report("sensors/ holds <name>.yaml files only, not subdirectories".into());
             }
             ["workflows", ..] => {
                 report("workflows are not supported yet; remove this file from the pack".into());

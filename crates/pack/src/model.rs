@@ -24,6 +24,10 @@ pub struct Pack {
     pub rules: Vec<Rule>,
     /// Every file under `scripts/`, sorted by path.
     pub scripts: Vec<Script>,
+    /// Discovery sources (`sensors/<name>.yaml`, `kind: source`), sorted
+    /// by name. Absent from packs stored before they existed.
+    #[serde(default)]
+    pub sources: Vec<crate::discovery_source::SourceDecl>,
 }
 
 impl Pack {

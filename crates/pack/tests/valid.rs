@@ -378,6 +378,7 @@ fn expected_pack() -> Pack {
                 content: b"# shared\n".to_vec(),
             },
         ],
+        sources: vec![],
     }
 }
 

@@ -2421,6 +2421,7 @@ pub(crate) fn pack(name: &str, version: &str, installed_at: DateTime<Utc>) -> Pa
             actions: Vec::new(),
             rules: Vec::new(),
             scripts: Vec::new(),
+            sources: Vec::new(),
         },
         description,
         installed_at,
