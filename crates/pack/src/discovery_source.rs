@@ -142,7 +142,12 @@ pub(crate) fn decode(stem: &str, node: &Node, sink: &mut Sink<'_>) -> Option<Sou
 }
 
 fn http(node: &Node, sink: &mut Sink<'_>) -> Option<SourceSpec> {
-    let fields = Fields::new(node, "an http source", &["url", "concurrency", "timeout"], sink)?;
+    let fields = Fields::new(
+        node,
+        "an http source",
+        &["url", "concurrency", "timeout"],
+        sink,
+    )?;
     let url = fields
         .required("url", sink)
         .and_then(|n| string(n, sink))

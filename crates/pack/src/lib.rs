@@ -20,13 +20,14 @@
 //!   actions/<name>.yaml         one action per file
 //!   rules/<name>.yaml           one rule per file
 //!   scripts/...                 files used by `script` actions, any layout
+//!   sensors/<name>.yaml         one sensor per file (`kind: source`)
 //!   README.md, LICENSE, ...     top-level documentation, not installed
 //! ```
 //!
 //! Nothing is silently ignored: any other directory, a YAML file at the top
 //! other than `pack.yaml`, a file in `actions/` or `rules/` not named
-//! `<name>.yaml`, and anything in `sensors/` or `workflows/` (reserved: not
-//! supported yet) is a problem. Names starting with `.` (`.git/`) are
+//! `<name>.yaml`, a sensor of a kind it does not know, and anything in
+//! `workflows/` (reserved: not supported yet) is a problem. Names starting with `.` (`.git/`) are
 //! skipped when reading a directory or an archive.
 //!
 //! Objects are referred to as `pack.name`. Pack, action, rule and parameter
@@ -162,8 +163,8 @@
 //! the YAML node concerned; a problem about a whole file points at `1:1`.
 //! They are sorted by file and position.
 
-pub mod discovery_source;
 mod action;
+pub mod discovery_source;
 mod loader;
 mod manifest;
 mod model;

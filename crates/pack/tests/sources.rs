@@ -21,10 +21,22 @@ fn every_kind_of_source_loads_with_its_defaults() {
                 "name: api\nkind: source\ndescription: The provider's instances.\ninterval: 10s\n\
                  http: {url: \"http://127.0.0.1:9001\", concurrency: 8, timeout: 2s}\n",
             ),
-            ("sensors/racks.yaml", "name: racks\nkind: source\nfile: /etc/ultron8/targets.txt\n"),
-            ("sensors/core.yaml", "name: core\nkind: source\nstatic: [db-1, 127.0.0.1]\n"),
-            ("sensors/web.yaml", "name: web\nkind: source\ndrones: \"label:role=web\"\n"),
-            ("sensors/plain.yaml", "name: plain\nkind: source\nhttp: {url: \"http://127.0.0.1:9002\"}\n"),
+            (
+                "sensors/racks.yaml",
+                "name: racks\nkind: source\nfile: /etc/ultron8/targets.txt\n",
+            ),
+            (
+                "sensors/core.yaml",
+                "name: core\nkind: source\nstatic: [db-1, 127.0.0.1]\n",
+            ),
+            (
+                "sensors/web.yaml",
+                "name: web\nkind: source\ndrones: \"label:role=web\"\n",
+            ),
+            (
+                "sensors/plain.yaml",
+                "name: plain\nkind: source\nhttp: {url: \"http://127.0.0.1:9002\"}\n",
+            ),
         ]),
         &NothingInstalled,
     )
@@ -36,21 +48,34 @@ fn every_kind_of_source_loads_with_its_defaults() {
     assert_eq!(api.description, "The provider's instances.");
     assert_eq!(
         api.spec,
-        SourceSpec::Http { url: "http://127.0.0.1:9001".into(), concurrency: 8, timeout_ms: 2000 }
+        SourceSpec::Http {
+            url: "http://127.0.0.1:9001".into(),
+            concurrency: 8,
+            timeout_ms: 2000
+        }
     );
     assert_eq!(
         pack.sources[2].spec,
-        SourceSpec::Http { url: "http://127.0.0.1:9002".into(), concurrency: 16, timeout_ms: 5000 },
+        SourceSpec::Http {
+            url: "http://127.0.0.1:9002".into(),
+            concurrency: 16,
+            timeout_ms: 5000
+        },
         "defaults"
     );
     assert_eq!(pack.sources[2].interval, Duration::from_secs(30));
     assert_eq!(
         pack.sources[1].spec,
-        SourceSpec::Static { targets: vec!["db-1".into(), "127.0.0.1".into()] }
+        SourceSpec::Static {
+            targets: vec!["db-1".into(), "127.0.0.1".into()]
+        }
     );
     assert_eq!(
         pack.sources[4].spec,
-        SourceSpec::Drones { target: "label:role=web".into(), service_label: "service".into() }
+        SourceSpec::Drones {
+            target: "label:role=web".into(),
+            service_label: "service".into()
+        }
     );
 }
 
@@ -59,14 +84,32 @@ fn a_bad_source_is_reported_where_it_is_wrong() {
     let found = problems(
         &files(&[
             MANIFEST,
-            ("sensors/two.yaml", "name: two\nkind: source\nfile: /a\nstatic: [b]\n"),
+            (
+                "sensors/two.yaml",
+                "name: two\nkind: source\nfile: /a\nstatic: [b]\n",
+            ),
             ("sensors/none.yaml", "name: none\nkind: source\n"),
-            ("sensors/url.yaml", "name: url\nkind: source\nhttp: {url: \"ftp://127.0.0.1\"}\n"),
-            ("sensors/rel.yaml", "name: rel\nkind: source\nfile: targets.txt\n"),
-            ("sensors/fast.yaml", "name: fast\nkind: source\ninterval: 10ms\nstatic: [a]\n"),
-            ("sensors/typo.yaml", "name: typo\nkind: source\nstatic: [a]\nintreval: 1s\n"),
+            (
+                "sensors/url.yaml",
+                "name: url\nkind: source\nhttp: {url: \"ftp://127.0.0.1\"}\n",
+            ),
+            (
+                "sensors/rel.yaml",
+                "name: rel\nkind: source\nfile: targets.txt\n",
+            ),
+            (
+                "sensors/fast.yaml",
+                "name: fast\nkind: source\ninterval: 10ms\nstatic: [a]\n",
+            ),
+            (
+                "sensors/typo.yaml",
+                "name: typo\nkind: source\nstatic: [a]\nintreval: 1s\n",
+            ),
             ("sensors/probe.yaml", "name: probe\nkind: probe\n"),
-            ("sensors/named.yaml", "name: other\nkind: source\nstatic: [a]\n"),
+            (
+                "sensors/named.yaml",
+                "name: other\nkind: source\nstatic: [a]\n",
+            ),
             ("sensors/notes.txt", "x"),
         ]),
         &NothingInstalled,
