@@ -160,7 +160,7 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<()> {
     result
 }
 
-fn database_url_for(server: &str, database: &str) -> anyhow::Result<String> {
+pub(crate) fn database_url_for(server: &str, database: &str) -> anyhow::Result<String> {
     let (base, _) = server
         .rsplit_once('/')
         .context("--database-url has no database part")?;

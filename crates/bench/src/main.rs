@@ -1,7 +1,9 @@
 //! `cargo run --release -p ultron8-bench`: times the pure hot paths of the
 //! hive and drone and prints one line per benchmark.
 //! `cargo run --release -p ultron8-bench -- engine`: the rules engine's
-//! throughput on Postgres (see [`engine`]). The method and the numbers of
+//! throughput on Postgres (see [`engine`]).
+//! `cargo run --release -p ultron8-bench -- fleet`: discovery of 5,000
+//! instances and the fleet views over them (see [`fleet`]). The method and the numbers of
 //! record are in docs/benchmarks.md.
 //!
 //! Each benchmark runs a warm-up, then repeats its operation for a fixed
@@ -21,6 +23,7 @@ use ultron8_core::template;
 use ultron8_proto::v1;
 
 mod engine;
+mod fleet;
 
 const ROUNDS: usize = 5;
 
@@ -50,6 +53,12 @@ fn main() -> anyhow::Result<()> {
         let args = engine::EngineArgs::parse_from(std::env::args().skip(1));
         let runtime = tokio::runtime::Runtime::new()?;
         return runtime.block_on(engine::run(args));
+    }
+    if std::env::args().nth(1).as_deref() == Some("fleet") {
+        use clap::Parser;
+        let args = fleet::FleetArgs::parse_from(std::env::args().skip(1));
+        let runtime = tokio::runtime::Runtime::new()?;
+        return runtime.block_on(fleet::run(args));
     }
     hot_paths();
     Ok(())

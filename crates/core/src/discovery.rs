@@ -502,7 +502,10 @@ pub fn parse_percent(value: &serde_json::Value) -> Result<f64, PayloadError> {
         Some(n) if n.is_finite() && (0.0..=100.0).contains(&n) => Ok(n),
         _ => Err(PayloadError(format!(
             "{} is not a percentage between 0 and 100",
-            crate::echo::quote(&value.to_string())
+            match value {
+                serde_json::Value::String(text) => crate::echo::quote(text),
+                other => crate::echo::quote(&other.to_string()),
+            }
         ))),
     }
 }
@@ -764,9 +767,46 @@ impl FromStr for SortKey {
     }
 }
 
+/// Compares names as people read them: runs of digits by their value, so
+/// `127.0.0.2` comes before `127.0.0.10` and `web-9` before `web-10`.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    fn chunks(text: &str) -> impl Iterator<Item = (bool, &str)> {
+        let mut rest = text;
+        std::iter::from_fn(move || {
+            let first = rest.chars().next()?;
+            let digits = first.is_ascii_digit();
+            let end = rest
+                .find(|c: char| c.is_ascii_digit() != digits)
+                .unwrap_or(rest.len());
+            let (chunk, tail) = rest.split_at(end);
+            rest = tail;
+            Some((digits, chunk))
+        })
+    }
+    let mut left = chunks(a);
+    let mut right = chunks(b);
+    loop {
+        let ordering = match (left.next(), right.next()) {
+            (None, None) => return a.cmp(b),
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some((true, x)), Some((true, y))) => {
+                let (x, y) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
+                x.len().cmp(&y.len()).then_with(|| x.cmp(y))
+            }
+            (Some((_, x)), Some((_, y))) => x.cmp(y),
+        };
+        if ordering != Ordering::Equal {
+            return ordering;
+        }
+    }
+}
+
 /// Sorts instances by `key` (ascending, or descending with `descending`);
-/// ties by service, then name, then source, always ascending, so a page
-/// boundary is stable. Missing figures sort below every figure.
+/// ties by service, then name (in [`natural_cmp`] order), then source,
+/// always ascending, so a page boundary is stable. Missing figures sort
+/// below every figure.
 pub fn sort_instances(instances: &mut [Instance], key: SortKey, descending: bool) {
     use std::cmp::Ordering;
     fn figure(a: Option<f64>, b: Option<f64>) -> Ordering {
@@ -789,7 +829,7 @@ pub fn sort_instances(instances: &mut [Instance], key: SortKey, descending: bool
         } else {
             primary
         };
-        let name = a.name.cmp(&b.name).then_with(|| a.source.cmp(&b.source));
+        let name = natural_cmp(&a.name, &b.name).then_with(|| a.source.cmp(&b.source));
         let name = if descending && key == SortKey::Name {
             name.reverse()
         } else {
@@ -907,7 +947,7 @@ pub fn summarize_services(instances: &[Instance]) -> Vec<ServiceSummary> {
             acc.summary.avg_cpu = (acc.cpu_n > 0).then(|| acc.cpu_sum / acc.cpu_n as f64);
             acc.summary.avg_memory =
                 (acc.memory_n > 0).then(|| acc.memory_sum / acc.memory_n as f64);
-            acc.summary.not_healthy.sort();
+            acc.summary.not_healthy.sort_by(|a, b| natural_cmp(a, b));
             acc.summary
         })
         .collect()

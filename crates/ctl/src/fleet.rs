@@ -26,7 +26,8 @@ pub enum SourceCommand {
     ///   ultronctl source add cloud --http http://api:9001 --concurrency 32 --timeout 2s
     ///   ultronctl source add racks --file /etc/ultron8/targets.txt
     ///   ultronctl source add core --static db-1,db-2,127.0.0.1
-    ///   ultronctl source add hosts --drones 'label:role=web' --service-label service
+    ///   ultronctl source add hosts --drones '*'
+    ///   ultronctl source add web --drones 'label:role=web' --service-label app
     ///
     /// --http: GET URL/servers lists instance ids (a JSON array of
     /// strings), GET URL/ID reports one: {"cpu":"61%","service":"UserService",

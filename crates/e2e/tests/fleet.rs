@@ -454,3 +454,61 @@ fn fleet_top_draws_redraws_and_gives_the_terminal_back() {
         );
     }
 }
+
+#[test]
+fn a_pack_declares_sources_that_come_and_go_with_it() {
+    let env = TestEnv::new("fleet-pack");
+    let hive = Hive::start(&env);
+    let pack = env.dir.join("inventory");
+    std::fs::create_dir_all(pack.join("sensors")).expect("mkdir");
+    let write = |file: &str, text: &str| std::fs::write(pack.join(file), text).expect("write");
+    write("pack.yaml", "name: inventory\nversion: 1.0.0\n");
+    write(
+        "sensors/core.yaml",
+        "name: core\nkind: source\ninterval: 1s\nstatic: [127.0.5.1, 127.0.5.2]\n",
+    );
+    let pack_dir = pack.to_str().expect("utf-8");
+    let installed = hive.ctl(&["pack", "install", pack_dir]);
+    assert!(installed.status.success(), "{}", stderr(&installed));
+    let sources = hive.ctl_json(&["source", "list", "-o", "json"]);
+    assert_eq!(sources[0]["name"], "inventory.core", "{sources}");
+    assert_eq!(sources[0]["origin"], "pack:inventory");
+    let names = |hive: &Hive| -> Vec<String> {
+        hive.ctl_json(&["target", "list", "-o", "json"])
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(|t| t["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    wait_for("the pack's source to list its targets", DEADLINE, || {
+        let listed = names(&hive);
+        if listed == ["127.0.5.1", "127.0.5.2"] {
+            Ok(())
+        } else {
+            Err(format!("{listed:?}"))
+        }
+    });
+
+    // An upgrade that changes the source replaces it.
+    write("pack.yaml", "name: inventory\nversion: 1.1.0\n");
+    write(
+        "sensors/core.yaml",
+        "name: core\nkind: source\ninterval: 1s\nstatic: [127.0.5.3]\n",
+    );
+    let upgraded = hive.ctl(&["pack", "install", pack_dir]);
+    assert!(upgraded.status.success(), "{}", stderr(&upgraded));
+    wait_for("the upgraded source's targets", DEADLINE, || {
+        let listed = names(&hive);
+        if listed == ["127.0.5.3"] {
+            Ok(())
+        } else {
+            Err(format!("{listed:?}"))
+        }
+    });
+
+    let removed = hive.ctl(&["pack", "remove", "inventory"]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    assert_eq!(hive.ctl_json(&["source", "list", "-o", "json"]), json!([]));
+    assert!(names(&hive).is_empty());
+}

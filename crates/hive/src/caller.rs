@@ -504,6 +504,12 @@ mod tests {
             ("FireEvent", Operator),
             ("CreateJoinToken", Admin),
             ("RemovePack", Admin),
+            ("ListSources", Viewer),
+            ("FleetSummary", Viewer),
+            ("FleetServices", Viewer),
+            ("FleetHealth", Viewer),
+            ("AddSource", Admin),
+            ("RemoveSource", Admin),
             ("SomethingNew", Admin),
         ] {
             assert_eq!(

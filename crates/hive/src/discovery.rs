@@ -344,6 +344,12 @@ async fn read_targets_file(path: &str) -> Result<(String, SystemTime), String> {
     Ok((text, modified))
 }
 
+/// The HTTP client discovery uses (the hive's: rustls with the ring
+/// provider and the Mozilla roots), for callers without a hive (the bench).
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    crate::hive::http_client()
+}
+
 /// `GET {url}/servers`, then `GET {url}/{id}` for each id, `concurrency`
 /// at a time, each within `timeout`.
 pub async fn fetch_http(

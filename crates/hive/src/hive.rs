@@ -406,7 +406,7 @@ impl Hive {
 
 /// The client `http` actions use: rustls with the ring provider (like every
 /// other TLS in Ultron8) and the Mozilla root store.
-fn http_client() -> anyhow::Result<reqwest::Client> {
+pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
     use anyhow::Context;
     let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(

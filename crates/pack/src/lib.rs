@@ -19,7 +19,7 @@
 //!   pack.yaml                   the manifest (required)
 //!   actions/<name>.yaml         one action per file
 //!   rules/<name>.yaml           one rule per file
-//!   sensors/<name>.yaml         one sensor per file, with a `kind` (check, probe)
+//!   sensors/<name>.yaml         one sensor per file, with a `kind` (check, probe, source)
 //!   scripts/...                 files used by `script` actions and checks, any layout
 //!   README.md, LICENSE, ...     top-level documentation, not installed
 //! ```
@@ -185,6 +185,7 @@
 
 mod action;
 mod check;
+pub mod discovery_source;
 mod loader;
 mod manifest;
 mod model;

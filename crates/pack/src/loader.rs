@@ -127,6 +127,7 @@ pub fn load(files: &PackFiles, installed: &dyn Installed) -> Result<Pack, Vec<Pr
     let mut checks: BTreeMap<String, Option<Check>> = BTreeMap::new();
     let mut probes: BTreeMap<String, Option<Probe>> = BTreeMap::new();
     let mut sensor_files: BTreeMap<String, &str> = BTreeMap::new();
+    let mut sources: BTreeMap<String, crate::discovery_source::SourceDecl> = BTreeMap::new();
     for (path, stem, bytes) in &layout.sensors {
         let mut sink = Sink::new(path, &mut problems);
         let Some(node) = parse_file(bytes, &mut sink) else {
@@ -148,6 +149,16 @@ pub fn load(files: &PackFiles, installed: &dyn Installed) -> Result<Pack, Vec<Pr
                     probes.insert(name.clone(), decoded.probe);
                 }
                 (name, decoded.name_pos)
+            }
+            Some(SensorKind::Source) => {
+                let Some(source) = crate::discovery_source::decode(stem, &node, &mut sink) else {
+                    continue;
+                };
+                let name = source.name.clone();
+                if !sensor_files.contains_key(&name) {
+                    sources.insert(name.clone(), source);
+                }
+                (name, node.pos)
             }
             None => continue,
         };
@@ -201,6 +212,7 @@ pub fn load(files: &PackFiles, installed: &dyn Installed) -> Result<Pack, Vec<Pr
         scripts,
         checks,
         probes,
+        sources: sources.into_values().collect(),
     })
 }
 
@@ -209,9 +221,10 @@ pub fn load(files: &PackFiles, installed: &dyn Installed) -> Result<Pack, Vec<Pr
 enum SensorKind {
     Check,
     Probe,
+    Source,
 }
 
-const SENSOR_KINDS: &[&str] = &["check", "probe"];
+const SENSOR_KINDS: &[&str] = &["check", "probe", "source"];
 
 /// The `kind` of a sensor file, or the problem with it.
 fn sensor_kind(node: &Node, sink: &mut Sink<'_>) -> Option<SensorKind> {
@@ -233,6 +246,7 @@ fn sensor_kind(node: &Node, sink: &mut Sink<'_>) -> Option<SensorKind> {
     match kind {
         "check" => Some(SensorKind::Check),
         "probe" => Some(SensorKind::Probe),
+        "source" => Some(SensorKind::Source),
         other => {
             sink.at(
                 entry.value.pos,

@@ -33,6 +33,10 @@ pub struct Pack {
     /// stored before checks existed.
     #[serde(default)]
     pub checks: Vec<Check>,
+    /// Discovery sources (`sensors/<name>.yaml`, `kind: source`), sorted
+    /// by name. Absent from packs stored before they existed.
+    #[serde(default)]
+    pub sources: Vec<crate::discovery_source::SourceDecl>,
 }
 
 impl Pack {

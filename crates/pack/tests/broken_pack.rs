@@ -158,7 +158,7 @@ action: {ref: linux.missing, target: \"*\"}
         ("rules/timer.yaml:5:13: invalid schedule: ".into(), false),
         ("rules/timer.yaml:7:8: unknown action `core.notify`: pack `core` is not installed or has no action `notify`".into(), true),
         ("rules/timer.yaml:8:11: invalid target expression: ".into(), false),
-        ("sensors/disk.yaml:1:1: missing required key `kind` (kinds: check, probe)".into(), true),
+        ("sensors/disk.yaml:1:1: missing required key `kind` (kinds: check, probe, source)".into(), true),
         ("workflows/restart.yaml:1:1: workflows are not supported yet; remove this file from the pack".into(), true),
     ];
 

@@ -125,11 +125,11 @@ fn every_mistake_is_a_problem_at_its_place() {
         ),
         (
             "kind: chekc\nshell: x\n",
-            "sensors/node_ok.yaml:1:7: unknown sensor kind `chekc` (did you mean `check`?) (kinds: check, probe)",
+            "sensors/node_ok.yaml:1:7: unknown sensor kind `chekc` (did you mean `check`?) (kinds: check, probe, source)",
         ),
         (
             "shell: x\n",
-            "sensors/node_ok.yaml:1:1: missing required key `kind` (kinds: check, probe)",
+            "sensors/node_ok.yaml:1:1: missing required key `kind` (kinds: check, probe, source)",
         ),
         (
             "kind: check\nshell: x\nfailure_threshold: 0\n",

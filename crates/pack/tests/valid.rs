@@ -380,6 +380,7 @@ fn expected_pack() -> Pack {
         ],
         probes: Vec::new(),
         checks: Vec::new(),
+        sources: vec![],
     }
 }
 

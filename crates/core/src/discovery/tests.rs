@@ -307,7 +307,7 @@ fn source_specs_are_checked() {
             service_label: "service".into(),
         },
         SourceSpec::Drones {
-            target: "all".into(),
+            target: "*".into(),
             service_label: String::new(),
         },
     ] {
@@ -315,7 +315,7 @@ fn source_specs_are_checked() {
     }
     assert!(
         SourceSpec::Drones {
-            target: "all".into(),
+            target: "*".into(),
             service_label: "service".into()
         }
         .check()
@@ -422,6 +422,39 @@ fn sorting() {
 }
 
 #[test]
+fn names_compare_as_people_read_them() {
+    let mut names = vec![
+        "127.0.0.10",
+        "127.0.0.2",
+        "web-10",
+        "web-9",
+        "web-09b",
+        "db",
+        "127.0.0.1",
+        "web-",
+    ];
+    names.sort_by(|a, b| natural_cmp(a, b));
+    assert_eq!(
+        names,
+        [
+            "127.0.0.1",
+            "127.0.0.2",
+            "127.0.0.10",
+            "db",
+            "web-",
+            "web-9",
+            "web-09b",
+            "web-10"
+        ]
+    );
+    assert_eq!(
+        natural_cmp("a01", "a1"),
+        "a01".cmp("a1"),
+        "equal values fall back to the text"
+    );
+}
+
+#[test]
 fn service_changes_report_healthy_count_changes_only() {
     let before = summarize_services(&[
         instance("a1", "Auth", Some(1.0), Some(1.0)),
@@ -482,6 +515,12 @@ proptest! {
             prop_assert_eq!(below_min_healthy(std::slice::from_ref(s), s.healthy + 1).len(), 1);
             prop_assert!(below_min_healthy(std::slice::from_ref(s), s.healthy).is_empty());
         }
+    }
+
+    #[test]
+    fn natural_order_is_a_total_order(a in "[a-c0-9.]{0,8}", b in "[a-c0-9.]{0,8}") {
+        prop_assert_eq!(natural_cmp(&a, &b), natural_cmp(&b, &a).reverse());
+        prop_assert_eq!(natural_cmp(&a, &b) == std::cmp::Ordering::Equal, a == b);
     }
 
     #[test]

@@ -102,6 +102,75 @@ impl Hive {
             .ok_or_else(|| HiveError::internal(format!("source {name} vanished once added")))
     }
 
+    /// Makes the sources of pack `pack` (origin `pack:<pack>`, named
+    /// `<pack>.<sensor>`) exactly `declared`: adds the new ones, removes
+    /// those no longer declared, and replaces those whose spec or interval
+    /// changed. Called after the pack is installed or removed, each change
+    /// in a transaction of its own with its audit record (so not atomic
+    /// with the install: a hive that stops in between converges at the
+    /// next install of the pack). A name an operator's source already holds
+    /// is left to it, with a warning.
+    pub async fn sync_pack_sources(
+        &self,
+        actor: &Actor,
+        pack: &str,
+        declared: &[ultron8_pack::discovery_source::SourceDecl],
+    ) -> Result<(), HiveError> {
+        let origin = format!("pack:{pack}");
+        let all = self.store.list_sources().await?;
+        let same = |record: &SourceRecord, decl: &ultron8_pack::discovery_source::SourceDecl| {
+            record.name == format!("{pack}.{}", decl.name)
+                && record.spec == decl.spec
+                && record.interval == decl.interval
+        };
+        for record in all.iter().filter(|s| s.origin == origin) {
+            if !declared.iter().any(|decl| same(record, decl)) {
+                let audit = self.audit(
+                    actor.clone(),
+                    AuditVerb::SourceRemoved,
+                    json!({ "name": record.name, "pack": pack }),
+                );
+                self.store.remove_source(&record.name, &audit).await?;
+                info!(source = %record.name, pack, "pack source removed");
+            }
+        }
+        for decl in declared {
+            if all
+                .iter()
+                .any(|record| record.origin == origin && same(record, decl))
+            {
+                continue;
+            }
+            let name = format!("{pack}.{}", decl.name);
+            let now = Utc::now();
+            let mut audit = self.audit(
+                actor.clone(),
+                AuditVerb::SourceAdded,
+                json!({
+                    "name": name,
+                    "pack": pack,
+                    "spec": decl.spec,
+                    "interval_ms": u64::try_from(decl.interval.as_millis()).unwrap_or(u64::MAX),
+                }),
+            );
+            audit.at = now;
+            let source = NewSource {
+                name: name.clone(),
+                spec: decl.spec.clone(),
+                interval: decl.interval,
+                origin: origin.clone(),
+                created_at: now,
+                created_by: actor.to_string(),
+            };
+            if self.store.create_source(&source, &audit).await? {
+                info!(source = %name, pack, "pack source added");
+            } else {
+                tracing::warn!(source = %name, pack, "a source of this name exists and is not the pack's; the pack's is not added");
+            }
+        }
+        Ok(())
+    }
+
     /// Every source, by name.
     pub async fn list_sources(&self) -> Result<Vec<SourceRecord>, HiveError> {
         Ok(self.store.list_sources().await?)

@@ -82,6 +82,7 @@ impl Hive {
             )));
         }
         self.check_dependents_keep_working(&pack).await?;
+        let sources = pack.sources.clone();
         let (record, actions, mut rules, scripts) = records(pack, &files, actor);
         // An upgrade keeps each rule enabled or disabled as an operator left
         // it; only new rules take the value from their file.
@@ -113,6 +114,7 @@ impl Hive {
             .install_pack(&record, &actions, &rules, &scripts, &audit)
             .await?;
         tracing::info!(pack = %name, version = %record.version, previous = ?previous, %actor, "pack installed");
+        self.sync_pack_sources(actor, &name, &sources).await?;
         Ok((self.pack_view(record).await?, previous))
     }
 
@@ -175,6 +177,7 @@ impl Hive {
         );
         self.store.remove_pack(name, &audit).await?;
         tracing::info!(pack = %name, %actor, "pack removed");
+        self.sync_pack_sources(actor, name, &[]).await?;
         Ok(())
     }
 

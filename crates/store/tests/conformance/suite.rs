@@ -2427,6 +2427,7 @@ pub(crate) fn pack(name: &str, version: &str, installed_at: DateTime<Utc>) -> Pa
             scripts: Vec::new(),
             probes: Vec::new(),
             checks: Vec::new(),
+            sources: Vec::new(),
         },
         description,
         installed_at,
