@@ -439,6 +439,30 @@ fn checks_run_while_the_hive_is_down_and_their_transitions_arrive_once() {
             Err(log.lines().rev().take(5).collect::<Vec<_>>().join("\n"))
         }
     });
+    // Four more failed runs: a count reset by the restart would cross the
+    // threshold of three again and spool a second `failing`.
+    let state = node1.data_dir.join("checks/state.json");
+    let last_run = || -> i64 {
+        std::fs::read(&state)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["nodes.node_ok"]["last_run_ms"].as_i64())
+            .unwrap_or(0)
+    };
+    let restarted_at = last_run();
+    wait_for(
+        "four more runs after the restart",
+        DEADLINE,
+        || match last_run() {
+            at if at >= restarted_at + 4 * INTERVAL_MS => Ok(()),
+            at => Err(format!("last run at {at}, from {restarted_at}")),
+        },
+    );
+    assert_eq!(
+        spooled_count(),
+        1,
+        "the restart must not fail the check again"
+    );
     write(&ok, "");
     wait_for(
         "the recovered transition spooled",
