@@ -214,7 +214,22 @@ fn wait_for_runs(hive: &Hive, drone: &str, check: &str, runs: i64) {
 fn a_failing_check_fires_its_rule_once_and_its_twin_undoes_it_on_recovery() {
     let env = TestEnv::new("checks");
     let hive = Hive::start(&env);
-    install(&hive, &nodes_pack(&env.dir, &[]));
+    let installed = hive.ctl(&[
+        "pack",
+        "install",
+        &nodes_pack(&env.dir, &[]).display().to_string(),
+    ]);
+    assert_eq!(
+        stdout(&installed),
+        "installed nodes 1.0.0 (2 actions, 2 rules, 1 check)\n",
+        "{}",
+        stderr(&installed)
+    );
+    let shown = stdout(&hive.ctl(&["pack", "show", "nodes"]));
+    assert!(
+        shown.contains("checks:\n  nodes.node_ok  every 400ms on label:role=k8s-node\n"),
+        "{shown}"
+    );
     let ok1 = env.dir.join("ok/node-1");
     let ok2 = env.dir.join("ok/node-2");
     let _node1 = node(&env, &hive, "node-1", &ok1);
