@@ -448,28 +448,31 @@ pub async fn pack(client: &mut Client, command: PackCommand, out: &Output) -> an
                 out.data(&pack_json(&pack))?;
             } else if response.previous_version == pack.version {
                 println!(
-                    "reinstalled {} {} ({} actions, {} rules)",
+                    "reinstalled {} {} ({} actions, {} rules{})",
                     pack.name,
                     pack.version,
                     pack.actions.len(),
-                    pack.rules.len()
+                    pack.rules.len(),
+                    checks_count(&pack)
                 );
             } else if response.previous_version.is_empty() {
                 println!(
-                    "installed {} {} ({} actions, {} rules)",
+                    "installed {} {} ({} actions, {} rules{})",
                     pack.name,
                     pack.version,
                     pack.actions.len(),
-                    pack.rules.len()
+                    pack.rules.len(),
+                    checks_count(&pack)
                 );
             } else {
                 println!(
-                    "upgraded {} {} -> {} ({} actions, {} rules)",
+                    "upgraded {} {} -> {} ({} actions, {} rules{})",
                     pack.name,
                     response.previous_version,
                     pack.version,
                     pack.actions.len(),
-                    pack.rules.len()
+                    pack.rules.len(),
+                    checks_count(&pack)
                 );
             }
         }
@@ -537,6 +540,13 @@ pub async fn pack(client: &mut Client, command: PackCommand, out: &Output) -> an
                 for rule in &pack.rules {
                     println!("  {rule}");
                 }
+                let checks = pack_checks(&pack);
+                if !checks.is_empty() {
+                    println!("checks:");
+                    for check in checks {
+                        println!("  {check}");
+                    }
+                }
             }
         }
         PackCommand::Remove { name } => {
@@ -552,6 +562,38 @@ pub async fn pack(client: &mut Client, command: PackCommand, out: &Output) -> an
         }
     }
     Ok(0)
+}
+
+/// The pack's checks (`sensors/`, kind `check`), read from its content
+/// as `pack.name  every 30s on <targets>`.
+fn pack_checks(p: &v1::PackInfo) -> Vec<String> {
+    let content: Value = serde_json::from_str(&p.content_json).unwrap_or(Value::Null);
+    content["checks"]
+        .as_array()
+        .map(|checks| {
+            checks
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}.{}  every {} on {}",
+                        c["pack"].as_str().unwrap_or_default(),
+                        c["name"].as_str().unwrap_or_default(),
+                        c["interval"].as_str().unwrap_or_default(),
+                        c["targets"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// ", 2 checks" for a pack with checks; nothing for one without.
+fn checks_count(p: &v1::PackInfo) -> String {
+    match pack_checks(p).len() {
+        0 => String::new(),
+        1 => ", 1 check".to_string(),
+        n => format!(", {n} checks"),
+    }
 }
 
 fn pack_json(p: &v1::PackInfo) -> Value {

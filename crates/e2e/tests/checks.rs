@@ -214,7 +214,22 @@ fn wait_for_runs(hive: &Hive, drone: &str, check: &str, runs: i64) {
 fn a_failing_check_fires_its_rule_once_and_its_twin_undoes_it_on_recovery() {
     let env = TestEnv::new("checks");
     let hive = Hive::start(&env);
-    install(&hive, &nodes_pack(&env.dir, &[]));
+    let installed = hive.ctl(&[
+        "pack",
+        "install",
+        &nodes_pack(&env.dir, &[]).display().to_string(),
+    ]);
+    assert_eq!(
+        stdout(&installed),
+        "installed nodes 1.0.0 (2 actions, 2 rules, 1 check)\n",
+        "{}",
+        stderr(&installed)
+    );
+    let shown = stdout(&hive.ctl(&["pack", "show", "nodes"]));
+    assert!(
+        shown.contains("checks:\n  nodes.node_ok  every 400ms on label:role=k8s-node\n"),
+        "{shown}"
+    );
     let ok1 = env.dir.join("ok/node-1");
     let ok2 = env.dir.join("ok/node-2");
     let _node1 = node(&env, &hive, "node-1", &ok1);
@@ -439,6 +454,30 @@ fn checks_run_while_the_hive_is_down_and_their_transitions_arrive_once() {
             Err(log.lines().rev().take(5).collect::<Vec<_>>().join("\n"))
         }
     });
+    // Four more failed runs: a count reset by the restart would cross the
+    // threshold of three again and spool a second `failing`.
+    let state = node1.data_dir.join("checks/state.json");
+    let last_run = || -> i64 {
+        std::fs::read(&state)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["nodes.node_ok"]["last_run_ms"].as_i64())
+            .unwrap_or(0)
+    };
+    let restarted_at = last_run();
+    wait_for(
+        "four more runs after the restart",
+        DEADLINE,
+        || match last_run() {
+            at if at >= restarted_at + 4 * INTERVAL_MS => Ok(()),
+            at => Err(format!("last run at {at}, from {restarted_at}")),
+        },
+    );
+    assert_eq!(
+        spooled_count(),
+        1,
+        "the restart must not fail the check again"
+    );
     write(&ok, "");
     wait_for(
         "the recovered transition spooled",

@@ -200,3 +200,27 @@ fn two_sensors_of_one_name_are_refused() {
         vec!["sensors/b.yaml:2:7: sensor `same` is already defined in sensors/a.yaml".to_string()]
     );
 }
+
+#[test]
+fn rules_on_drone_check_are_checked_against_its_payload_at_install() {
+    let rule = |target: &str| {
+        format!(
+            "name: cordon\ntrigger: drone.check\ncriteria:\n  - {{path: state, op: equals, value: failing}}\n  - {{path: labels.role, op: equals, value: k8s-node}}\naction:\n  ref: linux.stop_service\n  target: \"{target}\"\n  parameters: {{service: \"{{{{ check }}}}\"}}\n"
+        )
+    };
+    let pack = |target: &str| {
+        files(&[
+            ("pack.yaml", MANIFEST),
+            ("actions/stop_service.yaml", common::STOP_SERVICE),
+            ("rules/cordon.yaml", &rule(target)),
+        ])
+    };
+    let loaded = load(&pack("{{ drone }}"), &NothingInstalled).unwrap_or_else(|p| panic!("{p:#?}"));
+    assert_eq!(loaded.rules[0].trigger, "drone.check");
+    let got = problems(&pack("{{ dron }}"), &NothingInstalled);
+    assert!(
+        got.iter()
+            .any(|p| p.contains("`dron` is not in the payload of drone.check")),
+        "{got:#?}"
+    );
+}
