@@ -6,14 +6,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ultron8_core::Program;
-use ultron8_core::checks::MIN_INTERVAL;
-use ultron8_core::health::{FlapDetection, Thresholds};
 
 use crate::manifest::optional_string;
 use crate::model::Check;
 use crate::problem::{Pos, Sink};
-use crate::text::{check_name, did_you_mean};
-use crate::yaml::{Fields, Node, Value, duration, integer, non_empty_string, sequence, string};
+use crate::sensor;
+use crate::text::did_you_mean;
+use crate::yaml::{Fields, Node, non_empty_string, sequence, string};
 
 const KEYS: &[&str] = &[
     "kind",
@@ -30,8 +29,6 @@ const KEYS: &[&str] = &[
     "success_threshold",
     "flap",
 ];
-
-const FLAP_KEYS: &[&str] = &["max_changes", "window"];
 
 /// Left out: every 30 s.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -61,28 +58,7 @@ pub(crate) fn decode(stem: &str, node: &Node, ctx: &Context<'_>, sink: &mut Sink
             check: None,
         };
     };
-    let name_pos = fields.get("name").map_or(fields.pos, |n| n.pos);
-    let name = match fields.get("name") {
-        Some(node) => string(node, sink).and_then(|name| match check_name(name) {
-            Ok(()) => Some(name.to_string()),
-            Err(why) => {
-                sink.at(node.pos, format!("invalid check name {name:?}: {why}"));
-                None
-            }
-        }),
-        None => match check_name(stem) {
-            Ok(()) => Some(stem.to_string()),
-            Err(why) => {
-                sink.at(
-                    fields.pos,
-                    format!(
-                        "the file name gives the check the invalid name {stem:?} ({why}); rename the file or set `name`"
-                    ),
-                );
-                None
-            }
-        },
-    };
+    let (name_pos, name) = sensor::name(&fields, stem, "check", sink);
     let description = optional_string(&fields, "description", sink).unwrap_or_default();
 
     let targets = match fields.get("targets") {
@@ -103,59 +79,9 @@ pub(crate) fn decode(stem: &str, node: &Node, ctx: &Context<'_>, sink: &mut Sink
 
     let program = program(&fields, ctx, sink);
 
-    let interval = match fields.get("interval") {
-        Some(node) => duration(node, sink).and_then(|interval| {
-            if interval < MIN_INTERVAL {
-                sink.at(
-                    node.pos,
-                    format!(
-                        "`interval` must be at least {}",
-                        humantime::format_duration(MIN_INTERVAL)
-                    ),
-                );
-                None
-            } else {
-                Some(interval)
-            }
-        }),
-        None => Some(DEFAULT_INTERVAL),
-    };
-    let timeout = match (fields.get("timeout"), interval) {
-        (Some(node), interval) => duration(node, sink).and_then(|timeout| match interval {
-            Some(interval) if timeout >= interval => {
-                sink.at(
-                    node.pos,
-                    format!(
-                        "`timeout` ({}) must be shorter than `interval` ({}): a check must end before its next run",
-                        humantime::format_duration(timeout),
-                        humantime::format_duration(interval)
-                    ),
-                );
-                None
-            }
-            _ => Some(timeout),
-        }),
-        (None, Some(interval)) => Some(DEFAULT_TIMEOUT.min(interval / 2)),
-        (None, None) => None,
-    };
-
-    let defaults = Thresholds::default();
-    let failure_threshold = threshold(
-        &fields,
-        "failure_threshold",
-        defaults.failure_threshold,
-        sink,
-    );
-    let success_threshold = threshold(
-        &fields,
-        "success_threshold",
-        defaults.success_threshold,
-        sink,
-    );
-    let flap = match fields.entry("flap") {
-        None => Some(defaults.flap),
-        Some(entry) => flap(&entry.value, sink),
-    };
+    let (interval, timeout) =
+        sensor::schedule(&fields, DEFAULT_INTERVAL, DEFAULT_TIMEOUT, "check", sink);
+    let thresholds = sensor::thresholds(&fields, sink);
 
     let check = match (
         name.clone(),
@@ -163,9 +89,7 @@ pub(crate) fn decode(stem: &str, node: &Node, ctx: &Context<'_>, sink: &mut Sink
         program,
         interval,
         timeout,
-        failure_threshold,
-        success_threshold,
-        flap,
+        thresholds,
     ) {
         (
             Some(name),
@@ -173,9 +97,7 @@ pub(crate) fn decode(stem: &str, node: &Node, ctx: &Context<'_>, sink: &mut Sink
             Some(program),
             Some(interval),
             Some(timeout),
-            Some(failure_threshold),
-            Some(success_threshold),
-            Some(flap),
+            Some(thresholds),
         ) if sink.count() == before => Some(Check {
             pack: ctx.pack.unwrap_or_default().to_string(),
             name,
@@ -184,11 +106,7 @@ pub(crate) fn decode(stem: &str, node: &Node, ctx: &Context<'_>, sink: &mut Sink
             program,
             interval,
             timeout,
-            thresholds: Thresholds {
-                failure_threshold,
-                success_threshold,
-                flap,
-            },
+            thresholds,
         }),
         _ => None,
     };
@@ -311,53 +229,4 @@ fn script(
             None
         }
     }
-}
-
-fn threshold(fields: &Fields<'_>, key: &str, default: u32, sink: &mut Sink<'_>) -> Option<u32> {
-    let Some(node) = fields.get(key) else {
-        return Some(default);
-    };
-    match integer(node, sink)? {
-        n @ 1..=1000 => Some(n as u32),
-        n => {
-            sink.at(
-                node.pos,
-                format!("`{key}` must be between 1 and 1000, not {n}"),
-            );
-            None
-        }
-    }
-}
-
-/// `flap: {max_changes, window}`, or `flap: false` for no flap detection.
-fn flap(node: &Node, sink: &mut Sink<'_>) -> Option<Option<FlapDetection>> {
-    if node.value == Value::Bool(false) {
-        return Some(None);
-    }
-    let fields = Fields::new(
-        node,
-        "flap detection ({max_changes, window}, or false)",
-        FLAP_KEYS,
-        sink,
-    )?;
-    let max_changes =
-        fields
-            .required("max_changes", sink)
-            .and_then(|node| match integer(node, sink)? {
-                n @ 1..=1000 => Some(n as u32),
-                n => {
-                    sink.at(
-                        node.pos,
-                        format!("`max_changes` must be between 1 and 1000, not {n}"),
-                    );
-                    None
-                }
-            });
-    let window = fields
-        .required("window", sink)
-        .and_then(|node| duration(node, sink));
-    Some(Some(FlapDetection {
-        max_changes: max_changes?,
-        window: window?,
-    }))
 }
