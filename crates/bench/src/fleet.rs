@@ -190,7 +190,14 @@ async fn bench(args: &FleetArgs, url: &str) -> anyhow::Result<()> {
 
         let at = Utc::now();
         let started = Instant::now();
-        let merged = merge("cloud", &previous, observations, Thresholds::default(), at);
+        let merged = merge(
+            "cloud",
+            &previous,
+            observations,
+            Thresholds::default(),
+            &std::collections::HashMap::new(),
+            at,
+        );
         timings[1].push(started.elapsed());
 
         let started = Instant::now();

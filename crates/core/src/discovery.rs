@@ -22,9 +22,10 @@
 //!   it knows are well, so an outage of the discovery API shows as fewer
 //!   healthy instances rather than as a fleet frozen at its last figures.
 //!
-//! Checks and probes (drone-side `kind: check` sensors) will add one more
-//! input: see [`HealthInputs::checks_failing`], the seam where a failing
-//! check makes an instance unhealthy whatever its figures.
+//! Checks and probes are one more input ([`HealthInputs::checks_failing`]):
+//! a failing (or flapping, or erroring) check on a drone or probe of an
+//! instance makes it unhealthy whatever its figures; an instance without
+//! figures whose checks and probes all pass is healthy.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -306,9 +307,10 @@ pub struct HealthInputs {
     pub figures: Option<(f64, f64)>,
     /// Whether fetching the report failed.
     pub failed: bool,
-    /// The seam for checks and probes: `Some(true)` when a check or probe
-    /// of this instance is failing, which makes it unhealthy whatever its
-    /// figures; `None` until checks report on discovered instances.
+    /// Its checks and probes: `Some(true)` when one is failing, flapping or
+    /// in error, which makes it unhealthy whatever its figures;
+    /// `Some(false)` when all that have a verdict pass; `None` when it has
+    /// none.
     pub checks_failing: Option<bool>,
 }
 
@@ -319,6 +321,9 @@ pub fn classify(inputs: HealthInputs, thresholds: Thresholds) -> InstanceStatus 
     }
     match inputs.figures {
         _ if inputs.failed => InstanceStatus::Unknown,
+        // A source without figures (a static list, a targets file): the
+        // checks and probes that pass are what is known of it.
+        None if inputs.checks_failing == Some(false) => InstanceStatus::Healthy,
         None => InstanceStatus::Unknown,
         Some((cpu, memory)) if cpu >= thresholds.cpu || memory >= thresholds.memory => {
             InstanceStatus::Unhealthy
@@ -400,11 +405,15 @@ impl Observation {
 /// unknown, with the error), and keeps the service and address known from
 /// earlier reports when this one could not say. Instances come out in the
 /// order observed; a name observed twice counts once (the last).
+/// `checked` says, by instance name, whether a check or probe of it is
+/// failing (`true`) or all of them pass (`false`); an instance it does not
+/// name has none.
 pub fn merge(
     source: &str,
     previous: &[Instance],
     observations: Vec<Observation>,
     thresholds: Thresholds,
+    checked: &HashMap<String, bool>,
     now: DateTime<Utc>,
 ) -> Vec<Instance> {
     let mut before: HashMap<&str, &Instance> = previous
@@ -442,7 +451,7 @@ pub fn merge(
             HealthInputs {
                 figures: cpu.zip(memory),
                 failed,
-                checks_failing: None,
+                checks_failing: checked.get(&observation.name).copied(),
             },
             thresholds,
         );

@@ -25,8 +25,9 @@ use ultron8_core::discovery::{
     Instance, Observation, Report, SourceSpec, merge, parse_instance_report, parse_server_list,
     parse_targets_file, service_changes, service_event_payload, summarize_services,
 };
+use ultron8_core::health::CheckState;
 use ultron8_core::target;
-use ultron8_store::{DroneRecord, SourceRecord, SourceRefresh, TargetFilter};
+use ultron8_store::{DroneRecord, SourceRecord, SourceRefresh, StoreError, TargetFilter};
 
 use crate::hive::Hive;
 
@@ -145,6 +146,26 @@ impl Hive {
         changed
     }
 
+    /// What checks and probes say of each instance, by name (a drone's id,
+    /// a probe's target): `true` when one of them is failing, flapping or
+    /// in error, `false` when all that have a verdict pass. Pending ones
+    /// say nothing yet.
+    async fn checks_and_probes(&self) -> Result<HashMap<String, bool>, StoreError> {
+        let mut checked: HashMap<String, bool> = HashMap::new();
+        let mut note = |name: String, state: CheckState| {
+            if state != CheckState::Pending {
+                *checked.entry(name).or_default() |= state.is_unhealthy();
+            }
+        };
+        for probe in self.store.probe_states(None).await? {
+            note(probe.target, probe.state);
+        }
+        for check in self.store.list_drone_checks().await? {
+            note(check.drone_id.to_string(), check.status.state);
+        }
+        Ok(checked)
+    }
+
     /// Refreshes `source` under `holder`'s lease and stores the result.
     async fn refresh_source(&self, source: &SourceRecord, holder: &str, state: &LoopState) {
         let started = std::time::Instant::now();
@@ -163,11 +184,19 @@ impl Hive {
                 let (previous, others): (Vec<Instance>, Vec<Instance>) = everything
                     .into_iter()
                     .partition(|instance| instance.source == source.name);
+                let checked = match self.checks_and_probes().await {
+                    Ok(checked) => checked,
+                    Err(e) => {
+                        warn!(source = %source.name, error = %e, "discovery: cannot read the checks and probes");
+                        return;
+                    }
+                };
                 let merged = merge(
                     &source.name,
                     &previous,
                     observations,
                     self.config.fleet.thresholds(),
+                    &checked,
                     now,
                 );
                 let before = summarize_services(&[others.as_slice(), previous.as_slice()].concat());

@@ -141,6 +141,16 @@ fn classification() {
         c(Some((1.0, 1.0)), false, Some(false)),
         InstanceStatus::Healthy
     );
+    // Passing checks are all that is known of an instance without figures;
+    // a report that failed is still unknown.
+    assert_eq!(c(None, false, Some(false)), InstanceStatus::Healthy);
+    assert_eq!(c(None, false, Some(true)), InstanceStatus::Unhealthy);
+    assert_eq!(c(None, true, Some(false)), InstanceStatus::Unknown);
+    assert_eq!(
+        c(Some((90.0, 1.0)), false, Some(false)),
+        InstanceStatus::Unhealthy,
+        "passing checks do not hide a hot instance"
+    );
     let strict = Thresholds {
         cpu: 50.0,
         memory: 90.0,
@@ -169,6 +179,7 @@ fn merge_keeps_history_drops_unlisted_and_reports_failures_on_the_instance() {
             figures("127.0.0.3", "Db", 30.0, 40.0),
         ],
         th,
+        &HashMap::new(),
         t(0),
     );
     assert_eq!(first.len(), 3);
@@ -186,6 +197,7 @@ fn merge_keeps_history_drops_unlisted_and_reports_failures_on_the_instance() {
             figures("127.0.0.4", "Db", 1.0, 1.0),
         ],
         th,
+        &HashMap::new(),
         t(30),
     );
     let names: Vec<&str> = second.iter().map(|i| i.name.as_str()).collect();
@@ -213,6 +225,7 @@ fn merge_bounds_history_and_ignores_other_sources() {
             &inventory,
             vec![figures("web-1", "Web", tick as f64 % 100.0, 1.0)],
             th,
+            &HashMap::new(),
             t(tick),
         );
     }
@@ -230,6 +243,7 @@ fn merge_bounds_history_and_ignores_other_sources() {
         &inventory,
         vec![figures("web-1", "Web", 1.0, 1.0)],
         th,
+        &HashMap::new(),
         t(999),
     );
     assert_eq!(other[0].history.len(), 1);
