@@ -972,8 +972,11 @@ pub fn below_min_healthy(services: &[ServiceSummary], min_healthy: usize) -> Vec
 
 /// The services whose healthy count differs between two summaries of the
 /// inventory (a service that appears counts from 0, one that disappears
-/// goes to 0 instances): what the `fleet.service` event reports.
+/// goes to 0 instances): what the `fleet.service` event reports. Instances
+/// without a service are no service, and raise nothing.
 pub fn service_changes(before: &[ServiceSummary], after: &[ServiceSummary]) -> Vec<ServiceSummary> {
+    let before: Vec<&ServiceSummary> = before.iter().filter(|s| !s.service.is_empty()).collect();
+    let after: Vec<&ServiceSummary> = after.iter().filter(|s| !s.service.is_empty()).collect();
     let earlier: HashMap<&str, usize> = before
         .iter()
         .map(|s| (s.service.as_str(), s.healthy))
@@ -981,7 +984,7 @@ pub fn service_changes(before: &[ServiceSummary], after: &[ServiceSummary]) -> V
     let mut changes: Vec<ServiceSummary> = after
         .iter()
         .filter(|s| earlier.get(s.service.as_str()).copied().unwrap_or(0) != s.healthy)
-        .cloned()
+        .map(|s| (*s).clone())
         .collect();
     let now: std::collections::HashSet<&str> = after.iter().map(|s| s.service.as_str()).collect();
     for gone in before.iter().filter(|s| !now.contains(s.service.as_str())) {

@@ -232,6 +232,9 @@ fn a_discovery_api_feeds_summary_services_health_events_and_metrics() {
     hive.restart();
     let sources = hive.ctl_json(&["source", "list", "-o", "json"]);
     assert_eq!(sources[0]["name"], "cloud");
+    // And the hive's own source of the drones (none joined this hive).
+    assert_eq!(sources[1]["name"], "drones", "{sources}");
+    assert_eq!(sources[1]["origin"], "hive");
     assert_eq!(summary(&hive).len(), 7);
     cloud.set("127.0.2.2", report("UserService", 5, 5));
     wait_for("refreshes after the restart", DEADLINE, || {
@@ -259,7 +262,8 @@ fn a_discovery_api_feeds_summary_services_health_events_and_metrics() {
 #[test]
 fn a_targets_file_is_read_again_when_it_changes() {
     let env = TestEnv::new("fleet-file");
-    let hive = Hive::start(&env);
+    // Without the built-in drones source: this hive's only source is the file.
+    let hive = Hive::start_with_config(&env, "[fleet]\ndrones = false\n");
     let path = env.dir.join("targets.txt");
     std::fs::write(
         &path,
@@ -458,7 +462,7 @@ fn fleet_top_draws_redraws_and_gives_the_terminal_back() {
 #[test]
 fn a_pack_declares_sources_that_come_and_go_with_it() {
     let env = TestEnv::new("fleet-pack");
-    let hive = Hive::start(&env);
+    let hive = Hive::start_with_config(&env, "[fleet]\ndrones = false\n");
     let pack = env.dir.join("inventory");
     std::fs::create_dir_all(pack.join("sensors")).expect("mkdir");
     let write = |file: &str, text: &str| std::fs::write(pack.join(file), text).expect("write");

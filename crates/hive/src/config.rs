@@ -174,6 +174,12 @@ pub struct FleetConfig {
     /// changed targets files).
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// Keep a source named `drones` (every drone, its service from the
+    /// label `service`, refreshed every 30 s), so the fleet views show the
+    /// drones without anyone adding it: created at start when missing.
+    /// False: the hive creates none (remove an existing one with
+    /// `ultronctl source remove drones`).
+    pub drones: bool,
 }
 
 impl Default for FleetConfig {
@@ -182,6 +188,7 @@ impl Default for FleetConfig {
             cpu_threshold: 80.0,
             memory_threshold: 80.0,
             poll_interval: Duration::from_secs(1),
+            drones: true,
         }
     }
 }

@@ -45,6 +45,9 @@ pub async fn run(
     );
     // Before listening: no revoked certificate gets in during start-up.
     hive.load_revocations().await;
+    if let Err(e) = hive.ensure_drones_source().await {
+        tracing::warn!(error = %e, "cannot add the built-in drones source; the fleet views miss the drones until a restart adds it");
+    }
     let tls = ultron8_transport::server_config(
         hive.ca.cert_der(),
         &identity.server_cert_der,

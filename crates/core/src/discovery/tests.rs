@@ -492,6 +492,9 @@ fn service_changes_report_healthy_count_changes_only() {
     );
     assert_eq!(changes[2].instances, 0);
     assert!(service_changes(&after, &after).is_empty());
+    // Instances without a service are no service.
+    let unnamed = summarize_services(&[instance("x", "", Some(1.0), Some(1.0))]);
+    assert!(service_changes(&[], &unnamed).is_empty());
 }
 
 proptest! {

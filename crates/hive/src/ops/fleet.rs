@@ -21,6 +21,9 @@ use crate::error::HiveError;
 use crate::hive::Hive;
 use crate::ops::lookup::{closest, did_you_mean};
 
+/// The built-in source of the drones (`[fleet] drones`).
+pub const DRONES_SOURCE: &str = "drones";
+
 /// Shortest refresh interval of a source.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -167,6 +170,41 @@ impl Hive {
             } else {
                 tracing::warn!(source = %name, pack, "a source of this name exists and is not the pack's; the pack's is not added");
             }
+        }
+        Ok(())
+    }
+
+    /// Creates the built-in `drones` source when `[fleet] drones` asks for
+    /// it and there is none of that name (see [`crate::config::FleetConfig`]).
+    pub async fn ensure_drones_source(&self) -> Result<(), HiveError> {
+        if !self.config.fleet.drones || self.store.get_source(DRONES_SOURCE).await?.is_some() {
+            return Ok(());
+        }
+        let spec = SourceSpec::Drones {
+            target: "*".to_string(),
+            service_label: "service".to_string(),
+        };
+        let now = Utc::now();
+        let mut audit = self.audit(
+            Actor::Hive,
+            AuditVerb::SourceAdded,
+            json!({ "name": DRONES_SOURCE, "spec": spec, "interval_ms": 30_000 }),
+        );
+        audit.at = now;
+        let source = NewSource {
+            name: DRONES_SOURCE.to_string(),
+            spec,
+            interval: ultron8_core::discovery::DEFAULT_INTERVAL,
+            origin: "hive".to_string(),
+            created_at: now,
+            created_by: Actor::Hive.to_string(),
+        };
+        // Another replica starting at the same time may win; either is fine.
+        if self.store.create_source(&source, &audit).await? {
+            info!(
+                source = DRONES_SOURCE,
+                "built-in drones source added ([fleet] drones = false to go without)"
+            );
         }
         Ok(())
     }
