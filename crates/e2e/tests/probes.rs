@@ -77,6 +77,16 @@ fn events(hive: &Hive, trigger: &str) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
+/// The status `fleet summary` gives an instance.
+fn fleet_status(hive: &Hive, name: &str) -> Option<String> {
+    hive.ctl_json(&["fleet", "summary", "-o", "json"])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["name"] == name)
+        .and_then(|i| i["status"].as_str().map(str::to_string))
+}
+
 /// Waits until the probe has run `runs` more times in a row with the same
 /// outcome as now, so a transition that should fire once has had the
 /// chance to fire again.
@@ -181,6 +191,16 @@ fn a_failing_probe_fires_its_rule_once_and_its_recovery_once() {
         }
     });
     wait_for_runs(&hive, "web.api", "failing", 8);
+    // The fleet views count the discovered instance unhealthy while its
+    // probe fails.
+    wait_for(
+        "web-1 unhealthy in the fleet",
+        DEADLINE,
+        || match fleet_status(&hive, "web-1").as_deref() {
+            Some("unhealthy") => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
     let failed: Vec<_> = events(&hive, "probe.failed")
         .into_iter()
         .filter(|e| e["payload"]["probe"] == "web.api")
@@ -254,6 +274,16 @@ fn a_failing_probe_fires_its_rule_once_and_its_recovery_once() {
         format!("http://127.0.0.1:{}/healthz", service.port)
     );
     assert_eq!(discovered["state"], "healthy", "{discovered}");
+    // A targets file gives no figures: passing probes are what make it
+    // healthy.
+    wait_for(
+        "web-1 healthy in the fleet again",
+        DEADLINE,
+        || match fleet_status(&hive, "web-1").as_deref() {
+            Some("healthy") => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
 
     // The closed port fails at once, and says why.
     wait_for_runs(&hive, "web.closed_port", "failing", 1);
