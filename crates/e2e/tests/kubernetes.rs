@@ -1,8 +1,9 @@
 //! The `kubernetes` pack end to end: installed on a real hive (Postgres,
-//! RabbitMQ), its actions run with `ultronctl run` on a real drone whose
-//! `PATH` starts with `kubectl-standin` (`src/bin/kubectl-standin.rs`), a
-//! recording stand-in for kubectl that keeps nodes in a JSON file. What is
-//! asserted is what a cluster's operator would see on the node: cordon,
+//! RabbitMQ), its actions run with `ultronctl run`, and by its rules when
+//! the drone's runs of its node check fail or recover, on a real drone
+//! whose `PATH` starts with `kubectl-standin` (`src/bin/kubectl-standin.rs`),
+//! a recording stand-in for kubectl that keeps nodes in a JSON file. What
+//! is asserted is what a cluster's operator would see on the node: cordon,
 //! taints, the `ultron8.io/remediation` record, and the kubectl command
 //! lines the drone ran. The stand-in is not a Kubernetes API: what needs a
 //! real cluster is listed in docs/kubernetes.md.
