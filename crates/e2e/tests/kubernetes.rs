@@ -1,8 +1,9 @@
 //! The `kubernetes` pack end to end: installed on a real hive (Postgres,
-//! RabbitMQ), its actions run with `ultronctl run` on a real drone whose
-//! `PATH` starts with `kubectl-standin` (`src/bin/kubectl-standin.rs`), a
-//! recording stand-in for kubectl that keeps nodes in a JSON file. What is
-//! asserted is what a cluster's operator would see on the node: cordon,
+//! RabbitMQ), its actions run with `ultronctl run`, and by its rules when
+//! the drone's runs of its node check fail or recover, on a real drone
+//! whose `PATH` starts with `kubectl-standin` (`src/bin/kubectl-standin.rs`),
+//! a recording stand-in for kubectl that keeps nodes in a JSON file. What
+//! is asserted is what a cluster's operator would see on the node: cordon,
 //! taints, the `ultron8.io/remediation` record, and the kubectl command
 //! lines the drone ran. The stand-in is not a Kubernetes API: what needs a
 //! real cluster is listed in docs/kubernetes.md.
@@ -443,104 +444,144 @@ fn drain_respects_disruption_budgets_and_a_failing_kubectl_fails_the_execution()
     );
 }
 
-/// The example rules of docs/examples/kubernetes, wired to the pack's
-/// actions. This branch has no `drone.check` trigger yet (the checks work
-/// adds it), so the rules are installed with `core.event`, which takes any
-/// payload, and fired with the payload a `drone.check` event carries:
-/// everything but the trigger's name is what will run.
+/// The pack's check and rules, end to end: the drone labelled
+/// role=k8s-node runs `kubernetes.node_check`, its transitions are real
+/// `drone.check` events, and the rules run the actions on the stand-in
+/// node. The test installs a copy of the pack whose check runs a script of
+/// the test (the node is healthy while the file `node-healthy` exists; a
+/// failed `test -f` exits 1 with no output, which is *unhealthy*) on short
+/// intervals; the rules are installed exactly as shipped.
 #[test]
-fn the_example_rules_remediate_a_failing_node_and_undo_it_on_recovery() {
+fn the_pack_rules_remediate_a_failing_node_and_undo_it_on_recovery() {
     let original = node(false, json!([]));
+    let mut healthy = PathBuf::new();
     let (_env, hive, _drone, cluster) = setup_with_pack("k8s-rules", &original, |dir| {
+        healthy = dir.join("node-healthy");
+        std::fs::write(&healthy, "").expect("write node-healthy");
         let pack = dir.join("kubernetes-pack");
         copy_dir(&packs_dir().join("kubernetes"), &pack);
-        let examples =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/kubernetes/rules");
-        std::fs::create_dir_all(pack.join("rules")).expect("mkdir");
-        for rule in ["remediate_failing_node", "undo_on_recovery"] {
-            let text =
-                std::fs::read_to_string(examples.join(format!("{rule}.yaml"))).expect("read rule");
-            assert!(text.contains("trigger: drone.check"), "{text}");
-            std::fs::write(
-                pack.join(format!("rules/{rule}.yaml")),
-                text.replace("trigger: drone.check", "trigger: core.event"),
-            )
-            .expect("write rule");
+        let sensor = pack.join("sensors/node_check.yaml");
+        let shipped = std::fs::read_to_string(&sensor).expect("read the check");
+        let mut text = shipped.clone();
+        for (from, to) in [
+            (
+                "command: [\"/etc/ultron8/checks/node-check\"]".to_string(),
+                format!(
+                    "command: [\"/bin/sh\", \"-c\", \"test -f '{}'\"]",
+                    healthy.display()
+                ),
+            ),
+            ("interval: 30s".into(), format!("interval: {INTERVAL_MS}ms")),
+            ("timeout: 10s".into(), "timeout: 200ms".into()),
+            ("failure_threshold: 4".into(), "failure_threshold: 2".into()),
+        ] {
+            assert!(
+                text.contains(&from),
+                "{from} not in the shipped check:\n{shipped}"
+            );
+            text = text.replace(&from, &to);
         }
+        assert!(text.contains("success_threshold: 2"), "{shipped}");
+        std::fs::write(&sensor, text).expect("write the check");
         pack
     });
-    let fire = |state: &str| {
-        let payload = json!({
-            "check": "kubernetes.node_check",
-            "drone": "node-a",
-            "state": state,
-            "consecutive": 4,
-            "output": "containerd is not answering",
-            "labels": {"node": NODE, "role": "k8s-node"},
-        });
-        let output = hive.ctl(&[
-            "event",
-            "fire",
-            "core.event",
-            "--payload",
-            &payload.to_string(),
-        ]);
-        assert!(output.status.success(), "{}", stderr(&output));
-    };
+    let check = "kubernetes.node_check";
+    let remediate = "kubernetes.remediate_failing_node";
+    let undo = "kubernetes.undo_on_recovery";
 
-    fire("failing");
-    wait_for(
-        "the failing node to be drained and tainted",
-        DEADLINE,
-        || {
-            let node = cluster.node();
-            let record = cluster.record();
-            if node["spec"]["taints"].is_array()
-                && record["taints"].as_array().is_some_and(|t| !t.is_empty())
-            {
-                Ok(())
-            } else {
-                Err(format!("{node}"))
-            }
-        },
-    );
+    wait_for_check_state(&hive, "healthy");
+    // Healthy from the start is no recovery: nothing fired.
+    assert_eq!(check_events(&hive), Vec::<String>::new());
+    assert_eq!(cluster.changes(), Vec::<Vec<String>>::new());
+
+    // The node's health goes: two failed runs make the check failing, and
+    // the node is drained and tainted, once.
+    std::fs::remove_file(&healthy).expect("remove node-healthy");
+    wait_for_jobs(&hive, remediate, 1);
+    let job = hive.wait_for_job(&last_job_of(&hive, remediate));
+    assert_eq!(job["executions"][0]["status"], "succeeded", "{job}");
+    wait_for_check_state(&hive, "failing");
     let record = cluster.record();
     assert_eq!(record["cordoned"], true, "{record}");
+    assert_eq!(
+        record["taints"],
+        json!(["ultron8.io/node-check-failed=true:NoSchedule"]),
+        "{record}"
+    );
     assert_eq!(record["by"], "rule:kubernetes.remediate_failing_node");
     assert_eq!(cluster.node()["spec"]["unschedulable"], true);
-    assert!(
-        cluster
-            .changes()
-            .iter()
-            .any(|c| c[0] == "drain" && c.contains(&"--timeout=300s".to_string())),
+    assert_eq!(
+        cluster.node()["spec"]["taints"],
+        json!([taint("ultron8.io/node-check-failed", "true", "NoSchedule")])
+    );
+    // It keeps failing, run after run: nothing more fires or changes.
+    wait_for_runs(&hive, 4);
+    assert_eq!(jobs_of(&hive, remediate), 1);
+    assert_eq!(check_events(&hive), vec!["failing"]);
+    let verbs: Vec<String> = cluster
+        .changes()
+        .into_iter()
+        .map(|c| c[0].clone())
+        .collect();
+    assert_eq!(
+        verbs,
+        ["cordon", "annotate", "drain", "taint", "annotate"],
         "{:?}",
         cluster.changes()
     );
+    assert!(
+        cluster.changes().contains(&strings(&[
+            "drain",
+            NODE,
+            "--timeout=300s",
+            "--ignore-daemonsets=true",
+            "--delete-emptydir-data=false"
+        ])),
+        "{:?}",
+        cluster.changes()
+    );
+    let row = check_row(&hive).expect("the check is listed");
+    assert_eq!(row["state"], "failing", "{row}");
+    // The event carries what the rules read: the drone and its labels.
+    let event = &hive.ctl_json(&["event", "list", "--trigger", "drone.check", "-o", "json"])[0];
+    assert_eq!(event["payload"]["drone"], "node-a", "{event}");
+    assert_eq!(event["payload"]["check"], check, "{event}");
+    assert_eq!(event["payload"]["labels"]["node"], NODE, "{event}");
+    assert_eq!(event["payload"]["consecutive"], 2, "{event}");
 
-    // A flapping or erroring check acts on nothing.
-    fire("flapping");
-    fire("recovered");
-    wait_for("the recovered node to be restored", DEADLINE, || {
-        let node = cluster.node();
-        if node == original {
-            Ok(())
-        } else {
-            Err(format!("{node}"))
-        }
-    });
+    // The file is back: two healthy runs, recovered, and the node is as
+    // it was before.
+    std::fs::write(&healthy, "").expect("restore node-healthy");
+    wait_for_jobs(&hive, undo, 1);
+    let job = hive.wait_for_job(&last_job_of(&hive, undo));
+    assert_eq!(job["executions"][0]["status"], "succeeded", "{job}");
+    assert_eq!(cluster.node(), original, "undo restores the node exactly");
+    wait_for_check_state(&hive, "healthy");
+    assert_eq!(check_events(&hive), vec!["failing", "recovered"]);
+    // Only what the remediation did is taken back.
+    let changes = cluster.changes();
+    for undone in [
+        strings(&[
+            "taint",
+            "nodes",
+            NODE,
+            "ultron8.io/node-check-failed:NoSchedule-",
+        ]),
+        strings(&["uncordon", NODE]),
+    ] {
+        assert_eq!(
+            changes.iter().filter(|c| **c == undone).count(),
+            1,
+            "{undone:?} in {changes:?}"
+        );
+    }
 
-    // Failing again within the cooldown: held, and the node left alone.
-    let changes = cluster.changes().len();
-    fire("failing");
+    // Failing again within the 30-minute cooldown: the firing is held and
+    // the node left alone.
+    let before = cluster.changes().len();
+    std::fs::remove_file(&healthy).expect("remove node-healthy");
     wait_for("the second failure to be held", DEADLINE, || {
-        let records = hive.ctl_json(&[
-            "audit",
-            "list",
-            "--rule",
-            "kubernetes.remediate_failing_node",
-            "-o",
-            "json",
-        ]);
+        let records = hive.ctl_json(&["audit", "list", "--rule", remediate, "-o", "json"]);
         let held = records
             .as_array()
             .into_iter()
@@ -552,23 +593,125 @@ fn the_example_rules_remediate_a_failing_node_and_undo_it_on_recovery() {
             Err(records.to_string())
         }
     });
-    assert_eq!(cluster.changes().len(), changes);
+    wait_for_check_state(&hive, "failing");
+    assert_eq!(check_events(&hive), vec!["failing", "recovered", "failing"]);
+    wait_for_runs(&hive, 2);
+    assert_eq!(jobs_of(&hive, remediate), 1);
+    assert_eq!(jobs_of(&hive, undo), 1);
+    assert_eq!(cluster.changes().len(), before, "{:?}", cluster.changes());
     assert_eq!(cluster.node(), original);
-    let fired = hive.ctl_json(&[
-        "audit",
-        "list",
-        "--rule",
-        "kubernetes.undo_on_recovery",
-        "-o",
-        "json",
-    ]);
-    let fired = fired
+}
+
+/// How often the test's node check runs.
+const INTERVAL_MS: i64 = 300;
+
+/// `check list -o json`'s row of the node check on node-a.
+fn check_row(hive: &Hive) -> Option<Value> {
+    hive.ctl_json(&["check", "list", "-o", "json"])
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|r| r["kind"] == "rule.fired")
-        .count();
-    assert_eq!(fired, 1, "undo fires on recovered only");
+        .find(|c| c["drone"] == "node-a" && c["check"] == "kubernetes.node_check")
+        .cloned()
+}
+
+fn wait_for_check_state(hive: &Hive, state: &str) {
+    wait_for(
+        &format!("the node check to be {state}"),
+        DEADLINE,
+        || match check_row(hive) {
+            Some(row) if row["state"] == state => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+}
+
+/// The states of the node check's `drone.check` events, oldest first.
+fn check_events(hive: &Hive) -> Vec<String> {
+    let events = hive.ctl_json(&[
+        "event",
+        "list",
+        "--trigger",
+        "drone.check",
+        "--limit",
+        "500",
+        "-o",
+        "json",
+    ]);
+    let mut states: Vec<String> = events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e["payload"]["check"] == "kubernetes.node_check" && e["payload"]["drone"] == "node-a"
+        })
+        .map(|e| {
+            e["payload"]["state"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    states.reverse();
+    states
+}
+
+/// The ids of the jobs a rule started, newest first.
+fn jobs_of_rule(hive: &Hive, rule: &str) -> Vec<String> {
+    hive.ctl_json(&["job", "list", "-o", "json", "--limit", "500"])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|j| j["requester"] == format!("rule:{rule}"))
+        .filter_map(|j| j["id"].as_str().map(String::from))
+        .collect()
+}
+
+fn jobs_of(hive: &Hive, rule: &str) -> usize {
+    jobs_of_rule(hive, rule).len()
+}
+
+fn last_job_of(hive: &Hive, rule: &str) -> String {
+    jobs_of_rule(hive, rule)
+        .into_iter()
+        .next()
+        .expect("the rule started a job")
+}
+
+fn wait_for_jobs(hive: &Hive, rule: &str, count: usize) {
+    wait_for(
+        &format!("{count} job(s) of {rule}"),
+        DEADLINE,
+        || match jobs_of(hive, rule) {
+            n if n == count => Ok(()),
+            n => Err(format!(
+                "{n} jobs; drone.check events: {:?}",
+                check_events(hive)
+            )),
+        },
+    );
+}
+
+/// The node check's last run on node-a, as the drone reported it (its
+/// clock, which is this host's).
+fn last_run_ms(hive: &Hive) -> i64 {
+    check_row(hive)
+        .and_then(|c| c["last_run"].as_str().map(String::from))
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+        .map_or(0, |t| t.timestamp_millis())
+}
+
+/// Waits until the node check has run at least `runs` more times.
+fn wait_for_runs(hive: &Hive, runs: i64) {
+    let from = last_run_ms(hive);
+    wait_for(
+        &format!("{runs} more runs of the node check"),
+        DEADLINE,
+        || match last_run_ms(hive) {
+            at if at >= from + runs * INTERVAL_MS => Ok(()),
+            at => Err(format!("last run at {at}, from {from}")),
+        },
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
