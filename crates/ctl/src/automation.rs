@@ -453,7 +453,7 @@ pub async fn pack(client: &mut Client, command: PackCommand, out: &Output) -> an
                     pack.version,
                     pack.actions.len(),
                     pack.rules.len(),
-                    checks_count(&pack)
+                    sensors_count(&pack)
                 );
             } else if response.previous_version.is_empty() {
                 println!(
@@ -462,7 +462,7 @@ pub async fn pack(client: &mut Client, command: PackCommand, out: &Output) -> an
                     pack.version,
                     pack.actions.len(),
                     pack.rules.len(),
-                    checks_count(&pack)
+                    sensors_count(&pack)
                 );
             } else {
                 println!(
@@ -472,7 +472,7 @@ pub async fn pack(client: &mut Client, command: PackCommand, out: &Output) -> an
                     pack.version,
                     pack.actions.len(),
                     pack.rules.len(),
-                    checks_count(&pack)
+                    sensors_count(&pack)
                 );
             }
         }
@@ -588,12 +588,23 @@ fn pack_checks(p: &v1::PackInfo) -> Vec<String> {
 }
 
 /// ", 2 checks" for a pack with checks; nothing for one without.
-fn checks_count(p: &v1::PackInfo) -> String {
-    match pack_checks(p).len() {
-        0 => String::new(),
-        1 => ", 1 check".to_string(),
-        n => format!(", {n} checks"),
-    }
+/// The pack's sensors, as install prints them: ", 1 check, 2 probes".
+fn sensors_count(p: &v1::PackInfo) -> String {
+    let content: Value = serde_json::from_str(&p.content_json).unwrap_or(Value::Null);
+    [
+        ("checks", "check"),
+        ("probes", "probe"),
+        ("sources", "source"),
+    ]
+    .into_iter()
+    .filter_map(
+        |(key, one)| match content[key].as_array().map_or(0, Vec::len) {
+            0 => None,
+            1 => Some(format!(", 1 {one}")),
+            n => Some(format!(", {n} {one}s")),
+        },
+    )
+    .collect()
 }
 
 fn pack_json(p: &v1::PackInfo) -> Value {

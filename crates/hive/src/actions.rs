@@ -183,15 +183,6 @@ impl Hive {
         action: &Action,
         parameters: &Map<String, Value>,
     ) -> (ExecutionStatus, ExecutionResult) {
-        let failed = |error: String| {
-            (
-                ExecutionStatus::Failed,
-                ExecutionResult {
-                    error: Some(error),
-                    ..ExecutionResult::default()
-                },
-            )
-        };
         let Runner::Http {
             method,
             url,
@@ -298,15 +289,6 @@ impl Hive {
         action: &Action,
         parameters: &Map<String, Value>,
     ) -> (ExecutionStatus, ExecutionResult) {
-        let failed = |error: String| {
-            (
-                ExecutionStatus::Failed,
-                ExecutionResult {
-                    error: Some(error),
-                    ..ExecutionResult::default()
-                },
-            )
-        };
         let job = match self.store.get_job(job_id).await {
             Ok(Some(job)) => job,
             Ok(None) => return failed(format!("job {job_id} is not stored")),
@@ -359,6 +341,17 @@ impl Hive {
             Err(e) => failed(format!("cannot store the escalation: {e}")),
         }
     }
+}
+
+/// A hive-side action that failed, and why.
+fn failed(error: String) -> (ExecutionStatus, ExecutionResult) {
+    (
+        ExecutionStatus::Failed,
+        ExecutionResult {
+            error: Some(error),
+            ..ExecutionResult::default()
+        },
+    )
 }
 
 fn describe_expected(expect: &[u16]) -> String {

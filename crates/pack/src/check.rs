@@ -2,7 +2,6 @@
 //! expression matches run on an interval, whose results cross thresholds
 //! into `drone.check` events (see `ultron8_core::health`).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ultron8_core::Program;
@@ -35,12 +34,9 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 /// Left out: 10 s, or half the interval when that is shorter.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) struct Context<'a> {
-    /// `None` when `pack.yaml` has no usable name.
-    pub pack: Option<&'a str>,
-    /// `scripts/...` path -> SHA-256.
-    pub scripts: &'a BTreeMap<String, String>,
-}
+/// What a check needs of the rest of the pack: its name and its scripts,
+/// as an action does.
+pub(crate) use crate::action::Context;
 
 pub(crate) struct Decoded {
     pub name_pos: Pos,
