@@ -137,6 +137,8 @@ fn a_failing_probe_fires_its_rule_once_and_its_recovery_once() {
         "racks",
         "--file",
         &targets.display().to_string(),
+        "--interval",
+        "1s",
     ]);
     assert!(added.status.success(), "{}", stderr(&added));
     write(
