@@ -44,9 +44,40 @@ fn live_metrics_pass_promtool_with_every_documented_family_present() {
         let installed = hive.ctl(&["pack", "install", &pack.display().to_string()]);
         assert!(installed.status.success(), "{}", stderr(&installed));
     }
+    // Likewise the per-probe families once a probe is installed, and the
+    // per-service ones once discovery knows a service.
+    let watch = env.dir.join("watch");
+    std::fs::create_dir_all(watch.join("sensors")).expect("mkdir");
+    std::fs::write(
+        watch.join("pack.yaml"),
+        "name: watch\nversion: 1.0.0\ndescription: a probe\nauthor: e2e\n",
+    )
+    .expect("write");
+    // Nothing listens on port 1 of this loopback address.
+    std::fs::write(
+        watch.join("sensors/closed.yaml"),
+        "kind: probe\ntargets: {static: [\"127.77.0.9:1\"]}\ntcp: {}\ninterval: 1s\n",
+    )
+    .expect("write");
+    let installed = hive.ctl(&["pack", "install", &watch.display().to_string()]);
+    assert!(installed.status.success(), "{}", stderr(&installed));
+    let targets = env.dir.join("targets.txt");
+    std::fs::write(&targets, "web-1 127.77.0.9 service=web\n").expect("write targets");
+    let added = hive.ctl(&[
+        "source",
+        "add",
+        "racks",
+        "--file",
+        &targets.display().to_string(),
+    ]);
+    assert!(added.status.success(), "{}", stderr(&added));
     let body = wait_for("the engine to load the rules", DEADLINE, || {
         let (status, body) = http_get(hive.http_port, "/metrics")?;
-        if status == 200 && body.contains("ultron8_rule_evaluations_total{rule=") {
+        if status == 200
+            && body.contains("ultron8_rule_evaluations_total{rule=")
+            && body.contains("ultron8_probe_targets{")
+            && body.contains("ultron8_fleet_service_instances{")
+        {
             Ok(body)
         } else {
             Err(format!("{status}"))

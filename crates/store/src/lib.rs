@@ -183,6 +183,11 @@ pub trait Store: Send + Sync + 'static {
         stats: &HostStats,
         now: DateTime<Utc>,
     ) -> Result<()>;
+    /// Marks the drone online and seen at `now`, keeping its facts and
+    /// stats: any call a drone makes proves it alive (check transitions it
+    /// spooled may arrive before its next heartbeat). NotFound for a drone
+    /// that never enrolled or was removed.
+    async fn record_seen(&self, drone_id: &DroneId, now: DateTime<Utc>) -> Result<()>;
     /// Marks online drones last seen before `cutoff` offline; returns their ids.
     async fn mark_silent_drones_offline(&self, cutoff: DateTime<Utc>) -> Result<Vec<DroneId>>;
     /// The fleet, ordered by id: removed drones are not in it.

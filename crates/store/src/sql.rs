@@ -1055,6 +1055,19 @@ where
         drone_updated(updated, drone_id)
     }
 
+    async fn record_seen(&self, drone_id: &DroneId, now: DateTime<Utc>) -> Result<()> {
+        let updated = sqlx::query(
+            "UPDATE drones SET online = true, last_seen_at = $2 \
+             WHERE id = $1 AND removed_at IS NULL",
+        )
+        .bind(drone_id.as_str())
+        .bind(SqlTime(now))
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        drone_updated(updated, drone_id)
+    }
+
     async fn mark_silent_drones_offline(&self, cutoff: DateTime<Utc>) -> Result<Vec<DroneId>> {
         let mut ids: Vec<String> = sqlx::query_scalar(
             "UPDATE drones SET online = false WHERE online AND last_seen_at < $1 RETURNING id",

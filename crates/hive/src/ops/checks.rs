@@ -161,6 +161,10 @@ impl Hive {
             return Ok(0);
         }
         let drone = self.fleet_drone(drone_id).await?;
+        // The drone is alive: after a hive restart its spooled transitions
+        // can arrive before its next heartbeat, and a rule acting on one
+        // must find it online.
+        self.store.record_seen(drone_id, chrono::Utc::now()).await?;
         let labels = drone.labels();
         let items = transitions
             .iter()

@@ -54,6 +54,7 @@ macro_rules! conformance_tests {
             registration_of_unknown_drone_is_not_found,
             heartbeat_stores_stats_and_marks_online,
             heartbeat_of_unknown_drone_is_not_found,
+            a_drone_seen_is_online_with_its_stats_kept,
             drone_labels_merge_token_and_own_labels,
             silent_drones_are_marked_offline,
             drones_are_listed_by_id,
@@ -954,6 +955,35 @@ pub async fn heartbeat_stores_stats_and_marks_online(store: Arc<dyn Store>) {
         .expect("get drone")
         .expect("drone exists");
     assert_eq!(drone.stats, Some(stats(99.0)), "the latest stats win");
+}
+
+pub async fn a_drone_seen_is_online_with_its_stats_kept(store: Arc<dyn Store>) {
+    enroll(&*store, "drone-a", t(0)).await;
+    store
+        .record_heartbeat(&"drone-a".into(), &stats(12.5), t(40))
+        .await
+        .expect("heartbeat");
+    store
+        .mark_silent_drones_offline(t(100))
+        .await
+        .expect("sweep");
+    store
+        .record_seen(&"drone-a".into(), t(120))
+        .await
+        .expect("seen");
+    let drone = store
+        .get_drone(&"drone-a".into())
+        .await
+        .expect("get drone")
+        .expect("drone exists");
+    assert!(drone.online, "seen again: online");
+    assert_eq!(drone.last_seen_at, Some(t(120)));
+    assert_eq!(drone.stats, Some(stats(12.5)), "its stats are kept");
+    let err = store
+        .record_seen(&"ghost".into(), t(1))
+        .await
+        .expect_err("unknown drone");
+    assert_not_found(err, "drone", "ghost");
 }
 
 pub async fn heartbeat_of_unknown_drone_is_not_found(store: Arc<dyn Store>) {
