@@ -85,6 +85,21 @@ impl FakeCloud {
         }
     }
 
+    /// `ultronctl source add NAME --http URL --interval 1s` on `hive`,
+    /// asserting it was accepted.
+    pub fn add_source(&self, hive: &crate::Hive, name: &str) {
+        let added = hive.ctl(&[
+            "source",
+            "add",
+            name,
+            "--http",
+            &self.url,
+            "--interval",
+            "1s",
+        ]);
+        assert!(added.status.success(), "{}", crate::stderr(&added));
+    }
+
     /// The scale-out requests received: (service, body), in order.
     pub fn scale_requests(&self) -> Vec<(String, String)> {
         self.scaled.lock().map(|s| s.clone()).unwrap_or_default()

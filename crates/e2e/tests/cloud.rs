@@ -53,16 +53,7 @@ fn an_understaffed_service_escalates_once_and_scales_out_once() {
     let enabled = hive.ctl(&["rule", "enable", "cloud.scale_out_understaffed_service"]);
     assert!(enabled.status.success(), "{}", stderr(&enabled));
 
-    let added = hive.ctl(&[
-        "source",
-        "add",
-        "cloud",
-        "--http",
-        &cloud.url,
-        "--interval",
-        "1s",
-    ]);
-    assert!(added.status.success(), "{}", stderr(&added));
+    cloud.add_source(&hive, "cloud");
     wait_for("UserService with 2 healthy of 3", DEADLINE, || {
         let services = hive.ctl_json(&["fleet", "services", "-o", "json"]);
         let user = services

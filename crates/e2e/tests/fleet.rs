@@ -359,16 +359,7 @@ fn fleet_top_draws_redraws_and_gives_the_terminal_back() {
         ("127.0.4.2", report("AuthService", 85, 30)),
         ("127.0.4.3", report("OtherService", 1, 1)),
     ]);
-    let added = hive.ctl(&[
-        "source",
-        "add",
-        "cloud",
-        "--http",
-        &cloud.url,
-        "--interval",
-        "1s",
-    ]);
-    assert!(added.status.success(), "{}", stderr(&added));
+    cloud.add_source(&hive, "cloud");
     wait_for("the inventory", DEADLINE, || {
         let n = summary(&hive).len();
         if n == 3 { Ok(()) } else { Err(n.to_string()) }

@@ -29,8 +29,6 @@ const KEYS: &[&str] = &[
     "flap",
 ];
 
-/// Left out: every 30 s.
-const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 /// Left out: 10 s, or half the interval when that is shorter.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -75,8 +73,13 @@ pub(crate) fn decode(stem: &str, node: &Node, ctx: &Context<'_>, sink: &mut Sink
 
     let program = program(&fields, ctx, sink);
 
-    let (interval, timeout) =
-        sensor::schedule(&fields, DEFAULT_INTERVAL, DEFAULT_TIMEOUT, "check", sink);
+    let (interval, timeout) = sensor::schedule(
+        &fields,
+        sensor::DEFAULT_INTERVAL,
+        DEFAULT_TIMEOUT,
+        "check",
+        sink,
+    );
     let thresholds = sensor::thresholds(&fields, sink);
 
     let check = match (

@@ -30,8 +30,6 @@ const TARGET_KEYS: &[&str] = &["source", "service", "static"];
 const HTTP_KEYS: &[&str] = &["scheme", "port", "path", "expect_status", "body"];
 const TCP_KEYS: &[&str] = &["port"];
 
-/// Left out: every 30 s.
-const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 /// Left out: 5 s, or half the interval when that is shorter.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -56,8 +54,13 @@ pub(crate) fn decode(pack: Option<&str>, stem: &str, node: &Node, sink: &mut Sin
         .required("targets", sink)
         .and_then(|node| targets(node, sink));
     let check = check(&fields, sink);
-    let (interval, timeout) =
-        sensor::schedule(&fields, DEFAULT_INTERVAL, DEFAULT_TIMEOUT, "probe", sink);
+    let (interval, timeout) = sensor::schedule(
+        &fields,
+        sensor::DEFAULT_INTERVAL,
+        DEFAULT_TIMEOUT,
+        "probe",
+        sink,
+    );
     let thresholds = sensor::thresholds(&fields, sink);
 
     let probe = match (name.clone(), targets, check, interval, timeout, thresholds) {

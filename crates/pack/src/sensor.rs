@@ -13,6 +13,9 @@ use crate::yaml::{Fields, Node, Value, duration, integer, string};
 /// The shortest interval a sensor may have (the drone enforces it too).
 use ultron8_core::checks::MIN_INTERVAL;
 
+/// A sensor's `interval` when left out: every 30 s.
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+
 const FLAP_KEYS: &[&str] = &["max_changes", "window"];
 
 /// The sensor's name: `name`, or the file's stem. `what` names the kind
